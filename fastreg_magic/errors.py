@@ -1,0 +1,63 @@
+"""The errors `fastreg_magic` raises, each written for the person in the notebook.
+
+Every error carries a ``message`` (what went wrong, naming the value involved) and a
+``hint`` (what to try next). The API raises them and never prints; the magic is the one
+boundary that turns them into a one-line ``UsageError``. Anything else is a bug and keeps
+its traceback.
+
+    FastRegError
+     ├── CollectError        the cell or its local modules cannot be turned into a module
+     ├── PackageError        the archive would be empty, too large, or unreadable
+     ├── UploadError         the archive could not be stored (refused, interrupted)
+     ├── BackendError        Flyte could not be reached, or refused who we are
+     ├── RegistrationError   Flyte refused an entity (unknown project, version conflict, ...)
+     ├── RunError            launching, watching or terminating a run failed
+     ├── SandboxError        the embedded sandbox could not start or serve
+     └── NotYetSupported     a capability that is not built yet
+"""
+
+from __future__ import annotations
+
+
+class FastRegError(Exception):
+    """Base of every error meant for the user. ``str(err)`` is message plus hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class CollectError(FastRegError):
+    """The cell, or a module it imports, cannot become a shippable module."""
+
+
+class PackageError(FastRegError):
+    """The archive would be empty, too large, or a file cannot be read."""
+
+
+class UploadError(FastRegError):
+    """The archive could not be stored where the backend can read it."""
+
+
+class BackendError(FastRegError):
+    """The Flyte backend is unreachable or refused the credentials."""
+
+
+class RegistrationError(FastRegError):
+    """The backend refused an entity: unknown project/domain, version conflict, ..."""
+
+
+class RunError(FastRegError):
+    """Launching, watching or terminating a run failed."""
+
+
+class SandboxError(FastRegError):
+    """The embedded sandbox could not start (busy port, unwritable data dir, ...)."""
+
+
+class NotYetSupported(FastRegError):
+    """A capability that is not built yet. Says so plainly rather than pretending."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: one real `fastreg sandbox` per test session, and stock flytekit clients on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+# Tasks run by the sandbox use this interpreter's environment (pyflyte-fast-execute etc.).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """A sandbox on a random loopback port, with its own data dir, for the whole session."""
+    from fastreg_magic import sandbox as sandbox_api
+
+    handle = sandbox_api.start(data_dir=tmp_path_factory.mktemp("sandbox-data"), port=0)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def remote(sandbox):
+    """Stock FlyteRemote pointed at the session sandbox through its config file."""
+    from flytekit.configuration import Config
+    from flytekit.remote import FlyteRemote
+
+    return FlyteRemote(
+        Config.auto(config_file=str(sandbox.config_file)),
+        default_project="flytesnacks",
+        default_domain="development",
+        interactive_mode_enabled=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def have_chromium() -> bool:
+    return shutil.which("chromium") is not None
