@@ -1,0 +1,62 @@
+"""The `fastreg` command: a thin dispatcher; each subcommand lives beside the code it drives.
+
+    fastreg sandbox [--port N] [--data-dir DIR] [--config-out FILE]
+    fastreg serialize NOTEBOOK.ipynb|MODULE.py -o DIR
+    fastreg register-files DIR -p PROJECT -d DOMAIN ...
+    fastreg quickstart
+
+Each entry of ``COMMANDS`` names a module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; the module is imported only when its command runs, so
+``fastreg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "sandbox": ("fastreg_magic.sandbox.command", "run the embedded Flyte sandbox on loopback (foreground)"),
+    "serialize": ("fastreg_magic.files", "serialize a notebook's %%flyte_fast cells or a module to protobuf files + archive"),
+    "register-files": ("fastreg_magic.files", "register serialized protobuf files + archive"),
+    "quickstart": ("fastreg_magic.quickstart", "start the embedded sandbox and run the quickstart end to end"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastreg", description="Fast registration of Flyte workflows.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.set_defaults(_module=module_name)
+        # Arguments are added on demand (see main) to keep `fastreg --help` import-free.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        sub = argparse.ArgumentParser(prog=f"fastreg {argv[0]}", description=COMMANDS[argv[0]][1])
+        add = getattr(module, f"add_{argv[0].replace('-', '_')}_arguments", None) or module.add_arguments
+        add(sub)
+        args = sub.parse_args(argv[1:])
+        args.command = argv[0]
+        runner = getattr(module, f"run_{argv[0].replace('-', '_')}", None) or module.run
+        from fastreg_magic.errors import FastRegError
+
+        try:
+            return int(runner(args) or 0)
+        except FastRegError as err:
+            print(f"fastreg {argv[0]}: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+    parser.parse_args(argv)  # prints usage / errors
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
