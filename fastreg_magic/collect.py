@@ -1,0 +1,250 @@
+"""Cell -> module, and module -> the files to ship with it.
+
+The first step of a fast registration: a notebook cell (or a ``.py`` file) becomes a real
+module's source, with whatever it borrows from earlier cells written into it; then the
+files the container needs are picked under the source root.
+
+    module = module_from_cell(cell, "quickstart", shell.user_ns)
+    module.source     # the text of quickstart.py, as shipped and as run in the kernel
+    module.lifted     # ("import numpy as np", "def normalize (defined in an earlier cell)")
+
+    files = files_to_ship(module, Path.cwd())           # copy="auto": what it imports
+    files.files       # (ShippedFile("mylib/__init__.py", ...), ShippedFile("quickstart.py", data=...))
+    files.left_out    # (LeftOut(".env", "secret (never shipped)"),)
+
+No IPython here: the namespace is a plain mapping, so the same code serves the magic,
+the API and the ``fastreg serialize`` command.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastreg_magic.errors import CollectError
+from fastreg_magic.ignore import SECRET, Found, IgnoreRules, Skipped, classify_file, iter_dir_files, walk
+from fastreg_magic.lift import has_star_import, lift_free_names
+from fastreg_magic.local_imports import local_modules
+
+LARGE_FILE_BYTES = 10 * 1024 * 1024
+COPY_MODES = ("auto", "all")
+_LIFTED_HEADER = "# --- carried over from earlier notebook cells ---"
+_CELL_HEADER = "# --- the cell ---"
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    name: str  # importable module name, e.g. "quickstart"
+    source: str  # full text of <name>.py, as shipped and as executed in the kernel
+    lifted: tuple[str, ...]  # one human line per thing taken from the notebook namespace
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    relpath: str  # posix path inside the archive, e.g. "mylib/features.py"
+    path: Path | None = None  # file on disk ...
+    data: bytes | None = None  # ... or in-memory content (the generated module)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    relpath: str
+    reason: str  # "secret (never shipped)", "ignored by .gitignore", ...
+
+
+@dataclass(frozen=True)
+class FileSet:
+    root: Path
+    files: tuple[ShippedFile, ...]  # sorted by relpath
+    left_out: tuple[LeftOut, ...]
+    warnings: tuple[str, ...]  # e.g. "data/big.parquet is 42 MiB (over 10 MiB)"
+
+
+# --- cell -> module ------------------------------------------------------------------------
+
+
+def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None = None) -> ModuleSource:
+    """The module a cell becomes. Free names are resolved against ``namespace`` (the notebook's
+    user namespace); without one, the cell must stand on its own and nothing is lifted."""
+    check_module_name(name)
+    tree = _parse_cell(cell)
+    if namespace is None:
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
+    lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree))
+    if not lifted.source:
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
+    return ModuleSource(name=name, source=_insert_lifted(cell, tree, lifted.source), lifted=lifted.lines)
+
+
+def module_from_file(path: Path) -> ModuleSource:
+    """A ``.py`` file as the module to register, named after the file."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectError(f"{path} cannot be read: {exc}.", "Check the path and the file's encoding.") from exc
+    check_module_name(path.stem, what=f"the file name {path.name}")
+    _parse(source, where=str(path))
+    return ModuleSource(name=path.stem, source=_with_final_newline(source), lifted=())
+
+
+def check_module_name(name: str, what: str | None = None) -> None:
+    """The generated module must be importable by that name, and must not hide the stdlib."""
+    what = what or f"The module name `{name}`"
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise CollectError(
+            f"{what} is not a valid Python module name.",
+            "Pass --module NAME with letters, digits and underscores, not starting with a digit.",
+        )
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        raise CollectError(
+            f"{what} would hide the standard library module `{name}`.",
+            "Pass --module OTHER with another name.",
+        )
+
+
+def _parse_cell(cell: str) -> ast.Module:
+    """Parse and compile the cell (compiling finds `return` outside a function, a misplaced
+    `from __future__`, ...); IPython syntax (%magic, !shell) gets its own message, since it
+    cannot run remotely."""
+    try:
+        tree = ast.parse(cell, filename="<cell>")
+        compile(tree, "<cell>", "exec", dont_inherit=True)
+        return tree
+    except SyntaxError as exc:
+        lines = cell.splitlines()
+        line = lines[exc.lineno - 1] if exc.lineno and 0 < exc.lineno <= len(lines) else ""
+        if line.lstrip().startswith(("%", "!")):
+            raise CollectError(
+                f"Line {exc.lineno} of the cell is IPython syntax, not Python: `{line.strip()}`.",
+                "Magics and shell commands cannot run in a task; move them to another cell.",
+            ) from None
+        raise _syntax_error(exc, "the cell", line) from None
+
+
+def _parse(source: str, where: str) -> ast.Module:
+    try:
+        return ast.parse(source, filename=where)
+    except SyntaxError as exc:
+        lines = source.splitlines()
+        line = lines[exc.lineno - 1] if exc.lineno and 0 < exc.lineno <= len(lines) else ""
+        raise _syntax_error(exc, where, line) from None
+
+
+def _syntax_error(exc: SyntaxError, where: str, line: str) -> CollectError:
+    return CollectError(
+        f"Syntax error on line {exc.lineno} of {where}: {exc.msg}: `{line.strip()}`.",
+        "Fix the line and run the cell again.",
+    )
+
+
+def _insert_lifted(cell: str, tree: ast.Module, lifted_source: str) -> str:
+    """Lifted code goes after the cell's docstring and ``from __future__`` imports, which must stay first."""
+    split = 0
+    for index, node in enumerate(tree.body):
+        is_docstring = index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        if is_docstring or (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+            split = node.end_lineno
+        else:
+            break
+    lines = cell.splitlines(keepends=True)
+    head, body = "".join(lines[:split]), "".join(lines[split:])
+    parts = [head.rstrip("\n") + "\n" if head else "", f"{_LIFTED_HEADER}\n{lifted_source.rstrip()}\n\n", f"{_CELL_HEADER}\n{body.lstrip(chr(10))}"]
+    return _with_final_newline("".join(parts))
+
+
+def _with_final_newline(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+# --- module -> files -----------------------------------------------------------------------
+
+
+def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto") -> FileSet:
+    """The generated module plus the local files it needs (``auto``) or everything (``all``),
+    minus ignored files, junk and secrets."""
+    root = _check_root(source_root)
+    if copy not in COPY_MODES:
+        raise CollectError(f"--copy {copy!r} is not a copy mode.", "Use --copy auto or --copy all.")
+    _check_clash(module, root)
+    rules = IgnoreRules(root)
+    if copy == "all":
+        found, skipped = walk(root, rules)
+        warnings: list[str] = []
+    else:
+        found, skipped, warnings = _auto_files(module, root, rules)
+    generated = ShippedFile(relpath=f"{module.name}.py", data=module.source.encode("utf-8"))
+    found = [f for f in found if f.relpath != generated.relpath]
+    files = sorted([ShippedFile(f.relpath, path=f.path) for f in found] + [generated], key=lambda f: f.relpath)
+    warnings += _size_warnings(found, generated)
+    left_out = tuple(LeftOut(s.relpath, s.reason) for s in sorted(set(skipped), key=lambda s: s.relpath))
+    return FileSet(root=root, files=tuple(files), left_out=left_out, warnings=tuple(warnings))
+
+
+def _check_root(source_root: Path) -> Path:
+    root = Path(source_root).expanduser().resolve()
+    if not root.is_dir():
+        raise CollectError(f"The source root {root} is not a directory.", "Pass --source-root with an existing directory.")
+    return root
+
+
+def _check_clash(module: ModuleSource, root: Path) -> None:
+    """A local `<name>.py` or package `<name>/` would be shadowed by (or shadow) the generated
+    module. A plain folder of that name is no clash: Python prefers a module to a namespace."""
+    for candidate in (root / f"{module.name}.py", root / module.name / "__init__.py"):
+        if not candidate.is_file():
+            continue
+        if candidate.name != "__init__.py" and _same_text(candidate, module.source):
+            continue  # the module written out earlier from this very cell
+        kind = "package" if candidate.name == "__init__.py" else "module"
+        candidate = candidate.parent if kind == "package" else candidate
+        raise CollectError(
+            f"The cell's module `{module.name}` clashes with the local {kind} {candidate}.",
+            f"Pass --module OTHER to name the cell's module differently (e.g. --module {module.name}_flow).",
+        )
+
+
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[list[Found], list[Skipped], list[str]]:
+    needed = local_modules(module.source, module.name, root)
+    found: list[Found] = []
+    skipped: list[Skipped] = []
+    warnings = list(needed.warnings)
+    for relpath, path in sorted(needed.files.items()):
+        item = classify_file(path, relpath, rules)
+        if isinstance(item, Found):
+            found.append(item)
+        elif item is not None:
+            skipped.append(item)
+            if item.reason != SECRET:
+                warnings.append(f"{relpath} is imported but {item.reason}: it is not shipped.")
+    # Secrets are reported wherever something is shipped from, so a `.env` beside the
+    # notebook is mentioned even though auto mode would not have picked it up.
+    for reldir in sorted({f.relpath.rpartition("/")[0] for f in found} | {""}):
+        for relpath, path in iter_dir_files(root, reldir):
+            if rules.is_secret(relpath):
+                skipped.append(Skipped(relpath, SECRET))
+    return found, skipped, warnings
+
+
+def _size_warnings(found: list[Found], generated: ShippedFile) -> list[str]:
+    sizes = [(f.relpath, f.size) for f in found] + [(generated.relpath, len(generated.data or b""))]
+    return [
+        f"{relpath} is {_mib(size)} (over {_mib(LARGE_FILE_BYTES)})"
+        for relpath, size in sorted(sizes)
+        if size > LARGE_FILE_BYTES
+    ]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MiB"

@@ -1,0 +1,265 @@
+"""Which files under a source root are never shipped, and why.
+
+Four kinds of reasons, checked in this order:
+
+    secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ...
+                  never shipped, whatever the copy mode; always reported
+    junk          .git, __pycache__, *.pyc, virtualenvs, .ipynb_checkpoints, node_modules, ...
+                  left out silently
+    .gitignore    gitignore semantics, nested .gitignore files and the ones above the root
+                  up to the repository's top, plus .git/info/exclude
+    .flyteignore  gitignore semantics
+    .dockerignore patterns anchored at the root, as Docker reads them
+
+Matching uses ``pathspec`` (gitignore semantics without needing git or a repository);
+flytekit's own ``flytekit.tools.ignore`` shells out to ``git`` twice per use and imports
+flytekit, which costs about a second, and it cannot tell which file ignored a path.
+
+    rules = IgnoreRules(Path("~/proj").expanduser())
+    rules.file_reason("config/.env")      # "secret (never shipped)"
+    rules.file_reason("mylib/x.py")       # None: shipped
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pathspec
+
+SECRET = "secret (never shipped)"
+
+SECRET_PATTERNS = (
+    ".env", ".env*", "*.env", ".envrc",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh/",
+    ".netrc", "_netrc", ".git-credentials", ".pgpass", ".htpasswd", ".npmrc", ".pypirc",
+    "**/.aws/credentials", "**/.aws/config", "credentials.json", "client_secret*.json",
+    "application_default_credentials.json", "gcloud/", ".azure/", "**/.kube/config", "kubeconfig",
+    "**/.docker/config.json", "**/.streamlit/secrets.toml", ".gnupg/",
+)  # fmt: skip
+
+JUNK_DIRS = frozenset(
+    {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules",
+     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".eggs", ".cache"}
+)  # fmt: skip
+
+
+class _Spec:
+    """A gitignore spec with a one-regex pre-check. pathspec tries its patterns one by one in
+    Python; most paths match none, and one alternation of the including patterns tells so in a
+    single regex call (a path no including pattern matches is never ignored)."""
+
+    def __init__(self, lines: list[str]):
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        including = [p.regex.pattern for p in self.spec.patterns if p.include and p.regex is not None]
+        # Named groups may repeat across patterns; the pre-check needs none of them.
+        merged = "|".join(f"(?:{re.sub(r'[(][?]P<[^>]+>', '(?:', rx)})" for rx in including)
+        self._any = re.compile(merged) if merged else None
+
+    def match_file(self, relpath: str) -> bool:
+        if self._any is None or not self._any.match(relpath):
+            return False
+        return self.spec.match_file(relpath)
+
+
+JUNK_FILES = _Spec(["*.pyc", "*.pyo", ".DS_Store", "*.egg-info/", "*.swp"])
+_SECRETS = _Spec(list(SECRET_PATTERNS))
+
+
+@dataclass(frozen=True)
+class Found:
+    """A regular file under the root: its posix path relative to the root, and its size."""
+
+    relpath: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    relpath: str
+    reason: str
+
+
+class IgnoreRules:
+    """The ignore files of one source root, loaded once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._flyte = _spec_from_file(root / ".flyteignore")
+        self._docker = _docker_spec(root / ".dockerignore")
+        # (where, prefix, spec) per .gitignore that applies, outermost first: it covers the
+        # root-relative paths starting with `where`, which it sees as `prefix` + the rest.
+        # Those above the root have where "" and a prefix; nested ones are added as found.
+        self._git: list[tuple[str, str, _Spec]] = list(_outer_gitignores(root))
+        self._loaded_dirs: set[str] = set()
+
+    def is_secret(self, relpath: str) -> bool:
+        return _SECRETS.match_file(relpath)
+
+    def dir_reason(self, reldir: str, name: str, path: Path) -> str | None:
+        """Why the walk should not descend into ``reldir`` (root-relative, no trailing slash)."""
+        if name in JUNK_DIRS or name.endswith(".egg-info") or _is_environment(path):
+            return "junk"
+        return self._file_rules_reason(reldir + "/")
+
+    def file_reason(self, relpath: str) -> str | None:
+        """Why ``relpath`` is left out, or None when it is shipped."""
+        if self.is_secret(relpath):
+            return SECRET
+        if JUNK_FILES.match_file(relpath) or any(part in JUNK_DIRS for part in relpath.split("/")[:-1]):
+            return "junk"
+        self._load_nested_gitignores(relpath)
+        return self._file_rules_reason(relpath)
+
+    def _file_rules_reason(self, relpath: str) -> str | None:
+        for where, prefix, spec in self._git:
+            if relpath.startswith(where) and spec.match_file(prefix + relpath[len(where) :]):
+                return "ignored by .gitignore"
+        if self._flyte is not None and self._flyte.match_file(relpath):
+            return "ignored by .flyteignore"
+        if self._docker is not None and self._docker.match_file(relpath):
+            return "ignored by .dockerignore"
+        return None
+
+    def _load_nested_gitignores(self, relpath: str) -> None:
+        parts = relpath.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            reldir = "/".join(parts[:depth])
+            self.load_dir(reldir)
+
+    def load_dir(self, reldir: str) -> None:
+        """Take the .gitignore of a directory under the root into account (once)."""
+        if reldir in self._loaded_dirs or reldir == "":
+            return
+        self._loaded_dirs.add(reldir)
+        spec = _spec_from_file(self.root / reldir / ".gitignore")
+        if spec is not None:
+            self._git.append((reldir + "/", "", spec))
+
+
+def _is_environment(path: Path) -> bool:
+    """A virtualenv (any name) or a conda environment: installed packages, not the project's code."""
+    return (path / "pyvenv.cfg").is_file() or (path / "conda-meta").is_dir()
+
+
+def walk(root: Path, rules: IgnoreRules) -> tuple[list[Found], list[Skipped]]:
+    """Every shippable file under ``root`` (sorted), and what was left out and why.
+
+    Junk is left out silently; directories ignored by an ignore file are reported once, as
+    ``dir/``, without walking into them; secrets are reported one by one.
+    """
+    found: list[Found] = []
+    skipped: list[Skipped] = []
+    _walk_dir(root, "", rules, found, skipped)
+    found.sort(key=lambda f: f.relpath)
+    skipped.sort(key=lambda s: s.relpath)
+    return found, skipped
+
+
+def _walk_dir(path: Path, reldir: str, rules: IgnoreRules, found: list[Found], skipped: list[Skipped]) -> None:
+    rules.load_dir(reldir)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append(Skipped(reldir + "/", f"unreadable directory ({exc.strerror})"))
+        return
+    for entry in entries:
+        rel = f"{reldir}/{entry.name}" if reldir else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            reason = rules.dir_reason(rel, entry.name, Path(entry.path))
+            if reason is None:
+                _walk_dir(Path(entry.path), rel, rules, found, skipped)
+            elif reason != "junk":
+                skipped.append(Skipped(rel + "/", reason))
+            continue
+        item = classify_file(Path(entry.path), rel, rules)
+        if isinstance(item, Found):
+            found.append(item)
+        elif item is not None:
+            skipped.append(item)
+
+
+def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipped | None:
+    """A file shipped (Found), left out with a reason worth telling (Skipped), or junk (None)."""
+    reason = rules.file_reason(relpath)
+    if reason == "junk":
+        return None
+    if reason is not None:
+        return Skipped(relpath, reason)
+    try:
+        st = path.stat()  # follows symlinks: a link to a file ships the file's content
+    except OSError:
+        return Skipped(relpath, "broken symbolic link" if path.is_symlink() else "unreadable")
+    if stat.S_ISDIR(st.st_mode):
+        return Skipped(relpath, "symbolic link to a directory (not followed)")
+    if path.is_symlink() and rules.is_secret(os.path.realpath(path).lstrip("/")):
+        return Skipped(relpath, SECRET)  # a link whose target is a credentials file
+    if not stat.S_ISREG(st.st_mode):
+        return None  # sockets, fifos, devices
+    return Found(relpath, path, st.st_size)
+
+
+def iter_dir_files(root: Path, reldir: str) -> Iterator[tuple[str, Path]]:
+    """The regular files directly in one directory under the root (for secret notices in auto mode)."""
+    directory = root / reldir if reldir else root
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file():
+            yield (f"{reldir}/{entry.name}" if reldir else entry.name), Path(entry.path)
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _spec_from_file(path: Path) -> _Spec | None:
+    lines = _read_lines(path)
+    return _Spec(lines) if lines else None
+
+
+def _docker_spec(path: Path) -> _Spec | None:
+    """Docker anchors every pattern at the context root (`*.md` is only top-level files)."""
+    lines = _read_lines(path)
+    if not lines:
+        return None
+    anchored = []
+    for line in (raw.strip() for raw in lines):
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        body = line[1:] if negate else line
+        anchored.append(("!" if negate else "") + "/" + body.lstrip("/"))
+    return _Spec(anchored)
+
+
+def _outer_gitignores(root: Path) -> Iterator[tuple[str, str, _Spec]]:
+    """The root's own .gitignore, and those of its parents up to the repository top (where
+    `.git` is), each with the prefix that turns a root-relative path into one relative to it."""
+    chain = []
+    directory = root
+    while True:
+        chain.append(directory)
+        if (directory / ".git").exists() or directory.parent == directory:
+            break
+        directory = directory.parent
+    if not (chain[-1] / ".git").exists():
+        chain = [root]  # not in a repository: only the root's own .gitignore applies
+    for directory in reversed(chain):
+        prefix = root.relative_to(directory).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
+        for ignore_file in (directory / ".gitignore", directory / ".git" / "info" / "exclude"):
+            spec = _spec_from_file(ignore_file)
+            if spec is not None:
+                yield "", prefix, spec

@@ -1,0 +1,397 @@
+"""Lifting: what a cell borrows from earlier cells, written out as module source.
+
+A notebook cell may use names it does not define: ``np`` imported three cells up, a
+``normalize`` function from the previous cell, ``N = 3`` from the first one. In the kernel
+that works because every cell shares one namespace; in a container the cell's module
+stands alone. This module finds those free names and turns each into source:
+
+    imported module            ->  import numpy as np
+    function/class from a cell ->  its source, lifted (and what *it* uses, recursively)
+    function/class of a module ->  from mylib.features import clean
+    literal constant           ->  N = 3
+    anything else              ->  CollectError naming the variable and the fix
+
+Example::
+
+    lifted = lift_free_names(cell_source, namespace)
+    lifted.source      # "import numpy as np\\nN = 3\\n\\ndef normalize(x): ...\\n"
+    lifted.lines       # ("import numpy as np", "N = 3", "def normalize (defined in an earlier cell)")
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import math
+import os
+import symtable
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from fastreg_magic.earlier_cells import definition_source
+from fastreg_magic.errors import CollectError
+
+# Names every module has without defining them.
+_MODULE_DUNDERS = frozenset(
+    {"__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__", "__builtins__",
+     "__annotations__", "__path__", "__cached__"}
+)  # fmt: skip
+# Names IPython adds to builtins while a cell runs: they do not exist in a task.
+_IPYTHON_ONLY = frozenset({"display", "get_ipython", "__IPYTHON__"})
+_BUILTINS = (frozenset(dir(builtins)) - _IPYTHON_ONLY) | _MODULE_DUNDERS
+# A constant longer than this is data, not code: it belongs in a file or a task input.
+MAX_CONSTANT_CHARS = 1024 * 1024
+_SHOWN_CONSTANT_CHARS = 60
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """What a cell borrows: the source to put above it, and one line per thing for the user."""
+
+    source: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Definition:
+    name: str
+    source: str
+    uses: frozenset[str]
+
+
+def free_names(source: str, filename: str = "<cell>") -> set[str]:
+    """Names the code reads from its module's globals without ever binding them there."""
+    top = symtable.symtable(source, filename, "exec")
+    bound = _module_bindings(top)
+    used: set[str] = set()
+    stack = [top]
+    while stack:
+        table = stack.pop()
+        stack.extend(table.get_children())
+        for symbol in table.get_symbols():
+            if not symbol.is_referenced():
+                continue
+            reads_global = table is top or symbol.is_global()
+            if reads_global and symbol.get_name() not in bound:
+                used.add(symbol.get_name())
+    return used - _BUILTINS
+
+
+def _module_bindings(top: symtable.SymbolTable) -> set[str]:
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    stack = list(top.get_children())
+    while stack:  # `global x; x = 1` inside a function also binds x at module level
+        table = stack.pop()
+        stack.extend(table.get_children())
+        bound |= {
+            s.get_name() for s in table.get_symbols() if s.is_declared_global() and s.is_assigned()
+        }
+    return bound
+
+
+def has_star_import(tree: ast.AST) -> bool:
+    return any(
+        isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+        for node in ast.walk(tree)
+    )
+
+
+def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Lifted:
+    """Resolve the free names of ``source`` against ``namespace`` (a notebook's user namespace).
+
+    ``strict``: a free name missing from the namespace is an error (turn it off when the code
+    star-imports, since the name may come from there).
+    """
+    imports: dict[str, str] = {}  # bound name -> import statement
+    constants: dict[str, str] = {}  # bound name -> assignment
+    definitions: dict[str, _Definition] = {}
+    pending = sorted(free_names(source))
+    # What the cell binds itself is there when its code runs, but lifted definitions come
+    # first: a name they use that the cell binds is lifted only as an import (`@task` over a
+    # lifted function needs `task` before the cell's own `from flytekit import task`).
+    cell_binds = _module_bindings(symtable.symtable(source, "<cell>", "exec"))
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in cell_binds:
+            statement = _import_statement(name, namespace[name]) if name in namespace else None
+            if statement is not None:
+                imports[name] = statement
+            continue
+        if name in _IPYTHON_ONLY:
+            raise CollectError(
+                f"`{name}` is IPython's and does not exist where tasks run.",
+                "Keep it out of the cell's module: call it from another cell.",
+            )
+        if name not in namespace:
+            if strict:
+                raise CollectError(
+                    f"`{name}` is used by this cell but is defined neither in it nor in an earlier cell.",
+                    "Define it in the cell, or run the cell that defines it first.",
+                )
+            continue
+        value = namespace[name]
+        statement = _import_statement(name, value)
+        if statement is not None:
+            imports[name] = statement
+            continue
+        literal = _literal_source(value)
+        if literal is not None:
+            constants[name] = _constant_assignment(name, literal)
+            continue
+        definition = _definition(name, value, namespace)
+        definitions[name] = definition
+        pending.extend(sorted(definition.uses - seen))
+    sources = [source] + [d.source for d in definitions.values()]
+    for statement in _submodule_imports(sources, imports):
+        imports[statement] = statement
+    return _assemble(imports, constants, definitions)
+
+
+def _submodule_imports(sources: list[str], imports: dict[str, str]) -> list[str]:
+    """`import xml` alone does not load `xml.etree`: when code reaches a loaded submodule
+    through a lifted plain import (`xml.etree.ElementTree.parse`), import that submodule too."""
+    plain = {name for name, statement in imports.items() if statement == f"import {name}"}
+    if not plain:
+        return []
+    needed = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            chain = _attribute_chain(node)
+            if not chain or chain[0] not in plain:
+                continue
+            for i in range(2, len(chain) + 1):
+                dotted = ".".join(chain[:i])
+                if not isinstance(sys.modules.get(dotted), types.ModuleType):
+                    break
+                needed.add(f"import {dotted}")
+    return sorted(needed)
+
+
+def _attribute_chain(node: ast.AST) -> list[str] | None:
+    names = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or not names:
+        return None
+    return [node.id] + names[::-1]
+
+
+def _assemble(imports: dict[str, str], constants: dict[str, str], definitions: dict[str, _Definition]) -> Lifted:
+    import_lines = sorted(set(imports.values()))
+    constant_lines = [constants[n] for n in sorted(constants)]
+    ordered = _dependency_order(definitions)
+    blocks = []
+    if import_lines:
+        blocks.append("\n".join(import_lines) + "\n")
+    if constant_lines:
+        blocks.append("\n".join(constant_lines) + "\n")
+    blocks.extend(d.source for d in ordered)
+    lines = (
+        import_lines
+        + [_shorten(line) for line in constant_lines]
+        + sorted(f"{_kind(d.source)} {d.name} (defined in an earlier cell)" for d in ordered)
+    )
+    return Lifted(source="\n\n".join(b.rstrip("\n") for b in blocks) + "\n" if blocks else "", lines=tuple(lines))
+
+
+def _dependency_order(definitions: dict[str, _Definition]) -> list[_Definition]:
+    """Definitions before their users (decorators, base classes and defaults run at definition
+    time); ties and cycles broken by name so the output is the same on every run."""
+    ordered: list[_Definition] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name):
+            return
+        state[name] = "visiting"
+        for dep in sorted(definitions[name].uses & definitions.keys()):
+            visit(dep)
+        state[name] = "done"
+        ordered.append(definitions[name])
+
+    for name in sorted(definitions):
+        visit(name)
+    return ordered
+
+
+def _kind(source: str) -> str:
+    node = ast.parse(source).body[0]
+    return "class" if isinstance(node, ast.ClassDef) else "def"
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= _SHOWN_CONSTANT_CHARS else line[: _SHOWN_CONSTANT_CHARS - 1] + "…"
+
+
+# --- imports -------------------------------------------------------------------------------
+
+
+def _import_statement(name: str, value: Any) -> str | None:
+    if isinstance(value, types.ModuleType):
+        return _module_import(name, value)
+    origin = _importable_origin(name, value)
+    if origin is None:
+        return None
+    module, attr = origin
+    return f"from {module} import {attr}" if attr == name else f"from {module} import {attr} as {name}"
+
+
+def _module_import(name: str, module: types.ModuleType) -> str:
+    spec = getattr(module, "__spec__", None)
+    full = spec.name if spec is not None and spec.name != "__main__" else module.__name__
+    if module is os.path:
+        full = "os.path"  # posixpath or ntpath depending on the notebook's OS; not the container's
+    if hasattr(module, GENERATED_MARK):
+        raise CollectError(
+            f"`{name}` is the module of another %%flyte_fast cell, which is not shipped with this one.",
+            f"Use its names directly (e.g. `{name}.x` -> `x`): functions and classes are carried over; "
+            "or put both in one cell.",
+        )
+    if full == "__main__":
+        raise CollectError(
+            f"`{name}` is the notebook's own namespace module and cannot be shipped.",
+            "Refer to the names you need directly.",
+        )
+    return f"import {full}" if full == name else f"import {full} as {name}"
+
+
+def _importable_origin(name: str, value: Any) -> tuple[str, str] | None:
+    """(module, attribute) that an import statement gives ``value`` back from: a function or
+    class, or any object a module exports under that name (``typing.List``). The shortest
+    public path wins, so ``task`` becomes ``from flytekit import task``."""
+    target = _wrapped_function(value) or value
+    module_name = getattr(target, "__module__", None)
+    if not isinstance(module_name, str) or module_name == "__main__" or not _module_has_file(module_name):
+        return None  # defined in the kernel: lift its source instead
+    attrs = [getattr(target, "__name__", None), getattr(target, "_name", None), name]
+    parts = module_name.split(".")
+    for i in range(1, len(parts) + 1):
+        module = sys.modules.get(".".join(parts[:i]))
+        for attr in attrs:
+            if isinstance(attr, str) and module is not None and getattr(module, attr, None) is value:
+                return ".".join(parts[:i]), attr
+    return None
+
+
+# Set on the modules the magic generates from cells (see api.load_module): their file is a
+# temporary one of this kernel, shipped by nobody, so what they define is lifted like cell code.
+GENERATED_MARK = "__fastreg_fingerprint__"
+
+
+def _module_has_file(module_name: str) -> bool:
+    module = sys.modules.get(module_name)
+    if module is None or hasattr(module, GENERATED_MARK):
+        return False
+    spec = getattr(module, "__spec__", None)
+    return bool(spec is not None and spec.origin and spec.has_location)
+
+
+def _is_named_definition(value: Any) -> bool:
+    return isinstance(value, (types.FunctionType, type))
+
+
+def _wrapped_function(value: Any) -> Any:
+    """The user's function behind a decorated object: a flytekit task or workflow (`@task def f`
+    is an object), or anything `functools.wraps` made (`@lru_cache`)."""
+    for attr in ("task_function", "_workflow_function"):
+        inner = getattr(value, attr, None)
+        if isinstance(inner, types.FunctionType):
+            return inner
+    if not isinstance(value, types.FunctionType) and hasattr(value, "__wrapped__"):
+        try:
+            inner = inspect.unwrap(value)
+        except ValueError:  # a cycle of __wrapped__
+            return None
+        return inner if isinstance(inner, types.FunctionType) else None
+    return None
+
+
+# --- constants -----------------------------------------------------------------------------
+
+
+def _literal_source(value: Any, depth: int = 0) -> str | None:
+    """Python source that rebuilds ``value``, if it is a plain literal; else None.
+
+    Written by hand rather than with ``repr``: sets must come out sorted (their repr order
+    changes between processes), and nan/inf have no literal form.
+    """
+    if depth > 50:
+        return None
+    kind = type(value)
+    if value is None or kind in (bool, int, str, bytes, complex):
+        return repr(value)
+    if kind is float:
+        return repr(value) if math.isfinite(value) else f"float({repr(value)!r})"
+    if kind in (tuple, list):
+        items = [_literal_source(v, depth + 1) for v in value]
+        if any(i is None for i in items):
+            return None
+        if kind is tuple:
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return "[" + ", ".join(items) + "]"
+    if kind is dict:
+        pairs = [(_literal_source(k, depth + 1), _literal_source(v, depth + 1)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in pairs):
+            return None
+        return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+    if kind in (set, frozenset):
+        items = [_literal_source(v, depth + 1) for v in value]
+        if any(i is None for i in items):
+            return None
+        body = "{" + ", ".join(sorted(items)) + "}" if items else ""
+        if kind is set:
+            return body or "set()"
+        return f"frozenset({body})"
+    return None
+
+
+def _constant_assignment(name: str, literal: str) -> str:
+    if len(literal) > MAX_CONSTANT_CHARS:
+        raise CollectError(
+            f"`{name}` is a constant of {len(literal):,} characters, too large to write into the module.",
+            "Load it inside a task (from a file or a task input) instead of from the notebook.",
+        )
+    return f"{name} = {literal}"
+
+
+# --- definitions from earlier cells --------------------------------------------------------
+
+
+def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definition:
+    target = _wrapped_function(value) or value
+    if not _is_named_definition(target) or not _defined_in_kernel(target):
+        raise CollectError(
+            f"`{name}` ({_describe(value)}) comes from the notebook namespace and cannot be shipped as source.",
+            "Define it in this cell, or import it from a module; data belongs in a task input or is "
+            "loaded inside a task. (Plain literals, imports, and functions or classes from earlier "
+            "cells are carried over automatically.)",
+        )
+    def_name = target.__name__
+    if def_name == "<lambda>":
+        raise CollectError(
+            f"`{name}` is a lambda defined in an earlier cell; its source cannot be lifted on its own.",
+            f"Write it as `def {name}(...)` or define it in this cell.",
+        )
+    source = definition_source(def_name, target, namespace)
+    if def_name != name:
+        source = f"{source.rstrip()}\n\n\n{name} = {def_name}\n"
+    uses = free_names(source) - {def_name, name}
+    return _Definition(name=name, source=source, uses=frozenset(uses))
+
+
+def _defined_in_kernel(target: Any) -> bool:
+    module_name = getattr(target, "__module__", None)
+    return module_name == "__main__" or (isinstance(module_name, str) and not _module_has_file(module_name))
+
+
+def _describe(value: Any) -> str:
+    kind = type(value)
+    return f"a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"a {kind.__name__}"

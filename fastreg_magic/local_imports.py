@@ -1,0 +1,268 @@
+"""Which local modules a cell's module needs: its imports, followed transitively under a source root.
+
+A module counts as local when Python, started in the source root, would import it from a
+file there (what the container does after unpacking the archive into its working
+directory). Everything else — stdlib, site-packages, flytekit — is the image's business.
+
+    needed = local_modules(module_source, "quickstart", Path("~/proj").expanduser())
+    needed.files       # {"mylib/__init__.py": Path(...), "mylib/features.py": Path(...)}
+    needed.warnings    # ("`otherlib` is imported from /opt/otherlib, outside the source root: ...",)
+
+Finding uses ``importlib.machinery.PathFinder`` restricted to the root, so packages,
+namespace packages, ``.py`` files and extension modules resolve exactly as Python would.
+Only import statements are followed: modules loaded by name at run time
+(``importlib.import_module(f"plugins.{name}")``) and data files the code opens are not
+seen; ``--copy all`` ships those.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
+from fastreg_magic.errors import CollectError
+from fastreg_magic.lift import GENERATED_MARK
+
+
+@dataclass(frozen=True)
+class Import:
+    """One module an import statement may load; ``required`` when failure would break the module
+    at import time (a plain top-level statement, not inside try/if/def)."""
+
+    name: str
+    required: bool
+    maybe_attribute: bool = False  # `from pkg import x`: x may be a submodule or just a name
+    line: int = 0
+
+
+@dataclass
+class LocalModules:
+    files: dict[str, Path] = field(default_factory=dict)  # root-relative posix path -> file
+    warnings: list[str] = field(default_factory=list)
+
+
+def local_modules(source: str, name: str, root: Path) -> LocalModules:
+    """The files under ``root`` that the module ``name`` (given as source) imports, transitively."""
+    importlib.invalidate_caches()  # files may have appeared since the last look
+    result = LocalModules()
+    resolved: dict[str, ModuleSpec | None] = {}
+    queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False))]
+    parsed = {name}
+    outside: dict[str, ModuleSpec | None] = {}
+    while queue:
+        module, imports = queue.pop(0)
+        for imp in imports:
+            if imp.name.split(".")[0] == name:
+                continue
+            for dotted in _prefixes(imp.name):
+                if dotted not in resolved:
+                    resolved[dotted] = _find_under_root(dotted, root, resolved)
+                spec = resolved[dotted]
+                if spec is None:
+                    if dotted == imp.name and imp.maybe_attribute:
+                        break  # `from pkg import name`: a plain attribute, not a submodule
+                    who = "this cell" if module == name else f"`{module}`"
+                    _not_local(dotted, imp, who, root, result, outside)
+                    break
+                if spec.name in parsed:
+                    continue  # its files are taken already
+                for relpath, path in _spec_files(spec, root):
+                    if relpath in result.files:
+                        continue
+                    result.files[relpath] = path
+                    if path.suffix == ".py" and spec.name not in parsed:
+                        parsed.add(spec.name)
+                        is_package = spec.submodule_search_locations is not None
+                        queue.append((spec.name, _file_imports(path, relpath, spec.name, is_package)))
+    return result
+
+
+def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
+    """Every module the source's import statements name, absolute, in source order."""
+    tree = ast.parse(source)
+    top_level = {id(node) for node in tree.body}
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        required = id(node) in top_level
+        if isinstance(node, ast.Import):
+            found.extend(Import(a.name, required, line=node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = _absolute_base(node, module, is_package)
+            if node.module or node.level:
+                found.append(Import(base, required, line=node.lineno))
+            found.extend(
+                Import(f"{base}.{a.name}", required, maybe_attribute=True, line=node.lineno)
+                for a in node.names
+                if a.name != "*"
+            )
+    return found
+
+
+def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module if is_package else module.rpartition(".")[0]
+    parts = package.split(".") if package else []
+    if node.level - 1 > len(parts) or not parts:
+        dots = "." * node.level
+        raise CollectError(
+            f"`from {dots}{node.module or ''} import ...` (line {node.lineno} of {module}) is a relative "
+            "import outside any package.",
+            "The cell becomes a top-level module: import by the full name, e.g. `from mypkg import x`.",
+        )
+    base_parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join(base_parts + ([node.module] if node.module else []))
+
+
+def _prefixes(dotted: str) -> list[str]:
+    parts = dotted.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _find_under_root(dotted: str, root: Path, resolved: dict[str, ModuleSpec | None]) -> ModuleSpec | None:
+    parent, _, _ = dotted.rpartition(".")
+    if not parent:
+        spec = importlib.machinery.PathFinder.find_spec(dotted, [str(root)])
+        if spec is not None and spec.origin is None and _is_regular_elsewhere(dotted):
+            # Python prefers a regular package anywhere on sys.path to a namespace directory:
+            # a local `requests/` folder without __init__.py does not hide the installed one.
+            return None
+        return spec
+    else:
+        parent_spec = resolved.get(parent)
+        if parent_spec is None or parent_spec.submodule_search_locations is None:
+            return None
+        search = list(parent_spec.submodule_search_locations)
+    return importlib.machinery.PathFinder.find_spec(dotted, search)
+
+
+def _is_regular_elsewhere(top: str) -> bool:
+    spec = _find_outside_root(top)
+    return spec is not None and (spec.origin is not None or top in sys.stdlib_module_names)
+
+
+def _spec_files(spec: ModuleSpec, root: Path) -> list[tuple[str, Path]]:
+    """The file a found module loads from (a package's ``__init__``), as (relpath, path);
+    nothing for a namespace package, which is just a directory."""
+    if not spec.has_location or not spec.origin:
+        return []
+    path = Path(spec.origin)
+    try:
+        relpath = path.relative_to(root).as_posix()
+    except ValueError:
+        return []
+    return [(relpath, path)]
+
+
+# (file, size, mtime, module, is_package) -> its imports: an unchanged re-run parses nothing.
+_FILE_IMPORTS: dict[tuple, list[Import]] = {}
+_FILE_IMPORTS_MAX = 20_000
+
+
+def _file_imports(path: Path, relpath: str, module: str, is_package: bool) -> list[Import]:
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, module, is_package)
+        if key in _FILE_IMPORTS:
+            return _FILE_IMPORTS[key]
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectError(f"{relpath} cannot be read: {exc}.", "Check the file's permissions and encoding.") from exc
+    try:
+        imports = imports_of(source, module, is_package)
+    except SyntaxError as exc:
+        raise CollectError(
+            f"{relpath} has a syntax error on line {exc.lineno}: {exc.msg}.", "Fix it; the cell imports it."
+        ) from None
+    if len(_FILE_IMPORTS) >= _FILE_IMPORTS_MAX:
+        _FILE_IMPORTS.clear()
+    _FILE_IMPORTS[key] = imports
+    return imports
+
+
+def _not_local(
+    dotted: str, imp: Import, who: str, root: Path, result: LocalModules, outside: dict[str, ModuleSpec | None]
+) -> None:
+    """``dotted`` is not under the root: fine if Python finds it elsewhere, else an error or a warning."""
+    if "." in dotted:
+        # Its package was found under the root (else the search stopped there): a missing
+        # submodule of a local package.
+        if imp.required:
+            package, _, sub = dotted.rpartition(".")
+            raise CollectError(
+                f"`{dotted}` is imported by {who} but the local package `{package}` has no module `{sub}` under {root}.",
+                "Check the module name.",
+            )
+        return
+    if hasattr(sys.modules.get(dotted), GENERATED_MARK):
+        raise CollectError(
+            f"`{dotted}` is imported by {who} but is the module of another %%flyte_fast cell, which is not shipped with it.",
+            "Drop the import and use its names directly (functions and classes from other cells are carried "
+            "over), or put both in one cell.",
+        )
+    if dotted not in outside:
+        outside[dotted] = _find_outside_root(dotted)
+    spec = outside[dotted]
+    if spec is None:
+        if imp.required:
+            raise CollectError(
+                f"`{dotted}` is imported by {who} but was not found under {root}.",
+                "Start Jupyter in the project root or pass --source-root.",
+            )
+        return
+    warning = _outside_root_warning(dotted, spec, root)
+    if warning and warning not in result.warnings:
+        result.warnings.append(warning)
+
+
+def _find_outside_root(top: str) -> ModuleSpec | None:
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return ModuleSpec(top, None)
+    try:
+        return importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+
+
+def _outside_root_warning(top: str, spec: ModuleSpec, root: Path) -> str | None:
+    """A module found here that the image may not have: from a directory on sys.path that is
+    neither the stdlib nor site-packages (an editable checkout, PYTHONPATH, a subfolder)."""
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return None
+    locations = [spec.origin] if spec.has_location and spec.origin else list(spec.submodule_search_locations or [])
+    if not locations:
+        return None
+    path = Path(locations[0])
+    if {"site-packages", "dist-packages"} & set(path.parts) or _is_installed_distribution(top):
+        return None
+    # The sys.path entry it came from: the directory holding the module or the package.
+    entry = path.parent.parent if path.name.startswith("__init__.") else path.parent
+    if entry.is_relative_to(root):
+        return (
+            f"`{top}` is imported from {entry}, a subfolder of the source root that Python searches "
+            f"through sys.path; in the container it would not be importable, so it is not shipped. "
+            f"Pass --source-root {entry} to ship it."
+        )
+    return (
+        f"`{top}` is imported from {entry}, outside the source root {root}: it is not shipped, "
+        "so the image must provide it."
+    )
+
+
+_DISTRIBUTION_PACKAGES: dict[str, list[str]] | None = None
+
+
+def _is_installed_distribution(top: str) -> bool:
+    """Whether pip installed ``top`` (editable installs too): then the image is expected to have it."""
+    global _DISTRIBUTION_PACKAGES
+    if _DISTRIBUTION_PACKAGES is None:
+        import importlib.metadata
+
+        _DISTRIBUTION_PACKAGES = importlib.metadata.packages_distributions()
+    return top in _DISTRIBUTION_PACKAGES

@@ -1,0 +1,387 @@
+"""Archive -> storage the backend's tasks can read, behind one small interface.
+
+    uploader = FsspecUploader("s3://my-bucket/fast")                  # --distribution-dir
+    uploader = SignedUrlUploader(remote.client, "flytesnacks", "development")   # the backend's DataProxy
+    upload = uploader.upload(archive, progress=lambda sent, total: ...)
+    upload.uri         # "s3://my-bucket/fast/fastreg-3f9c....tar.gz"
+    upload.uploaded    # False: that content was already there
+
+Objects are named after the archive's digest, so an existing object is never sent twice.
+Transient failures (connection errors, timeouts, HTTP 5xx/429) are retried with exponential
+backoff; anything else (HTTP 4xx such as a bad signature or an MD5 mismatch, a missing
+bucket, denied access) fails at once. Every third-party exception becomes an
+``UploadError`` in one place, :func:`_upload_error`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import posixpath
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+from fastreg_magic.errors import UploadError
+from fastreg_magic.package import ARCHIVE_PREFIX, ARCHIVE_SUFFIX, Archive
+
+Progress = Callable[[int, int], None]
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # smaller archives go up too fast for a progress bar to help
+RETRIES = 4
+BACKOFF_SECONDS = 0.5
+_CHUNK = 1024 * 1024
+_PUT_TIMEOUT = (10, 300)  # (connect, read) seconds
+
+
+@dataclass(frozen=True)
+class Upload:
+    uri: str  # where the archive is now, in the form the backend's tasks will read it
+    uploaded: bool  # False when the content-addressed object already existed
+
+
+class Uploader(Protocol):
+    def upload(self, archive: Archive, progress: Progress | None = None) -> Upload: ...
+
+
+def object_name(archive: Archive) -> str:
+    return f"{ARCHIVE_PREFIX}{archive.digest}{ARCHIVE_SUFFIX}"
+
+
+class _Transient(Exception):
+    """A failure worth retrying; carries the original."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _with_retries(attempt: Callable[[], Upload], what: str, retries: int, backoff: float) -> Upload:
+    for number in range(1, retries + 1):
+        try:
+            return attempt()
+        except _Transient as failure:
+            if number == retries:
+                raise _upload_error(failure.cause, what, attempts=retries) from failure.cause
+            time.sleep(backoff * 2 ** (number - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- fsspec: --distribution-dir ------------------------------------------------------------
+
+
+class FsspecUploader:
+    """Uploads to any fsspec URL: s3://, gs://, abfs://, file://, memory://, ..."""
+
+    def __init__(
+        self,
+        distribution_dir: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF_SECONDS,
+    ):
+        self.distribution_dir = str(distribution_dir).rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.retries, self.backoff = retries, backoff
+        self._fs = None
+        self._root = ""
+
+    def upload(self, archive: Archive, progress: Progress | None = None) -> Upload:
+        fs, root = self._filesystem()
+        target = f"{root}/{object_name(archive)}" if root else object_name(archive)
+        # Keep the user's own spelling of a URL (s3://bucket/dir); a bare path becomes file://.
+        has_scheme = "://" in self.distribution_dir
+        uri = f"{self.distribution_dir}/{object_name(archive)}" if has_scheme else fs.unstrip_protocol(target)
+        return _with_retries(
+            lambda: self._attempt(fs, archive, target, uri, progress), f"Uploading to {uri}", self.retries, self.backoff
+        )
+
+    def _filesystem(self):
+        if self._fs is None:
+            try:
+                import fsspec.core
+
+                self._fs, root = fsspec.core.url_to_fs(self.distribution_dir, **self.storage_options)
+            except Exception as exc:  # noqa: BLE001 - mapped in one place
+                raise _upload_error(exc, f"Opening {self.distribution_dir}") from exc
+            self._root = root.rstrip("/")
+        return self._fs, self._root
+
+    def _attempt(self, fs, archive: Archive, target: str, uri: str, progress: Progress | None) -> Upload:
+        try:
+            if _existing_size(fs, target) == archive.size:
+                return Upload(uri=uri, uploaded=False)
+            report = _reporter(progress, archive.size)
+            report(0)
+            if _is_local(fs):
+                # Write beside the target and rename, so readers never see half an archive.
+                fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                partial = f"{target}.partial-{os.getpid()}-{threading.get_ident()}"
+                try:
+                    fs.put_file(str(archive.path), partial, callback=_FsspecCallback(report, archive.size))
+                    fs.mv(partial, target)
+                finally:
+                    if fs.exists(partial):
+                        fs.rm_file(partial)
+            else:
+                fs.put_file(str(archive.path), target, callback=_FsspecCallback(report, archive.size))
+            report(archive.size)
+            return Upload(uri=uri, uploaded=True)
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            if _is_transient(exc):
+                raise _Transient(exc) from exc
+            raise _upload_error(exc, f"Uploading to {uri}") from exc
+
+
+def _existing_size(fs, target: str) -> int | None:
+    fs.invalidate_cache(posixpath.dirname(target))  # ask the store, not a listing cached earlier
+    try:
+        return fs.info(target).get("size")
+    except FileNotFoundError:
+        return None
+
+
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
+class _FsspecCallback:
+    """Adapts fsspec's progress callback to ``progress(bytes_sent, total)``."""
+
+    def __new__(cls, report: Callable[[int], None], total: int):
+        from fsspec.callbacks import Callback
+
+        class Adapter(Callback):
+            def call(self, *args, **kwargs):
+                report(min(self.value, total))
+
+        return Adapter(size=total)
+
+
+# --- the backend's DataProxy: signed URL + HTTP PUT ----------------------------------------
+
+# (endpoint, project, domain, md5) -> native URL, and the (endpoint, native URL, md5) triples
+# uploaded by this process: CreateUploadLocation cannot say whether the object exists.
+_SIGNED_UPLOADS: dict[tuple[str, str, str, str], str] = {}
+_SIGNED_DONE: set[tuple[str, str, str]] = set()
+_MD5S: dict[tuple[str, int, int], bytes] = {}
+
+
+def forget() -> None:
+    """Forget which archives this process uploaded through signed URLs (e.g. after the backend's
+    storage was reset), so the next upload sends them again."""
+    _SIGNED_UPLOADS.clear()
+    _SIGNED_DONE.clear()
+
+
+class SignedUrlUploader:
+    """Uploads the way ``FlyteRemote.upload_file`` does: CreateUploadLocation, then an HTTP PUT
+    with Content-MD5 and the extra headers the backend asks for, streamed."""
+
+    def __init__(self, client, project: str, domain: str, *, retries: int = RETRIES, backoff: float = BACKOFF_SECONDS):
+        self.client = client  # flytekit SynchronousFlyteClient (FlyteRemote.client)
+        self.project, self.domain = project, domain
+        self.retries, self.backoff = retries, backoff
+
+    @property
+    def endpoint(self) -> str:
+        cfg = getattr(self.client, "_cfg", None)
+        return str(getattr(cfg, "endpoint", None) or getattr(self.client, "url", "") or "")
+
+    def upload(self, archive: Archive, progress: Progress | None = None) -> Upload:
+        md5 = _md5_of(archive.path)
+        remembered = (self.endpoint, self.project, self.domain, md5.hex())
+        native_url = _SIGNED_UPLOADS.get(remembered)
+        if native_url is not None and (self.endpoint, native_url, md5.hex()) in _SIGNED_DONE:
+            return Upload(uri=native_url, uploaded=False)
+        location = self._location(archive, md5)
+        done = (self.endpoint, location.native_url, md5.hex())
+        uploaded = done not in _SIGNED_DONE
+        if uploaded:
+            _with_retries(
+                lambda: self._put(archive, md5, location, progress),
+                f"Uploading {archive.path.name} to {self.endpoint}",
+                self.retries,
+                self.backoff,
+            )
+        _SIGNED_DONE.add(done)
+        _SIGNED_UPLOADS[remembered] = location.native_url
+        return Upload(uri=location.native_url, uploaded=uploaded)
+
+    def _location(self, archive: Archive, md5: bytes):
+        try:
+            return self.client.get_upload_signed_url(
+                project=self.project,
+                domain=self.domain,
+                content_md5=md5,
+                filename=object_name(archive),
+                filename_root=archive.digest,
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            raise _upload_error(exc, f"Asking {self.endpoint} where to upload") from exc
+
+    def _put(self, archive: Archive, md5: bytes, location, progress: Progress | None) -> Upload:
+        import requests
+
+        headers = {"Content-Length": str(archive.size), "Content-MD5": base64.b64encode(md5).decode()}
+        if location.native_url.startswith("abfs://"):
+            headers["x-ms-blob-type"] = "BlockBlob"  # as FlyteRemote.get_extra_headers_for_protocol
+        headers.update(dict(location.headers))
+        body = _StreamedFile(archive.path, archive.size, _reporter(progress, archive.size))
+        try:
+            response = requests.put(
+                location.signed_url, data=body, headers=headers, verify=self._verify(), timeout=_PUT_TIMEOUT
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            if _is_transient(exc):
+                raise _Transient(exc) from exc
+            raise _upload_error(exc, f"Uploading to {location.signed_url}") from exc
+        finally:
+            body.close()
+        if response.status_code in (200, 201):  # Azure answers 201
+            return Upload(uri=location.native_url, uploaded=True)
+        failure = _HttpFailure(response.status_code, response.text, location.signed_url)
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise _Transient(failure)
+        raise _upload_error(failure, f"Uploading {archive.path.name} to {self.endpoint}")
+
+    def _verify(self):
+        cfg = getattr(self.client, "_cfg", None)
+        if getattr(cfg, "insecure_skip_verify", False):
+            return False
+        return getattr(cfg, "ca_cert_file_path", None) or True
+
+
+def _md5_of(path: Path) -> bytes:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _MD5S:
+        with open(path, "rb") as handle:
+            _MD5S[key] = hashlib.file_digest(handle, "md5").digest()
+    return _MD5S[key]
+
+
+class _StreamedFile:
+    """A file body for ``requests`` that reports progress as it is read; its length lets
+    requests send Content-Length (signed URLs refuse chunked uploads)."""
+
+    def __init__(self, path: Path, size: int, report: Callable[[int], None]):
+        self._handle = open(path, "rb")
+        self._size = size
+        self._sent = 0
+        self._report = report
+        report(0)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(_CHUNK if size is None or size < 0 else size)
+        self._sent += len(chunk)
+        self._report(self._sent)
+        return chunk
+
+    def __iter__(self):
+        while chunk := self.read(_CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _reporter(progress: Progress | None, total: int) -> Callable[[int], None]:
+    if progress is None or total <= PROGRESS_MIN_BYTES:
+        return lambda sent: None
+    return lambda sent: progress(sent, total)
+
+
+# --- errors: every third-party failure becomes an UploadError here -------------------------
+
+
+@dataclass
+class _HttpFailure(Exception):
+    status: int
+    body: str
+    url: str
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.body.strip()[:300]}"
+
+
+_PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, TypeError, ImportError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _PERMANENT):
+        return False
+    name = type(exc).__name__
+    if any(word in name for word in ("Credential", "Auth", "Forbidden", "Denied", "SSL")):
+        return False
+    if any(word in name for word in ("Timeout", "Connection", "Endpoint", "ChunkedEncoding")):
+        return True
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+
+
+def _upload_error(exc: BaseException, what: str, attempts: int = 1) -> UploadError:
+    tried = f" (tried {attempts} times)" if attempts > 1 else ""
+    if isinstance(exc, ImportError):
+        named = re.search(r"[Ii]nstall '?([\w.\[\]-]+)'?", str(exc))
+        package = named.group(1) if named else (exc.name or "the fsspec backend")
+        return UploadError(
+            f"{what} failed: {str(exc).rstrip('.')}.", f"pip install {package} (the fsspec backend for this URL)."
+        )
+    if isinstance(exc, ValueError) and "Protocol not known" in str(exc):
+        return UploadError(f"{what} failed: {exc}.", "Use an fsspec URL such as s3://bucket/dir, gs://..., file:///dir.")
+    if isinstance(exc, _HttpFailure):
+        return UploadError(f"{what} was refused{tried}: {exc}.", _http_hint(exc.status))
+    code, details = _grpc_status(exc)
+    if code is not None:
+        return UploadError(f"{what} failed{tried}: {code} {details}".rstrip() + ".", _grpc_hint(code))
+    if isinstance(exc, PermissionError):
+        return UploadError(f"{what} was denied: {exc}.", "Check the credentials can write there.")
+    if isinstance(exc, FileNotFoundError):
+        return UploadError(f"{what} failed: {exc}.", "Check the bucket or directory exists.")
+    return UploadError(
+        f"{what} failed{tried}: {type(exc).__name__}: {exc}.",
+        "Check the storage is reachable, then run again." if attempts > 1 else "Check the destination and run again.",
+    )
+
+
+def _http_hint(status: int) -> str:
+    if status in (400, 403):
+        return "The signed URL or the Content-MD5 was refused: check the backend's storage settings and the clock, then run again."
+    if status >= 500 or status in (408, 429):
+        return "The storage behind the backend is failing; run again later."
+    return "Check the backend's storage settings, then run again."
+
+
+def _grpc_status(exc: BaseException) -> tuple[str | None, str]:
+    """The gRPC status behind an exception (flytekit wraps RpcError in its own exceptions)."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "code", None)
+        if callable(code) and hasattr(current, "details"):
+            try:
+                return code().name, current.details() or ""
+            except Exception:  # noqa: BLE001 - not a real grpc.Call
+                pass
+        current = current.__cause__ or current.__context__
+    return None, ""
+
+
+def _grpc_hint(code: str) -> str:
+    return {
+        "UNAVAILABLE": "The backend is unreachable: check --endpoint / --config, or start `fastreg sandbox`.",
+        "UNAUTHENTICATED": "The backend refused the credentials: log in again or check the config's auth settings.",
+        "PERMISSION_DENIED": "These credentials may not upload to that project/domain.",
+        "NOT_FOUND": "Check the project and domain exist on the backend (-p/-d).",
+        "INVALID_ARGUMENT": "The backend refused the request: check project, domain and the archive name.",
+        "UNIMPLEMENTED": "This backend has no DataProxy: pass --distribution-dir to upload with fsspec instead.",
+    }.get(code, "Check the backend is healthy, then run again.")

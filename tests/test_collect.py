@@ -1,0 +1,600 @@
+"""Cell -> module (with what it borrows from earlier cells), and module -> the files to ship.
+
+Cross-cell lifting runs through a real IPython InteractiveShell: earlier cells are run with
+``run_cell`` and the cell is collected against ``shell.user_ns``, as the magic does. The
+generated module is then imported for real from a fresh directory, to show it stands alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fastreg_magic.collect import (
+    FileSet,
+    ModuleSource,
+    files_to_ship,
+    module_from_cell,
+    module_from_file,
+)
+from fastreg_magic.errors import CollectError
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=False)
+    yield shell
+    shell.reset(new_session=False)
+
+
+def run(shell, code: str) -> None:
+    result = shell.run_cell(textwrap.dedent(code), store_history=True)
+    result.raise_error()
+
+
+def import_standalone(module: ModuleSource, where: Path):
+    """Import the generated module from its own file, in a fresh namespace (as the container would)."""
+    path = where / f"{module.name}.py"
+    path.write_text(module.source)
+    spec = importlib.util.spec_from_file_location(f"standalone_{module.name}", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def ship(tmp: Path, tree: dict[str, str | bytes], cell: str, name: str = "flow", copy: str = "auto") -> FileSet:
+    for relpath, content in tree.items():
+        path = tmp / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else textwrap.dedent(content).encode())
+    return files_to_ship(module_from_cell(textwrap.dedent(cell), name), tmp, copy=copy)
+
+
+def shipped(fileset: FileSet) -> list[str]:
+    return [f.relpath for f in fileset.files]
+
+
+def left_out(fileset: FileSet) -> dict[str, str]:
+    return {item.relpath: item.reason for item in fileset.left_out}
+
+
+# --- cell -> module ------------------------------------------------------------------------
+
+
+def test_a_standalone_cell_is_the_module_unchanged():
+    cell = "from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    return n\n"
+    module = module_from_cell(cell, "flow", {})
+    assert module == ModuleSource(name="flow", source=cell, lifted=())
+
+
+def test_earlier_cells_are_lifted_and_the_module_runs_on_its_own(shell, tmp_path):
+    run(
+        shell,
+        """
+        import json as js
+        import xml.etree.ElementTree as ET
+        from textwrap import dedent
+        from typing import List, Optional as Opt
+        N = 3
+        SCALE = 0.5
+        NAMES = ("a", "b")
+        TABLE = {"x": [1, 2, None], "y": {b"k": True}}
+
+        def normalize(x):
+            return js.dumps({"x": x * N}) + inner()
+
+        def inner():
+            return ET.Element("e").tag + dedent("  z")
+
+        class Point:
+            dims = 2
+        """,
+    )
+    cell = "def answer(v: Opt[List[int]]):\n    return normalize(v), Point.dims, SCALE, NAMES, TABLE\n"
+    module = module_from_cell(cell, "flow", shell.user_ns)
+
+    assert module.lifted == (
+        "from textwrap import dedent",
+        "from typing import List",
+        "from typing import Optional as Opt",
+        "import json as js",
+        "import xml.etree.ElementTree as ET",
+        "N = 3",
+        "NAMES = ('a', 'b')",
+        "SCALE = 0.5",
+        "TABLE = {'x': [1, 2, None], 'y': {b'k': True}}",
+        "class Point (defined in an earlier cell)",
+        "def inner (defined in an earlier cell)",
+        "def normalize (defined in an earlier cell)",
+    )
+    standalone = import_standalone(module, tmp_path)
+    run(shell, cell)
+    assert standalone.answer(2) == shell.user_ns["answer"](2)
+    assert standalone.answer(2)[0] == '{"x": 6}ez'
+
+
+def test_submodules_reached_through_a_plain_import_are_imported_too(shell, tmp_path):
+    run(shell, "import xml.etree.ElementTree\nimport os.path as osp\n")
+    cell = "def f():\n    return xml.etree.ElementTree.Element('e').tag + osp.join('a', 'b')\n"
+    module = module_from_cell(cell, "flow", shell.user_ns)
+    assert module.lifted == ("import os.path as osp", "import xml", "import xml.etree", "import xml.etree.ElementTree")
+    # A fresh interpreter has not loaded xml.etree: the module must import it itself.
+    (tmp_path / "flow.py").write_text(module.source)
+    done = subprocess.run([sys.executable, "-c", "import flow; print(flow.f())"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.strip() == "ea/b", done.stderr
+
+
+def test_ipython_only_names_are_refused(shell):
+    with pytest.raises(CollectError, match="`display` is IPython's"):
+        module_from_cell("def f():\n    display(1)\n", "flow", shell.user_ns)
+
+
+def test_lifting_is_deterministic_whatever_the_namespace_order(shell):
+    run(shell, "B = {'z', 'a', 'm'}\nA = frozenset({3, 1, 2})\nC = float('nan')\n")
+    cell = "def f():\n    return A, B, C\n"
+    first = module_from_cell(cell, "flow", shell.user_ns)
+    reordered = dict(reversed(list(shell.user_ns.items())))
+    for _ in range(10):
+        assert module_from_cell(cell, "flow", reordered) == first
+    assert "B = {'a', 'm', 'z'}" in first.source
+    assert "A = frozenset({1, 2, 3})" in first.source
+    assert "C = float('nan')" in first.source
+
+
+def test_definitions_come_before_what_uses_them_at_definition_time(shell, tmp_path):
+    run(
+        shell,
+        """
+        import functools
+
+        def zz_decorator(f):
+            @functools.wraps(f)
+            def wrapper(*a):
+                return f(*a) + 1
+            return wrapper
+
+        class ZBase:
+            k = 10
+
+        @zz_decorator
+        def aa_decorated(x):
+            return x
+
+        class AChild(ZBase):
+            pass
+        """,
+    )
+    run(shell, "@functools.lru_cache\ndef cached(n):\n    return n * 3\n")
+    module = module_from_cell("def f():\n    return aa_decorated(1), AChild.k, cached(2)\n", "flow", shell.user_ns)
+    assert "@functools.lru_cache\ndef cached(n):" in module.source
+    assert module.source.index("def zz_decorator") < module.source.index("def aa_decorated")
+    assert module.source.index("class ZBase") < module.source.index("class AChild")
+    assert import_standalone(module, tmp_path).f() == (2, 10, 6)
+
+
+def test_dataclasses_and_names_the_cell_defines_itself(shell, tmp_path):
+    run(
+        shell,
+        """
+        from dataclasses import dataclass, field
+
+        @dataclass
+        class Settings:
+            lr: float = 0.1
+            tags: list = field(default_factory=list)
+
+        def scaled(x):
+            return x * FACTOR  # FACTOR: defined by the cell below, not by any earlier cell
+        """,
+    )
+    cell = "FACTOR = 3\n\ndef f():\n    return scaled(Settings().lr)\n"
+    module = module_from_cell(cell, "flow", shell.user_ns)
+    assert module.lifted == (
+        "from dataclasses import dataclass",
+        "from dataclasses import field",
+        "class Settings (defined in an earlier cell)",
+        "def scaled (defined in an earlier cell)",
+    )
+    assert "@dataclass\nclass Settings:" in module.source
+    assert import_standalone(module, tmp_path).f() == pytest.approx(0.3)
+
+
+def test_flytekit_task_from_an_earlier_cell_is_lifted_with_its_decorator(shell, tmp_path):
+    run(shell, "from flytekit import task\n\n@task\ndef double(n: int) -> int:\n    return 2 * n\n")
+    # The cell imports `task` itself, below the lifted `@task def double`: it is lifted too.
+    cell = "from flytekit import task, workflow\n\n@workflow\ndef wf(n: int = 2) -> int:\n    return double(n=n)\n"
+    module = module_from_cell(cell, "flow", shell.user_ns)
+    assert "from flytekit import task" in module.lifted
+    assert "def double (defined in an earlier cell)" in module.lifted
+    assert "@task\ndef double(n: int) -> int:" in module.source
+    assert import_standalone(module, tmp_path).wf(n=4) == 8
+
+
+def test_code_from_another_generated_cell_module_is_lifted_not_imported(shell, tmp_path):
+    """A module the magic generated from another cell lives in a kernel-private file: its
+    functions are carried over as source, and the module itself cannot be imported remotely."""
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "cell_one_for_test.py").write_text("def shared(x):\n    return x + 100\n")
+    spec = importlib.util.spec_from_file_location("cell_one_for_test", generated / "cell_one_for_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cell_one_for_test"] = module
+    try:
+        spec.loader.exec_module(module)
+        module.__fastreg_fingerprint__ = ("source", "digest")
+        shell.user_ns.update(shared=module.shared, cell_one_for_test=module)
+        lifted = module_from_cell("def f():\n    return shared(1)\n", "flow", shell.user_ns)
+        assert lifted.lifted == ("def shared (defined in an earlier cell)",)
+        assert import_standalone(lifted, tmp_path).f() == 101
+        with pytest.raises(CollectError, match="`cell_one_for_test` is the module of another %%flyte_fast cell"):
+            module_from_cell("def f():\n    return cell_one_for_test.shared(1)\n", "flow", shell.user_ns)
+        importing = module_from_cell("from cell_one_for_test import shared\n", "flow", shell.user_ns)
+        with pytest.raises(CollectError, match="is imported by this cell but is the module of another %%flyte_fast cell"):
+            (tmp_path / "proj").mkdir()
+            files_to_ship(importing, tmp_path / "proj")
+    finally:
+        sys.modules.pop("cell_one_for_test", None)
+
+
+def test_future_imports_and_docstring_stay_first(shell, tmp_path):
+    run(shell, "K = 7\n")
+    cell = '"""Doc."""\nfrom __future__ import annotations\n\ndef f() -> int:\n    return K\n'
+    module = module_from_cell(cell, "flow", shell.user_ns)
+    assert module.source.startswith('"""Doc."""\nfrom __future__ import annotations\n')
+    loaded = import_standalone(module, tmp_path)
+    assert loaded.__doc__ == "Doc." and loaded.f() == 7
+
+
+def test_names_bound_anywhere_in_the_cell_are_not_lifted(shell):
+    run(shell, "x = 1\ny = 2\nz = 3\nfor_ = 4\n")
+    cell = textwrap.dedent(
+        """
+        x = 10
+        def f():
+            global y
+            y = 5
+        for z in range(2):
+            pass
+        print(x, y, z)
+        """
+    )
+    assert module_from_cell(cell, "flow", shell.user_ns).lifted == ()
+
+
+@pytest.mark.parametrize(
+    ("setup", "name", "kind"),
+    [
+        ("obj = object()", "obj", "object"),
+        ("import io\nbuf = io.StringIO()", "buf", "_io.StringIO"),
+        ("class C:\n    pass\ninst = C()", "inst", "C"),
+    ],
+)
+def test_values_that_are_not_code_or_literals_are_refused_by_name(shell, setup, name, kind):
+    run(shell, setup)
+    with pytest.raises(CollectError, match=rf"`{name}` \(a [\w.]*{kind}\).*Define it in this cell, or import it"):
+        module_from_cell(f"def f():\n    return {name}\n", "flow", shell.user_ns)
+
+
+def test_a_lambda_is_refused_with_the_fix(shell):
+    run(shell, "square = lambda v: v * v")
+    with pytest.raises(CollectError, match=r"`square` is a lambda.*def square"):
+        module_from_cell("def f():\n    return square(2)\n", "flow", shell.user_ns)
+
+
+def test_an_unknown_name_is_refused(shell):
+    with pytest.raises(CollectError, match="`undefined_thing` is used by this cell but is defined neither"):
+        module_from_cell("def f():\n    return undefined_thing\n", "flow", shell.user_ns)
+
+
+def test_a_star_import_lets_unknown_names_through(shell):
+    module = module_from_cell("from math import *\n\ndef f():\n    return floor(2.5)\n", "flow", shell.user_ns)
+    assert module.lifted == ()
+
+
+@pytest.mark.parametrize(
+    ("cell", "line", "text"),
+    [
+        ("import os\n%time x = 1\n", 2, "%time x = 1"),
+        ("!pip install numpy\nimport os\n", 1, "!pip install numpy"),
+        ("def f():\n    %timeit f()\n", 2, "%timeit f()"),
+    ],
+)
+def test_magics_and_shell_lines_are_refused_with_their_line_number(cell, line, text):
+    with pytest.raises(CollectError, match=rf"Line {line} of the cell is IPython syntax.*`{re.escape(text)}`"):
+        module_from_cell(cell, "flow", {})
+
+
+def test_a_syntax_error_names_the_line_and_its_text():
+    with pytest.raises(CollectError, match=r"Syntax error on line 3 of the cell.*`def broken\(:`"):
+        module_from_cell("import os\n\ndef broken(:\n    pass\n", "flow", {})
+    with pytest.raises(CollectError, match=r"line 2 of the cell: 'return' outside function: `return 1`"):
+        module_from_cell("x = 1\nreturn 1\n", "flow", {})
+    with pytest.raises(CollectError, match=r"line 2 of the cell: from __future__ imports must occur"):
+        module_from_cell("x = 1\nfrom __future__ import annotations\n", "flow", {})
+
+
+@pytest.mark.parametrize(("name", "why"), [("my-flow", "not a valid"), ("class", "not a valid"), ("json", "standard library")])
+def test_bad_module_names_are_refused(name, why):
+    with pytest.raises(CollectError, match=why):
+        module_from_cell("x = 1\n", name, {})
+
+
+def test_module_from_file(tmp_path):
+    path = tmp_path / "pipeline.py"
+    path.write_text("X = 1")
+    assert module_from_file(path) == ModuleSource(name="pipeline", source="X = 1\n", lifted=())
+    (tmp_path / "bad.py").write_text("def (:\n")
+    with pytest.raises(CollectError, match="Syntax error on line 1"):
+        module_from_file(tmp_path / "bad.py")
+
+
+# --- module -> files (copy="auto") ---------------------------------------------------------
+
+PROJECT = {
+    "mylib/__init__.py": "from .features import clean\n",
+    "mylib/features.py": "import os\nfrom . import util\nfrom mylib.sub import deep\n\ndef clean(x):\n    return x\n",
+    "mylib/util.py": "X = 1\n",
+    "mylib/unused.py": "Y = 2\n",
+    "mylib/sub/__init__.py": "",
+    "mylib/sub/deep.py": "import toolbox_ns.tool\n",
+    "toolbox_ns/tool.py": "Z = 3\n",  # a namespace package: no __init__.py
+    "notes.txt": "not code\n",
+    "other.py": "unrelated = True\n",
+}
+
+
+def test_auto_ships_the_module_and_what_it_imports_transitively(tmp_path):
+    fileset = ship(tmp_path, PROJECT, "import json\nimport flytekit\nfrom mylib.features import clean\n")
+    assert shipped(fileset) == [
+        "flow.py",
+        "mylib/__init__.py",
+        "mylib/features.py",
+        "mylib/sub/__init__.py",
+        "mylib/sub/deep.py",
+        "mylib/util.py",
+        "toolbox_ns/tool.py",
+    ]
+    generated = next(f for f in fileset.files if f.relpath == "flow.py")
+    assert generated.path is None and generated.data.startswith(b"import json")
+    assert fileset.root == tmp_path.resolve()
+    assert fileset.warnings == () and fileset.left_out == ()
+
+
+def test_auto_follows_imports_inside_functions(tmp_path):
+    fileset = ship(tmp_path, PROJECT, "def f():\n    import other\n    return other.unrelated\n")
+    assert shipped(fileset) == ["flow.py", "other.py"]
+
+
+def test_a_local_folder_without_init_does_not_hide_an_installed_package(tmp_path):
+    fileset = ship(tmp_path, {"requests/notes.txt": "x\n", "json/readme.md": "y\n"}, "import requests.adapters\nimport json.decoder\n")
+    assert shipped(fileset) == ["flow.py"] and fileset.warnings == ()
+
+
+def test_a_missing_top_level_import_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(CollectError, match=rf"`utils` is imported by this cell but was not found under {tmp_path}.*--source-root"):
+        ship(tmp_path, PROJECT, "import utils\n")
+
+
+def test_a_missing_import_inside_a_function_or_try_is_left_to_the_image(tmp_path):
+    cell = "try:\n    import not_here_either\nexcept ImportError:\n    pass\n\ndef f():\n    import only_in_image\n"
+    assert shipped(ship(tmp_path, PROJECT, cell)) == ["flow.py"]
+
+
+def test_a_missing_submodule_of_a_local_package_is_refused(tmp_path):
+    with pytest.raises(CollectError, match=r"`mylib.nothing` is imported by this cell but the local package `mylib` has no module"):
+        ship(tmp_path, PROJECT, "import mylib.nothing\n")
+
+
+def test_a_local_module_with_a_syntax_error_is_named(tmp_path):
+    with pytest.raises(CollectError, match=r"broken_mod.py has a syntax error on line 2"):
+        ship(tmp_path, {"broken_mod.py": "x = 1\ndef (:\n"}, "import broken_mod\n")
+
+
+def test_a_relative_import_in_the_cell_is_refused():
+    with pytest.raises(CollectError, match="relative import outside any package"):
+        files_to_ship(module_from_cell("from . import x\n", "flow"), Path.cwd())
+
+
+@pytest.mark.parametrize("clash", ["flow.py", "flow/__init__.py"])
+def test_a_local_module_named_like_the_cell_is_a_clash(tmp_path, clash):
+    with pytest.raises(CollectError, match=r"clashes with the local (module|package).*--module OTHER"):
+        ship(tmp_path, {clash: "x = 1\n"}, "y = 2\n")
+
+
+def test_the_module_file_written_from_the_same_cell_is_not_a_clash(tmp_path):
+    assert shipped(ship(tmp_path, {"flow.py": "y = 2\n"}, "y = 2\n")) == ["flow.py"]
+
+
+def test_a_plain_folder_named_like_the_module_is_not_a_clash(tmp_path):
+    assert shipped(ship(tmp_path, {"flow/data.csv": "1\n"}, "y = 2\n", copy="all")) == ["flow.py", "flow/data.csv"]
+
+
+def test_auto_reports_secrets_next_to_shipped_code_and_never_ships_them(tmp_path):
+    tree = dict(PROJECT, **{".env": "TOKEN=1\n", "mylib/server.pem": "-----\n", "deep/dir/id_rsa": "k\n"})
+    fileset = ship(tmp_path, tree, "from mylib import util\n")
+    assert left_out(fileset) == {".env": "secret (never shipped)", "mylib/server.pem": "secret (never shipped)"}
+    assert not any(".env" in f or ".pem" in f for f in shipped(fileset))
+
+
+def test_auto_tells_when_an_imported_module_is_ignored(tmp_path):
+    tree = dict(PROJECT, **{".gitignore": "mylib/util.py\n"})
+    fileset = ship(tmp_path, tree, "from mylib import util\n")
+    assert "mylib/util.py" not in shipped(fileset)
+    assert left_out(fileset)["mylib/util.py"] == "ignored by .gitignore"
+    assert fileset.warnings == ("mylib/util.py is imported but ignored by .gitignore: it is not shipped.",)
+
+
+def test_a_module_importable_only_from_outside_the_root_is_a_warning(tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    (outside / "extlib_for_test").mkdir(parents=True)
+    (outside / "extlib_for_test" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(outside))
+    root = tmp_path / "proj"
+    root.mkdir()
+    fileset = ship(root, {}, "import extlib_for_test\n")
+    assert shipped(fileset) == ["flow.py"]
+    assert fileset.warnings == (
+        f"`extlib_for_test` is imported from {outside}, outside the source root {root}: it is not shipped, "
+        "so the image must provide it.",
+    )
+
+
+def test_a_package_found_in_a_subfolder_through_sys_path_is_a_warning(tmp_path, monkeypatch):
+    root = tmp_path / "proj"
+    (root / "src" / "srclib_for_test").mkdir(parents=True)
+    (root / "src" / "srclib_for_test" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(root / "src"))
+    fileset = ship(root, {}, "import srclib_for_test\n")
+    assert shipped(fileset) == ["flow.py"]
+    assert fileset.warnings == (
+        f"`srclib_for_test` is imported from {root / 'src'}, a subfolder of the source root that Python "
+        "searches through sys.path; in the container it would not be importable, so it is not shipped. "
+        f"Pass --source-root {root / 'src'} to ship it.",
+    )
+
+
+# --- module -> files (copy="all") and ignores ----------------------------------------------
+
+
+def test_all_ships_everything_but_junk_ignored_files_and_secrets(tmp_path):
+    tree = {
+        "app.py": "",
+        "data/small.csv": "1,2\n",
+        "build/out.bin": b"\0",
+        "docs/readme.md": "",
+        "docs/keep.md": "",
+        "sub/.gitignore": "*.log\n!keep.log\n",
+        "sub/a.log": "",
+        "sub/keep.log": "",
+        "sub/code.py": "",
+        "top.md": "",
+        "scratch/tmp.txt": "",
+        ".gitignore": "build/\n",
+        ".flyteignore": "docs/readme.md\n",
+        ".dockerignore": "*.md\nscratch\n",
+        "__pycache__/app.cpython-311.pyc": b"\0",
+        "pkg/mod.pyc": b"\0",
+        ".git/config": "",
+        ".ipynb_checkpoints/x.ipynb": "",
+        "node_modules/x/index.js": "",
+        "myenv/pyvenv.cfg": "home = /usr\n",
+        "myenv/lib/site.py": "",
+        ".env.local": "A=1\n",
+        "keys/deploy.key": "k",
+        ".aws/credentials": "[default]\n",
+        "conf/gcloud/application_default_credentials.json": "{}",
+    }
+    fileset = ship(tmp_path, tree, "x = 1\n", copy="all")
+    assert shipped(fileset) == [
+        ".dockerignore", ".flyteignore", ".gitignore", "app.py", "data/small.csv", "docs/keep.md",
+        "flow.py", "sub/.gitignore", "sub/code.py", "sub/keep.log",
+    ]  # fmt: skip
+    assert left_out(fileset) == {
+        ".aws/credentials": "secret (never shipped)",
+        ".env.local": "secret (never shipped)",
+        "build/": "ignored by .gitignore",
+        "conf/gcloud/application_default_credentials.json": "secret (never shipped)",
+        "docs/readme.md": "ignored by .flyteignore",
+        "keys/deploy.key": "secret (never shipped)",
+        "scratch/": "ignored by .dockerignore",
+        "sub/a.log": "ignored by .gitignore",
+        "top.md": "ignored by .dockerignore",
+    }
+
+
+def test_gitignore_above_the_root_applies_up_to_the_repository(tmp_path):
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("proj/generated/\n*.tmp\n")
+    fileset = ship(repo / "proj", {"generated/x.py": "", "a.tmp": "", "ok.py": ""}, "x = 1\n", copy="all")
+    assert shipped(fileset) == ["flow.py", "ok.py"]
+    assert left_out(fileset) == {"a.tmp": "ignored by .gitignore", "generated/": "ignored by .gitignore"}
+
+
+def test_symlinks_ship_file_content_but_do_not_follow_directories(tmp_path):
+    (tmp_path / "real.py").write_text("R = 1\n")
+    (tmp_path / "link.py").symlink_to(tmp_path / "real.py")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "dangling.py").symlink_to(tmp_path / "missing.py")
+    fileset = ship(tmp_path, {}, "x = 1\n", copy="all")
+    assert shipped(fileset) == ["flow.py", "link.py", "real.py"]
+    assert left_out(fileset) == {
+        "dangling.py": "broken symbolic link",
+        "loop": "symbolic link to a directory (not followed)",
+    }
+
+
+def test_a_link_to_a_secret_is_a_secret(tmp_path):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("[default]\n")
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "settings.ini").symlink_to(home / ".aws" / "credentials")
+    (root / "conda_env" / "conda-meta").mkdir(parents=True)
+    (root / "conda_env" / "lib.py").write_text("")
+    fileset = ship(root, {}, "x = 1\n", copy="all")
+    assert shipped(fileset) == ["flow.py"]
+    assert left_out(fileset) == {"settings.ini": "secret (never shipped)"}
+
+
+def test_large_files_are_warned_about(tmp_path):
+    with open(tmp_path / "big.parquet", "wb") as handle:
+        handle.truncate(42 * 1024 * 1024)
+    fileset = ship(tmp_path, {}, "x = 1\n", copy="all")
+    assert fileset.warnings == ("big.parquet is 42 MiB (over 10 MiB)",)
+
+
+def test_bad_copy_mode_and_root_are_refused(tmp_path):
+    module = module_from_cell("x = 1\n", "flow")
+    with pytest.raises(CollectError, match="--copy 'some' is not a copy mode"):
+        files_to_ship(module, tmp_path, copy="some")
+    with pytest.raises(CollectError, match="is not a directory"):
+        files_to_ship(module, tmp_path / "nope")
+
+
+def test_the_same_tree_gives_the_same_file_set(tmp_path):
+    first = ship(tmp_path, PROJECT, "from mylib import clean\n", copy="all")
+    for _ in range(10):
+        assert files_to_ship(module_from_cell("from mylib import clean\n", "flow"), tmp_path, copy="all") == first
+
+
+def test_no_ipython_or_flytekit_import_to_collect(tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from fastreg_magic import collect, package, upload; "
+        f"collect.files_to_ship(collect.module_from_cell('import json', 'flow', {{}}), Path({str(tmp_path)!r})); "
+        "assert 'IPython' not in sys.modules and 'flytekit' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lifting_in_a_real_jupyter_kernel(tmp_path):
+    """ipykernel keeps cells in linecache under /tmp/ipykernel_<pid>/<hash>.py, not IPython's
+    <ipython-input-...> names; classes with no methods are found through the cell history."""
+    from kernel_driver import KernelDriver  # tests/ is on sys.path (rootless test modules)
+
+    kernel = KernelDriver(cwd=tmp_path)
+    try:
+        kernel.run("import json\nLIMIT = 5\n\nclass Marker:\n    label = 'm'\n\ndef normalize(x):\n    return json.dumps([x, LIMIT])\n")
+        kernel.run("normalize = normalize  # re-run cells do not confuse the search\n")
+        out = kernel.run(
+            "from fastreg_magic.collect import module_from_cell\n"
+            "m = module_from_cell('def f():\\n    return normalize(Marker.label)\\n', 'flow', get_ipython().user_ns)\n"
+            "print(m.lifted)\nns = {}\nexec(compile(m.source, 'flow.py', 'exec'), ns)\nprint(ns['f']())\n"
+        )["stdout"]
+    finally:
+        kernel.close()
+    lines = "".join(out).splitlines()
+    assert lines == [
+        "('import json', 'LIMIT = 5', 'class Marker (defined in an earlier cell)', 'def normalize (defined in an earlier cell)')",
+        '["m", 5]',
+    ]

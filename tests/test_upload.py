@@ -1,0 +1,338 @@
+"""Archive -> storage: fsspec to memory://, file:// and a real S3 API (moto's server through s3fs);
+the signed-URL path against a real gRPC DataProxy and a real HTTP PUT server started here, and
+through the session sandbox with stock flytekit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import os
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import pytest
+
+from fastreg_magic.collect import FileSet, ShippedFile
+from fastreg_magic.errors import UploadError
+from fastreg_magic.package import Archive, build_archive
+from fastreg_magic.upload import FsspecUploader, SignedUrlUploader, Upload, forget
+
+FAST = {"retries": 3, "backoff": 0.01}
+
+
+def make_archive(tmp_path: Path, payload: bytes = b"x = 1\n", name: str = "a") -> Archive:
+    files = (ShippedFile("flow.py", data=payload),)
+    return build_archive(FileSet(root=tmp_path, files=files, left_out=(), warnings=()), cache_dir=tmp_path / f"cache-{name}")
+
+
+@pytest.fixture
+def archive(tmp_path) -> Archive:
+    return make_archive(tmp_path)
+
+
+@pytest.fixture
+def big_archive(tmp_path) -> Archive:
+    """Incompressible, so the archive is over the progress threshold."""
+    return make_archive(tmp_path, os.urandom(6 * 1024 * 1024), name="big")
+
+
+# --- fsspec --------------------------------------------------------------------------------
+
+
+def test_memory_second_upload_is_skipped(archive):
+    uploader = FsspecUploader("memory://fastreg-test/dist")
+    first = uploader.upload(archive)
+    assert first == Upload(uri=f"memory://fastreg-test/dist/fastreg-{archive.digest}.tar.gz", uploaded=True)
+    import fsspec
+
+    with fsspec.open(first.uri, "rb") as handle:
+        assert handle.read() == archive.path.read_bytes()
+    assert FsspecUploader("memory://fastreg-test/dist/").upload(archive) == Upload(uri=first.uri, uploaded=False)
+
+
+def test_file_url_writes_the_archive_atomically_and_reports_progress(tmp_path, big_archive):
+    dist = tmp_path / "dist"
+    seen: list[tuple[int, int]] = []
+    upload = FsspecUploader(dist.as_uri()).upload(big_archive, progress=lambda sent, total: seen.append((sent, total)))
+    target = dist / f"fastreg-{big_archive.digest}.tar.gz"
+    assert upload.uploaded and upload.uri == f"file://{target}"
+    assert target.read_bytes() == big_archive.path.read_bytes()
+    assert sorted(p.name for p in dist.iterdir()) == [target.name]  # no partial file left behind
+    assert seen[0] == (0, big_archive.size) and seen[-1] == (big_archive.size, big_archive.size)
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+    assert FsspecUploader(str(dist)).upload(big_archive).uploaded is False
+
+
+def test_a_truncated_object_is_uploaded_again(tmp_path, archive):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / f"fastreg-{archive.digest}.tar.gz").write_bytes(b"partial")
+    assert FsspecUploader(dist.as_uri()).upload(archive).uploaded is True
+    assert (dist / f"fastreg-{archive.digest}.tar.gz").read_bytes() == archive.path.read_bytes()
+
+
+def test_small_archives_report_no_progress(tmp_path, archive):
+    seen = []
+    FsspecUploader((tmp_path / "d").as_uri()).upload(archive, progress=lambda *a: seen.append(a))
+    assert seen == []
+
+
+def test_a_missing_fsspec_backend_names_the_package_to_install(archive):
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    for protocol in sorted(known_implementations):
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as exc:
+            if "install" in str(exc).lower():
+                break
+        except Exception:  # noqa: BLE001 - other protocols fail differently; look further
+            continue
+    else:
+        pytest.skip("every fsspec backend is installed here")
+    with pytest.raises(UploadError, match=rf"Opening {protocol}://bucket/dist failed.*pip install \S+"):
+        FsspecUploader(f"{protocol}://bucket/dist").upload(archive)
+
+
+def test_an_unknown_protocol_is_refused(archive):
+    with pytest.raises(UploadError, match="Protocol not known.*fsspec URL"):
+        FsspecUploader("nosuchproto://bucket/dist").upload(archive)
+
+
+def test_an_unwritable_directory_fails_at_once(tmp_path, archive):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UploadError, match="Uploading to .*failed"):
+        FsspecUploader((blocker / "dist").as_uri(), **FAST).upload(archive)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 API: moto's server on a random loopback port, reached through s3fs."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"},
+    }
+    import boto3
+
+    boto3.client(
+        "s3", aws_access_key_id="testing", aws_secret_access_key="testing", **options["client_kwargs"]
+    ).create_bucket(Bucket="fastreg-bucket")
+    try:
+        yield options
+    finally:
+        server.stop()
+
+
+def test_s3_upload_then_skip(s3, big_archive):
+    uploader = FsspecUploader("s3://fastreg-bucket/dist", storage_options=s3)
+    seen = []
+    first = uploader.upload(big_archive, progress=lambda sent, total: seen.append(sent))
+    assert first == Upload(uri=f"s3://fastreg-bucket/dist/fastreg-{big_archive.digest}.tar.gz", uploaded=True)
+    assert seen[-1] == big_archive.size
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3, skip_instance_cache=True)
+    assert fs.cat_file(first.uri) == big_archive.path.read_bytes()
+    again = FsspecUploader("s3://fastreg-bucket/dist", storage_options=s3).upload(big_archive)
+    assert again == Upload(uri=first.uri, uploaded=False)
+
+
+def test_s3_missing_bucket_is_a_clear_error(s3, archive):
+    with pytest.raises(UploadError, match="Check the bucket or directory exists"):
+        FsspecUploader("s3://no-such-bucket/dist", storage_options=s3, **FAST).upload(archive)
+
+
+# --- signed URL: a real gRPC DataProxy and a real HTTP PUT server --------------------------
+
+
+class Storage:
+    """An HTTP server that accepts PUTs the way S3 signed URLs do (Content-MD5 checked), with
+    scripted failures."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+        self.requests: list[dict] = []
+        self.script: list = []  # statuses to answer before accepting; "drop" hangs up mid-upload
+        storage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                if storage.script and storage.script[0] == "drop":
+                    storage.script.pop(0)  # an interrupted upload: read a little, then hang up
+                    self.rfile.read(1024)
+                    storage.requests.append({"path": self.path, "headers": dict(self.headers), "size": 0})
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                storage.requests.append({"path": self.path, "headers": dict(self.headers), "size": len(body)})
+                status = storage.script.pop(0) if storage.script else None
+                md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+                if status is None and self.headers.get("Content-MD5") != md5:
+                    status = 400
+                if status is None:
+                    storage.objects[self.path] = body
+                    status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class DataProxy:
+    """A DataProxy gRPC service answering CreateUploadLocation like FlyteAdmin."""
+
+    def __init__(self, storage_url: str):
+        import grpc
+        from flyteidl.service import dataproxy_pb2, dataproxy_pb2_grpc
+
+        self.calls = []
+        self.storage_url = storage_url
+        proxy = self
+
+        class Servicer(dataproxy_pb2_grpc.DataProxyServiceServicer):
+            def CreateUploadLocation(self, request, context):
+                proxy.calls.append(request)
+                if request.project != "flytesnacks":
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"project {request.project} not found")
+                key = f"{request.project}/{request.domain}/{request.filename_root}/{request.filename}"
+                return dataproxy_pb2.CreateUploadLocationResponse(
+                    signed_url=f"{proxy.storage_url}/{key}",
+                    native_url=f"s3://bucket/{key}",
+                    headers={"x-amz-meta-origin": "fastreg-test"},
+                )
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        dataproxy_pb2_grpc.add_DataProxyServiceServicer_to_server(Servicer(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def client(self):
+        from flytekit.clients.friendly import SynchronousFlyteClient
+        from flytekit.configuration import PlatformConfig
+
+        return SynchronousFlyteClient(PlatformConfig(endpoint=f"127.0.0.1:{self.port}", insecure=True))
+
+
+@pytest.fixture
+def storage():
+    storage = Storage()
+    yield storage
+    storage.server.shutdown()
+    storage.server.server_close()
+
+
+@pytest.fixture
+def proxy(storage):
+    proxy = DataProxy(storage.url)
+    yield proxy
+    proxy.server.stop(None)
+
+
+def test_signed_url_upload_then_skip_without_any_call(proxy, storage, big_archive):
+    client = proxy.client()
+    seen = []
+    first = SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive, progress=lambda s, t: seen.append(s))
+    key = f"flytesnacks/development/{big_archive.digest}/fastreg-{big_archive.digest}.tar.gz"
+    assert first == Upload(uri=f"s3://bucket/{key}", uploaded=True)
+    assert storage.objects[f"/{key}"] == big_archive.path.read_bytes()
+    sent = storage.requests[0]["headers"]
+    assert sent["Content-MD5"] == base64.b64encode(hashlib.md5(big_archive.path.read_bytes()).digest()).decode()
+    assert sent["x-amz-meta-origin"] == "fastreg-test" and sent["Content-Length"] == str(big_archive.size)
+    request = proxy.calls[0]
+    assert (request.filename, request.filename_root) == (f"fastreg-{big_archive.digest}.tar.gz", big_archive.digest)
+    assert seen[0] == 0 and seen[-1] == big_archive.size
+    again = SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive)
+    assert again == Upload(uri=first.uri, uploaded=False)
+    assert len(proxy.calls) == 1 and len(storage.requests) == 1
+    forget()  # e.g. the backend's storage was wiped
+    assert SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive).uploaded is True
+    assert len(proxy.calls) == 2 and len(storage.requests) == 2
+
+
+def test_signed_url_retries_server_errors_then_succeeds(proxy, storage, tmp_path):
+    archive = make_archive(tmp_path, b"retry = True\n")
+    storage.script = [503, 500]
+    upload = SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(archive)
+    assert upload.uploaded and len(storage.requests) == 3
+
+
+def test_signed_url_interrupted_upload_is_retried(proxy, storage, big_archive):
+    storage.script = ["drop"]
+    upload = SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(big_archive)
+    assert upload.uploaded and len(storage.requests) == 2
+    assert storage.objects[upload.uri.removeprefix("s3://bucket")] == big_archive.path.read_bytes()
+
+
+def test_signed_url_gives_up_after_retries(proxy, storage, tmp_path):
+    archive = make_archive(tmp_path, b"always failing\n")
+    storage.script = [503] * 10
+    with pytest.raises(UploadError, match=r"was refused \(tried 3 times\): HTTP 503.*run again later"):
+        SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(archive)
+    assert len(storage.requests) == 3
+
+
+def test_signed_url_refusal_fails_at_once(proxy, storage, tmp_path):
+    archive = make_archive(tmp_path, b"refused\n")
+    storage.script = [403]
+    with pytest.raises(UploadError, match=r"was refused: HTTP 403.*signed URL or the Content-MD5"):
+        SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(archive)
+    assert len(storage.requests) == 1
+
+
+def test_signed_url_unreachable_storage_is_retried_then_named(proxy, storage, tmp_path):
+    archive = make_archive(tmp_path, b"nobody listens\n")
+    storage.server.shutdown()
+    storage.server.server_close()
+    with pytest.raises(UploadError, match=r"failed \(tried 3 times\): ConnectionError"):
+        SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(archive)
+
+
+def test_unknown_project_is_named(proxy, archive):
+    with pytest.raises(UploadError, match=r"Asking 127.0.0.1:\d+ where to upload failed: NOT_FOUND.*project nope not found.*-p/-d"):
+        SignedUrlUploader(proxy.client(), "nope", "development").upload(archive)
+
+
+def test_unreachable_backend_is_named(archive):
+    from flytekit.clients.friendly import SynchronousFlyteClient
+    from flytekit.configuration import PlatformConfig
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nobody listens there
+    client = SynchronousFlyteClient(PlatformConfig(endpoint=f"127.0.0.1:{port}", insecure=True))
+    with pytest.raises(UploadError, match=rf"127.0.0.1:{port}.*UNAVAILABLE.*--endpoint"):
+        SignedUrlUploader(client, "flytesnacks", "development").upload(archive)
+
+
+# --- through the sandbox, with stock flytekit ----------------------------------------------
+
+
+def test_signed_url_upload_to_the_sandbox(remote, tmp_path):
+    import fsspec
+
+    archive = make_archive(tmp_path, b"def sandboxed():\n    return 1\n")
+    uploader = SignedUrlUploader(remote.client, "flytesnacks", "development")
+    first = uploader.upload(archive)
+    assert first.uploaded and first.uri.endswith(f"/{archive.digest}/fastreg-{archive.digest}.tar.gz")
+    with fsspec.open(first.uri, "rb") as handle:  # tasks read it with flytekit's file access the same way
+        assert handle.read() == archive.path.read_bytes()
+    assert SignedUrlUploader(remote.client, "flytesnacks", "development").upload(archive) == Upload(first.uri, False)
