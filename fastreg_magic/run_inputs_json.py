@@ -1,0 +1,153 @@
+"""JSON typed into the launch form, checked strictly against the input's declared type.
+
+    check_json([1, 2.5], list[int])        -> "expected a whole number at [1], got 2.5"
+    check_json({"x": 1}, Point)            -> "missing field 'y' of Point"
+
+Written here because the decoders flytekit relies on (mashumaro) coerce rather than check:
+they turn ``1.5`` into ``1`` and ``"1"`` into ``1`` silently, and a launched run with a value
+the user did not mean is worse than a refusal next to the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import types
+import typing
+from typing import Any
+
+
+def unwrap_optional(py_type) -> tuple[Any, bool]:
+    if typing.get_origin(py_type) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(py_type) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(py_type)) == 2:
+            return args[0], True
+    return py_type, False
+
+
+def type_label(py_type) -> str:
+    """A short, readable name for a type: ``list[int]``, ``dict[str, float]``, ``Point``."""
+    origin = typing.get_origin(py_type)
+    if origin is None:
+        return getattr(py_type, "__name__", str(py_type))
+    inner, optional = unwrap_optional(py_type)
+    if optional:
+        return f"Optional[{type_label(inner)}]"
+    args = ", ".join(type_label(a) for a in typing.get_args(py_type))
+    return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+
+
+def json_checkable(py_type) -> bool:
+    """Whether `_check_json` knows every type inside ``py_type``."""
+    inner, _ = unwrap_optional(py_type)
+    origin = typing.get_origin(inner)
+    if inner in (int, float, str, bool, dt.datetime, dt.timedelta) or inner is Any:
+        return True
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return True
+    if dataclasses.is_dataclass(inner):
+        hints = typing.get_type_hints(inner)
+        return all(json_checkable(hints[f.name]) for f in dataclasses.fields(inner))
+    if origin in (list, typing.List):
+        return json_checkable(typing.get_args(inner)[0]) if typing.get_args(inner) else True
+    if origin in (dict, typing.Dict):
+        args = typing.get_args(inner)
+        return not args or (args[0] is str and json_checkable(args[1]))
+    return False
+
+
+def check_json(value: Any, py_type, path: str = "") -> str | None:
+    """Why a decoded JSON ``value`` is not a ``py_type`` (naming where inside it), or None.
+    """
+    where = f" at {path}" if path else ""
+    inner, optional = unwrap_optional(py_type)
+    if value is None:
+        return None if (optional or inner is Any or not path) else f"null is not allowed{where}"
+    origin = typing.get_origin(inner)
+    if inner is Any:
+        return None
+    if inner is bool:
+        return None if isinstance(value, bool) else f"expected true/false{where}, got {json.dumps(value)}"
+    if inner is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"expected a whole number{where}, got {json.dumps(value)}"
+    if inner is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"expected a number{where}, got {json.dumps(value)}"
+    if inner is str:
+        return None if isinstance(value, str) else f"expected a string{where}, got {json.dumps(value)}"
+    if inner is dt.datetime:
+        try:
+            dt.datetime.fromisoformat(value)
+            return None
+        except (TypeError, ValueError):
+            return f"expected an ISO 8601 date/time string{where}, got {json.dumps(value)}"
+    if inner is dt.timedelta:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+            f"expected a duration in seconds{where}, got {json.dumps(value)}"
+        )
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        allowed = [m.value for m in inner]
+        return None if value in allowed else f"expected one of {allowed}{where}, got {json.dumps(value)}"
+    if origin in (list, typing.List):
+        if not isinstance(value, list):
+            return f"expected a JSON list{where}, got {json.dumps(value)[:60]}"
+        (item_type,) = typing.get_args(inner) or (Any,)
+        for i, item in enumerate(value):
+            problem = check_json(item, item_type, f"{path}[{i}]")
+            if problem:
+                return problem
+        return None
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            return f"expected a JSON object{where}, got {json.dumps(value)[:60]}"
+        _, item_type = typing.get_args(inner) or (str, Any)
+        for key, item in value.items():
+            problem = check_json(item, item_type, f"{path}[{json.dumps(key)}]")
+            if problem:
+                return problem
+        return None
+    if dataclasses.is_dataclass(inner):
+        return _check_dataclass(value, inner, path, where)
+    return f"{type_label(inner)}{where} cannot be checked"
+
+
+def _check_dataclass(value: Any, cls, path: str, where: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a JSON object with the fields of {cls.__name__}{where}, got {json.dumps(value)[:60]}"
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        return f"{cls.__name__} has no field {unknown[0]!r}{where} (fields: {', '.join(sorted(names))})"
+    for f in dataclasses.fields(cls):
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if f.name not in value:
+            if has_default:
+                continue
+            return f"missing field {f.name!r} of {cls.__name__}{where}"
+        problem = check_json(value[f.name], hints[f.name], f"{path}.{f.name}" if path else f.name)
+        if problem:
+            return problem
+    return None
+
+
+def jsonable(value: Any) -> Any:
+    """A value as plain JSON data (dataclasses, enums, dates and durations included)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        from mashumaro.codecs.basic import BasicEncoder
+
+        return BasicEncoder(type(value)).encode(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,398 @@
+"""Launch a registered workflow, attach to any run, and follow it: the `Run` object.
+
+    run = launch(remote, ref, {"n": 3})          # returns as soon as FlyteAdmin accepted it
+    run.phase                                    # "QUEUED", "RUNNING", "SUCCEEDED", ...
+    run.wait().outputs                           # {"o0": 6.0}
+    attach(remote, "https://flyte.acme.dev/console/projects/p/domains/d/executions/abc").error
+
+A `Run` is a thin, thread-safe view of one execution. ``refresh()`` is one GetExecution;
+outputs (or the error) are read once, when the run ends; the node table and the workflow
+graph are read on demand. Widgets and terminals draw runs; nothing here imports IPython or
+ipywidgets. The background follower lives in `runs_watch`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import weakref
+from typing import Any, Mapping
+
+from flyteidl.admin import common_pb2, execution_pb2, node_execution_pb2, task_execution_pb2
+from flyteidl.core import identifier_pb2
+
+from fastreg_magic.errors import RunError
+from fastreg_magic.run_inputs import entity_fields
+from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is public here too)
+    RUN_TERMINAL,
+    Graph,
+    NodeStatus,
+    RunState,
+    node_statuses,
+    parse_execution_ref,
+    workflow_graph,
+)
+from fastreg_magic.runs_errors import backend_endpoint, reraise, rpc
+
+__all__ = ["Run", "NodeStatus", "launch", "attach", "poll_intervals", "is_loopback"]
+
+# Polling: fast at first (runs on the sandbox change phase within a fraction of a second),
+# then backing off to a ceiling that depends on what a poll costs the backend.
+FIRST_POLL_S = 0.1
+POLL_GROWTH = 1.5
+MAX_POLL_LOOPBACK_S = 0.3  # a GetExecution on loopback costs about a millisecond
+MAX_POLL_REMOTE_S = 5.0  # a real cluster is shared: be gentle
+
+# Launch targets fetched from the backend, per FlyteRemote, so a second launch costs one RPC.
+_TARGETS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_TARGETS_LOCK = threading.Lock()
+
+
+def launch(
+    remote,
+    entity,
+    inputs: Mapping[str, Any],
+    *,
+    execution_name: str | None = None,
+    console_url: str | None = None,
+) -> "Run":
+    """Start a run of a registered task, workflow or launch plan (an `api.EntityRef`).
+
+    ``inputs`` are Python values typed by the entity's interface; names are checked before
+    anything reaches the backend. Returns once FlyteAdmin has created the execution.
+    """
+    local = getattr(entity, "entity", None)  # the flytekit object from the cell, when we have it
+    if local is not None:
+        _check_input_names(entity, {f.name: f for f in entity_fields(local)}, inputs)
+    target = _remote_target(remote, entity)
+    # Without the local object, flytekit guesses Python types from the registered interface.
+    hints = {name: local.python_interface.inputs[name] for name in inputs} if local is not None else None
+    try:
+        execution = remote.execute_remote_task_lp(
+            target,
+            dict(inputs),
+            project=entity.project,
+            domain=entity.domain,
+            execution_name=execution_name,
+            type_hints=hints,
+        )
+    except Exception as exc:  # flytekit raises its own tree, gRPC's, and TypeEngine's errors
+        reraise(exc, f"Launching {entity.name}", remote)
+    run = Run(
+        remote,
+        execution.id.to_flyte_idl(),
+        label=entity.name,
+        output_types=dict(local.python_interface.outputs) if local is not None else None,
+        console_url=console_url or _console_from_entity_url(getattr(entity, "url", None)),
+    )
+    run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
+    return run
+
+
+def attach(
+    remote,
+    execution_id_or_url: str,
+    *,
+    project: str | None = None,
+    domain: str | None = None,
+    console_url: str | None = None,
+) -> "Run":
+    """A `Run` for an execution started anywhere: a console URL, ``project:domain:name``, or a name."""
+    p, d, name, console = parse_execution_ref(execution_id_or_url)
+    wid = identifier_pb2.WorkflowExecutionIdentifier(
+        project=p or project or remote.default_project or "",
+        domain=d or domain or remote.default_domain or "",
+        name=name,
+    )
+    if not wid.project or not wid.domain:
+        raise RunError(
+            f"Cannot tell which project and domain the run {name!r} belongs to.",
+            "Pass project= and domain=, or give the full console URL or project:domain:name.",
+        )
+    run = Run(remote, wid, console_url=console or console_url)
+    run.refresh()
+    return run
+
+
+class Run:
+    """One execution on a Flyte backend, as last seen. Safe to read from any thread."""
+
+    def __init__(self, remote, execution_id, *, label=None, output_types=None, console_url=None):
+        self._remote = remote
+        self._client = remote.client
+        self._id = execution_id
+        self._lock = threading.RLock()
+        self._state = RunState(phase="UNDEFINED")
+        self._spec = None
+        self._outputs: dict | None = None
+        self._output_types = output_types
+        self._graph: Graph | None = None
+        self._retries: dict[str, tuple] = {}
+        self.label = label
+        console = (console_url or "").rstrip("/")
+        self.url = f"{console}/projects/{self.project}/domains/{self.domain}/executions/{self.name}" if console else None
+        self._console = console or None
+
+    @classmethod
+    def from_execution(cls, remote, execution, *, console_url=None) -> "Run":
+        """A `Run` from flytekit's ``FlyteWorkflowExecution`` (or its model)."""
+        run = cls(remote, execution.id.to_flyte_idl(), console_url=console_url)
+        run.refresh()
+        return run
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._id.name
+
+    @property
+    def project(self) -> str:
+        return self._id.project
+
+    @property
+    def domain(self) -> str:
+        return self._id.domain
+
+    @property
+    def id(self) -> identifier_pb2.WorkflowExecutionIdentifier:
+        return self._id
+
+    @property
+    def endpoint(self) -> str:
+        return backend_endpoint(self._remote)
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        return self._state.phase
+
+    @property
+    def done(self) -> bool:
+        return self._state.phase in RUN_TERMINAL
+
+    @property
+    def error(self) -> str | None:
+        return self._state.error
+
+    @property
+    def outputs(self) -> dict | None:
+        return self._outputs
+
+    @property
+    def started(self) -> dt.datetime | None:
+        return self._state.started or self._state.created
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (its whole duration once it has ended)."""
+        state = self._state
+        if self.done and state.duration is not None:
+            return state.duration
+        start = state.started or state.created
+        if start is None:
+            return 0.0
+        end = state.updated if self.done and state.updated else dt.datetime.now(dt.timezone.utc)
+        return max(0.0, (end - start).total_seconds())
+
+    def refresh(self) -> "Run":
+        """Ask the backend for the run's phase (one GetExecution); read outputs once it has ended."""
+        request = execution_pb2.WorkflowExecutionGetRequest(id=self._id)
+        execution = rpc(self._client, "get_execution", request, what=f"Reading run {self.name}", remote=self._remote)
+        self._seen(execution)
+        return self
+
+    def _seen(self, execution) -> None:
+        """Take in what one GetExecution answered (``admin.Execution``)."""
+        with self._lock:
+            if self._spec is None:
+                self._spec = execution.spec
+                self.label = self.label or execution.spec.launch_plan.name
+            state = RunState.from_execution(execution)
+            if state.phase == "SUCCEEDED" and self._outputs is None:
+                from fastreg_magic.runs_outputs import read_outputs
+
+                # Outputs first, so no reader sees SUCCEEDED without them.
+                self._outputs = read_outputs(self, execution)
+            self._state = state
+
+    def nodes(self) -> list[NodeStatus]:
+        """The node table: node, task, phase, started, duration, retries (ListNodeExecutions + tasks)."""
+        graph = self.graph()
+        executions = self._node_executions()
+        retries = {ne.id.node_id: self._node_retries(ne) for ne in executions if _is_task_node(ne, graph)}
+        rows = node_statuses(graph, executions, retries)
+        if self._spec is not None and self._spec.launch_plan.resource_type == identifier_pb2.TASK:
+            rows = [r if r.task else _with_task(r, self._spec.launch_plan.name) for r in rows]
+        return rows
+
+    def graph(self) -> Graph:
+        """The workflow's nodes and edges as registered (read once)."""
+        if self._graph is not None:
+            return self._graph
+        if self._spec is None:
+            self.refresh()
+        lp_id = self._spec.launch_plan
+        if lp_id.resource_type == identifier_pb2.TASK:
+            graph = Graph(())  # one node, named by the backend: `nodes()` reports it
+        else:
+            what = f"Reading the workflow of run {self.name}"
+            lp = rpc(self._client, "get_launch_plan", common_pb2.ObjectGetRequest(id=lp_id), what=what, remote=self._remote)
+            wf = rpc(self._client, "get_workflow", common_pb2.ObjectGetRequest(id=lp.spec.workflow_id), what=what, remote=self._remote)
+            graph = workflow_graph(wf.closure.compiled_workflow.primary)
+        self._graph = graph
+        return graph
+
+    def wait(self, timeout: float | None = None) -> "Run":
+        """Block until the run ends, polling fast then backing off; RunError after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for interval in poll_intervals(is_loopback(self._remote)):
+            self.refresh()
+            if self.done:
+                return self
+            if deadline is not None and time.monotonic() + interval > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    time.sleep(remaining)
+                    self.refresh()
+                    if self.done:
+                        return self
+                raise RunError(
+                    f"Run {self.name} is still {self.phase} after {timeout:g} s.",
+                    "Wait longer (run.wait(timeout=...)), watch it in the widget, or run.terminate().",
+                )
+            time.sleep(interval)
+        raise AssertionError("poll_intervals never ends")
+
+    def terminate(self, cause: str = "terminated from the notebook") -> None:
+        """Abort the run; a run that has already ended is left as it is."""
+        self.refresh()
+        if self.done:
+            return
+        request = execution_pb2.ExecutionTerminateRequest(id=self._id, cause=cause)
+        rpc(self._client, "terminate_execution", request, what=f"Terminating run {self.name}", remote=self._remote)
+        self.refresh()
+
+    def relaunch(self) -> "Run":
+        """Start the same launch plan again with the same inputs; returns the new run."""
+        request = execution_pb2.ExecutionRelaunchRequest(id=self._id)
+        response = rpc(self._client, "relaunch_execution", request, what=f"Relaunching run {self.name}", remote=self._remote)
+        run = Run(self._remote, response.id, label=self.label, output_types=self._output_types, console_url=self._console)
+        run.refresh()
+        return run
+
+    def reconnect(self) -> None:
+        """Open a fresh connection to the backend (after it stopped answering)."""
+        from flytekit.clients.friendly import SynchronousFlyteClient
+
+        self._client = SynchronousFlyteClient(self._remote.config.platform)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _node_executions(self) -> list:
+        executions, token = [], ""
+        while True:
+            request = node_execution_pb2.NodeExecutionListRequest(workflow_execution_id=self._id, limit=200, token=token)
+            page = rpc(self._client, "list_node_executions_paginated", request, what=f"Reading the nodes of run {self.name}", remote=self._remote)
+            executions.extend(page.node_executions)
+            token = page.token
+            if not token or not page.node_executions:
+                return executions
+
+    def _node_retries(self, node_execution) -> int:
+        """Retries of one task node; asked again only when the node changed since last time."""
+        key = node_execution.id.node_id
+        stamp = (node_execution.closure.updated_at.seconds, node_execution.closure.updated_at.nanos, node_execution.closure.phase)
+        cached = self._retries.get(key)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        request = task_execution_pb2.TaskExecutionListRequest(node_execution_id=node_execution.id, limit=100)
+        page = rpc(self._client, "list_task_executions_paginated", request, what=f"Reading the attempts of node {key}", remote=self._remote)
+        attempts = [te.id.retry_attempt for te in page.task_executions]
+        retries = max(attempts) if attempts else 0
+        self._retries[key] = (stamp, retries)
+        return retries
+
+    def __repr__(self) -> str:
+        where = f" {self.url}" if self.url else ""
+        return f"<Run {self.project}/{self.domain}/{self.name} {self.phase}{where}>"
+
+    def _ipython_display_(self) -> None:
+        from fastreg_magic.widget import display_run
+
+        display_run(self)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        from fastreg_magic.widget_text import run_text
+
+        printer.text(repr(self) if cycle else run_text(self))
+
+
+def poll_intervals(loopback: bool):
+    """Seconds to sleep between polls: 0.1, 0.15, 0.225, ... up to the ceiling, forever."""
+    ceiling = MAX_POLL_LOOPBACK_S if loopback else MAX_POLL_REMOTE_S
+    interval = FIRST_POLL_S
+    while True:
+        yield interval
+        interval = min(ceiling, interval * POLL_GROWTH)
+
+
+def is_loopback(remote) -> bool:
+    host = backend_endpoint(remote).split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.")
+
+
+def _is_task_node(node_execution, graph: Graph) -> bool:
+    kinds = {n.id: n.kind for n in graph.nodes}
+    node_id = node_execution.metadata.spec_node_id or node_execution.id.node_id
+    return kinds.get(node_id, "task") in ("task", "array") and node_id not in ("start-node", "end-node")
+
+
+def _with_task(row: NodeStatus, task: str) -> NodeStatus:
+    from dataclasses import replace
+
+    return replace(row, task=task)
+
+
+def _check_input_names(entity, fields, inputs: Mapping[str, Any]) -> None:
+    unknown = sorted(set(inputs) - set(fields))
+    if unknown:
+        known = ", ".join(fields) or "no inputs"
+        raise RunError(f"{entity.name} has no input {unknown[0]!r}.", f"Its inputs are: {known}.")
+    fixed = sorted(name for name in inputs if fields[name].fixed)
+    if fixed:
+        raise RunError(
+            f"{fixed[0]!r} is fixed by launch plan {entity.name} and cannot be set at launch.",
+            "Launch the workflow itself, or a launch plan that does not fix it.",
+        )
+    missing = [f.name for f in fields.values() if f.required and f.name not in inputs]
+    if missing:
+        raise RunError(
+            f"{entity.name} needs a value for {', '.join(repr(m) for m in missing)}.",
+            f"Pass it: launch({', '.join(f'{m}=...' for m in missing)}).",
+        )
+
+
+def _remote_target(remote, entity):
+    """The backend's copy of what to launch: a task, or a launch plan (a workflow's default one)."""
+    kind = str(entity.kind).lower().replace("_", " ").replace("launchplan", "launch plan")
+    key = (kind, entity.project, entity.domain, entity.name, entity.version)
+    with _TARGETS_LOCK:
+        cached = _TARGETS.setdefault(remote, {}).get(key)
+    if cached is not None:
+        return cached
+    try:
+        if kind == "task":
+            target = remote.fetch_task(entity.project, entity.domain, entity.name, entity.version)
+        else:  # a workflow runs through its default launch plan, which has the workflow's name
+            target = remote.fetch_launch_plan(entity.project, entity.domain, entity.name, entity.version)
+    except Exception as exc:
+        reraise(exc, f"Finding {kind} {entity.name} version {entity.version}", remote)
+    with _TARGETS_LOCK:
+        _TARGETS[remote][key] = target
+    return target
+
+
+def _console_from_entity_url(url: str | None) -> str | None:
+    if not url or "/projects/" not in url:
+        return None
+    return url.split("/projects/", 1)[0]

@@ -1,0 +1,114 @@
+"""The RPCs a run makes, and the errors they raise, worded for the person in the notebook.
+
+flytekit reports a failed call as one of its own exceptions (``FlyteEntityNotExistException``,
+``FlyteSystemUnavailableException``, ...) chained to the ``grpc.RpcError`` that says what the
+server actually answered. `translate` maps both onto `fastreg_magic.errors`, in one place.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from fastreg_magic.errors import BackendError, FastRegError, NotYetSupported, RunError
+
+# A poll that hangs longer than this is treated as the backend not answering.
+RPC_DEADLINE_S = 10.0
+
+
+def backend_endpoint(remote) -> str:
+    try:
+        return remote.config.platform.endpoint
+    except AttributeError:
+        return "the Flyte backend"
+
+
+def rpc(client, method: str, request, *, what: str, remote):
+    """One raw FlyteAdmin call (protos in, protos out) with a deadline and translated errors.
+
+    Raw calls skip flytekit's model conversions: a poll only needs a few fields of the proto.
+    """
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+    from flytekit.clients.raw import RawSynchronousFlyteClient
+
+    call = getattr(RawSynchronousFlyteClient, method)
+    try:
+        with scoped_grpc_deadline(RPC_DEADLINE_S):
+            return call(client, request)
+    except Exception as exc:
+        reraise(exc, what, remote)
+
+
+def reraise(exc: BaseException, what: str, remote) -> None:
+    """Raise the `FastRegError` for ``exc``, or ``exc`` itself when it is not a backend error (a bug)."""
+    err = translate(exc, what, remote)
+    if err is None:
+        raise exc
+    raise err from exc
+
+
+def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
+    if isinstance(exc, FastRegError):
+        return exc
+    from flytekit.core.type_engine import TypeTransformerFailedError
+    from flytekit.exceptions import system as system_errors
+    from flytekit.exceptions import user as user_errors
+
+    endpoint = backend_endpoint(remote)
+    code, details = grpc_status(exc)
+    detail = f": {details}" if details else "."
+    if isinstance(exc, user_errors.FlyteEntityNotExistException) or code == grpc.StatusCode.NOT_FOUND:
+        return RunError(
+            f"{what}: not found on {endpoint}{detail}",
+            "Check the name, project and domain; re-run the %%flyte_fast cell if it was never registered here.",
+        )
+    if isinstance(exc, user_errors.FlyteAuthenticationException) or code == grpc.StatusCode.UNAUTHENTICATED:
+        return BackendError(
+            f"{what}: {endpoint} refused our credentials{detail}",
+            "Log in again or fix the auth settings in your Flyte config file.",
+        )
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return NotYetSupported(f"{what}: {endpoint} does not support this call{detail}", None)
+    if (
+        isinstance(exc, (system_errors.FlyteSystemUnavailableException, user_errors.FlyteTimeout))
+        or code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    ):
+        return BackendError(
+            f"{what}: the Flyte backend at {endpoint} is not answering{detail}",
+            "Check that it is running (`fastreg sandbox`, or your cluster) and reachable from here.",
+        )
+    if isinstance(exc, (user_errors.FlyteInvalidInputException, user_errors.FlyteEntityAlreadyExistsException)) or code in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    ):
+        return RunError(f"{what}: {endpoint} refused it{detail}", None)
+    if isinstance(exc, TypeTransformerFailedError) or (
+        isinstance(exc, (TypeError, ValueError)) and "flytekit" in _origin_module(exc)
+    ):
+        return RunError(f"{what}: an input could not be converted: {exc}", "Check the value against the input's type.")
+    if isinstance(exc, (system_errors.FlyteSystemException, grpc.RpcError)) or code is not None:
+        return RunError(f"{what}: {endpoint} failed{detail}", "Try again; if it persists, check the backend's logs.")
+    return None
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
+    """The gRPC status code and details behind ``exc``, searching its chain of causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            try:
+                return exc.code(), exc.details() or ""
+            except Exception:  # a future that was never completed has no code to read
+                return None, ""
+        exc = exc.__cause__ or exc.__context__
+    return None, ""
+
+
+def _origin_module(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    module = ""
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        tb = tb.tb_next
+    return module

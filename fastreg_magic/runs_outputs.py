@@ -1,0 +1,107 @@
+"""A finished run's outputs as Python values, typed by the interface that produced them.
+
+The types come from the local workflow when the run was launched from this notebook;
+for a run we only attached to, from the interface the backend registered. Files and
+directories become their path (on the sandbox) or URL (on a cluster): something a person
+can open, rather than a lazy download handle.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from flyteidl.admin import common_pb2, execution_pb2
+from flyteidl.core import identifier_pb2, literals_pb2
+
+from fastreg_magic.runs_errors import rpc
+
+
+def read_outputs(run, execution) -> dict:
+    """The outputs of ``run`` (whose GetExecution answer is ``execution``), as Python values."""
+    literal_map = _output_literal_map(run, execution)
+    if not literal_map.literals:
+        return {}
+    types = run._output_types or _registered_output_types(run, execution)
+    return to_python_values(run._remote, literal_map, types)
+
+
+def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict) -> dict:
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.literals import Literal
+
+    values = {}
+    with remote.remote_context() as ctx:
+        for name, literal_pb in literal_map.literals.items():
+            literal = Literal.from_flyte_idl(literal_pb)
+            python_type = types.get(name)
+            if python_type is None:
+                values[name] = literal  # no type to read it with: show the literal itself
+                continue
+            try:
+                values[name] = plain_value(TypeEngine.to_python_value(ctx, literal, python_type))
+            except Exception:  # e.g. a type whose plugin is not installed here: the literal is still true
+                values[name] = literal
+    return values
+
+
+def plain_value(value):
+    """FlyteFile / FlyteDirectory as their path or URL; everything else unchanged."""
+    from flytekit.types.directory import FlyteDirectory
+    from flytekit.types.file import FlyteFile
+
+    if isinstance(value, (FlyteFile, FlyteDirectory)):
+        source = getattr(value, "remote_source", None) or value.path
+        return str(source)
+    if isinstance(value, list):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain_value(v) for k, v in value.items()}
+    return value
+
+
+def _output_literal_map(run, execution) -> literals_pb2.LiteralMap:
+    closure = execution.closure
+    if closure.WhichOneof("output_result") == "output_data" and closure.output_data.literals:
+        return closure.output_data
+    request = execution_pb2.WorkflowExecutionGetDataRequest(id=run.id)
+    data = rpc(run._client, "get_execution_data", request, what=f"Reading the outputs of run {run.name}", remote=run._remote)
+    if data.full_outputs.literals:
+        return data.full_outputs
+    if data.outputs.url:
+        return _download_literal_map(run._remote, data.outputs.url)
+    return literals_pb2.LiteralMap()
+
+
+def _download_literal_map(remote, url: str) -> literals_pb2.LiteralMap:
+    with tempfile.TemporaryDirectory(prefix="fastreg-outputs-") as tmp:
+        local = os.path.join(tmp, "outputs.pb")
+        remote.file_access.get_data(url, local)
+        literal_map = literals_pb2.LiteralMap()
+        with open(local, "rb") as fh:
+            literal_map.ParseFromString(fh.read())
+        return literal_map
+
+
+def _registered_output_types(run, execution) -> dict:
+    """Python types guessed from the interface registered for the run's launch plan or task."""
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.types import LiteralType
+
+    lp_id = execution.spec.launch_plan
+    what = f"Reading the interface of run {run.name}"
+    request = common_pb2.ObjectGetRequest(id=lp_id)
+    if lp_id.resource_type == identifier_pb2.TASK:
+        task = rpc(run._client, "get_task", request, what=what, remote=run._remote)
+        variables = task.closure.compiled_task.template.interface.outputs.variables
+    else:
+        lp = rpc(run._client, "get_launch_plan", request, what=what, remote=run._remote)
+        variables = lp.closure.expected_outputs.variables
+    types = {}
+    for name, variable in variables.items():
+        try:
+            types[name] = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(variable.type))
+        except Exception:  # a type flytekit cannot guess: the literal is shown as it is
+            types[name] = None
+    run._output_types = types
+    return types

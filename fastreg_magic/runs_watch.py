@@ -1,0 +1,179 @@
+"""Follow runs in the background and tell a callback what changed, without blocking the caller.
+
+    handle = watch(run, on_update)     # returns at once
+    ...                                # on_update(RunUpdate) is called from a worker thread
+    handle.stop()                      # or it stops by itself when the run ends
+
+One scheduler thread keeps every watched run in a queue ordered by when it is next due, and
+a few worker threads make the calls, so twenty runs cost twenty small RPCs now and then,
+not twenty sleeping threads. Each poll of a run is one GetExecution; the node table (one
+ListNodeExecutions) is read on a slower cadence, whenever the run's phase changes, and at
+the end. Polls start every 0.1 s and back off (see `runs.poll_intervals`). A backend that
+stops answering is reported as ``connection="reconnecting…"`` and polled with a longer
+backoff; after a few failures the run opens a fresh connection.
+
+Callbacks run inside a copy of the `contextvars` context that was current when `watch` was
+called: on ipykernel 7 that carries the parent message of the cell (or button click) that
+started the watch, so widget updates sent from the worker are attributed to it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from fastreg_magic.runs import Run, is_loopback, poll_intervals
+from fastreg_magic.runs_data import NodeStatus
+
+log = logging.getLogger(__name__)
+
+NODE_TABLE_EVERY_S = 1.0  # the node table needs more RPCs: read it at most this often (and on phase changes)
+RECONNECT_AFTER = 3  # consecutive failed polls before opening a fresh connection
+FAILURE_BACKOFF_MAX_S = 5.0
+WORKERS = 4
+IDLE_EXIT_S = 30.0  # the scheduler thread ends after this long with nothing to watch
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What a poll learnt. ``nodes`` is None when the node table was not read this time."""
+
+    run: Run
+    nodes: list[NodeStatus] | None
+    connection: str | None  # None while the backend answers; else what is wrong ("reconnecting…")
+    final: bool  # the run has ended and this is the last update
+
+
+class Watch:
+    """A handle on one followed run."""
+
+    def __init__(self, run: Run, on_update: Callable[[RunUpdate], None], context: contextvars.Context):
+        self.run = run
+        self._on_update = on_update
+        self._context = context
+        self._intervals = poll_intervals(is_loopback(run._remote))
+        self._last_phase: str | None = None
+        self._last_nodes = 0.0
+        self._failures = 0
+        self.polls = 0
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    @property
+    def active(self) -> bool:
+        return not self.stopped.is_set()
+
+    def poll(self) -> float | None:
+        """One poll: seconds until the next one, or None when there is nothing more to follow."""
+        self.polls += 1
+        try:
+            self.run.refresh()
+            nodes = None
+            now = time.monotonic()
+            if self.run.done or self.run.phase != self._last_phase or now - self._last_nodes >= NODE_TABLE_EVERY_S:
+                nodes = self.run.nodes()
+                self._last_nodes = now
+        except Exception as exc:  # shown in the view, never raised in a background thread
+            return self._failed(exc)
+        self._failures = 0
+        self._last_phase = self.run.phase
+        final = self.run.done
+        self._emit(RunUpdate(self.run, nodes, None, final))
+        if final:
+            self.stopped.set()
+            return None
+        return next(self._intervals)
+
+    def _failed(self, exc: Exception) -> float:
+        self._failures += 1
+        if self._failures >= RECONNECT_AFTER:
+            try:
+                self.run.reconnect()
+            except Exception:  # the next poll reports the failure again
+                log.debug("reconnect failed", exc_info=True)
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        self._emit(RunUpdate(self.run, None, f"reconnecting… ({reason})", False))
+        self._intervals = poll_intervals(is_loopback(self.run._remote))  # fast again once it answers
+        return min(FAILURE_BACKOFF_MAX_S, 0.25 * 2 ** min(self._failures, 5))
+
+    def _emit(self, update: RunUpdate) -> None:
+        if self.stopped.is_set() and not update.final:
+            return
+        try:
+            self._context.run(self._on_update, update)
+        except Exception:  # a drawing bug must not stop the other runs from updating
+            log.exception("updating the view of run %s failed", self.run.name)
+
+
+class _Scheduler:
+    """Runs each watch's next poll when it is due, on a small pool of workers."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[float, int, Watch]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def add(self, w: Watch, delay: float = 0.0) -> None:
+        with self._cv:
+            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), w))
+            if self._thread is None or not self._thread.is_alive():
+                self._pool = self._pool or ThreadPoolExecutor(WORKERS, thread_name_prefix="fastreg-watch")
+                self._thread = threading.Thread(target=self._loop, name="fastreg-watch-scheduler", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self._cv:
+                if not self._queue:
+                    if time.monotonic() - idle_since > IDLE_EXIT_S:
+                        self._thread = None
+                        return
+                    self._cv.wait(timeout=IDLE_EXIT_S)
+                    continue
+                due, _, w = self._queue[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(timeout=wait)
+                    continue
+                heapq.heappop(self._queue)
+                idle_since = time.monotonic()
+            if w.active:
+                self._pool.submit(self._run_poll, w)
+
+    def _run_poll(self, w: Watch) -> None:
+        delay = w.poll()
+        if delay is not None and w.active:
+            self.add(w, delay)
+
+    @property
+    def watching(self) -> int:
+        with self._cv:
+            return sum(1 for _, _, w in self._queue if w.active)
+
+
+_scheduler = _Scheduler()
+
+
+def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Watch:
+    """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``."""
+    w = Watch(run, on_update, contextvars.copy_context())
+    _scheduler.add(w)
+    return w
+
+
+def watching() -> int:
+    """How many runs are being followed right now."""
+    return _scheduler.watching

@@ -1,0 +1,191 @@
+"""The live view of one run: phase badge, elapsed time, graph, node table, outputs or error, buttons.
+
+Built once; afterwards only trait values change, from the background follower
+(`runs_watch`) or from the buttons' background work. Nothing here blocks the kernel: a click
+hands its RPC to a thread and returns.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from typing import Callable
+
+import ipywidgets as widgets
+
+from fastreg_magic import runs_watch
+from fastreg_magic.errors import FastRegError
+from fastreg_magic.runs_data import RUN_TERMINAL, NodeStatus
+from fastreg_magic.widget_graph import graph_svg
+from fastreg_magic.widget_text import (
+    badge_html,
+    connection_html,
+    duration_text,
+    error_html,
+    nodes_html,
+    outputs_html,
+    run_text,
+    short_name,
+    title_html,
+)
+
+log = logging.getLogger(__name__)
+
+
+def in_background(fn: Callable, *args, name: str = "fastreg-action") -> threading.Thread:
+    """Run ``fn`` on a thread, inside a copy of the caller's context (the click's parent message)."""
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(fn, *args), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, FastRegError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class RunView(widgets.VBox):
+    """One run, kept up to date in the background. ``RunView(None, label=...)`` waits for `attach`."""
+
+    def __init__(self, run=None, *, label: str = "", on_new_run: Callable | None = None, **kwargs):
+        self.run = None
+        self.label = label
+        self.nodes: list[NodeStatus] = []
+        self.connection_problem: str | None = None
+        self.updates = 0  # how many background updates were drawn (tests and benchmarks read it)
+        self._watch = None
+        self._shown_phase = "LAUNCHING"
+        self._on_new_run = on_new_run
+        self.title = widgets.HTML()
+        self.badge = widgets.HTML(badge_html("LAUNCHING"))
+        self.elapsed = widgets.HTML()
+        self.connection = widgets.HTML()
+        self.terminate_button = widgets.Button(description="Terminate", button_style="danger", disabled=True)
+        self.relaunch_button = widgets.Button(description="Relaunch", disabled=True)
+        self.terminate_button.on_click(self._terminate_clicked)
+        self.relaunch_button.on_click(self._relaunch_clicked)
+        self.graph = widgets.HTML()
+        self.node_table = widgets.HTML()
+        self.outputs = widgets.HTML()
+        self.error = widgets.HTML()
+        self.relaunches = widgets.VBox()
+        bar = widgets.HBox(
+            [self.title, self.badge, self.elapsed, self.terminate_button, self.relaunch_button, self.connection],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
+        )
+        super().__init__(
+            [bar, self.graph, self.node_table, self.outputs, self.error, self.relaunches],
+            layout=widgets.Layout(border="1px solid #e0e0e0", padding="4px 8px", margin="4px 0"),
+            **kwargs,
+        )
+        self.add_class("fastreg-run")
+        self.title.value = title_html(label, None, None)
+        if run is not None:
+            self.attach(run)
+
+    # -- feeding the view -------------------------------------------------------------------
+    def attach(self, run) -> None:
+        """Show ``run`` and follow it in the background until it ends."""
+        self.run = run
+        self.label = self.label or run.label or ""
+        self.title.value = title_html(self.label, run.name, run.url)
+        self._draw_run(run)
+        self._watch = runs_watch.watch(run, self.apply)
+
+    def launch_failed(self, message: str) -> None:
+        self.badge.value = badge_html("LAUNCH FAILED")
+        self.error.value = error_html(message)
+        self.title.value = title_html(self.label, None, None).replace("launching…", "not launched")
+        self._shown_phase = "LAUNCH FAILED"
+
+    def apply(self, update: runs_watch.RunUpdate) -> None:
+        """Draw what a background poll learnt (called from the follower's thread)."""
+        self.connection_problem = update.connection
+        self.connection.value = connection_html(update.connection)
+        if update.nodes is not None:
+            self.nodes = update.nodes
+            self._draw_nodes(update.run, update.nodes)
+        self._draw_run(update.run)
+        self.updates += 1
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    @property
+    def phase(self) -> str:
+        """The phase the badge shows (LAUNCHING / LAUNCH FAILED before there is a run).
+
+        Set last when drawing, so once it reads SUCCEEDED the outputs and nodes are on screen too.
+        """
+        return self._shown_phase
+
+    # -- drawing ----------------------------------------------------------------------------
+    def _draw_run(self, run) -> None:
+        phase = run.phase  # read once: the run may be refreshed meanwhile
+        done = phase in RUN_TERMINAL
+        self.badge.value = badge_html(phase)
+        self.elapsed.value = f"<span class='fastreg-elapsed' style='color:#616161'>{duration_text(run.elapsed) or '0s'}</span>"
+        self.outputs.value = outputs_html(run.outputs) if phase == "SUCCEEDED" else ""
+        self.error.value = error_html(run.error)
+        self.terminate_button.disabled = done or self.terminate_button.description != "Terminate"
+        self.relaunch_button.disabled = not done
+        self._shown_phase = phase
+
+    def _draw_nodes(self, run, rows: list[NodeStatus]) -> None:
+        self.node_table.value = nodes_html(rows)
+        graph = run.graph()
+        phases = {r.node: r.phase for r in rows}
+        self.graph.value = graph_svg([(r.node, short_name(r.task)) for r in rows], graph.edges, phases)
+
+    # -- buttons ----------------------------------------------------------------------------
+    def _terminate_clicked(self, _button=None) -> None:
+        if self.run is None or self.run.done:
+            return
+        self.terminate_button.disabled = True
+        self.terminate_button.description = "Terminating…"
+        in_background(self._terminate, name="fastreg-terminate")
+
+    def _terminate(self) -> None:
+        try:
+            self.run.terminate()
+        except Exception as exc:  # shown in the view: a background failure has no cell to raise in
+            self.connection.value = connection_html(f"terminate failed: {describe_failure(exc)}")
+            self.terminate_button.disabled = False
+        finally:
+            self.terminate_button.description = "Terminate"
+            self._draw_run(self.run)
+
+    def _relaunch_clicked(self, _button=None) -> None:
+        if self.run is None:
+            return
+        placeholder = RunView(None, label=self.label, on_new_run=self._on_new_run)
+        if self._on_new_run is None:
+            self.relaunches.children = (*self.relaunches.children, placeholder)
+        in_background(self._relaunch, placeholder, name="fastreg-relaunch")
+        if self._on_new_run is not None:
+            self._on_new_run(None, placeholder)
+
+    def _relaunch(self, placeholder: "RunView") -> None:
+        try:
+            run = self.run.relaunch()
+        except Exception as exc:
+            placeholder.launch_failed(describe_failure(exc))
+            return
+        placeholder.attach(run)
+        if self._on_new_run is not None:
+            self._on_new_run(run, placeholder)
+
+    # -- text for frontends without widgets -------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict) and self.run is not None:
+            bundle["text/plain"] = run_text(self.run, self.nodes)
+        return bundle

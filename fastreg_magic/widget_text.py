@@ -1,0 +1,281 @@
+"""What the widget shows, as plain data, HTML fragments and terminal text: no ipywidgets here.
+
+Every string that came from the user, the code or the backend goes through `esc`
+(``html.escape``) before it is put into HTML, so a task name or an error message such as
+``<img src=x onerror=alert(1)>`` is shown as text, never run.
+
+    run_summary(run)        -> {"name": ..., "phase": "RUNNING", "elapsed": "12s", ...}
+    run_text(run)           -> the same, readable in a terminal
+    badge_html("FAILED")    -> '<span style="background:#c62828;...">FAILED</span>'
+"""
+
+from __future__ import annotations
+
+import html
+import pprint
+from typing import Any, Iterable
+
+from fastreg_magic.runs_data import NOT_STARTED, NodeStatus
+
+# Phase colours, the console's palette in spirit: grey waiting, blue working, green done, red failed.
+PHASE_COLOURS = {
+    "UNDEFINED": "#9e9e9e",
+    NOT_STARTED: "#bdbdbd",
+    "LAUNCHING": "#9e9e9e",
+    "QUEUED": "#78909c",
+    "INITIALIZING": "#5c6bc0",
+    "WAITING_FOR_RESOURCES": "#5c6bc0",
+    "RUNNING": "#1e88e5",
+    "DYNAMIC_RUNNING": "#1e88e5",
+    "SUCCEEDING": "#43a047",
+    "SUCCEEDED": "#2e7d32",
+    "RECOVERED": "#2e7d32",
+    "FAILING": "#e53935",
+    "FAILED": "#c62828",
+    "TIMED_OUT": "#c62828",
+    "ABORTING": "#ef6c00",
+    "ABORTED": "#ef6c00",
+    "SKIPPED": "#9e9e9e",
+    "LAUNCH FAILED": "#c62828",
+}
+
+
+# Widget HTML inherits the tall line height of widget rows; tables read better compact.
+TABLE = "border-collapse:collapse;line-height:1.45"
+
+
+def esc(value: Any) -> str:
+    """Text safe to place inside HTML (elements and quoted attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def phase_colour(phase: str) -> str:
+    return PHASE_COLOURS.get(phase, "#9e9e9e")
+
+
+def badge_html(phase: str) -> str:
+    return (
+        f'<span class="fastreg-phase" data-phase="{esc(phase)}" style="background:{phase_colour(phase)};color:white;'
+        f'padding:2px 8px;border-radius:10px;font-weight:600;font-size:90%">{esc(phase)}</span>'
+    )
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def size_text(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def short_name(name: str | None) -> str:
+    """``pipeline.train`` -> ``train``: the module is the same for every node of a cell."""
+    return (name or "").rsplit(".", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def run_summary(run) -> dict:
+    """The run's visible state as plain values (what the run view and the terminal show)."""
+    return {
+        "name": run.name,
+        "project": run.project,
+        "domain": run.domain,
+        "label": getattr(run, "label", None) or "",
+        "phase": run.phase,
+        "done": run.done,
+        "elapsed": duration_text(run.elapsed),
+        "url": run.url,
+        "outputs": run.outputs,
+        "error": run.error,
+    }
+
+
+def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
+    """A run as terminal text: phase, elapsed, where to look, outputs or error."""
+    s = run_summary(run)
+    lines = [f"Run {s['name']} ({s['label']}) in {s['project']}/{s['domain']}: {s['phase']}, {s['elapsed'] or '0s'}"]
+    if s["url"]:
+        lines.append(f"  console: {s['url']}")
+    for row in nodes or ():
+        lines.append(
+            f"  {row.node:<12} {short_name(row.task):<24} {row.phase:<12} {duration_text(row.duration):>8}"
+            + (f"  retries {row.retries}" if row.retries else "")
+        )
+    if s["outputs"]:
+        lines.append("  outputs:")
+        for name, value in s["outputs"].items():
+            lines.append(f"    {name} = {_short_repr(value)}")
+    if s["error"]:
+        lines.append("  error:")
+        lines.extend(f"    {line}" for line in str(s["error"]).splitlines())
+    if not s["done"] and not s["url"]:
+        lines.append("  follow it with run.wait() or run.refresh()")
+    return "\n".join(lines)
+
+
+def _short_repr(value: Any, limit: int = 2000) -> str:
+    text = pprint.pformat(value, width=100, compact=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def title_html(run_label: str, name: str | None, url: str | None) -> str:
+    what = f"<b>{esc(short_name(run_label) or run_label)}</b>"
+    if not name:
+        return f"{what} <span style='color:#757575'>launching…</span>"
+    ident = f"<code>{esc(name)}</code>"
+    if url:
+        ident = f'<a href="{esc(url)}" target="_blank" rel="noopener">{ident} ↗</a>'
+    return f"{what} run {ident}"
+
+
+def nodes_html(rows: Iterable[NodeStatus]) -> str:
+    rows = list(rows)
+    if not rows:
+        return "<i style='color:#757575'>no nodes yet</i>"
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in ("node", "task", "phase", "duration", "retries"))
+    body = []
+    for r in rows:
+        body.append(
+            "<tr>"
+            f"<td style='padding:2px 8px'><code>{esc(r.node)}</code></td>"
+            f"<td style='padding:2px 8px' title='{esc(r.task)}'>{esc(short_name(r.task))}</td>"
+            f"<td style='padding:2px 8px'>{badge_html(r.phase)}</td>"
+            f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
+            f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
+            "</tr>"
+        )
+    return f"<table class='fastreg-nodes' style='{TABLE}'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def outputs_html(outputs: dict | None) -> str:
+    if outputs is None:
+        return ""
+    if not outputs:
+        return "<div><b>outputs:</b> <i>none</i></div>"
+    rows = []
+    for name, value in outputs.items():
+        rows.append(
+            f"<tr><td style='padding:2px 8px;vertical-align:top'><code>{esc(name)}</code></td>"
+            f"<td style='padding:2px 8px'>{_value_html(value)}</td></tr>"
+        )
+    return f"<div><b>outputs</b><table class='fastreg-outputs' style='{TABLE}'>{''.join(rows)}</table></div>"
+
+
+def _value_html(value: Any) -> str:
+    text = _short_repr(value)
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return f'<a href="{esc(value)}" target="_blank" rel="noopener">{esc(value)}</a>'
+    if "\n" in text:
+        return f"<pre style='margin:0'>{esc(text)}</pre>"
+    return f"<code>{esc(text)}</code>"
+
+
+def error_html(error: str | None) -> str:
+    if not error:
+        return ""
+    return (
+        "<div class='fastreg-error'><b style='color:#c62828'>error</b>"
+        "<pre style='white-space:pre-wrap;background:#fff5f5;border-left:3px solid #c62828;padding:6px;"
+        f"max-height:24em;overflow:auto'>{esc(error)}</pre></div>"
+    )
+
+
+def connection_html(problem: str | None) -> str:
+    if not problem:
+        return ""
+    return f"<span class='fastreg-connection' style='color:#ef6c00'>⚠ {esc(problem)}</span>"
+
+
+# ---------------------------------------------------------------------------------------------
+# the registration header
+
+
+def registration_facts(reg) -> list[tuple[str, str]]:
+    """(label, plain text) pairs for the header, in reading order."""
+    backend = getattr(reg, "backend", None)
+    facts = [
+        ("module", reg.module),
+        ("version", reg.version),
+        ("project/domain", f"{reg.project}/{reg.domain}"),
+        ("backend", getattr(backend, "label", None) or "none (not registered)"),
+        ("images", ", ".join(reg.images) or "default"),
+        ("archive", f"{size_text(reg.archive_size)}, {plural(len(reg.files), 'file')}"),
+        ("timings", timings_text(reg.timings)),
+    ]
+    if not reg.uploaded and not reg.registered:
+        facts.append(("status", "unchanged: nothing uploaded or registered"))
+    elif not reg.uploaded:
+        facts.append(("status", "archive already stored: not uploaded again"))
+    return facts
+
+
+def timings_text(timings) -> str:
+    parts = [f"{step} {seconds * 1000:.0f} ms" for step, seconds in dict(timings or {}).items()]
+    return ", ".join(parts)
+
+
+def registration_header_html(reg) -> str:
+    rows = "".join(
+        f"<tr><td style='padding:1px 8px;color:#616161'>{esc(k)}</td><td style='padding:1px 8px'>{esc(v)}</td></tr>"
+        for k, v in registration_facts(reg)
+        if k not in ("module", "version")  # the title line shows them
+    )
+    return f"<table class='fastreg-header' style='{TABLE}'>{rows}</table>"
+
+
+def files_html(reg) -> str:
+    shipped = "".join(f"<li><code>{esc(f)}</code></li>" for f in reg.files)
+    html_parts = [f"<details><summary>{plural(len(reg.files), 'file')} shipped</summary><ul>{shipped}</ul></details>"]
+    if reg.left_out:
+        items = "".join(
+            f"<li><code>{esc(getattr(x, 'relpath', x))}</code>: {esc(getattr(x, 'reason', ''))}</li>" for x in reg.left_out
+        )
+        html_parts.append(f"<details><summary>{len(reg.left_out)} left out</summary><ul>{items}</ul></details>")
+    notes = [*(f"lifted from earlier cells: {x}" for x in reg.lifted), *reg.warnings]
+    if notes:
+        html_parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    return f"<div style='line-height:1.45'>{''.join(html_parts)}</div>"
+
+
+def entities_html(reg) -> str:
+    rows = []
+    for ref in reg.entities:
+        name = f"<code>{esc(ref.name)}</code>"
+        if ref.url:
+            name = f'<a href="{esc(ref.url)}" target="_blank" rel="noopener">{name} ↗</a>'
+        rows.append(f"<tr><td style='padding:1px 8px;color:#616161'>{esc(ref.kind.replace('_', ' '))}</td><td>{name}</td></tr>")
+    return f"<table class='fastreg-entities' style='{TABLE}'>{''.join(rows)}</table>"
+
+
+def registration_text(reg) -> str:
+    """The registration as terminal text."""
+    lines = [f"Registered {reg.module} version {reg.version}"]
+    lines += [f"  {k:<15} {v}" for k, v in registration_facts(reg)[2:]]
+    for ref in reg.entities:
+        lines.append(f"  {ref.kind.replace('_', ' '):<15} {ref.name}" + (f"  {ref.url}" if ref.url else ""))
+    for item in reg.left_out:
+        lines.append(f"  left out        {getattr(item, 'relpath', item)}: {getattr(item, 'reason', '')}")
+    for note in (*(f"lifted {x}" for x in reg.lifted), *reg.warnings):
+        lines.append(f"  note            {note}")
+    for run in getattr(reg, "runs", ()) or ():
+        lines.append("  " + run_text(run).splitlines()[0])
+    return "\n".join(lines)

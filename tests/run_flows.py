@@ -1,0 +1,62 @@
+"""Workflows the run and widget tests launch, registered on the sandbox with stock flytekit."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+FLOWS = '''
+import time
+from flytekit import task, workflow
+
+
+@task
+def square(n: int) -> int:
+    return n * n
+
+
+@task
+def boom(n: int) -> str:
+    if n >= 0:
+        raise ValueError("<img src=x onerror=alert(1)> went wrong with " + str(n))
+    return "<img src=x onerror=alert(2)>"
+
+
+@task
+def sleepy(s: float) -> float:
+    time.sleep(s)
+    return s
+
+
+@workflow
+def twice(n: int = 3) -> int:
+    return square(n=square(n=n))
+
+
+@workflow
+def failing(n: int = 1) -> str:
+    return boom(n=n)
+
+
+@workflow
+def slow(s: float = 120.0) -> float:
+    return sleepy(s=s)
+'''
+
+WORKFLOWS = ("twice", "failing", "slow")
+
+
+def register_flows(remote, root: Path) -> tuple[Path, str, str, object]:
+    """Write the module under ``root``, fast-register its workflows; (root, module, version, module object)."""
+    module = f"runflows_{uuid.uuid4().hex[:8]}"
+    (root / f"{module}.py").write_text(FLOWS)
+    sys.path.insert(0, str(root))
+    try:
+        mod = __import__(module)
+    finally:
+        sys.path.remove(str(root))
+    version = f"v-{uuid.uuid4().hex[:10]}"
+    for name in WORKFLOWS:
+        remote.register_script(getattr(mod, name), version=version, source_path=str(root), module_name=module, copy_all=True)
+    return root, module, version, mod

@@ -1,0 +1,135 @@
+"""`Run`: launch, attach, follow, terminate, relaunch, against the real sandbox with stock flytekit."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_flows import register_flows  # noqa: E402
+
+from fastreg_magic import runs, runs_watch  # noqa: E402
+from fastreg_magic.api import EntityRef  # noqa: E402
+from fastreg_magic.errors import RunError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def flows(remote, tmp_path_factory):
+    return register_flows(remote, tmp_path_factory.mktemp("runflows"))
+
+
+def ref(flows, name: str, kind: str = "workflow") -> EntityRef:
+    _, module, version, mod = flows
+    return EntityRef(kind, f"{module}.{name}", version, "flytesnacks", "development", None, getattr(mod, name))
+
+
+def test_launch_wait_outputs_nodes_and_graph(remote, flows):
+    run = runs.launch(remote, ref(flows, "twice"), {"n": 4})
+    assert run.phase in ("QUEUED", "RUNNING", "UNDEFINED")  # launch returns without waiting
+    assert run.url is None  # the sandbox has no console
+    run.wait(timeout=300)
+    assert run.phase == "SUCCEEDED" and run.done
+    assert run.outputs == {"o0": 256}
+    assert run.error is None
+    assert run.elapsed > 0
+    rows = run.nodes()
+    assert [(r.node, r.task.rsplit(".", 1)[-1], r.phase) for r in rows] == [("n0", "square", "SUCCEEDED"), ("n1", "square", "SUCCEEDED")]
+    assert all(r.duration and r.duration > 0 and r.retries == 0 for r in rows)
+    assert run.graph().edges == [("n0", "n1")]
+
+
+def test_launch_a_task_directly(remote, flows):
+    run = runs.launch(remote, ref(flows, "square", "task"), {"n": 7}).wait(timeout=300)
+    assert run.outputs == {"o0": 49}
+    (row,) = run.nodes()
+    assert row.task.endswith(".square") and row.phase == "SUCCEEDED"
+
+
+def test_bad_input_names_are_refused_before_anything_starts(remote, flows):
+    before = _count(remote)
+    with pytest.raises(RunError, match=r"has no input 'm'.*Its inputs are: n"):
+        runs.launch(remote, ref(flows, "twice"), {"m": 1})
+    with pytest.raises(RunError, match=r"needs a value for 'n'"):
+        runs.launch(remote, ref(flows, "square", "task"), {})
+    assert _count(remote) == before
+
+
+def test_an_unregistered_version_is_a_clear_error(remote, flows):
+    _, module, _, mod = flows
+    missing = EntityRef("workflow", f"{module}.twice", "never-registered", "flytesnacks", "development", None, mod.twice)
+    with pytest.raises(RunError, match="not found on 127.0.0.1"):
+        runs.launch(remote, missing, {})
+
+
+def test_failed_run_carries_the_users_traceback(remote, flows):
+    run = runs.launch(remote, ref(flows, "failing"), {}).wait(timeout=300)
+    assert run.phase == "FAILED"
+    assert "Traceback" in run.error and "ValueError: <img src=x onerror=alert(1)> went wrong with 1" in run.error
+    assert run.outputs is None
+    assert run.nodes()[0].phase == "FAILED"
+
+
+def test_attach_by_url_or_id_reads_outputs_with_registered_types(remote, flows):
+    run = runs.launch(remote, ref(flows, "twice"), {"n": 2}).wait(timeout=300)
+    for text in (
+        f"https://console.example/console/projects/flytesnacks/domains/development/executions/{run.name}",
+        f"flytesnacks:development:{run.name}",
+        run.name,
+    ):
+        seen = runs.attach(remote, text)
+        assert (seen.name, seen.phase, seen.outputs) == (run.name, "SUCCEEDED", {"o0": 16})
+    assert runs.attach(remote, f"https://console.example/console/projects/flytesnacks/domains/development/executions/{run.name}").url == (
+        f"https://console.example/console/projects/flytesnacks/domains/development/executions/{run.name}"
+    )
+    with pytest.raises(RunError, match="not found"):
+        runs.attach(remote, "flytesnacks:development:nosuchrun")
+
+
+def test_wait_timeout_terminate_and_relaunch(remote, flows):
+    run = runs.launch(remote, ref(flows, "slow"), {"s": 300.0})
+    with pytest.raises(RunError, match=r"still (QUEUED|RUNNING|UNDEFINED) after 0.5 s"):
+        run.wait(timeout=0.5)
+    run.terminate("stopped by the test")
+    run.wait(timeout=120)
+    assert run.phase == "ABORTED"
+    assert "aborted" in run.error
+    run.terminate()  # an ended run is left alone
+    assert run.phase == "ABORTED"
+
+    again = runs.launch(remote, ref(flows, "twice"), {"n": 3}).wait(timeout=300)
+    relaunched = again.relaunch().wait(timeout=300)
+    assert relaunched.name != again.name and relaunched.outputs == {"o0": 81}
+
+
+def test_watch_follows_a_run_to_its_end_in_the_background(remote, flows):
+    run = runs.launch(remote, ref(flows, "twice"), {"n": 1})
+    updates, done = [], threading.Event()
+
+    def on_update(update):
+        updates.append((update.run.phase, update.nodes, update.final))
+        if update.final:
+            done.set()
+
+    handle = runs_watch.watch(run, on_update)
+    assert done.wait(timeout=300)
+    assert updates[-1][0] == "SUCCEEDED" and updates[-1][2] is True
+    assert [r.phase for r in updates[-1][1]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert not handle.active
+    assert len(updates) == handle.polls  # one update per poll, and it stopped at the end
+
+
+def _count(remote) -> int:
+    executions, _ = remote.client.list_executions_paginated("flytesnacks", "development", limit=1000)
+    return len(executions)
+
+
+def test_a_run_from_flytekits_execution_object(remote, flows):
+    launched = runs.launch(remote, ref(flows, "twice"), {"n": 1}).wait(timeout=300)
+    execution = remote.fetch_execution(name=launched.name)
+    run = runs.Run.from_execution(remote, execution)
+    assert (run.name, run.phase, run.outputs) == (launched.name, "SUCCEEDED", {"o0": 1})

@@ -1,0 +1,176 @@
+"""Drawing without a kernel: the SVG graph, the HTML fragments, escaping, terminal text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+from types import SimpleNamespace
+
+import pytest
+
+from fastreg_magic.runs_data import NodeStatus
+from fastreg_magic.widget_graph import graph_svg, layers
+from fastreg_magic.widget_text import (
+    badge_html,
+    entities_html,
+    error_html,
+    files_html,
+    nodes_html,
+    outputs_html,
+    registration_header_html,
+    registration_text,
+    run_text,
+    title_html,
+)
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def svg_nodes(svg: str) -> dict[str, dict]:
+    root = ET.fromstring(svg)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    out = {}
+    for g in root.findall("s:g", ns):
+        rect = g.find("s:rect", ns)
+        out[g.get("data-node")] = {
+            "phase": g.get("data-phase"),
+            "x": float(rect.get("x")),
+            "y": float(rect.get("y")),
+            "fill": rect.get("fill"),
+            "label": g.findall("s:text", ns)[0].text,
+        }
+    return out
+
+
+def test_graph_places_each_node_right_of_what_it_waits_for():
+    nodes = [("n0", "load"), ("n1", "train"), ("n2", "evaluate"), ("n3", "report")]
+    edges = [("n0", "n1"), ("n0", "n2"), ("n1", "n3"), ("n2", "n3")]
+    svg = graph_svg(nodes, edges, {"n0": "SUCCEEDED", "n1": "RUNNING", "n2": "FAILED"})
+    drawn = svg_nodes(svg)  # also proves the SVG is well-formed XML
+    assert drawn["n0"]["x"] < drawn["n1"]["x"] == drawn["n2"]["x"] < drawn["n3"]["x"]
+    assert drawn["n1"]["y"] != drawn["n2"]["y"]
+    assert [drawn[n]["phase"] for n in ("n0", "n1", "n2", "n3")] == ["SUCCEEDED", "RUNNING", "FAILED", "NOT_STARTED"]
+    fills = {drawn[n]["fill"] for n in ("n0", "n1", "n2", "n3")}
+    assert len(fills) == 4  # four phases, four colours
+    assert svg.count("marker-end=") == len(edges)
+
+
+def test_layers_handle_unknown_edges_and_isolated_nodes():
+    assert layers(["a", "b", "c"], [("a", "b"), ("zz", "c")]) == {"a": 0, "b": 1, "c": 0}
+
+
+def test_graph_of_nothing_is_empty():
+    assert graph_svg([], [], {}) == ""
+
+
+def test_long_names_are_shortened_in_the_box_but_kept_in_the_tooltip():
+    name = "a_really_long_task_name_for_the_graph"
+    svg = graph_svg([("n0", name)], [], {})
+    assert svg_nodes(svg)["n0"]["label"].endswith("…")
+    assert name in svg
+
+
+@pytest.mark.parametrize("where", ["node", "label", "phase"])
+def test_graph_escapes_names(where):
+    node, label, phase = "n0", "t", "RUNNING"
+    if where == "node":
+        node = XSS
+    elif where == "label":
+        label = XSS
+    else:
+        phase = XSS
+    svg = graph_svg([(node, label)], [], {node: phase})
+    assert "<img" not in svg
+    assert "&lt;img src=x onerror=alert(1)&gt;" in svg
+    ET.fromstring(svg)
+
+
+def test_html_fragments_escape_everything_from_the_backend_or_the_user():
+    rows = [NodeStatus(XSS, f"mod.{XSS}", "FAILED", None, 1.0, 2, XSS)]
+    fragments = [
+        nodes_html(rows),
+        outputs_html({XSS: XSS, "o1": [XSS]}),
+        error_html(f"Traceback (most recent call last):\n  ...\nValueError: {XSS}"),
+        badge_html(XSS),
+        title_html(XSS, XSS, f"https://x/{XSS}"),
+    ]
+    for fragment in fragments:
+        assert "<img" not in fragment, fragment
+        assert "&lt;img" in fragment
+
+
+def test_node_table_shows_task_phase_duration_and_retries():
+    rows = [
+        NodeStatus("n0", "wf.load", "SUCCEEDED", dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), 1.25, 0),
+        NodeStatus("n1", "wf.train", "RUNNING", None, 75.0, 2),
+    ]
+    table = nodes_html(rows)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", table)
+    assert "<code>n0</code>" in cells[0] and cells[1] == "load" and "SUCCEEDED" in cells[2]
+    assert cells[3] == "1.2s" or cells[3] == "1.3s"
+    assert cells[8] == "1m15s" and cells[9] == "2"
+
+
+def test_outputs_show_files_as_paths_and_urls_as_links():
+    html = outputs_html({"report": "https://bucket.example/report.html", "model": "/tmp/sandbox/model.bin"})
+    assert '<a href="https://bucket.example/report.html"' in html
+    assert "/tmp/sandbox/model.bin" in html
+
+
+def fake_run(**over):
+    base = dict(
+        name="abc123", project="flytesnacks", domain="development", label="pipe.wf", phase="SUCCEEDED",
+        done=True, elapsed=3.2, url=None, outputs={"o0": 9}, error=None,
+    )
+    base.update(over)
+    return SimpleNamespace(**base)
+
+
+def test_run_text_for_terminals():
+    text = run_text(fake_run(), [NodeStatus("n0", "pipe.square", "SUCCEEDED", None, 1.0, 1)])
+    assert "Run abc123 (pipe.wf) in flytesnacks/development: SUCCEEDED, 3.2s" in text
+    assert "o0 = 9" in text
+    assert "square" in text and "retries 1" in text
+    failed = run_text(fake_run(phase="FAILED", outputs=None, error="Traceback:\nValueError: boom", url="https://c/x"))
+    assert "console: https://c/x" in failed and "    ValueError: boom" in failed
+
+
+def fake_registration(**over):
+    base = dict(
+        module="pipe", version="v1abc", project="flytesnacks", domain="development",
+        backend=SimpleNamespace(label=f"embedded sandbox {XSS}"), images=("ghcr.io/acme/ml:1",),
+        archive_size=2048, files=("pipe.py", f"lib/{XSS}.py"),
+        left_out=(SimpleNamespace(relpath=".env", reason="secret (never shipped)"),),
+        lifted=("helper",), warnings=(), uploaded=True, registered=True,
+        timings={"collect": 0.002, "package": 0.003, "upload": 0.01, "register": 0.02},
+        entities=(SimpleNamespace(kind="workflow", name=f"pipe.{XSS}", url=None),), runs=[],
+    )
+    base.update(over)
+    return SimpleNamespace(**base)
+
+
+def test_registration_header_files_and_entities():
+    reg = fake_registration()
+    header = registration_header_html(reg)
+    assert "2.0 KiB, 2 files" in header and "collect 2 ms" in header and "register 20 ms" in header
+    files = files_html(reg)
+    assert "2 files shipped" in files and ".env" in files and "secret (never shipped)" in files
+    assert "lifted from earlier cells: helper" in files
+    for fragment in (header, files, entities_html(reg)):
+        assert "<img" not in fragment
+    unchanged = registration_header_html(fake_registration(uploaded=False, registered=False))
+    assert "unchanged: nothing uploaded or registered" in unchanged
+
+
+def test_entities_link_to_the_console_on_real_clusters():
+    url = "https://flyte.acme.dev/console/projects/p/domains/d/workflow/pipe.wf/version/v1"
+    reg = fake_registration(entities=(SimpleNamespace(kind="workflow", name="pipe.wf", url=url),))
+    assert f'<a href="{url}"' in entities_html(reg)
+
+
+def test_registration_text_for_terminals():
+    text = registration_text(fake_registration(uploaded=False, registered=False))
+    assert text.startswith("Registered pipe version v1abc")
+    assert "unchanged: nothing uploaded or registered" in text
+    assert "left out        .env: secret (never shipped)" in text
