@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fast_register": "fastreg_magic.api",
     "Registration": "fastreg_magic.api",
+    "EntityRef": "fastreg_magic.api",
     "Run": "fastreg_magic.runs",
 }
 

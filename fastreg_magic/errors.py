@@ -13,7 +13,8 @@ its traceback.
      ├── RegistrationError   Flyte refused an entity (unknown project, version conflict, ...)
      ├── RunError            launching, watching or terminating a run failed
      ├── SandboxError        the embedded sandbox could not start or serve
-     └── NotYetSupported     a capability that is not built yet
+     ├── NotYetSupported     a capability that is not built yet
+     └── NotebookRunError    a notebook run headless stopped at a failing cell
 """
 
 from __future__ import annotations
@@ -61,3 +62,11 @@ class SandboxError(FastRegError):
 
 class NotYetSupported(FastRegError):
     """A capability that is not built yet. Says so plainly rather than pretending."""
+
+
+class NotebookRunError(FastRegError):
+    """A notebook run headless (``fastreg quickstart``) stopped at a failing cell."""
+
+    def __init__(self, message: str, hint: str | None = None, traceback: str = ""):
+        super().__init__(message, hint)
+        self.traceback = traceback

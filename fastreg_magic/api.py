@@ -1,0 +1,363 @@
+"""``fast_register()``: a cell's source → a fast-registered Flyte release. The whole pipeline, no IPython.
+
+    from fastreg_magic import fast_register
+    reg = fast_register(open("pipeline.py").read(), module="pipeline", project="flytesnacks")
+    reg.version, reg.archive_uri, [e.name for e in reg.entities]
+    run = reg.launch(n=3).wait()
+
+Steps, each feeding the next a small immutable value: collect (cell → module source + files to
+ship), load (the module executed as a real module, so ``<module>.<function>`` imports everywhere),
+package (content-addressed archive), serialize (placeholders, no RPC: validates everything),
+upload, register. The version is derived from content, so an unchanged re-run is answered from a
+per-process memo without any upload or Create RPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import keyword
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, MutableMapping
+
+from fastreg_magic import config as _config
+from fastreg_magic.errors import CollectError, RunError
+
+DEFAULT_PROJECT = "flytesnacks"
+DEFAULT_DOMAIN = "development"
+DEFAULT_MODULE = "flyte_cell"
+# Bump when the way a version is derived changes, so old and new derivations never collide.
+_VERSION_SCHEME = "fastreg-1"
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """One registered task, workflow or launch plan."""
+
+    kind: str  # "task" | "workflow" | "launch_plan"
+    name: str
+    version: str
+    project: str
+    domain: str
+    url: str | None
+    entity: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What one ``%%flyte_fast`` cell registered, where, and how long each step took."""
+
+    module: str
+    version: str
+    project: str
+    domain: str
+    backend: _config.Backend | None
+    images: tuple[str, ...]
+    archive_uri: str
+    archive_size: int
+    files: tuple[str, ...]
+    left_out: tuple
+    lifted: tuple[str, ...]
+    warnings: tuple[str, ...]
+    entities: tuple[EntityRef, ...]
+    uploaded: bool
+    registered: bool
+    timings: Mapping[str, float]
+    remote: Any = field(default=None, compare=False, repr=False)
+    runs: list = field(default_factory=list, compare=False, repr=False)
+
+    def entity(self, name: str | None = None) -> EntityRef:
+        """The workflow (or launch plan, or task) called ``name``; without a name, the cell's only workflow."""
+        return pick_entity(self.entities, self.module, name)
+
+    def launch(self, name: str | None = None, **inputs) -> Any:
+        """Start a run of a registered workflow/launch plan/task; returns a ``Run`` (also kept in ``.runs``)."""
+        if self.remote is None:
+            raise RunError(
+                f"Release {self.version} was not registered (dry run or --serialize-to), so it cannot be launched.",
+                "Re-run the cell without --dry-run/--serialize-to.",
+            )
+        from fastreg_magic import runs
+
+        run = runs.launch(self.remote, self.entity(name), inputs)
+        self.runs.append(run)
+        return run
+
+    @property
+    def widget(self):
+        from fastreg_magic import widget
+
+        return widget.RegistrationWidget(self)
+
+    def _ipython_display_(self) -> None:
+        from fastreg_magic import widget
+
+        widget.display_registration(self)
+
+
+def pick_entity(entities, module: str, name: str | None) -> EntityRef:
+    """The entity to launch: by (short or full) name, else the cell's only workflow, else its only task.
+
+    A workflow is launched through its default launch plan (same name), as the console does.
+    """
+    if name is None:
+        name = _only_launchable(entities, module)
+    wanted = {name, f"{module}.{name}"}
+    for kind in ("launch_plan", "workflow", "task"):
+        for ref in entities:
+            if ref.kind == kind and ref.name in wanted:
+                return ref
+    known = ", ".join(sorted({ref.name for ref in entities}))
+    raise RunError(f"Nothing named {name!r} was registered by this cell.", f"Pick one of: {known}.")
+
+
+def _only_launchable(entities, module: str) -> str:
+    own = [ref for ref in entities if ref.name.startswith(f"{module}.")]
+    for kind in ("workflow", "task"):
+        candidates = [ref.name for ref in own if ref.kind == kind]
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            names = ", ".join(n.rsplit(".", 1)[-1] for n in candidates)
+            raise RunError(f"This cell registered several {kind}s ({names}).", "Say which one: reg.launch('name', ...).")
+    raise RunError("This cell registered no workflow or task to launch.", "Define a @workflow or @task in the cell.")
+
+
+# ---------------------------------------------------------------- the per-process memo
+
+_memo: dict[tuple, Registration] = {}
+
+
+def _memo_key(backend, project: str, domain: str, version: str, content_version: str, activate: bool) -> tuple:
+    return (backend, project, domain, version, content_version, activate)
+
+
+def forget_registrations() -> None:
+    """Clear the memo, so the next call uploads and registers again (e.g. after a backend reset)."""
+    _memo.clear()
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def fast_register(
+    source: str,
+    *,
+    module: str | None = None,
+    namespace: MutableMapping[str, Any] | None = None,
+    project: str = DEFAULT_PROJECT,
+    domain: str = DEFAULT_DOMAIN,
+    images: tuple[str, ...] | list[str] = (),
+    source_root: str | Path | None = None,
+    copy: str = "auto",
+    version: str | None = None,
+    destination_dir: str = ".",
+    service_account: str | None = None,
+    raw_output_prefix: str | None = None,
+    distribution_dir: str | None = None,
+    config_file: str | None = None,
+    endpoint: str | None = None,
+    activate: bool = False,
+    dry_run: bool = False,
+    serialize_to: str | Path | None = None,
+    backend: _config.Backend | None = None,
+    max_archive_bytes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Registration:
+    """Turn ``source`` (a cell's code) into module ``module`` and fast-register its entities.
+
+    ``progress(sent, total)`` is called while a large archive uploads.
+    """
+    from fastreg_magic import pipeline
+
+    options = pipeline.Options(
+        module=validate_module_name(module or DEFAULT_MODULE),
+        project=_require("project", project),
+        domain=_require("domain", domain),
+        images=tuple(images or ()),
+        source_root=Path(source_root or Path.cwd()).expanduser().resolve(),
+        copy=copy,
+        version=version,
+        destination_dir=destination_dir,
+        service_account=service_account,
+        raw_output_prefix=raw_output_prefix,
+        distribution_dir=distribution_dir,
+        activate=activate,
+        max_archive_bytes=max_archive_bytes,
+        progress=progress,
+    )
+    return pipeline.run(
+        source,
+        options,
+        namespace=namespace,
+        dry_run=dry_run,
+        serialize_to=Path(serialize_to) if serialize_to else None,
+        backend_fn=lambda: backend or _config.resolve_backend(endpoint=endpoint, config_file=config_file),
+    )
+
+
+def validate_module_name(name: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise CollectError(
+            f"Module name {name!r} is not a valid Python module name.",
+            "Pass -m NAME with letters, digits and underscores, not starting with a digit.",
+        )
+    return name
+
+
+def _require(what: str, value: str) -> str:
+    if not value or not str(value).strip():
+        raise CollectError(f"No {what} given.", f"Pass --{what} NAME or set %config FlyteFast.{what} = 'NAME'.")
+    return str(value)
+
+
+def derive_version(digest: str, *parts: Any) -> str:
+    """A version from the archive digest and what else changes behaviour. Never from absolute paths."""
+    hasher = hashlib.sha256(_VERSION_SCHEME.encode())
+    for part in (digest, *parts):
+        hasher.update(b"\0" + repr(part).encode())
+    return hasher.hexdigest()[:20]
+
+
+def timed(timings: dict, step: str):
+    """Context manager adding the elapsed seconds of a step to ``timings[step]``."""
+    return _Timer(timings, step)
+
+
+class _Timer:
+    def __init__(self, timings: dict, step: str):
+        self.timings, self.step = timings, step
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.step] = self.timings.get(self.step, 0.0) + time.perf_counter() - self.start
+        return False
+
+
+# ---------------------------------------------------------------- the cell as a real module
+
+
+_module_dir: Path | None = None
+
+
+def module_dir() -> Path:
+    """This process's directory of generated modules, first on ``sys.path`` so pickles and workers import them."""
+    global _module_dir
+    if _module_dir is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _module_dir = Path(tempfile.mkdtemp(prefix="fastreg-modules-"))
+        atexit.register(shutil.rmtree, _module_dir, True)
+    if str(_module_dir) not in sys.path:
+        sys.path.insert(0, str(_module_dir))
+    return _module_dir
+
+
+def check_module_name_free(name: str, module_file: Path | None = None) -> None:
+    """Refuse a module name an installed module already uses (local clashes are collect's to report)."""
+    existing = sys.modules.get(name)
+    if existing is not None and _is_generated(existing):
+        return
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and not _is_generated_path(spec.origin) and not _same_file(spec.origin, module_file):
+        raise CollectError(
+            f"The cell's module `{name}` clashes with the installed module {spec.origin or name}.",
+            "Pass --module OTHER to name the cell's module differently.",
+        )
+
+
+def _same_file(origin: str | None, module_file: Path | None) -> bool:
+    return origin is not None and module_file is not None and Path(origin).resolve() == Path(module_file).resolve()
+
+
+def _is_generated(module) -> bool:
+    return _is_generated_path(getattr(module, "__file__", None))
+
+
+def _is_generated_path(path: str | None) -> bool:
+    return path is not None and _module_dir is not None and Path(path).parent == _module_dir
+
+
+def load_module(name: str, source: str, source_root: Path, digest: str | None = None):
+    """Execute ``source`` as module ``name`` from ``<module_dir>/<name>.py``; returns the module.
+
+    When the module already loaded under that name came from the same source and the same shipped
+    files (``digest``), it is returned as is: like ``import``, an unchanged module is not run twice.
+    """
+    loaded = sys.modules.get(name)
+    if digest is not None and loaded is not None and _is_generated(loaded) and getattr(loaded, _FINGERPRINT, None) == (source, digest):
+        return loaded
+    path = module_dir() / f"{name}.py"
+    path.write_text(source, encoding="utf-8")
+    if str(source_root) not in sys.path:
+        sys.path.insert(1, str(source_root))  # the cell's local imports resolve as they will in the container
+        importlib.invalidate_caches()
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if loaded is not None:
+            sys.modules[name] = loaded
+        else:
+            sys.modules.pop(name, None)
+        raise
+    setattr(module, _FINGERPRINT, (source, digest))
+    return module
+
+
+_FINGERPRINT = "__fastreg_fingerprint__"
+_local_stamps: dict[str, tuple] = {}  # local module name -> (file, mtime_ns, size) when we last saw it loaded
+
+
+def refresh_local_modules(shipped: dict[str, Path]) -> None:
+    """Forget imported local modules whose file changed (or that come from elsewhere), so the cell's
+    next execution imports what the archive ships: the same code locally as in the container.
+
+    ``shipped`` maps module names (``mylib.features``) to their file under the source root.
+    """
+    for name, path in shipped.items():
+        loaded = sys.modules.get(name)
+        if loaded is None:
+            continue
+        stamp = _stamp(path)
+        current = getattr(loaded, "__file__", None)
+        stale = current is None or (current != str(path) and Path(current).resolve() != path.resolve())
+        stale = stale or (name in _local_stamps and _local_stamps[name] != stamp)
+        if stale:
+            for other in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+                sys.modules.pop(other, None)
+                _local_stamps.pop(other, None)
+            importlib.invalidate_caches()  # a new file under the source root must be found by the next import
+
+
+def remember_local_modules(shipped: dict[str, Path]) -> None:
+    for name, path in shipped.items():
+        if name in sys.modules:
+            _local_stamps[name] = _stamp(path)
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None, None)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def entity_url(backend, kind: str, name: str, version: str, project: str, domain: str) -> str | None:
+    if backend is None or backend.console_url is None:
+        return None
+    return f"{backend.console_url}/projects/{project}/domains/{domain}/{kind}/{name}/version/{version}"
+

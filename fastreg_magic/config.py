@@ -1,0 +1,291 @@
+"""Where the Flyte connection comes from, and the cached clients that talk to it.
+
+Resolution order, first match wins:
+
+1. ``--endpoint HOST:PORT`` and/or ``--config FILE`` given explicitly;
+2. whatever flytekit's ``Config.auto()`` would find: ``FLYTECTL_CONFIG``, ``./flytekit.config``,
+   ``~/.flyte/config[.yaml]``, ``FLYTE_PLATFORM_URL``;
+3. nothing configured at all: the embedded sandbox, started in the background if needed.
+
+    backend = resolve_backend()               # Backend(endpoint="127.0.0.1:30080", is_sandbox=True, ...)
+    remote = connect(backend, "flytesnacks", "development")
+
+flytekit is imported only inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastreg_magic.errors import BackendError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flytekit.clients.raw import RawSynchronousFlyteClient
+    from flytekit.remote import FlyteRemote
+
+# How long to wait for a TCP connection to the backend before calling it unreachable. flytekit itself
+# would retry a dead endpoint for much longer before failing with an opaque message.
+REACHABILITY_TIMEOUT_S = 3.0
+# Deadline of the one cheap RPC that proves the backend speaks FlyteAdmin and accepts our credentials.
+PROBE_DEADLINE_S = 5.0
+
+SANDBOX_CONFIG_MARKER = "# Written by `fastreg sandbox`"
+_CONFIGURE_HINT = (
+    "Pass --endpoint HOST:PORT or --config FILE, set FLYTECTL_CONFIG, or remove all Flyte configuration "
+    "to use the embedded sandbox (`fastreg sandbox`)."
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A Flyte backend we can register to: a real cluster or the embedded sandbox."""
+
+    endpoint: str
+    config_file: str | None
+    insecure: bool
+    is_sandbox: bool
+    label: str
+    console_url: str | None
+
+
+def resolve_backend(endpoint: str | None = None, config_file: str | None = None) -> Backend:
+    """Pick the backend from explicit options, flytekit's configuration, or the embedded sandbox."""
+    if config_file is not None and not Path(config_file).expanduser().is_file():
+        raise BackendError(
+            f"Flyte config file {config_file} does not exist.",
+            "Pass the path of a flytectl/flytekit config file to --config.",
+        )
+    if endpoint:
+        return _backend_for_endpoint(endpoint, config_file)
+    if config_file is not None:
+        return _backend_from_config(str(Path(config_file).expanduser().resolve()))
+    discovered = _discovered_config_file()
+    if discovered is not None or os.environ.get("FLYTE_PLATFORM_URL"):
+        return _backend_from_config(discovered)
+    return _embedded_sandbox()
+
+
+def _discovered_config_file() -> str | None:
+    from flytekit.configuration.file import get_config_file
+
+    # get_config_file is lru_cached: bypass the cache so a FLYTECTL_CONFIG set in this session counts.
+    found = getattr(get_config_file, "__wrapped__", get_config_file)(None)
+    # ConfigFile keeps its path only in `_location`; there is no public accessor in flytekit 1.16.
+    return str(found._location) if found is not None else None
+
+
+def _backend_for_endpoint(endpoint: str, config_file: str | None) -> Backend:
+    host, insecure = _split_endpoint(endpoint)
+    return _make_backend(host, config_file, insecure, console_endpoint=None)
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, bool]:
+    """``http://h:p`` → insecure, ``https://h:p``/``dns:///h:p`` → TLS; bare ``h:p`` → insecure only on loopback."""
+    text = endpoint.strip()
+    for prefix, insecure in (("http://", True), ("https://", False), ("dns:///", False)):
+        if text.startswith(prefix):
+            return text[len(prefix):].rstrip("/"), insecure
+    if not text or "/" in text or " " in text:
+        raise BackendError(f"Endpoint {endpoint!r} is not HOST:PORT.", "Pass e.g. --endpoint flyte.example.com:443.")
+    host = text.rsplit(":", 1)[0] if ":" in text else text
+    return text, host in ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def _backend_from_config(config_file: str | None) -> Backend:
+    from flytekit.configuration import PlatformConfig
+
+    platform = PlatformConfig.auto(config_file)
+    if config_file is not None and _written_by_sandbox(config_file):
+        return sandbox_backend(platform.endpoint, config_file)
+    return _make_backend(platform.endpoint, config_file, platform.insecure, platform.console_endpoint)
+
+
+def _written_by_sandbox(config_file: str) -> bool:
+    """`fastreg sandbox` opens the config files it writes with this comment (see sandbox.server.config_text)."""
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            return f.readline().startswith(SANDBOX_CONFIG_MARKER)
+    except OSError:
+        return False
+
+
+def _make_backend(endpoint: str, config_file: str | None, insecure: bool, console_endpoint: str | None) -> Backend:
+    backend = Backend(endpoint, config_file, insecure, is_sandbox=False, label=endpoint, console_url=None)
+    host, port = host_and_port(backend)
+    default_port = 80 if insecure else 443
+    address = host if port == default_port else f"{host}:{port}"
+    console = (console_endpoint or f"{'http' if insecure else 'https'}://{address}").rstrip("/")
+    if not console.endswith("/console"):
+        console = f"{console}/console"
+    return replace(backend, console_url=console)
+
+
+def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None) -> tuple[Backend, str | None]:
+    """``resolve_backend`` plus the one line to tell the user when, with nothing configured, the
+    embedded sandbox was chosen (said once per process, and again whenever it had to be started)."""
+    global _sandbox_announced, _last_sandbox_started
+    _last_sandbox_started = None
+    backend = resolve_backend(endpoint, config_file)
+    if _last_sandbox_started is None or (_sandbox_announced and not _last_sandbox_started):
+        return backend, None  # configured explicitly, or already said
+    _sandbox_announced = True
+    how = "started it in the background" if _last_sandbox_started else "it is running"
+    notice = (
+        f"No Flyte backend configured: using the embedded sandbox at {backend.endpoint} ({how}). "
+        "Pass --endpoint/--config or set FLYTECTL_CONFIG to use a cluster."
+    )
+    return backend, notice
+
+
+_sandbox_announced = False
+_last_sandbox_started: bool | None = None  # set when resolution fell through to the sandbox
+
+
+def _embedded_sandbox() -> Backend:
+    global _last_sandbox_started
+    from fastreg_magic import sandbox
+
+    info = sandbox.ensure_running()
+    _last_sandbox_started = bool(getattr(info, "started", False))
+    return sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None)
+
+
+def sandbox_backend(endpoint: str, config_file: str | None) -> Backend:
+    """The Backend of an embedded sandbox (no console; always loopback, always insecure)."""
+    return Backend(
+        endpoint=endpoint,
+        config_file=config_file,
+        insecure=True,
+        is_sandbox=True,
+        label=f"embedded sandbox ({endpoint})",
+        console_url=None,
+    )
+
+
+def flytekit_config(backend: Backend, rpc_retries: int | None = None):
+    """flytekit's ``Config`` for this backend: the config file's settings, our endpoint."""
+    from flytekit.configuration import Config
+
+    cfg = Config.auto(backend.config_file)
+    platform = replace(cfg.platform, endpoint=backend.endpoint, insecure=backend.insecure)
+    if rpc_retries is not None:
+        platform = replace(platform, rpc_retries=rpc_retries)
+    return cfg.with_params(platform=platform)
+
+
+_lock = threading.Lock()
+_checked: set[Backend] = set()
+
+
+@functools.lru_cache(maxsize=32)
+def _remote(backend: Backend, project: str, domain: str) -> "FlyteRemote":
+    from flytekit.remote import FlyteRemote
+
+    # interactive_mode_enabled=False: flytekit's interactive mode pickles the code and overrides the
+    # fast-registration settings (flytekit#2848), which is exactly what we avoid.
+    return FlyteRemote(
+        flytekit_config(backend),
+        default_project=project,
+        default_domain=domain,
+        interactive_mode_enabled=False,
+    )
+
+
+def connect(backend: Backend, project: str, domain: str) -> "FlyteRemote":
+    """A cached ``FlyteRemote`` for this backend, project and domain; checks reachability once."""
+    ensure_reachable(backend)
+    return _remote(backend, project, domain)
+
+
+@functools.lru_cache(maxsize=16)
+def admin_client(backend: Backend) -> "RawSynchronousFlyteClient":
+    """flytekit's raw FlyteAdmin client (protos in, protos out) that does not resend failed calls.
+
+    flytekit's retry interceptor resends every failing RPC (ALREADY_EXISTS, NOT_FOUND, ...) ``rpc_retries``
+    times; registration treats ALREADY_EXISTS as success and maps the rest itself, so one try is right.
+    """
+    from flytekit.clients.raw import RawSynchronousFlyteClient
+
+    return RawSynchronousFlyteClient(flytekit_config(backend, rpc_retries=0).platform)
+
+
+def ensure_reachable(backend: Backend) -> None:
+    """Fail fast, naming the endpoint, when nothing answers there or it refuses our credentials."""
+    with _lock:
+        if backend in _checked:
+            return
+    _check_tcp(backend)
+    _probe_admin(backend)
+    with _lock:
+        _checked.add(backend)
+
+
+def forget(backend: Backend) -> None:
+    """Drop cached clients and checks for a backend (e.g. after it was restarted elsewhere)."""
+    with _lock:
+        _checked.discard(backend)
+    _remote.cache_clear()
+    admin_client.cache_clear()
+
+
+def host_and_port(backend: Backend) -> tuple[str, int]:
+    """``dns:///h:p``, ``http://h:p``, ``h:p`` or ``h`` → ``(h, p)`` (gRPC target syntax, default TLS/plain port)."""
+    target = backend.endpoint
+    for prefix in ("dns:///", "dns:", "http://", "https://", "ipv4:", "ipv6:"):
+        if target.startswith(prefix):
+            target = target[len(prefix):]
+    target = target.rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return target.strip("[]"), 80 if backend.insecure else 443
+    return host.strip("[]"), int(port)
+
+
+def _check_tcp(backend: Backend) -> None:
+    host, port = host_and_port(backend)
+    try:
+        with socket.create_connection((host, port), timeout=REACHABILITY_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise BackendError(f"Flyte backend {backend.label} is unreachable ({exc.strerror or exc}).", _unreachable_hint(backend)) from exc
+
+
+def _unreachable_hint(backend: Backend) -> str:
+    if backend.is_sandbox:
+        return "The embedded sandbox stopped; re-run the cell to start it again, or run `fastreg sandbox`."
+    return _CONFIGURE_HINT
+
+
+def _probe_admin(backend: Backend) -> None:
+    """One cheap FlyteAdmin RPC under a short deadline: proves the protocol and the credentials."""
+    import grpc
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+    from flyteidl.admin import project_pb2
+
+    from fastreg_magic.register import grpc_error_of
+
+    try:
+        with scoped_grpc_deadline(PROBE_DEADLINE_S):
+            admin_client(backend).list_projects(project_pb2.ProjectListRequest(limit=1))
+    except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
+        error = grpc_error_of(exc)
+        code = error.code() if error is not None else None
+        if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+            return  # the server speaks gRPC and accepted the call; it just does not list projects for us
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise BackendError(
+                f"Flyte backend {backend.label} refused our credentials: {error.details()}",
+                "Check the client id/secret or auth settings of your Flyte config (--config), then re-run.",
+            ) from exc
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or error is None:
+            detail = error.details() if error is not None else str(exc) or type(exc).__name__
+            raise BackendError(
+                f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
+                _unreachable_hint(backend),
+            ) from exc

@@ -1,0 +1,228 @@
+"""The ``%%flyte_fast`` cell magic and ``%flyte_watch`` line magic: arguments, defaults, the error boundary.
+
+    %load_ext fastreg_magic
+    %config FlyteFast.project = "flytesnacks"
+
+    %%flyte_fast -d development -i ghcr.io/acme/ml:2024-06
+    from flytekit import task, workflow
+    ...
+
+The magic maps its options and traitlets defaults onto :func:`fastreg_magic.api.fast_register` and
+is the one place where our typed errors become a one-line ``UsageError`` (the cell is marked failed).
+Importing this module must stay cheap: flytekit is imported on the first cell, not on ``%load_ext``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Enum, Int, List, Unicode
+
+from fastreg_magic.errors import FastRegError
+
+_FALLBACK_MODULE = "flyte_cell"
+
+
+@magics_class
+class FlyteFast(Magics):
+    """Fast-register the Flyte tasks and workflows of a cell. Defaults are settable with ``%config FlyteFast.x``."""
+
+    project = Unicode("flytesnacks", help="Flyte project to register into (-p).").tag(config=True)
+    domain = Unicode("development", help="Flyte domain to register into (-d).").tag(config=True)
+    images = List(Unicode(), default_value=[], help="Images as pyflyte takes them: 'fqn' or 'name=fqn' (-i).").tag(config=True)
+    module = Unicode("", help="Module name for the cell; empty: from the notebook's file name (-m).").tag(config=True)
+    source_root = Unicode("", help="Directory whose local modules are shipped; empty: the notebook's directory.").tag(config=True)
+    copy = Enum(["auto", "all"], default_value="auto", help="'auto': imported local modules; 'all': every file.").tag(config=True)
+    destination_dir = Unicode(".", help="Where the archive is unpacked in the container.").tag(config=True)
+    service_account = Unicode("", help="Kubernetes service account of the runs.").tag(config=True)
+    raw_output_prefix = Unicode("", help="Where runs write their raw outputs (e.g. s3://bucket/raw).").tag(config=True)
+    distribution_dir = Unicode("", help="fsspec URL to store archives in, instead of the backend's signed URL.").tag(config=True)
+    config_file = Unicode("", help="flytekit/flytectl config file of the backend (--config).").tag(config=True)
+    endpoint = Unicode("", help="FlyteAdmin endpoint HOST:PORT (--endpoint).").tag(config=True)
+    activate = Bool(False, help="Activate the registered launch plans.").tag(config=True)
+    max_archive_mib = Int(100, help="Refuse archives larger than this many MiB.").tag(config=True)
+    show_traceback = Bool(False, help="Show full tracebacks instead of one-line errors.").tag(config=True)
+
+    @magic_arguments()
+    @argument("-p", "--project", help="Flyte project (default: FlyteFast.project).")
+    @argument("-d", "--domain", help="Flyte domain (default: FlyteFast.domain).")
+    @argument("-i", "--image", action="append", metavar="[NAME=]FQN", help="Image, repeatable: 'fqn' or 'name=fqn'.")
+    @argument("-m", "--module", help="Module name of the cell (default: the notebook's name).")
+    @argument("--source-root", help="Directory of the local modules to ship (default: the notebook's directory).")
+    @argument("--copy", choices=("auto", "all"), help="auto: imported local modules; all: every file under the source root.")
+    @argument("--version", help="Version to register (default: derived from the content).")
+    @argument("--destination-dir", help="Where the code is unpacked in the container (default: '.').")
+    @argument("--service-account", help="Kubernetes service account for runs.")
+    @argument("--raw-output-prefix", help="Raw output location of runs, e.g. s3://bucket/raw.")
+    @argument("--distribution-dir", help="fsspec URL to store the archive in (s3://, gs://, abfs://, file://).")
+    @argument("--config", help="Flyte config file.")
+    @argument("--endpoint", help="FlyteAdmin endpoint HOST:PORT.")
+    @argument("--activate", action="store_true", default=None, help="Activate the launch plans.")
+    @argument("--dry-run", action="store_true", help="Show what would be archived and registered; send nothing.")
+    @argument("--serialize-to", metavar="DIR", help="Write protobuf files and the archive to DIR; register nothing.")
+    @cell_magic
+    def flyte_fast(self, line: str, cell: str):
+        """Turn this cell and its local modules into a fast-registered Flyte release; returns a Registration."""
+        args = parse_argstring(self.flyte_fast, line)
+        return self._guarded(lambda: self._register(args, cell))
+
+    @magic_arguments()
+    @argument("execution", help="Execution name or console URL.")
+    @argument("-p", "--project", help="Flyte project (default: FlyteFast.project).")
+    @argument("-d", "--domain", help="Flyte domain (default: FlyteFast.domain).")
+    @argument("--config", help="Flyte config file.")
+    @argument("--endpoint", help="FlyteAdmin endpoint HOST:PORT.")
+    @line_magic
+    def flyte_watch(self, line: str):
+        """Show the live view of a Flyte execution started elsewhere; returns its Run."""
+        args = parse_argstring(self.flyte_watch, line)
+        return self._guarded(lambda: self._watch(args))
+
+    # ------------------------------------------------------------ engine calls
+
+    def _register(self, args, cell: str):
+        from fastreg_magic import api
+
+        options = self._options(args)
+        registering = not (args.dry_run or args.serialize_to)
+        backend = self._backend(args) if registering else None
+        progress = UploadProgress()
+        try:
+            return api.fast_register(
+                cell,
+                namespace=self.shell.user_ns,
+                dry_run=args.dry_run,
+                serialize_to=args.serialize_to,
+                backend=backend,
+                progress=progress,
+                **options,
+            )
+        finally:
+            progress.close()
+
+    def _options(self, args) -> dict:
+        notebook = notebook_path(self.shell)
+        source_root = args.source_root or self.source_root or (str(notebook.parent) if notebook else os.getcwd())
+        max_bytes = self.max_archive_mib * 1024 * 1024
+        return dict(
+            module=args.module or self.module or module_name_for(notebook),
+            project=args.project or self.project,
+            domain=args.domain or self.domain,
+            images=tuple(args.image or self.images),
+            source_root=source_root,
+            copy=args.copy or self.copy,
+            version=args.version,
+            destination_dir=args.destination_dir or self.destination_dir,
+            service_account=args.service_account or self.service_account or None,
+            raw_output_prefix=args.raw_output_prefix or self.raw_output_prefix or None,
+            distribution_dir=args.distribution_dir or self.distribution_dir or None,
+            activate=self.activate if args.activate is None else args.activate,
+            max_archive_bytes=max_bytes,
+        )
+
+    def _backend(self, args):
+        from fastreg_magic import config
+
+        backend, notice = config.resolve_backend_with_notice(
+            endpoint=args.endpoint or self.endpoint or None, config_file=args.config or self.config_file or None
+        )
+        if notice:
+            print(notice)  # the one line a newcomer needs: where their code went, and how to change it
+        return backend
+
+    def _watch(self, args):
+        from fastreg_magic import config, runs, widget
+
+        project = args.project or self.project
+        domain = args.domain or self.domain
+        backend = self._backend(args)
+        remote = config.connect(backend, project, domain)
+        run = runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url)
+        widget.display_run(run)
+        return run
+
+    def _guarded(self, action):
+        """The error boundary: our typed errors become one line; anything else keeps its traceback."""
+        try:
+            return action()
+        except FastRegError as err:
+            if self.show_traceback:
+                raise
+            raise UsageError(str(err)) from None
+
+
+class UploadProgress:
+    """Upload progress of a big archive, drawn in the cell's output and updated in place.
+
+    The uploader calls it only for archives of several MiB; in a terminal each step is a line, so
+    updates are limited to every 10 %.
+    """
+
+    STEP = 0.1
+
+    def __init__(self):
+        self.handle = None
+        self.shown = -1.0
+
+    def __call__(self, sent: int, total: int) -> None:
+        from IPython.display import display
+
+        fraction = sent / total if total else 1.0
+        if fraction < 1.0 and fraction - self.shown < self.STEP:
+            return
+        self.shown = fraction
+        mib = 1024 * 1024
+        text = f"Uploading the archive: {fraction:.0%} ({sent / mib:.1f} of {total / mib:.1f} MiB)"
+        bundle = {"text/plain": text, "text/html": f"<progress value='{sent}' max='{total}'></progress> {text}"}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+    def close(self) -> None:
+        self.handle = None
+
+
+# ---------------------------------------------------------------- the notebook the kernel runs
+
+
+def notebook_path(shell) -> Path | None:
+    """The notebook's file when the frontend tells the kernel (VS Code, JupyterLab/Notebook 7), else None."""
+    candidates = [
+        shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None,
+        os.environ.get("JPY_SESSION_NAME"),
+    ]
+    for candidate in candidates:
+        if candidate and str(candidate).endswith(".ipynb"):
+            path = Path(candidate)
+            return path if path.is_absolute() else Path.cwd() / path
+    return None
+
+
+def module_name_for(notebook: Path | None) -> str:
+    """``My Pipeline (v2).ipynb`` → ``my_pipeline_v2``; a fixed name when the notebook is unknown."""
+    if notebook is None:
+        return _FALLBACK_MODULE
+    name = re.sub(r"\W+", "_", notebook.stem.lower()).strip("_")
+    if not name:
+        return _FALLBACK_MODULE
+    return name if name[0].isalpha() else f"nb_{name}"
+
+
+# ---------------------------------------------------------------- extension hooks
+
+
+def load_into(ipython) -> None:
+    if not any(isinstance(m, FlyteFast) for m in ipython.configurables):
+        ipython.register_magics(FlyteFast(shell=ipython))
+
+
+def unload_from(ipython) -> None:
+    for kind, name in (("cell", "flyte_fast"), ("line", "flyte_watch")):
+        ipython.magics_manager.magics[kind].pop(name, None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, FlyteFast)]

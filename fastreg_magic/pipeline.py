@@ -1,0 +1,331 @@
+"""The steps of ``fast_register`` in order, each a small function over the previous step's value.
+
+    prepare_files (files to ship, digest, version)
+      ├─ dry run / --serialize-to:  load → serialize → (show | write .pb files + archive)
+      ├─ same version registered before in this process:  load → the remembered Registration
+      └─ otherwise:  check project/domain → package → upload ∥ (load → serialize) → register
+
+Kept apart from ``api.py`` (the public names and the Registration value) so each reads in one screen.
+The version depends only on the shipped files and settings, so the upload can start before the
+cell's module runs. No Create RPC is sent before every entity has been serialized, the
+project/domain checked and the archive stored: a failure that can be foreseen leaves nothing
+half-registered.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, MutableMapping
+
+from fastreg_magic import api, register, specs
+from fastreg_magic import config as _config
+from fastreg_magic.errors import CollectError
+
+MANIFEST_NAME = "fastreg-manifest.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    module: str
+    project: str
+    domain: str
+    images: tuple[str, ...]
+    source_root: Path
+    copy: str
+    version: str | None
+    destination_dir: str
+    service_account: str | None
+    raw_output_prefix: str | None
+    distribution_dir: str | None
+    activate: bool
+    max_archive_bytes: int | None = None
+    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything known before talking to a backend: the module, its files, its version, its specs."""
+
+    module_source: Any  # collect.ModuleSource
+    module: Any  # the executed module
+    entities: tuple
+    fileset: Any  # collect.FileSet
+    digest: str
+    images: tuple[str, ...]
+    image_config: Any  # flytekit ImageConfig
+    version: str
+    content_version: str  # what the version would be without --version: the memo's key
+    specs: tuple[specs.Spec, ...]
+
+
+def run(
+    source: str,
+    options: Options,
+    *,
+    namespace: MutableMapping[str, Any] | None,
+    dry_run: bool,
+    serialize_to: Path | None,
+    backend_fn: Callable[[], _config.Backend],
+) -> api.Registration:
+    from fastreg_magic import collect
+
+    timings: dict[str, float] = {}
+    with api.timed(timings, "collect"):
+        # Without a namespace the source must stand alone; an empty one makes collect report free names now.
+        module_source = collect.module_from_cell(source, options.module, namespace if namespace is not None else {})
+    return run_module(module_source, options, namespace=namespace, dry_run=dry_run, serialize_to=serialize_to,
+                      backend_fn=backend_fn, timings=timings)
+
+
+def run_module(module_source, options: Options, *, namespace, dry_run, serialize_to, backend_fn, timings,
+               module_file: Path | None = None) -> api.Registration:
+    prepared = prepare_files(module_source, options, timings, module_file)
+    if dry_run or serialize_to is not None:
+        prepared = serialized(load(prepared, options, namespace, timings), options, timings)
+        if dry_run:
+            return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
+        archive = _package(prepared, options, timings)
+        uri = write_serialized(prepared, options, archive, serialize_to)
+        return _registration(prepared, options, None, archive=archive, upload=_Stored(uri, False), registered=False,
+                             timings=timings)
+    backend = backend_fn()
+    key = api._memo_key(backend, options.project, options.domain, prepared.version, prepared.content_version,
+                        options.activate)
+    cached = api._memo.get(key)
+    if cached is not None:  # same content, same place: nothing to upload or create
+        prepared = load(prepared, options, namespace, timings)
+        timings.update(upload=0.0, register=0.0)
+        return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
+                                   registered=False, timings=dict(timings), lifted=module_source.lifted, runs=[])
+    remote = _config.connect(backend, options.project, options.domain)
+    client = _config.admin_client(backend)
+    register.check_project_domain(client, options.project, options.domain)
+    archive = _package(prepared, options, timings)
+    stored, prepared = _store_while_loading(archive, prepared, options, namespace, remote, timings)
+    with api.timed(timings, "register"):
+        hydrated = [_hydrate(spec, options, stored.uri) for spec in prepared.specs]
+        register.register_specs(client, hydrated, activate=options.activate)
+    reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
+                        remote=remote)
+    api._memo[key] = reg
+    return reg
+
+
+def _store_while_loading(archive, prepared: Prepared, options: Options, namespace, remote, timings: dict):
+    """Upload the archive while the module runs and its entities are serialized.
+
+    The version depends only on the files, so the upload need not wait for the module; the specs
+    carry a placeholder for the archive's URI until it is known. Any error in the module or its
+    serialization is still raised before the first Create RPC. A big archive is uploaded first,
+    on this thread, where its progress bar can be drawn in the cell's output.
+    """
+    from fastreg_magic import upload
+
+    if archive.size > upload.PROGRESS_MIN_BYTES:
+        with api.timed(timings, "upload"):
+            stored = upload_archive(archive, options, remote)
+        return stored, serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
+    upload_timings: dict[str, float] = {}
+    stored_future = register.worker_pool().submit(_timed_upload, archive, options, remote, upload_timings)
+    try:
+        prepared = serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
+    except BaseException:
+        concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
+        raise
+    stored = stored_future.result()
+    timings.update(upload_timings)
+    return stored, prepared
+
+
+def _timed_upload(archive, options: Options, remote, timings: dict):
+    with api.timed(timings, "upload"):
+        return upload_archive(archive, options, remote)
+
+
+def prepare_files(module_source, options: Options, timings: dict, module_file: Path | None = None) -> Prepared:
+    """The files to ship, their digest and the version. The module is not run yet; no network.
+
+    ``module_file`` is the module's own file when it is not a cell (``fastreg serialize MODULE.py``).
+    """
+    from fastreg_magic import collect, package
+
+    with api.timed(timings, "collect"):
+        fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy)
+        api.check_module_name_free(options.module, module_file)
+    with api.timed(timings, "package"):
+        digest = package.digest_files(fileset)
+        image_config = register.image_config(options.images)
+        images = register.image_names(image_config)
+        content_version = api.derive_version(
+            digest, images, options.destination_dir, options.service_account, options.raw_output_prefix,
+            options.distribution_dir, register.flytekit_version(),
+        )
+    version = options.version or content_version
+    return Prepared(module_source, None, (), fileset, digest, images, image_config, version, content_version, ())
+
+
+def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prepared:
+    """Run the module in this process (as the container will) and push its entities into ``namespace``."""
+    with api.timed(timings, "collect"):
+        shipped = _local_module_files(prepared.fileset, options.module)
+        api.refresh_local_modules(shipped)
+        module = api.load_module(options.module, prepared.module_source.source, options.source_root, prepared.digest)
+        api.remember_local_modules(shipped)
+        entities = tuple(register.module_entities(module))
+        if not entities:
+            raise CollectError(
+                f"The cell defines no Flyte task, workflow or launch plan (module {options.module!r}).",
+                "Decorate a function with @task or @workflow in this cell.",
+            )
+        if namespace is not None:
+            namespace.update({_local_name(module, e): e for e in entities})
+    return dataclasses.replace(prepared, module=module, entities=entities)
+
+
+def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False) -> Prepared:
+    """``prepared`` with its specs: every entity serialized (validated) for Flyte.
+
+    ``for_place``: serialize straight for ``options``' project/domain (saves hydrating identifiers);
+    otherwise the specs are place-independent, as ``--serialize-to`` writes them.
+    """
+    with api.timed(timings, "serialize"):
+        place = {"project": options.project, "domain": options.domain} if for_place else {}
+        settings = register.serialization_settings(prepared.image_config, prepared.version, options.destination_dir,
+                                                   **place)
+        return dataclasses.replace(prepared, specs=register.serialize(prepared.entities, settings))
+
+
+def _local_module_files(fileset, generated: str) -> dict[str, Path]:
+    """Importable module name → file, for the shipped ``.py`` files other than the generated module."""
+    found = {}
+    for shipped in fileset.files:
+        if shipped.path is None or not shipped.relpath.endswith(".py") or shipped.relpath == f"{generated}.py":
+            continue
+        parts = shipped.relpath[: -len(".py")].split("/")
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and all(p.isidentifier() for p in parts):
+            found[".".join(parts)] = Path(shipped.path)
+    return found
+
+
+def _local_name(module, entity) -> str:
+    for name, value in vars(module).items():
+        if value is entity:
+            return name
+    return entity.name.rsplit(".", 1)[-1]
+
+
+def _package(prepared: Prepared, options: Options, timings: dict):
+    from fastreg_magic import package
+
+    kwargs = {} if options.max_archive_bytes is None else {"max_bytes": options.max_archive_bytes}
+    with api.timed(timings, "package"):
+        return package.build_archive(prepared.fileset, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    uri: str
+    uploaded: bool
+
+
+def upload_archive(archive, options: Options, remote) -> Any:
+    """Store the archive: fsspec straight to --distribution-dir, else the backend's signed URL."""
+    from fastreg_magic import upload
+
+    if options.distribution_dir:
+        uploader = upload.FsspecUploader(options.distribution_dir)
+    else:
+        uploader = upload.SignedUrlUploader(remote.client, options.project, options.domain)
+    return uploader.upload(archive, progress=options.progress)
+
+
+def _hydrate(spec: specs.Spec, options: Options, archive_uri: str) -> specs.Spec:
+    return specs.hydrate(
+        spec,
+        project=options.project,
+        domain=options.domain,
+        archive_uri=archive_uri,
+        service_account=options.service_account,
+        raw_output_prefix=options.raw_output_prefix,
+    )
+
+
+def _refresh(refs: tuple, entities: tuple) -> tuple:
+    """The memo's entity refs pointing at this run's local objects (the module was executed again)."""
+    local = register.local_objects(entities)
+    return tuple(dataclasses.replace(r, entity=local.get((r.kind, r.name), r.entity)) for r in refs)
+
+
+def _registration(prepared: Prepared, options: Options, backend, *, archive, upload, registered, timings, remote=None):
+    refs = tuple(
+        api.EntityRef(
+            kind=spec.kind,
+            name=spec.name,
+            version=prepared.version,
+            project=options.project,
+            domain=options.domain,
+            url=api.entity_url(backend, spec.kind, spec.name, prepared.version, options.project, options.domain),
+            entity=spec.entity,
+        )
+        for spec in prepared.specs
+    )
+    fileset = prepared.fileset
+    for step in ("collect", "package", "upload", "register"):
+        timings.setdefault(step, 0.0)
+    return api.Registration(
+        module=options.module,
+        version=prepared.version,
+        project=options.project,
+        domain=options.domain,
+        backend=backend,
+        images=prepared.images,
+        archive_uri=upload.uri if upload is not None else "",
+        archive_size=archive.size if archive is not None else 0,
+        files=tuple(archive.members) if archive is not None else tuple(_fileset_names(fileset)),
+        left_out=tuple(fileset.left_out),
+        lifted=tuple(prepared.module_source.lifted),
+        warnings=tuple(fileset.warnings),
+        entities=refs,
+        uploaded=bool(upload.uploaded) if upload is not None else False,
+        registered=registered,
+        timings=dict(timings),
+        remote=remote,
+    )
+
+
+def _fileset_names(fileset) -> list[str]:
+    return sorted(f.relpath for f in fileset.files)
+
+
+# ---------------------------------------------------------------- the seed's serialize format
+
+
+def write_serialized(prepared: Prepared, options: Options, archive, folder: Path) -> str:
+    """Write ``NN_<name>_<k>.pb`` files, the archive and a manifest into ``folder``; return the archive's URI."""
+    folder = Path(folder).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in list(folder.glob("*.pb")) + [folder / MANIFEST_NAME]:
+        stale.unlink(missing_ok=True)  # a previous serialization must not leak into this one
+    specs.write_specs(prepared.specs, folder)
+    archive_name = f"fast{archive.digest}.tar.gz"
+    if Path(archive.path).resolve() != folder / archive_name:
+        shutil.copyfile(archive.path, folder / archive_name)
+    manifest = {
+        "module": options.module,
+        "version": prepared.version,
+        "archive": archive_name,
+        "digest": archive.digest,
+        "destination_dir": options.destination_dir,
+        "images": list(prepared.images),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return (folder / archive_name).as_uri()

@@ -1,0 +1,352 @@
+"""Entities → flyteidl specs → FlyteAdmin registrations.
+
+Three steps, each usable alone (the magic runs all three; ``fastreg serialize`` stops after the first,
+``fastreg register-files`` starts at the second):
+
+1. :func:`serialize` turns a module's tasks, workflows and launch plans (plus each workflow's default
+   launch plan and everything they reference) into admin protos with flytekit's translator. The
+   protos are project/domain independent: the identifiers carry flytekit's ``{{ registration.* }}``
+   placeholders and the task commands ``{{ .remote_package_path }}`` — the seed's serialize format.
+2. :func:`hydrate` (in ``specs.py``) fills those in for one project/domain/archive and applies the launch-plan options
+   (service account, raw output prefix).
+3. :func:`register_specs` sends the Create RPCs in dependency waves, each wave in parallel; an entity
+   that already exists identically counts as done.
+
+Every gRPC failure is mapped to a typed error in :func:`error_for`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import threading
+import weakref
+from types import ModuleType
+from typing import Iterable, Sequence
+
+from fastreg_magic.errors import BackendError, FastRegError, RegistrationError
+from fastreg_magic.specs import DOMAIN_PLACEHOLDER, PROJECT_PLACEHOLDER, Spec, dependencies, identity_key
+
+MAX_PARALLEL_CREATES = 8
+
+
+# ---------------------------------------------------------------- entities of a module
+
+
+def module_entities(module: ModuleType) -> list:
+    """The tasks, workflows and launch plans a module defines, in definition order."""
+    from flytekit.core.base_task import PythonTask
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.workflow import WorkflowBase
+
+    found, seen = [], set()
+    for value in list(vars(module).values()):
+        if id(value) in seen:
+            continue
+        if isinstance(value, (PythonTask, WorkflowBase)) and _defined_in(value, module.__name__):
+            found.append(value)
+        elif isinstance(value, LaunchPlan) and _defined_in(value.workflow, module.__name__):
+            found.append(value)
+        seen.add(id(value))
+    return found
+
+
+def _defined_in(entity, module_name: str) -> bool:
+    function = getattr(entity, "task_function", None) or getattr(entity, "_workflow_function", None)
+    if function is not None:
+        return getattr(function, "__module__", None) == module_name
+    return getattr(entity, "instantiated_in", None) == module_name
+
+
+def local_objects(entities: Iterable) -> dict:
+    """``(kind, name) -> local flytekit object`` for a module's entities, default launch plans included."""
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.workflow import WorkflowBase
+
+    ctx = FlyteContextManager.current_context()
+    found = {}
+    for entity in entities:
+        if isinstance(entity, LaunchPlan):
+            found[("launch_plan", entity.name)] = entity
+        elif isinstance(entity, WorkflowBase):
+            found[("workflow", entity.name)] = entity
+            LaunchPlan.CACHE.pop(entity.name, None)
+            found.setdefault(("launch_plan", entity.name), LaunchPlan.get_default_launch_plan(ctx, entity))
+        else:
+            found[("task", entity.name)] = entity
+    return found
+
+
+# ---------------------------------------------------------------- serialization
+
+
+def image_config(images: Sequence[str]):
+    """``-i`` values → flytekit ``ImageConfig`` exactly as pyflyte parses them (``fqn`` or ``name=fqn``)."""
+    from flytekit.configuration import ImageConfig
+
+    try:
+        return ImageConfig.validate_image(None, "image", tuple(images))
+    except (ValueError, AssertionError) as exc:
+        raise RegistrationError(
+            f"Image option {list(images)} is invalid: {exc}",
+            "Pass -i REGISTRY/IMAGE:TAG for the default image and -i NAME=REGISTRY/IMAGE:TAG for named ones.",
+        ) from exc
+
+
+def image_names(config) -> tuple[str, ...]:
+    """Images as ``name=fqn:tag`` strings, default first (what the version and the summary show)."""
+    return tuple(f"{image.name}={image.full}" for image in (config.images or []))
+
+
+def serialization_settings(config, version: str, destination_dir: str, project: str = PROJECT_PLACEHOLDER,
+                           domain: str = DOMAIN_PLACEHOLDER):
+    """Fast-registration settings; project/domain stay placeholders unless given (``hydrate`` fills them)."""
+    from flytekit.configuration import FastSerializationSettings, SerializationSettings
+
+    return SerializationSettings(
+        image_config=config,
+        project=project,
+        domain=domain,
+        version=version,
+        fast_serialization_settings=FastSerializationSettings(
+            enabled=True, destination_dir=destination_dir, distribution_location=None
+        ),
+    )
+
+
+def serialize(entities: Iterable, settings) -> tuple[Spec, ...]:
+    """Serialize entities and everything they reference; default launch plans included. No RPC."""
+    from collections import OrderedDict
+
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.workflow import WorkflowBase
+    from flytekit.core.context_manager import FlyteContextManager
+
+    mapping: OrderedDict = OrderedDict()
+    ctx = FlyteContextManager.current_context()
+    for entity in entities:
+        try:
+            from flytekit.tools.translator import get_serializable
+
+            get_serializable(mapping, settings, entity)
+            if isinstance(entity, WorkflowBase):
+                # LaunchPlan.CACHE would hand back the default launch plan of an earlier run's workflow
+                # object (and its old interface) after the cell changed; always build a fresh one.
+                LaunchPlan.CACHE.pop(entity.name, None)
+                get_serializable(mapping, settings, LaunchPlan.get_default_launch_plan(ctx, entity))
+        except FastRegError:
+            raise
+        except Exception as exc:
+            raise RegistrationError(
+                f"{getattr(entity, 'name', entity)} cannot be serialized for Flyte: {exc}",
+                "Fix the definition (type hints, supported types, task config) and re-run; nothing was registered.",
+            ) from exc
+    return tuple(_spec_of(local, cp) for local, cp in mapping.items() if _registrable(cp))
+
+
+def _registrable(cp_entity) -> bool:
+    from flytekit.models import launch_plan, task
+    from flytekit.models.admin import workflow
+    from flytekit.remote.remote_callable import RemoteEntity
+
+    return isinstance(cp_entity, (task.TaskSpec, workflow.WorkflowSpec, launch_plan.LaunchPlan)) and not isinstance(
+        cp_entity, RemoteEntity
+    )
+
+
+def _spec_of(local, cp_entity) -> Spec:
+    from flytekit.models import launch_plan, task
+
+    if isinstance(cp_entity, task.TaskSpec):
+        return Spec("task", cp_entity.template.id.name, cp_entity.to_flyte_idl(), local)
+    if isinstance(cp_entity, launch_plan.LaunchPlan):
+        return Spec("launch_plan", cp_entity.id.name, cp_entity.to_flyte_idl(), local)
+    return Spec("workflow", cp_entity.template.id.name, cp_entity.to_flyte_idl(), local)
+
+# ---------------------------------------------------------------- registration
+
+
+def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> int:
+    """Create every spec, each as soon as what it references is registered; returns the Creates sent.
+
+    FlyteAdmin compiles a workflow against its tasks (and launch plans it calls) and a launch plan
+    against its workflow, so those must exist first; everything independent goes out in parallel.
+    A spec whose dependency failed is not sent. The first failure is raised.
+    """
+    ordered = _dependency_order(specs)
+    futures: dict[tuple, concurrent.futures.Future] = {}
+    # Submitted in dependency order to a FIFO pool, so a worker only ever waits on futures that are
+    # already running or done: no deadlock even when every worker is waiting.
+    for spec, needs in ordered:
+        waits = [futures[k] for k in needs if k in futures]
+        futures[identity_key(spec.identifier)] = worker_pool().submit(_create_after, waits, client, spec, activate)
+    for future in futures.values():
+        future.result()
+    return len(futures)
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One process-wide pool for Create RPCs and uploads: starting threads on every cell costs more
+    than the RPCs themselves on a busy machine."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_PARALLEL_CREATES, thread_name_prefix="fastreg")
+        return _pool
+
+
+def _dependency_order(specs: Sequence[Spec]) -> list[tuple[Spec, set]]:
+    """Specs with the keys they wait for, dependencies first (a reference cycle is sent as is)."""
+    by_key = {identity_key(s.identifier): s for s in specs}
+    needs = {k: (dependencies(s) & set(by_key)) - {k} for k, s in by_key.items()}
+    ordered, placed = [], set()
+    while len(placed) < len(by_key):
+        ready = [k for k in by_key if k not in placed and needs[k] <= placed]
+        if not ready:  # a cycle cannot be ordered; send the rest without waiting on each other
+            ready = [k for k in by_key if k not in placed]
+            for k in ready:
+                needs[k] = needs[k] & placed
+        for k in ready:
+            ordered.append((by_key[k], needs[k]))
+            placed.add(k)
+    return ordered
+
+
+def _create_after(waits: list, client, spec: Spec, activate: bool) -> None:
+    for dependency in waits:
+        dependency.result()  # raises (and so skips this one) when a dependency failed
+    _create(client, spec, activate)
+
+
+def _create(client, spec: Spec, activate: bool) -> None:
+    """One Create RPC through flytekit's raw client (it takes the protos we already hold)."""
+    from flyteidl.admin import launch_plan_pb2, task_pb2, workflow_pb2
+
+    identifier = spec.identifier
+    try:
+        try:
+            if spec.kind == "task":
+                client.create_task(task_pb2.TaskCreateRequest(id=identifier, spec=spec.proto))
+            elif spec.kind == "workflow":
+                client.create_workflow(workflow_pb2.WorkflowCreateRequest(id=identifier, spec=spec.proto))
+            else:
+                client.create_launch_plan(launch_plan_pb2.LaunchPlanCreateRequest(id=identifier, spec=spec.proto.spec))
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+        if spec.kind == "launch_plan" and activate:
+            client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
+    except FastRegError:
+        raise
+    except Exception as exc:
+        raise error_for(exc, spec) from exc
+
+
+def _already_exists(exc: BaseException) -> bool:
+    import grpc
+
+    error = grpc_error_of(exc)
+    return error is not None and error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+# ---------------------------------------------------------------- errors, mapped in one place
+
+
+def grpc_error_of(exc: BaseException | None):
+    """The ``grpc.RpcError`` behind an exception (flytekit wraps them), or None."""
+    import grpc
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def error_for(exc: BaseException, spec: Spec | None = None) -> FastRegError:
+    """FlyteAdmin's refusal as a typed error with its own message and what to do about it."""
+    import grpc
+
+    error = grpc_error_of(exc)
+    what = _describe(spec)
+    if error is None:
+        return RegistrationError(f"Registering {what} failed: {exc or type(exc).__name__}", "Re-run; if it persists, check the backend's logs.")
+    code, details = error.code(), (error.details() or "").strip()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return BackendError(f"The Flyte backend refused our credentials: {details}", "Check the auth settings of your Flyte config (--config).")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return BackendError(f"The Flyte backend stopped answering while registering {what}: {details}", "Check that it is running, then re-run the cell.")
+    if "different structure" in details.lower():
+        return RegistrationError(
+            f"{what} already exists with a different structure; FlyteAdmin says: {details}",
+            "A registered version is immutable: drop --version to use the content-derived one, or pass a new --version.",
+        )
+    if _mentions_project_or_domain(details) and code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+        return RegistrationError(f"FlyteAdmin refused {what}: {details}", _project_hint())
+    return RegistrationError(f"FlyteAdmin refused {what} ({code.name}): {details}", "Fix the definition and re-run.")
+
+
+def _describe(spec: Spec | None) -> str:
+    if spec is None:
+        return "the entities"
+    identifier = spec.identifier
+    return f"{spec.kind.replace('_', ' ')} {spec.name!r} version {identifier.version!r}"
+
+
+def _mentions_project_or_domain(details: str) -> bool:
+    return bool(re.search(r"\b(project|domain)\b", details, re.IGNORECASE))
+
+
+def _project_hint() -> str:
+    return "Pick an existing project/domain with -p/-d (or %config FlyteFast.project), or create the project first (flytectl create project)."
+
+
+_known_places: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> {(project, domain)} seen valid
+
+
+def check_project_domain(client, project: str, domain: str) -> None:
+    """Refuse an unknown project or domain before the first Create RPC (so nothing is half-registered).
+
+    Once a project/domain was found on a backend, later calls trust it (projects are not deleted).
+    """
+    known = _known_places.setdefault(client, set())
+    if (project, domain) in known:
+        return
+    _check_project_domain(client, project, domain)
+    known.add((project, domain))
+
+
+def _check_project_domain(client, project: str, domain: str) -> None:
+    import grpc
+    from flyteidl.admin import project_pb2
+
+    try:
+        response = client.list_projects(project_pb2.ProjectListRequest(limit=1000))
+    except Exception as exc:
+        error = grpc_error_of(exc)
+        if error is not None and error.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED):
+            return  # cannot list; FlyteAdmin will still refuse an unknown project at the first Create
+        raise error_for(exc) from exc
+    projects = {p.id: p for p in response.projects}
+    if project not in projects:
+        known = ", ".join(sorted(projects)) or "none"
+        raise RegistrationError(f"Project {project!r} does not exist on this backend (known: {known}).", _project_hint())
+    domains = [d.id for d in projects[project].domains]
+    if domains and domain not in domains:
+        raise RegistrationError(
+            f"Domain {domain!r} does not exist in project {project!r} (known: {', '.join(domains)}).", _project_hint()
+        )
+
+
+def flytekit_version() -> str:
+    import flytekit  # its __version__, not importlib.metadata: that scans every installed distribution
+
+    return flytekit.__version__
+

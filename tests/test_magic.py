@@ -1,0 +1,282 @@
+"""%%flyte_fast in a real IPython InteractiveShell: loading, options, traits, the cell as a module, errors.
+
+These tests need no backend: they use --dry-run (nothing sent) or fail before any RPC.
+Registration against the sandbox is in test_magic_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from IPython.core.error import UsageError
+
+CELL = textwrap.dedent(
+    """
+    from flytekit import task, workflow
+
+    @task
+    def double(n: int) -> int:
+        return n * 2
+
+    @workflow
+    def pipeline(n: int = 3) -> int:
+        return double(n=n)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "fastreg_magic")
+    return ip
+
+
+@pytest.fixture
+def project_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def magic(shell, line: str, cell: str):
+    return shell.run_cell_magic("flyte_fast", line, cell)
+
+
+def test_load_ext_is_cheap_and_does_not_import_flytekit():
+    code = textwrap.dedent(
+        """
+        import json, sys, time
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        start = time.perf_counter()
+        ip.run_line_magic("load_ext", "fastreg_magic")
+        elapsed = time.perf_counter() - start
+        print(json.dumps({"flytekit": "flytekit" in sys.modules, "magics": sorted(ip.magics_manager.magics["cell"]),
+                          "line": sorted(ip.magics_manager.magics["line"]), "seconds": elapsed}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["flytekit"] is False
+    assert "flyte_fast" in result["magics"]
+    assert "flyte_watch" in result["line"]
+
+
+def test_extension_loads_from_ipython_config(tmp_path):
+    profile = tmp_path / "profile_default"
+    profile.mkdir()
+    (profile / "ipython_config.py").write_text(
+        "c.InteractiveShellApp.extensions = ['fastreg_magic']\nc.FlyteFast.project = 'from-config'\n"
+    )
+    code = "ip = get_ipython(); m = [c for c in ip.configurables if type(c).__name__ == 'FlyteFast'][0]; print('PROJECT', m.project)"
+    out = subprocess.run(
+        [sys.executable, "-m", "IPython", f"--ipython-dir={tmp_path}", "--no-banner", "-c", code],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "PROJECT from-config" in out
+
+
+def test_unknown_option_is_a_usage_error(shell, project_dir):
+    with pytest.raises(UsageError, match="unrecognized arguments: --no-such-flag"):
+        magic(shell, "--no-such-flag", CELL)
+
+
+def test_malformed_option_is_a_usage_error(shell, project_dir):
+    with pytest.raises(UsageError, match="invalid choice: 'some'"):
+        magic(shell, "--copy some", CELL)
+
+
+def test_config_traits_are_defaults(shell, project_dir):
+    shell.run_line_magic("config", "FlyteFast.project = 'traitproj'")
+    shell.run_line_magic("config", "FlyteFast.domain = 'staging'")
+    try:
+        reg = magic(shell, "--dry-run -m trait_mod", CELL)
+        assert (reg.project, reg.domain) == ("traitproj", "staging")
+        reg = magic(shell, "--dry-run -m trait_mod -p other -d production", CELL)
+        assert (reg.project, reg.domain) == ("other", "production")
+    finally:
+        shell.run_line_magic("config", "FlyteFast.project = 'flytesnacks'")
+        shell.run_line_magic("config", "FlyteFast.domain = 'development'")
+
+
+def test_cell_becomes_a_real_module_and_runs_locally(shell, project_dir):
+    reg = magic(shell, "--dry-run -m cellmod", CELL)
+    module = sys.modules["cellmod"]
+    assert module.__file__.endswith("cellmod.py")
+    with open(module.__file__) as f:
+        assert "def double" in f.read()
+    # entities are pushed into the user namespace and run locally
+    assert shell.user_ns["pipeline"](n=5) == 10
+    assert shell.user_ns["double"].name == "cellmod.double"
+    names = {(e.kind, e.name) for e in reg.entities}
+    assert names == {("task", "cellmod.double"), ("workflow", "cellmod.pipeline"), ("launch_plan", "cellmod.pipeline")}
+    assert reg.files == ("cellmod.py",)
+    assert reg.uploaded is False and reg.registered is False
+    # the cell's value is the Registration, so `reg = _` works
+    shell.run_cell(f"%%flyte_fast --dry-run -m cellmod\n{CELL}", store_history=True)
+    assert shell.user_ns["_"].version == reg.version
+
+
+def test_version_is_content_derived(shell, project_dir):
+    first = magic(shell, "--dry-run -m vmod", CELL)
+    again = magic(shell, "--dry-run -m vmod", CELL)
+    changed = magic(shell, "--dry-run -m vmod", CELL.replace("n * 2", "n * 3"))
+    other_image = magic(shell, "--dry-run -m vmod -i ghcr.io/acme/ml:2024-06", CELL)
+    assert first.version == again.version
+    assert len({first.version, changed.version, other_image.version}) == 3
+    assert magic(shell, "--dry-run -m vmod --version v7", CELL).version == "v7"
+
+
+def test_version_does_not_depend_on_the_directory(shell, tmp_path, monkeypatch):
+    versions = set()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        monkeypatch.chdir(tmp_path / sub)
+        versions.add(magic(shell, "--dry-run -m dirmod", CELL).version)
+    assert len(versions) == 1
+
+
+def test_images_like_pyflyte(shell, project_dir):
+    reg = magic(shell, "--dry-run -m imgmod -i ghcr.io/acme/ml:2024-06 -i spark=ghcr.io/acme/spark:3", CELL)
+    assert reg.images == ("default=ghcr.io/acme/ml:2024-06", "spark=ghcr.io/acme/spark:3")
+    default = magic(shell, "--dry-run -m imgmod", CELL)
+    assert default.images[0].startswith("default=cr.flyte.org/flyteorg/flytekit:py3.")
+
+
+def test_bad_image_is_a_usage_error(shell, project_dir):
+    with pytest.raises(UsageError, match="Image option"):
+        magic(shell, "--dry-run -m badimg -i spark=", CELL)
+
+
+def test_syntax_error_is_one_line(shell, project_dir):
+    with pytest.raises(UsageError, match="Syntax error on line 2"):
+        magic(shell, "--dry-run -m synmod", "x = 1\ndef broken(:\n")
+
+
+def test_magic_lines_are_refused(shell, project_dir):
+    with pytest.raises(UsageError, match="IPython syntax"):
+        magic(shell, "--dry-run -m pctmod", "%time x = 1\n" + CELL)
+    with pytest.raises(UsageError, match="IPython syntax"):
+        magic(shell, "--dry-run -m bangmod", "!ls\n" + CELL)
+
+
+def test_cell_without_entities(shell, project_dir):
+    with pytest.raises(UsageError, match="defines no Flyte task, workflow or launch plan"):
+        magic(shell, "--dry-run -m emptymod", "x = 1\n")
+
+
+def test_unresolvable_cross_cell_reference(shell, project_dir):
+    shell.user_ns["opaque_thing"] = object()
+    cell = CELL + "\n@task\ndef uses() -> str:\n    return str(opaque_thing)\n"
+    with pytest.raises(UsageError, match="opaque_thing"):
+        magic(shell, "--dry-run -m refmod", cell)
+
+
+def test_cross_cell_function_is_lifted(shell, project_dir):
+    shell.run_cell("def helper(x):\n    return x + 100\n", store_history=True)
+    cell = CELL + "\n@task\ndef lifted_user(n: int) -> int:\n    return helper(n)\n"
+    reg = magic(shell, "--dry-run -m liftmod", cell)
+    assert any("helper" in line for line in reg.lifted)
+    assert shell.user_ns["lifted_user"](n=1) == 101
+
+
+def test_missing_local_import(shell, project_dir):
+    cell = "from nosuchlocal_pkg import thing\n" + CELL
+    with pytest.raises(UsageError, match="nosuchlocal_pkg"):
+        magic(shell, "--dry-run -m missmod", cell)
+
+
+def test_module_name_clashing_with_local_module(shell, project_dir):
+    (project_dir / "utils.py").write_text("X = 1\n")
+    with pytest.raises(UsageError, match="clashes with the local module"):
+        magic(shell, "--dry-run -m utils", CELL)
+
+
+def test_module_name_clashing_with_installed_module(shell, project_dir):
+    with pytest.raises(UsageError, match="clashes with the installed module"):
+        magic(shell, "--dry-run -m pytest", CELL)
+
+
+def test_invalid_module_name(shell, project_dir):
+    with pytest.raises(UsageError, match="not a valid Python module name"):
+        magic(shell, "--dry-run -m 9lives", CELL)
+
+
+def test_error_in_user_code_keeps_its_traceback(shell, project_dir):
+    with pytest.raises(ZeroDivisionError):
+        magic(shell, "--dry-run -m boommod", "x = 1 / 0\n" + CELL)
+
+
+def test_show_traceback_trait_gives_the_typed_error(shell, project_dir):
+    from fastreg_magic.errors import CollectError
+
+    shell.run_line_magic("config", "FlyteFast.show_traceback = True")
+    try:
+        with pytest.raises(CollectError):
+            magic(shell, "--dry-run -m emptymod2", "x = 1\n")
+    finally:
+        shell.run_line_magic("config", "FlyteFast.show_traceback = False")
+
+
+def test_module_name_from_notebook(shell, project_dir, monkeypatch):
+    from fastreg_magic.magic import module_name_for, notebook_path
+
+    monkeypatch.setenv("JPY_SESSION_NAME", str(project_dir / "My Pipeline (v2).ipynb"))
+    path = notebook_path(shell)
+    assert path == project_dir / "My Pipeline (v2).ipynb"
+    assert module_name_for(path) == "my_pipeline_v2"
+    assert module_name_for(None) == "flyte_cell"
+    reg = magic(shell, "--dry-run", CELL)
+    assert reg.module == "my_pipeline_v2"
+    assert shell.user_ns["double"].name == "my_pipeline_v2.double"
+
+
+def test_local_package_is_shipped(shell, project_dir):
+    pkg = project_dir / "mylib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "features.py").write_text("def clean(x: int) -> int:\n    return abs(x)\n")
+    (pkg / "unused.py").write_text("Y = 2\n")
+    (project_dir / ".env").write_text("TOKEN=secret\n")
+    cell = "from mylib.features import clean\n" + CELL + "\n@task\ndef cleaned(n: int) -> int:\n    return clean(n)\n"
+    reg = magic(shell, "--dry-run -m pkgmod", cell)
+    assert reg.files == ("mylib/__init__.py", "mylib/features.py", "pkgmod.py")
+    assert ".env" in {item.relpath for item in reg.left_out}
+    assert shell.user_ns["cleaned"](n=-4) == 4
+    everything = magic(shell, "--dry-run -m pkgmod --copy all", cell)
+    assert "mylib/unused.py" in everything.files and ".env" not in everything.files
+
+
+def test_edited_local_module_is_reimported(shell, project_dir):
+    pkg = project_dir / "editlib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "calc.py").write_text("def f(x: int) -> int:\n    return x + 1\n")
+    cell = "from editlib.calc import f\n" + CELL + "\n@task\ndef uses_f(n: int) -> int:\n    return f(n)\n"
+    first = magic(shell, "--dry-run -m editmod", cell)
+    assert shell.user_ns["uses_f"](n=1) == 2
+    (pkg / "calc.py").write_text("def f(x: int) -> int:\n    return x + 1000\n")
+    second = magic(shell, "--dry-run -m editmod", cell)
+    assert second.version != first.version
+    assert shell.user_ns["uses_f"](n=1) == 1001  # local execution runs what the archive ships
+
+
+def test_serialize_to_writes_files_and_registers_nothing(shell, project_dir):
+    from fastreg_magic import specs
+    from fastreg_magic.pipeline import MANIFEST_NAME
+
+    out = project_dir / "_pb_output"
+    reg = magic(shell, f"-m sermod --serialize-to {out}", CELL)
+    assert reg.registered is False and reg.uploaded is False and reg.remote is None
+    written = sorted(p.name for p in out.iterdir())
+    assert MANIFEST_NAME in written and f"fast{reg.archive_uri.rsplit('fast', 1)[-1]}" in written
+    assert [(s.kind, s.name) for s in specs.read_specs(out)] == [
+        ("task", "sermod.double"), ("workflow", "sermod.pipeline"), ("launch_plan", "sermod.pipeline")
+    ]
+    assert reg.archive_uri.startswith("file://") and reg.files == ("sermod.py",)

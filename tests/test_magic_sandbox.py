@@ -1,0 +1,308 @@
+"""%%flyte_fast against the real embedded sandbox, read back with stock flytekit.
+
+Create RPCs are counted with a real gRPC client interceptor on the registration client's channel.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import textwrap
+import uuid
+
+import fsspec
+import grpc
+import pytest
+from IPython.core.error import UsageError
+
+from fastreg_magic import config
+
+CELL = textwrap.dedent(
+    """
+    from flytekit import task, workflow
+
+    @task
+    def double(n: int) -> int:
+        return n * 2
+
+    @task
+    def describe(n: int) -> str:
+        return f"value={n}"
+
+    @workflow
+    def pipeline(n: int = 3) -> str:
+        return describe(n=double(n=n))
+    """
+)
+
+
+class CallCounter(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def intercept_unary_unary(self, continuation, details, request):
+        self.calls.append(details.method.rsplit("/", 1)[-1])
+        return continuation(details, request)
+
+    def creates(self) -> list[str]:
+        return [c for c in self.calls if c.startswith("Create") and c != "CreateUploadLocation"]
+
+
+@pytest.fixture(scope="module")
+def shell(sandbox):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "fastreg_magic")
+    ip.run_line_magic("config", f"FlyteFast.config_file = {str(sandbox.config_file)!r}")
+    yield ip
+    ip.run_line_magic("config", "FlyteFast.config_file = ''")
+
+
+@pytest.fixture(scope="module")
+def backend(sandbox):
+    return config.resolve_backend(config_file=str(sandbox.config_file))
+
+
+@pytest.fixture
+def counter(backend):
+    """Counts every RPC the registration client sends from now on."""
+    from flyteidl.service.admin_pb2_grpc import AdminServiceStub
+
+    client = config.admin_client(backend)
+    counter = CallCounter()
+    original = client._stub
+    client._stub = AdminServiceStub(grpc.intercept_channel(client._channel, counter))
+    yield counter
+    client._stub = original
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def magic(shell, line, cell):
+    return shell.run_cell_magic("flyte_fast", line, cell)
+
+
+def test_register_and_read_back_with_stock_flytekit(shell, remote, workdir, counter):
+    mod = unique("rb")
+    reg = magic(shell, f"-m {mod}", CELL)
+    assert reg.registered and reg.uploaded
+    assert reg.backend.is_sandbox and reg.backend.label.startswith("embedded sandbox")
+    wf = remote.fetch_workflow(name=f"{mod}.pipeline", version=reg.version)
+    assert wf.id.version == reg.version
+    task = remote.fetch_task(name=f"{mod}.double", version=reg.version)
+    args = list(task.template.container.args)
+    assert args[:3] == ["pyflyte-fast-execute", "--additional-distribution", reg.archive_uri]
+    assert [a for a in args if a.startswith(mod)] or mod in args
+    lp = remote.fetch_launch_plan(name=f"{mod}.pipeline", version=reg.version)
+    assert lp.id.name == f"{mod}.pipeline"
+    assert sorted(counter.creates()) == ["CreateLaunchPlan", "CreateTask", "CreateTask", "CreateWorkflow"]
+    assert {e.name for e in reg.entities} == {f"{mod}.double", f"{mod}.describe", f"{mod}.pipeline"}
+    assert all(e.url is None for e in reg.entities)  # the sandbox has no console
+
+
+def test_archive_members_are_the_shipped_files(shell, workdir):
+    (workdir / "mylib").mkdir()
+    (workdir / "mylib" / "__init__.py").write_text("")
+    (workdir / "mylib" / "ops.py").write_text("def inc(x):\n    return x + 1\n")
+    (workdir / "notes.txt").write_text("not imported\n")
+    mod = unique("arch")
+    cell = "from mylib.ops import inc\n" + CELL + "\n@task\ndef plus(n: int) -> int:\n    return inc(n)\n"
+    reg = magic(shell, f"-m {mod}", cell)
+    with fsspec.open(reg.archive_uri, "rb") as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert sorted(members) == sorted(["mylib/__init__.py", "mylib/ops.py", f"{mod}.py"])
+    assert members["mylib/ops.py"] == b"def inc(x):\n    return x + 1\n"
+    assert b"def plus" in members[f"{mod}.py"]
+    assert sorted(members) == sorted(reg.files)
+
+
+def test_unchanged_rerun_sends_nothing(shell, workdir, counter):
+    mod = unique("same")
+    first = magic(shell, f"-m {mod}", CELL)
+    counter.calls.clear()
+    again = magic(shell, f"-m {mod}", CELL)
+    assert counter.calls == []
+    assert (again.uploaded, again.registered) == (False, False)
+    assert again.version == first.version and again.archive_uri == first.archive_uri
+    assert again.entities == first.entities and again.files == first.files
+    assert again.timings["upload"] == 0.0 and again.timings["register"] == 0.0
+
+
+def test_changed_rerun_registers_a_new_version(shell, remote, workdir, counter):
+    mod = unique("chg")
+    first = magic(shell, f"-m {mod}", CELL)
+    counter.calls.clear()
+    changed = magic(shell, f"-m {mod}", CELL.replace("n * 2", "n * 4"))
+    assert changed.version != first.version and changed.uploaded and changed.registered
+    assert len(counter.creates()) == 4
+    assert remote.fetch_task(name=f"{mod}.double", version=changed.version).id.version == changed.version
+
+
+def test_activate(shell, remote, workdir):
+    mod = unique("act")
+    reg = magic(shell, f"-m {mod} --activate", CELL)
+    lp = remote.client.get_launch_plan(remote.fetch_launch_plan(name=f"{mod}.pipeline", version=reg.version).id)
+    assert lp.closure.state == 1  # ACTIVE
+
+
+def test_distribution_dir_file_url(shell, workdir, tmp_path_factory):
+    dist = tmp_path_factory.mktemp("dist")
+    mod = unique("fsdist")
+    reg = magic(shell, f"-m {mod} --distribution-dir {dist.as_uri()}", CELL)
+    assert reg.archive_uri.startswith(dist.as_uri())
+    with fsspec.open(reg.archive_uri, "rb") as f:
+        assert tarfile.open(fileobj=f, mode="r:gz").getnames()
+    again = magic(shell, f"-m {mod} -d staging --distribution-dir {dist.as_uri()}", CELL)
+    assert again.uploaded is False  # content-addressed object already there
+
+
+def test_distribution_dir_s3(shell, workdir, monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        import s3fs
+
+        s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+        s3.mkdir("dists")
+        mod = unique("s3dist")
+        reg = magic(shell, f"-m {mod} --distribution-dir s3://dists/fast", CELL)
+        assert reg.archive_uri.startswith("s3://dists/fast/") and reg.uploaded
+        with s3.open(reg.archive_uri, "rb") as f:
+            names = tarfile.open(fileobj=f, mode="r:gz").getnames()
+        assert f"{mod}.py" in names
+    finally:
+        server.stop()
+
+
+def test_unknown_project_registers_nothing(shell, workdir, counter):
+    with pytest.raises(UsageError, match="Project 'no-such-project' does not exist"):
+        magic(shell, f"-m {unique('proj')} -p no-such-project", CELL)
+    assert counter.creates() == []
+
+
+def test_unknown_domain(shell, workdir, counter):
+    with pytest.raises(UsageError, match="Domain 'nowhere'"):
+        magic(shell, f"-m {unique('dom')} -d nowhere", CELL)
+    assert counter.creates() == []
+
+
+def test_version_conflict_shows_flyteadmins_refusal(shell, workdir):
+    mod = unique("conf")
+    magic(shell, f"-m {mod} --version pinned-1", CELL)
+    with pytest.raises(UsageError, match="different structure"):
+        magic(shell, f"-m {mod} --version pinned-1", CELL.replace("-> str:\n    return f", "-> str:\n    return 'x' + f"))
+
+
+def test_backend_unreachable_names_the_endpoint(shell, workdir):
+    with pytest.raises(UsageError, match=r"127\.0\.0\.1:1 is unreachable.*--endpoint"):
+        magic(shell, f"-m {unique('down')} --endpoint 127.0.0.1:1", CELL)
+
+
+def test_missing_config_file(shell, workdir):
+    with pytest.raises(UsageError, match="does-not-exist.yaml does not exist"):
+        magic(shell, f"-m {unique('cfg')} --config does-not-exist.yaml", CELL)
+
+
+def test_archive_too_large(shell, workdir):
+    (workdir / "blob.bin").write_bytes(os.urandom(2 * 1024 * 1024))  # incompressible
+    shell.run_line_magic("config", "FlyteFast.max_archive_mib = 1")
+    try:
+        with pytest.raises(UsageError, match="blob.bin"):
+            magic(shell, f"-m {unique('big')} --copy all", CELL)
+    finally:
+        shell.run_line_magic("config", "FlyteFast.max_archive_mib = 100")
+
+
+def test_launch_returns_outputs(shell, workdir):
+    mod = unique("run")
+    reg = magic(shell, f"-m {mod}", CELL)
+    run = reg.launch(n=5).wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert list(run.outputs.values()) == ["value=10"]
+    assert reg.runs == [run]
+
+
+def test_terminal_shows_a_text_summary(shell, workdir, capsys):
+    mod = unique("txt")
+    capsys.readouterr()
+    shell.run_cell(f"%%flyte_fast -m {mod}\n{CELL}", store_history=True)
+    shown = capsys.readouterr().out
+    reg = shell.user_ns["_"]
+    assert reg.version in shown and mod in shown
+
+
+def test_flyte_watch_attaches_to_a_run_started_elsewhere(shell, remote, workdir):
+    mod = unique("watch")
+    reg = magic(shell, f"-m {mod}", CELL)
+    lp = remote.fetch_launch_plan(name=f"{mod}.pipeline", version=reg.version)
+    execution = remote.execute(lp, inputs={"n": 2})
+    run = shell.run_line_magic("flyte_watch", execution.id.name)
+    assert run.wait(timeout=300).phase == "SUCCEEDED", run.error
+    assert list(run.outputs.values()) == ["value=4"]
+
+
+def test_flyte_watch_unknown_execution(shell, workdir):
+    with pytest.raises(UsageError, match="no-such-run"):
+        shell.run_line_magic("flyte_watch", "no-such-run")
+
+
+def test_big_archive_shows_upload_progress(shell, workdir, capsys):
+    (workdir / "weights.bin").write_bytes(os.urandom(6 * 1024 * 1024))  # incompressible, over the progress threshold
+    capsys.readouterr()
+    reg = magic(shell, f"-m {unique('bigup')} --copy all", CELL)
+    shown = capsys.readouterr().out
+    assert reg.uploaded and "weights.bin" in reg.files
+    assert "Uploading the archive: 100%" in shown
+
+
+def test_upload_refused_registers_nothing(shell, workdir, counter, monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with pytest.raises(UsageError, match="no-such-bucket"):
+            magic(shell, f"-m {unique('refused')} --distribution-dir s3://no-such-bucket/fast", CELL)
+        assert counter.creates() == []
+    finally:
+        server.stop()
+
+
+def test_workflow_calling_a_launch_plan_registers_in_dependency_order(shell, remote, workdir):
+    mod = unique("lpnode")
+    cell = CELL + textwrap.dedent(
+        f"""
+        from flytekit import LaunchPlan
+
+        fixed = LaunchPlan.get_or_create(pipeline, name="{mod}.fixed", fixed_inputs={{"n": 7}})
+
+        @workflow
+        def outer() -> str:
+            return fixed()
+        """
+    )
+    reg = magic(shell, f"-m {mod}", cell)
+    names = {(e.kind, e.name) for e in reg.entities}
+    assert ("launch_plan", f"{mod}.fixed") in names and ("workflow", f"{mod}.outer") in names
+    wf = remote.fetch_workflow(name=f"{mod}.outer", version=reg.version)
+    assert wf.id.version == reg.version
