@@ -1,0 +1,133 @@
+"""Refuse code archives that would write outside the task's directory, before the task runs.
+
+``pyflyte-fast-execute`` unpacks the ``--additional-distribution`` archive with the system
+``tar`` into ``--dest-dir``. GNU tar already drops ``..`` members and leading ``/``, but it
+will happily create a symlink that points anywhere, and other tar implementations differ; the
+sandbox runs user archives on the user's own machine, so it checks every member itself first:
+no absolute names, no ``..``, no links (symbolic or hard) that lead outside the destination,
+no member written through a link, and no device or FIFO members.
+
+The verdict is cached per archive (path, size, modification time) so a workflow with many
+tasks reads each archive once. An archive that is not a local file (``s3://...``) is first
+fetched with fsspec into the execution's directory; the task is then pointed at that checked
+copy, so what runs is exactly what was inspected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import tarfile
+import threading
+from pathlib import Path, PurePosixPath
+
+# Distributions flytekit unpacks with tar; anything else (a pickled interactive task) is not an archive.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+class ArchiveGuard:
+    """Checks distribution archives; ``problem(path)`` is None when the archive is safe to unpack."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._verdicts: dict[tuple, str | None] = {}
+
+    def prepare(self, archive: str, cache_dir: Path) -> tuple[str, str | None]:
+        """The distribution to hand the task (a local copy for remote URIs) and the problem, if any."""
+        if "://" not in archive or archive.startswith("file://"):
+            return archive, self.problem(archive)
+        if not archive.endswith(ARCHIVE_SUFFIXES):
+            return archive, None
+        target = cache_dir / hashlib.sha256(archive.encode()).hexdigest()[:16] / archive.rsplit("/", 1)[-1]
+        if not target.exists():
+            try:
+                _fetch(archive, target)
+            except Exception as exc:  # any fsspec backend error: unreachable, missing, no credentials
+                return archive, (
+                    f"The code archive {archive} could not be fetched to check it before the task ran: {exc}"
+                )
+        return str(target), self.problem(str(target))
+
+    def problem(self, archive: str) -> str | None:
+        path = Path(local_path(archive))
+        if not path.name.endswith(ARCHIVE_SUFFIXES):
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            # not readable from here: flytekit's own download will report it inside the task
+            return None
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+        verdict = _inspect(path)
+        with self._lock:
+            self._verdicts[key] = verdict
+        return verdict
+
+
+def _fetch(uri: str, target: Path) -> None:
+    import fsspec  # only for remote distributions
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    with fsspec.open(uri, "rb") as source, open(partial, "wb") as sink:
+        while chunk := source.read(1 << 20):
+            sink.write(chunk)
+    partial.rename(target)
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _inspect(path: Path) -> str | None:
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            members = archive.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return f"The code archive {path} cannot be read as a tar archive ({exc})."
+    links: set[str] = set()
+    for member in members:
+        reason = _member_problem(member, links)
+        if reason:
+            return (
+                f"The code archive {path} was refused: member {member.name!r} {reason}. "
+                "Nothing was unpacked and the task was not run; rebuild the archive from the project directory."
+            )
+        if member.issym() or member.islnk():
+            links.add(_normalized(member.name))
+    return None
+
+
+def _normalized(name: str) -> str:
+    normalized = posixpath.normpath(name)
+    return "" if normalized == "." else normalized
+
+
+def _member_problem(member: tarfile.TarInfo, links: set[str]) -> str | None:
+    name = member.name
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        return "has an absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "contains '..'"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "is a device or FIFO"
+    parts = PurePosixPath(_normalized(name)).parts
+    for depth in range(1, len(parts)):
+        if "/".join(parts[:depth]) in links:
+            return f"would be written through the link {'/'.join(parts[:depth])!r}"
+    if member.issym():
+        target = posixpath.join(posixpath.dirname(_normalized(name)), member.linkname)
+        if member.linkname.startswith("/") or _escapes(target):
+            return f"is a symlink to {member.linkname!r}, outside the task's directory"
+    if member.islnk():
+        if member.linkname.startswith("/") or _escapes(member.linkname):
+            return f"is a hard link to {member.linkname!r}, outside the task's directory"
+    return None
+
+
+def _escapes(relative: str) -> bool:
+    normalized = posixpath.normpath(relative)
+    return normalized == ".." or normalized.startswith("../") or normalized.startswith("/")

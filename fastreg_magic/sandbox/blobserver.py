@@ -1,0 +1,188 @@
+"""The sandbox's loopback HTTP server for signed uploads and downloads.
+
+DataProxy hands out URLs signed by :class:`UrlSigner`; this server accepts exactly those:
+
+* ``PUT /blobs/<path>?expires=T&md5=M&signature=S`` stores the body at ``<path>`` under the
+  data dir, if the signature matches, ``T`` has not passed, the request carries the signed
+  ``Content-MD5`` and the bytes hash to it. Anything else is refused (403 for a bad or
+  expired signature, 400 for a digest mismatch) and nothing is stored: the body goes to a
+  temporary file that is renamed into place only once its digest checked out.
+* ``GET /blobs/<path>?expires=T&signature=S`` returns a file (download links).
+
+stdlib ``http.server`` is enough here: one loopback client at a time, files of notebook
+size, and no dependency to install.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+
+CHUNK_BYTES = 1 << 20
+
+
+class UrlSigner:
+    """HMAC signatures over (method, path, expiry, md5) with a key that lives as long as the process."""
+
+    def __init__(self, base_url: str, key: bytes | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._key = key or secrets.token_bytes(32)
+
+    def _signature(self, method: str, rel_path: str, expires: int, md5_b64: str) -> str:
+        message = f"{method}\n{rel_path}\n{expires}\n{md5_b64}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def sign(self, method: str, rel_path: str, expires_at: float, md5: bytes = b"") -> str:
+        expires = int(expires_at)
+        md5_b64 = base64.b64encode(md5).decode() if md5 else ""
+        query = {"expires": expires, "signature": self._signature(method, rel_path, expires, md5_b64)}
+        if md5_b64:
+            query["md5"] = md5_b64
+        return f"{self.base_url}/blobs/{urllib.parse.quote(rel_path)}?{urllib.parse.urlencode(query)}"
+
+    def verify(self, method: str, rel_path: str, query: dict[str, str]) -> str | None:
+        """None when the URL is valid for ``method``; otherwise why it is refused."""
+        try:
+            expires = int(query.get("expires", ""))
+        except ValueError:
+            return "this URL was not signed by the sandbox (no expiry)"
+        expected = self._signature(method, rel_path, expires, query.get("md5", ""))
+        if not hmac.compare_digest(expected, query.get("signature", "")):
+            return "this URL was not signed by the sandbox (bad signature); ask DataProxy for a new one"
+        if time.time() > expires:
+            return "the signed URL has expired; ask DataProxy for a new one"
+        return None
+
+
+def safe_relative(rel_path: str) -> str | None:
+    """The normalised relative path, or None if it is absolute or climbs out with ``..``."""
+    path = PurePosixPath(rel_path)
+    if path.is_absolute() or not path.parts or any(part in ("..", "") for part in path.parts):
+        return None
+    return str(path)
+
+
+class BlobServer:
+    """A ThreadingHTTPServer on 127.0.0.1 serving signed PUT/GET under ``root``."""
+
+    def __init__(self, root: Path, port: int = 0):
+        self.root = Path(root)
+        handler = type("Handler", (_Handler,), {"blob_server": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.signer = UrlSigner(f"http://127.0.0.1:{self.port}")
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sandbox-blobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, so only once it runs
+            self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    blob_server: BlobServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass  # requests are not logged: the sandbox prints only its ready line
+
+    def _target(self, method: str) -> tuple[Path | None, dict[str, str]]:
+        parsed = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        if not parsed.path.startswith("/blobs/"):
+            self._reply(404, "unknown path; the sandbox serves only /blobs/")
+            return None, query
+        rel = safe_relative(urllib.parse.unquote(parsed.path[len("/blobs/") :]))
+        if rel is None:
+            self._reply(400, "the path must be relative and must not contain '..'")
+            return None, query
+        refusal = self.blob_server.signer.verify(method, rel, query)
+        if refusal:
+            self._reply(403, refusal)
+            return None, query
+        return self.blob_server.root / rel, query
+
+    def do_PUT(self):  # noqa: N802 - stdlib naming
+        target, query = self._target("PUT")
+        if target is None:
+            self._drain()
+            return
+        signed_md5 = query.get("md5", "")
+        if signed_md5 and self.headers.get("Content-MD5", "") != signed_md5:
+            self._drain()
+            self._reply(400, f"Content-MD5 header {self.headers.get('Content-MD5', '(none)')!r} does not match the signed digest {signed_md5!r}")
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest, temp_path = self._receive(target.parent)
+        if temp_path is None:
+            self._reply(400, "the request body is incomplete (Content-Length not reached)")
+            return
+        actual = base64.b64encode(digest).decode()
+        if signed_md5 and actual != signed_md5:
+            os.unlink(temp_path)
+            self._reply(400, f"the uploaded bytes hash to MD5 {actual}, not the signed {signed_md5}; nothing was stored")
+            return
+        os.replace(temp_path, target)
+        self._reply(200, "stored")
+
+    def _receive(self, directory: Path) -> tuple[bytes, str | None]:
+        length = int(self.headers.get("Content-Length") or 0)
+        md5 = hashlib.md5()
+        fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".upload-")
+        received = 0
+        with os.fdopen(fd, "wb") as out:
+            while received < length:
+                chunk = self.rfile.read(min(CHUNK_BYTES, length - received))
+                if not chunk:
+                    break
+                md5.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+        if received < length:
+            os.unlink(temp_path)
+            return b"", None
+        return md5.digest(), temp_path
+
+    def _drain(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        while length > 0:
+            chunk = self.rfile.read(min(CHUNK_BYTES, length))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def do_GET(self):  # noqa: N802 - stdlib naming
+        target, _ = self._target("GET")
+        if target is None:
+            return
+        if not target.is_file():
+            self._reply(404, "no such file")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(target.stat().st_size))
+        self.end_headers()
+        with open(target, "rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                self.wfile.write(chunk)
+
+    def _reply(self, status: int, text: str) -> None:
+        body = (text + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,234 @@
+"""Node handlers: task (and dynamic), sub-workflow, launch plan, branch, the failure node; anything
+else fails clearly.
+
+Each handler gets the node's resolved inputs and its ``NodeReporter``; it reports RUNNING (and,
+for a dynamic task, DYNAMIC_RUNNING with the generated workflow) and returns an ``Outcome``; the
+graph reports the final phase. Nested nodes (in a sub-workflow, a branch or a dynamic job) run in
+a nested ``Scope`` so their executions are children of this node, as in flytepropeller.
+"""
+
+from __future__ import annotations
+
+from flyteidl.core import compiler_pb2, identifier_pb2, literals_pb2, types_pb2, workflow_pb2
+from flyteidl.core import execution_pb2 as core_exec
+from flyteidl.event import event_pb2
+
+from fastreg_magic.sandbox import graph
+from fastreg_magic.sandbox.branches import ConditionError, choose
+from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, WorkflowPhase
+from fastreg_magic.sandbox.graph import Outcome, failed
+from fastreg_magic.sandbox.runstate import Cancel, RunContext, Scope, entity_key, show_id
+from fastreg_magic.sandbox.tasknode import run_task_node, unsupported_task
+
+_SYSTEM = core_exec.ExecutionError.SYSTEM
+
+
+def node_kind(node: workflow_pb2.Node) -> str:
+    return node.WhichOneof("target") or "unknown"
+
+
+def prepare_reporter(ctx: RunContext, scope: Scope, node: workflow_pb2.Node, reporter: NodeReporter) -> None:
+    """Set the fields FlyteAdmin records from a node's first event (target, parent/array flags)."""
+    kind = node_kind(node)
+    if kind == "task_node":
+        reporter.target_entity = node.task_node.reference_id
+    elif kind == "workflow_node":
+        ref = node.workflow_node
+        reporter.target_entity = ref.launchplan_ref if ref.HasField("launchplan_ref") else ref.sub_workflow_ref
+        reporter.is_parent = ref.HasField("sub_workflow_ref")
+    elif kind == "branch_node":
+        reporter.is_parent = True
+    elif kind == "array_node":
+        reporter.is_array = True
+        if node.array_node.node.HasField("task_node"):
+            reporter.target_entity = node.array_node.node.task_node.reference_id
+
+
+def handler_for(node: workflow_pb2.Node):
+    from fastreg_magic.sandbox.arrays import run_array_node
+
+    return {
+        "task_node": run_task,
+        "workflow_node": run_workflow_node,
+        "branch_node": run_branch,
+        "array_node": run_array_node,
+    }.get(node_kind(node), run_unsupported)
+
+
+def run_unsupported(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel) -> Outcome:
+    kind = node_kind(node)
+    detail = ""
+    if kind == "gate_node":
+        gate = node.gate_node.WhichOneof("condition") or "gate"
+        detail = f" ({gate}: approve/signal/sleep gates need an operator the sandbox does not have)"
+    return failed(
+        f"Node {node.id!r} is a {kind.replace('_', ' ')}{detail}, which the sandbox cannot run.",
+        code="UnsupportedNodeType",
+        kind=_SYSTEM,
+    )
+
+
+# --- task nodes (and dynamic tasks) -------------------------------------------------------------
+
+
+def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel: Cancel) -> Outcome:
+    template = ctx.task(scope, node.task_node.reference_id)
+    if template is None:
+        return failed(f"Task {show_id(node.task_node.reference_id)} is not in the workflow's closure.", kind=_SYSTEM)
+    problem = unsupported_task(template)
+    if problem:
+        return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
+    phase, result, attempt = run_task_node(ctx, node, template, inputs, reporter, cancel)
+    if phase != NodePhase.SUCCEEDED:
+        return Outcome(phase, error=result.error)
+    if result.dynamic is not None:
+        return run_dynamic(ctx, scope, node, template, inputs, result.dynamic, attempt, reporter, cancel)
+    return Outcome(NodePhase.SUCCEEDED, outputs=result.outputs)
+
+
+def run_dynamic(ctx, scope, node, template, inputs, spec, attempt, reporter: NodeReporter, cancel) -> Outcome:
+    """Run the nodes of a dynamic task's futures file as children of this node."""
+    reporter.is_parent = True
+    reporter.is_dynamic = True
+    closure = dynamic_closure(template, spec)
+    futures_file = ctx.node_dir(reporter.node_id) / str(attempt) / "outputs" / "futures.pb"
+    reporter.emit(
+        NodePhase.DYNAMIC_RUNNING,
+        dynamic_workflow=event_pb2.DynamicWorkflowNodeMetadata(
+            id=closure.primary.template.id, compiled_workflow=closure, dynamic_job_spec_uri=str(futures_file)
+        ),
+    )
+    nested = scope.nested(
+        reporter.node_id,
+        attempt,
+        tasks={entity_key(t.id): t for t in spec.tasks},
+        workflows={entity_key(w.id): w for w in spec.subworkflows},
+    )
+    return graph.run_graph(ctx, nested, spec.nodes, inputs, spec.outputs, cancel)
+
+
+def dynamic_closure(template, spec) -> compiler_pb2.CompiledWorkflowClosure:
+    """The workflow a dynamic task generated, in the compiled form FlyteRemote reads back."""
+    workflow_id = identifier_pb2.Identifier(
+        resource_type=identifier_pb2.WORKFLOW,
+        project=template.id.project,
+        domain=template.id.domain,
+        name=f"{template.id.name}_dynamic",
+        version=template.id.version,
+    )
+    primary = compiler_pb2.CompiledWorkflow(
+        template=workflow_pb2.WorkflowTemplate(
+            id=workflow_id, interface=template.interface, nodes=spec.nodes, outputs=spec.outputs
+        ),
+        connections=_connections(spec.nodes),
+    )
+    return compiler_pb2.CompiledWorkflowClosure(
+        primary=primary,
+        sub_workflows=[
+            compiler_pb2.CompiledWorkflow(template=w, connections=_connections(w.nodes)) for w in spec.subworkflows
+        ],
+        tasks=[compiler_pb2.CompiledTask(template=t) for t in spec.tasks],
+    )
+
+
+def _connections(nodes) -> compiler_pb2.ConnectionSet:
+    connections = compiler_pb2.ConnectionSet()
+    for node in nodes:
+        upstream = list(node.upstream_node_ids)
+        connections.upstream[node.id].ids.extend(upstream)
+        for parent in upstream:
+            connections.downstream[parent].ids.append(node.id)
+    return connections
+
+
+# --- sub-workflows and launch plans ---------------------------------------------------------------
+
+
+def run_workflow_node(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel: Cancel) -> Outcome:
+    ref = node.workflow_node
+    if ref.HasField("launchplan_ref"):
+        return run_launch_plan(ctx, ref.launchplan_ref, inputs, reporter, cancel)
+    template = ctx.workflow(scope, ref.sub_workflow_ref)
+    if template is None:
+        return failed(f"Sub-workflow {show_id(ref.sub_workflow_ref)} is not in the workflow's closure.", kind=_SYSTEM)
+    reporter.emit(NodePhase.RUNNING)
+    return graph.run_graph(
+        ctx, scope.nested(reporter.node_id), template.nodes, inputs, template.outputs, cancel,
+        on_failure=template.metadata.on_failure,
+    )
+
+
+def run_launch_plan(ctx, launch_plan, inputs, reporter: NodeReporter, cancel: Cancel) -> Outcome:
+    try:
+        child = ctx.children.launch_child(launch_plan, inputs, reporter.id)
+    except Exception as exc:  # the control plane refused (unknown launch plan, bad inputs)
+        return failed(f"Could not launch {show_id(launch_plan)}: {exc}", code="LaunchFailed")
+    ctx.track_child(child)
+    reporter.emit(NodePhase.RUNNING, child_execution=child)
+    outcome = ctx.children.wait_child(child, cancel)
+    if outcome is None:  # cancelled while waiting: end the child unless terminate already did
+        if ctx.untrack_child(child):
+            ctx.children.terminate_child(child, cancel.reason or "parent node aborted")
+        return Outcome(NodePhase.ABORTED, error=core_exec.ExecutionError(code="Aborted", message=cancel.reason))
+    ctx.untrack_child(child)
+    if outcome.phase == WorkflowPhase.SUCCEEDED:
+        return Outcome(NodePhase.SUCCEEDED, outputs=outcome.outputs or literals_pb2.LiteralMap())
+    phase_name = WorkflowPhase.Name(outcome.phase)
+    error = outcome.error or core_exec.ExecutionError()
+    return failed(
+        f"Child execution {child.name} ({show_id(launch_plan)}) ended {phase_name}: {error.message}",
+        code=error.code or "ChildFailed",
+        kind=error.kind or core_exec.ExecutionError.USER,
+    )
+
+
+# --- branches ---------------------------------------------------------------------------------
+
+
+def run_branch(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel: Cancel) -> Outcome:
+    block = node.branch_node.if_else
+    reporter.emit(NodePhase.RUNNING)
+    try:
+        chosen = choose(block, inputs)
+    except ConditionError as exc:
+        return failed(f"Branch {node.id!r}: {exc}", code="ConditionError")
+    if chosen is None:
+        return failed(block.error.message or f"Branch {node.id!r} took its else branch, which fails.",
+                      code="UserProvidedError")
+    return graph.execute_node(ctx, scope.nested(reporter.node_id), chosen, available, cancel)
+
+
+# --- the workflow's failure node (on_failure=...) ----------------------------------------------------
+
+
+def run_failure_node(ctx, failure_node, inputs, failure: Outcome, cancel: Cancel) -> Outcome:
+    """Run ``on_failure`` after the workflow failed; its optional ``err`` input gets the failure."""
+    node = workflow_pb2.Node()
+    node.CopyFrom(failure_node)
+    template = ctx.task(Scope(), node.task_node.reference_id) if node.HasField("task_node") else None
+    declared = template.interface.inputs.variables if template is not None else {}
+    err_type = declared["err"].type if "err" in declared else None
+    if err_type is not None:
+        # flytekit binds err to its default (None); the failure is only known now, so it replaces that
+        kept = [b for b in node.inputs if b.var != "err"]
+        del node.inputs[:]
+        node.inputs.extend(kept)
+        binding = node.inputs.add(var="err")
+        value = literals_pb2.Literal()
+        value.scalar.error.message = failure.error.message if failure.error is not None else ""
+        value.scalar.error.failed_node_id = failure.failed_node
+        binding.binding.scalar.CopyFrom(_as_declared(value, err_type).scalar)
+    return graph.execute_node(ctx, Scope(), node, {graph.START_NODE: inputs}, cancel)
+
+
+def _as_declared(value: literals_pb2.Literal, declared) -> literals_pb2.Literal:
+    """Wrap an error literal in the union ``Optional[FlyteError]`` declares, as propeller does."""
+    if not declared.HasField("union_type"):
+        return value
+    variant = next((v for v in declared.union_type.variants if v.simple == types_pb2.ERROR), None)
+    if variant is None:
+        return value
+    wrapped = literals_pb2.Literal()
+    wrapped.scalar.union.value.CopyFrom(value)
+    wrapped.scalar.union.type.CopyFrom(variant)
+    return wrapped

@@ -1,0 +1,251 @@
+"""Task nodes: attempts with retries and timeouts from the task's metadata, and their task events.
+
+Retries follow flytepropeller: an error flytekit marks RECOVERABLE (``FlyteRecoverableException``,
+a crash without ``error.pb``, a timeout) is retried while the task's ``retries`` budget lasts; a
+recoverable system error has its own budget; any other error fails the node at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flyteidl.core import execution_pb2 as core_exec
+from flyteidl.core import literals_pb2, tasks_pb2
+
+from fastreg_magic.sandbox import reporting as events
+from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase
+from fastreg_magic.sandbox.runstate import Cancel, RunContext
+from fastreg_magic.sandbox.taskrun import AttemptPaths, AttemptResult, render_args, run_attempt, task_environment
+
+log = logging.getLogger(__name__)
+
+# Retries of recoverable system errors, on top of the task's own budget (propeller's default).
+SYSTEM_RETRIES = 3
+# Only container tasks run here: the task types flytekit gives a container command.
+FAST_EXECUTE = "pyflyte-fast-execute"
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """One attempt to run: where its files go and what extra env it gets (an array index)."""
+
+    attempt: int
+    node_dir: Path
+    raw_dir: Path
+    inputs_file: Path
+    extra_env: dict
+
+
+def unsupported_task(template: tasks_pb2.TaskTemplate) -> str | None:
+    if template.HasField("container"):
+        return None
+    return (
+        f"Task {template.id.name!r} has type {template.type!r} without a container command; "
+        "the sandbox runs container tasks only (python tasks, map tasks, dynamic tasks)."
+    )
+
+
+def user_retries(node_retries: int | None, template: tasks_pb2.TaskTemplate) -> int:
+    return node_retries if node_retries is not None else template.metadata.retries.retries
+
+
+def timeout_seconds(template: tasks_pb2.TaskTemplate, node_timeout) -> float | None:
+    for duration in (template.metadata.timeout, node_timeout):
+        if duration is not None and (duration.seconds or duration.nanos):
+            return duration.seconds + duration.nanos / 1e9
+    return None
+
+
+def flyte_env(ctx: RunContext, template: tasks_pb2.TaskTemplate, attempt: int) -> dict[str, str]:
+    exe = ctx.execution_id
+    spec = ctx.job.spec
+    launch_plan = spec.launch_plan.name if spec is not None else ""
+    workflow = ctx.job.closure.primary.template.id
+    return {
+        **ctx.job.envs,
+        "FLYTE_INTERNAL_EXECUTION_ID": exe.name,
+        "FLYTE_INTERNAL_EXECUTION_PROJECT": exe.project,
+        "FLYTE_INTERNAL_EXECUTION_DOMAIN": exe.domain,
+        "FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{workflow.project}:{workflow.domain}:{workflow.name}",
+        "FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN": launch_plan,
+        "FLYTE_INTERNAL_TASK_PROJECT": template.id.project,
+        "FLYTE_INTERNAL_TASK_DOMAIN": template.id.domain,
+        "FLYTE_INTERNAL_TASK_NAME": template.id.name,
+        "FLYTE_INTERNAL_TASK_VERSION": template.id.version,
+        "FLYTE_INTERNAL_PROJECT": template.id.project,
+        "FLYTE_INTERNAL_DOMAIN": template.id.domain,
+        "FLYTE_INTERNAL_NAME": template.id.name,
+        "FLYTE_INTERNAL_VERSION": template.id.version,
+        "FLYTE_ATTEMPT_NUMBER": str(attempt),
+    }
+
+
+def with_local_dest_dir(argv: list[str], workdir: Path) -> list[str]:
+    """Unpack fast-registered code into the attempt's own working directory.
+
+    The registered ``--dest-dir`` names a directory inside the image (``/root`` for pyflyte
+    register); here the host plays the container, so that directory would be shared by every
+    attempt and lie outside the task's directory. The attempt's fresh working directory is what
+    a fresh container's destination is.
+    """
+    if FAST_EXECUTE not in argv:
+        return argv
+    end = argv.index("--") if "--" in argv else len(argv)
+    rewritten = list(argv)
+    for i in range(end - 1):
+        if rewritten[i] == "--dest-dir":
+            rewritten[i + 1] = str(workdir)
+    return rewritten
+
+
+def distribution_of(argv: list[str]) -> str | None:
+    """The ``--additional-distribution`` of a fast-registered command, if any."""
+    if FAST_EXECUTE not in argv:
+        return None
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--additional-distribution":
+            return value
+    return None
+
+
+def run_one_attempt(
+    ctx: RunContext,
+    template: tasks_pb2.TaskTemplate,
+    spec: AttemptSpec,
+    inputs: literals_pb2.LiteralMap,
+    cancel: Cancel,
+    timeout_s: float | None,
+    on_start=None,
+) -> tuple[AttemptResult, Path]:
+    """Render and run one attempt; returns its result and the directory holding its logs.
+
+    ``on_start`` is called once the attempt holds a worker slot, just before its process starts.
+    """
+    attempt_dir = spec.node_dir / str(spec.attempt)
+    previous = spec.node_dir / str(spec.attempt - 1) / "checkpoint" if spec.attempt else None
+    paths = AttemptPaths(
+        inputs_file=spec.inputs_file,
+        output_prefix=attempt_dir / "outputs",
+        raw_output_prefix=spec.raw_dir / str(spec.attempt),
+        checkpoint_prefix=attempt_dir / "checkpoint",
+        prev_checkpoint_prefix=previous if previous is not None and previous.exists() else None,
+        workdir=attempt_dir / "work",
+    )
+    paths.create()
+    container = template.container
+    unique_key = f"{ctx.execution_id.name}-{attempt_dir.parent.name}-{spec.attempt}"
+    argv = render_args(list(container.command) + list(container.args), paths, inputs, unique_key)
+    argv = with_local_dest_dir(argv, paths.workdir)
+    problem = None
+    archive = distribution_of(argv)
+    if archive:
+        checked, problem = ctx.guard.prepare(archive, ctx.data_dir / "code")
+        argv = [checked if arg == archive else arg for arg in argv]
+    (attempt_dir / "command.json").write_text(json.dumps({"image": container.image, "argv": argv}, indent=1))
+    if problem:
+        error = core_exec.ExecutionError(code="UnsafeCodeArchive", message=problem, kind=core_exec.ExecutionError.USER)
+        return AttemptResult(error=error), attempt_dir
+    env = task_environment(template, {**flyte_env(ctx, template, spec.attempt), **spec.extra_env})
+    if not ctx.slots.acquire(cancel):
+        return AttemptResult(cancelled=True), attempt_dir
+    try:
+        if on_start is not None:
+            on_start(attempt_dir)
+        result = run_attempt(argv, env, paths, timeout_s=timeout_s, cancelled=cancel, registry=ctx.processes)
+    finally:
+        ctx.slots.release()
+    return result, attempt_dir
+
+
+def logs_of(attempt_dir: Path) -> list[core_exec.TaskLog]:
+    return [
+        core_exec.TaskLog(name=f"{name} (local file)", uri=(attempt_dir / name).as_uri(),
+                          message_format=core_exec.TaskLog.UNKNOWN)
+        for name in ("stdout.log", "stderr.log")
+    ]
+
+
+def run_task_node(
+    ctx: RunContext,
+    node,
+    template: tasks_pb2.TaskTemplate,
+    inputs: literals_pb2.LiteralMap,
+    reporter: NodeReporter,
+    cancel: Cancel,
+) -> tuple[int, AttemptResult, int]:
+    """Run attempts until one succeeds or the budgets run out: (node phase, last result, attempt)."""
+    node_dir = ctx.node_dir(reporter.node_id)
+    node_retries = node.metadata.retries.retries if node.metadata.HasField("retries") else None
+    user_budget = user_retries(node_retries, template)
+    system_budget = SYSTEM_RETRIES
+    timeout_s = timeout_seconds(template, node.metadata.timeout if node.metadata.HasField("timeout") else None)
+    attempt = 0
+    while True:
+        if cancel.is_set():
+            return NodePhase.ABORTED, AttemptResult(cancelled=True), attempt
+        if reporter.last_phase != NodePhase.RUNNING:
+            reporter.emit(NodePhase.RUNNING)
+        spec = AttemptSpec(attempt, node_dir, ctx.raw_output_dir(reporter.node_id), node_dir / "inputs.pb", {})
+
+        def started(attempt_dir: Path, attempt: int = attempt) -> None:
+            # the image is recorded, not pulled: this machine's Python environment runs the command
+            ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.RUNNING, input_data=inputs,
+                                      logs=logs_of(attempt_dir),
+                                      custom_info={"image": template.container.image, "workdir": str(attempt_dir)}))
+
+        result, attempt_dir = run_one_attempt(ctx, template, spec, inputs, cancel, timeout_s, on_start=started)
+        result = _check_outputs(template, result)
+        _report_attempt(ctx, template, reporter, attempt, result, attempt_dir)
+        if result.cancelled:
+            return NodePhase.ABORTED, result, attempt
+        if result.error is None:
+            return NodePhase.SUCCEEDED, result, attempt
+        is_system = result.error.kind == core_exec.ExecutionError.SYSTEM
+        if result.recoverable and is_system and system_budget > 0:
+            system_budget -= 1
+        elif result.recoverable and not is_system and user_budget > 0:
+            user_budget -= 1
+        else:
+            return (NodePhase.TIMED_OUT if result.timed_out else NodePhase.FAILED), result, attempt
+        attempt += 1
+
+
+def _check_outputs(template: tasks_pb2.TaskTemplate, result: AttemptResult) -> AttemptResult:
+    """A task that exits cleanly but leaves out a declared output has failed (propeller: OutputsNotFound)."""
+    if result.outputs is None:
+        return result
+    missing = [name for name in template.interface.outputs.variables if name not in result.outputs.literals]
+    if not missing:
+        return result
+    return AttemptResult(
+        error=core_exec.ExecutionError(
+            code="OutputsNotFound",
+            message=f"Task {template.id.name!r} exited without writing its outputs {', '.join(missing)}.",
+            kind=core_exec.ExecutionError.SYSTEM,
+        )
+    )
+
+
+def _report_attempt(ctx, template, reporter, attempt, result: AttemptResult, attempt_dir: Path) -> None:
+    if result.cancelled:
+        phase, reason = TaskPhase.ABORTED, ctx.cancel.reason or "aborted"
+    elif result.error is not None:
+        phase, reason = TaskPhase.FAILED, result.error.code
+    else:
+        phase, reason = TaskPhase.SUCCEEDED, ""
+    ctx.sink.task(
+        _task_event(
+            ctx, template, reporter, attempt, phase,
+            output_data=result.outputs, error=result.error, reason=reason, logs=logs_of(attempt_dir),
+        )
+    )
+
+
+def _task_event(ctx, template, reporter: NodeReporter, attempt: int, phase: int, **fields):
+    return events.task_event(
+        template.id, reporter.id, attempt, phase, task_type=template.type,
+        generated_name=f"{ctx.execution_id.name}-{reporter.node_id}-{attempt}", **fields,
+    )

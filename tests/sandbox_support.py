@@ -1,0 +1,39 @@
+"""Shared pieces of the sandbox tests: write a workflow module to disk and import it, read gRPC details."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+
+def write_module(directory: Path, source: str, name: str | None = None):
+    """Write ``source`` as a fresh module under ``directory`` and import it (unique name per call)."""
+    name = name or f"wf_{uuid.uuid4().hex[:10]}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def grpc_details(exc: BaseException) -> str:
+    """The gRPC status message behind a flytekit exception (flytekit keeps it as the cause)."""
+    while exc is not None:
+        details = getattr(exc, "details", None)
+        if callable(details):
+            return details()
+        exc = exc.__cause__
+    return ""
+
+
+def grpc_code(exc: BaseException):
+    while exc is not None:
+        code = getattr(exc, "code", None)
+        if callable(code):
+            return code()
+        exc = exc.__cause__
+    return None

@@ -1,0 +1,172 @@
+"""`fastreg sandbox` as a user runs it, and `ensure_running` as the magic uses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from fastreg_magic.sandbox.background import answers, read_state
+
+FASTREG = [sys.executable, "-m", "fastreg_magic.cli"]
+READY = "fastreg sandbox ready on 127.0.0.1:"
+
+
+def launch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*FASTREG, "sandbox", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ready_line(process: subprocess.Popen) -> str:
+    line = process.stdout.readline()
+    assert line.startswith(READY), line + process.stderr.read()
+    return line
+
+
+def test_ready_line_config_file_and_clean_sigterm(tmp_path):
+    data_dir, config = tmp_path / "data", tmp_path / "flyte.yaml"
+    process = launch("--port", "0", "--data-dir", str(data_dir), "--config-out", str(config))
+    try:
+        line = ready_line(process)
+        endpoint = line[len("fastreg sandbox ready on "):].split()[0]
+        text = config.read_text()
+        assert f"endpoint: dns:///{endpoint}" in text and "insecure: true" in text
+        assert answers(endpoint)
+        from flytekit.configuration import Config
+        from flytekit.remote import FlyteRemote
+
+        remote = FlyteRemote(Config.auto(config_file=str(config)), default_project="flytesnacks",
+                             default_domain="development", interactive_mode_enabled=False)
+        assert "flytesnacks" in {p.id for p in remote.list_projects()}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert out == ""  # exactly one line was printed
+    assert (data_dir / "sandbox.db").is_file()  # state kept
+    assert read_state(data_dir) is None  # no stale announcement left behind
+
+
+def test_busy_port_is_one_clear_line_and_status_1(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([*FASTREG, "sandbox", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"fastreg sandbox: port {port} on 127.0.0.1 is busy. Pick another with --port, or --port 0 for any free port."
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_data_dir_is_one_clear_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    done = subprocess.run([*FASTREG, "sandbox", "--data-dir", str(locked / "sandbox")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "is not writable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_data_dir_that_is_a_file_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    done = subprocess.run([*FASTREG, "sandbox", "--data-dir", str(blocker / "sandbox")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not writable" in lines[0] and str(blocker) in lines[0]
+
+
+def test_ensure_running_starts_once_then_reuses(tmp_path):
+    from fastreg_magic.sandbox import ensure_running
+
+    data_dir = tmp_path / "bg"
+    first = ensure_running(data_dir)
+    try:
+        assert first.started and answers(first.endpoint)
+        assert f"dns:///{first.endpoint}" in first.config_file.read_text()
+        second = ensure_running(data_dir)
+        assert not second.started and second.endpoint == first.endpoint
+        # a second sandbox on the same data dir is refused while the first lives
+        done = subprocess.run([*FASTREG, "sandbox", "--data-dir", str(data_dir)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1 and "in use by the sandbox on" in done.stderr
+    finally:
+        pid = read_state(data_dir)["pid"]
+        os.kill(pid, signal.SIGTERM)
+        _wait_gone(pid)
+    # once it has stopped, the next call starts a fresh one; stop_running stops it
+    from fastreg_magic.sandbox import stop_running
+
+    third = ensure_running(data_dir)
+    try:
+        assert third.started
+    finally:
+        assert stop_running(data_dir)
+    assert not answers(third.endpoint)
+    assert stop_running(data_dir) is False  # nothing left to stop
+
+
+def _wait_gone(pid: int) -> None:
+    import time
+
+    for _ in range(600):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"sandbox pid {pid} did not stop")
+
+
+def test_a_database_that_cannot_open_is_one_clear_line(tmp_path):
+    data_dir = tmp_path / "broken"
+    (data_dir / "sandbox.db").mkdir(parents=True)  # a directory where the database file should be
+    done = subprocess.run([*FASTREG, "sandbox", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open the sandbox database" in lines[0]
+
+
+def test_ensure_running_reports_a_failed_start_with_the_log_tail(tmp_path):
+    from fastreg_magic.errors import SandboxError
+    from fastreg_magic.sandbox import ensure_running
+
+    data_dir = tmp_path / "broken-bg"
+    (data_dir / "sandbox.db").mkdir(parents=True)
+    with pytest.raises(SandboxError) as info:
+        ensure_running(data_dir)
+    message = str(info.value)
+    assert "exited with status 1 before it was ready" in message
+    assert "cannot open the sandbox database" in message  # the log's last lines are shown
+    assert str(data_dir / "sandbox.log") in message
+
+
+def test_two_kernels_asking_at_once_share_one_sandbox(tmp_path):
+    import json
+
+    data_dir = tmp_path / "shared"
+    script = (
+        "import json, sys\n"
+        "from fastreg_magic.sandbox import ensure_running\n"
+        "info = ensure_running(sys.argv[1])\n"
+        "print(json.dumps({'endpoint': info.endpoint, 'started': info.started}))\n"
+    )
+    callers = [subprocess.Popen([sys.executable, "-c", script, str(data_dir)], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        answers_ = [json.loads(c.communicate(timeout=180)[0]) for c in callers]
+        assert answers_[0]["endpoint"] == answers_[1]["endpoint"]
+        assert sorted(a["started"] for a in answers_) == [False, True]
+    finally:
+        state = read_state(data_dir)
+        if state:
+            os.kill(state["pid"], signal.SIGTERM)
+            _wait_gone(state["pid"])
