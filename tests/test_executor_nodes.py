@@ -35,6 +35,7 @@ CASES = {
     "mapped": (control.mapped, {}),
     "mapped_tolerant": (control.mapped_tolerant, {}),
     "mapped_strict": (control.mapped_strict, {}),
+    "mapped_launch_plan": (control.mapped_launch_plan, {}),
     "dynamic": (control.dynamic_sum, {}),
     "file": (files.file_round_trip, {}),
     "directory": (files.dir_round_trip, {}),
@@ -255,3 +256,12 @@ def test_failure_node_runs_with_the_error(harness, tmp_path):
     x, failed_node, message = marker.read_text().split("|", 2)
     assert (x, failed_node) == ("5", "n0")
     assert "ValueError: x must not be positive, got 5" in message
+
+
+def test_map_over_a_launch_plan_starts_a_child_per_element(harness):
+    run = run_of(harness, "mapped_launch_plan")
+    assert run.outputs() == {"o0": (1 + 10) + (4 + 20) + (9 + 30)}
+    final = run.task_events("n0")[-1]
+    children = [r.workflow_node_metadata.execution_id.name for r in final.metadata.external_resources]
+    assert len(set(children)) == 3 and all(children)
+    assert all(harness.sink.final(name).phase == WorkflowPhase.SUCCEEDED for name in children)

@@ -10,6 +10,8 @@ attribute lookups flytekit makes on its own, NOT_FOUND as an empty FlyteAdmin do
 
 from __future__ import annotations
 
+import threading
+
 from flyteidl.service import admin_pb2_grpc
 
 from fastreg_magic.sandbox.children import ChildLaunching
@@ -27,6 +29,8 @@ class AdminService(ProjectRpcs, EntityRpcs, ExecutionRpcs, NodeRpcs, ChildLaunch
                    admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, store: Store):
         self.store = store
+        self._terminate_timers = []
+        self._timers_lock = threading.Lock()
         self.ensure_default_project()
 
     def GetProjectDomainAttributes(self, request, context):

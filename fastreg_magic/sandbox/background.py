@@ -3,11 +3,15 @@
     info = ensure_running()          # SandboxInfo(endpoint, config_file, data_dir, started)
     stop_running()                   # True if one was running and has stopped
 
-A running sandbox announces itself in ``<data dir>/sandbox.json`` (endpoint, pid, config
-file). ``ensure_running`` trusts that file only if the process is alive and answers a
-cheap RPC (GetVersion). Otherwise it starts ``fastreg sandbox --port 0`` detached (own
-session, output to ``<data dir>/sandbox.log``) and waits for it to announce itself. A file
-lock makes two kernels calling at once share one sandbox instead of starting two.
+A live sandbox holds its data dir's claim (``claim``: a lock the kernel drops when the
+process dies, however it dies) and announces itself in ``<data dir>/sandbox.json``
+(endpoint, pid, config file). ``ensure_running`` reuses the sandbox that holds the claim,
+waiting for it to answer a cheap RPC (GetVersion) if it is busy or still starting; only
+when nobody holds the claim does it start ``fastreg sandbox --port 0`` detached (own
+session, output to ``<data dir>/sandbox.log``). A file lock makes two kernels calling at
+once share one sandbox instead of starting two. A sandbox that was killed leaves its
+``sandbox.json`` behind: the next one to start on the data dir reads it as "ended without
+stopping" and ends the task processes the dead one left running.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastreg_magic.errors import SandboxError
+from fastreg_magic.sandbox.claim import is_claimed, process_is_alive
 
 STATE_NAME = "sandbox.json"
 LOG_NAME = "sandbox.log"
 LOCK_NAME = "sandbox.lock"
-START_TIMEOUT_SECONDS = 90  # a cold start imports flytekit and grpc on a busy machine
+START_TIMEOUT_SECONDS = 120  # a cold start imports flytekit and grpc on a busy machine
 LOCK_TIMEOUT_SECONDS = START_TIMEOUT_SECONDS + 30
-HEALTH_TIMEOUT_SECONDS = 3
+HEALTH_TIMEOUT_SECONDS = 5  # one GetVersion; a busy sandbox is asked again until START_TIMEOUT_SECONDS
+STOP_TIMEOUT_SECONDS = 60  # SIGTERM ends task process trees first (a few seconds each on a busy machine)
 LOG_TAIL_LINES = 15
 
 
@@ -66,12 +72,25 @@ def read_state(data_dir: Path) -> dict | None:
         return None
 
 
-def live_sandbox(data_dir: Path) -> dict | None:
-    """The state of a sandbox that is alive and answering on ``data_dir``, else None."""
-    state = read_state(data_dir)
-    if not state or not _pid_alive(int(state.get("pid", 0))):
-        return None
-    return state if answers(state.get("endpoint", "")) else None
+def wait_answering(data_dir: Path, timeout: float = START_TIMEOUT_SECONDS) -> dict | None:
+    """The state of the sandbox holding ``data_dir`` once it answers; None if nobody holds it.
+
+    A sandbox that holds the claim is alive: it may be starting (no state file yet) or too
+    busy to answer at once, so it is asked again until ``timeout`` rather than replaced.
+    """
+    deadline = time.monotonic() + timeout
+    while is_claimed(data_dir):
+        state = read_state(data_dir)
+        if state and answers(state.get("endpoint", "")):
+            return state
+        if time.monotonic() > deadline:
+            pid = state.get("pid", "?") if state else "?"
+            raise SandboxError(
+                f"the sandbox on {data_dir} (pid {pid}) holds its data dir but has not answered for {timeout:.0f}s.",
+                f"See {data_dir / LOG_NAME}; stop it with `kill {pid}` if it hangs.",
+            )
+        time.sleep(0.2)
+    return None
 
 
 def answers(endpoint: str) -> bool:
@@ -101,24 +120,25 @@ def ensure_running(data_dir: str | os.PathLike | None = None) -> SandboxInfo:
         raise SandboxError(f"cannot create the sandbox data dir {data_dir} ({err.strerror}).",
                            "Pass a writable data dir.") from err
     with _locked(data_dir / LOCK_NAME):
-        state = live_sandbox(data_dir)
+        state = wait_answering(data_dir)
         if state:
             return SandboxInfo(state["endpoint"], Path(state["config_file"]), data_dir, started=False)
         return _start_detached(data_dir)
 
 
-def stop_running(data_dir: str | os.PathLike | None = None, timeout: float = 30) -> bool:
+def stop_running(data_dir: str | os.PathLike | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
     """Stop the live sandbox of ``data_dir`` (SIGTERM: tasks ended, state kept); False if none was running."""
     from fastreg_magic.sandbox.server import default_data_dir
 
     data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).absolute()
     state = read_state(data_dir)
     pid = int(state.get("pid", 0)) if state else 0
-    if not _pid_alive(pid):
+    # the claim, not the pid, says whether it runs: a stale file's pid may belong to someone else now
+    if not is_claimed(data_dir) or not process_is_alive(pid):
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while process_is_alive(pid):
         if time.monotonic() > deadline:
             raise SandboxError(f"the sandbox (pid {pid}) did not stop within {timeout:.0f}s.",
                                f"Stop it with `kill -9 {pid}`.")
@@ -127,7 +147,8 @@ def stop_running(data_dir: str | os.PathLike | None = None, timeout: float = 30)
 
 
 def _start_detached(data_dir: Path) -> SandboxInfo:
-    (data_dir / STATE_NAME).unlink(missing_ok=True)
+    # a sandbox.json left here belongs to a sandbox that died without stopping; it stays, so
+    # that the new one knows to end the task processes the dead one left running
     log_path = data_dir / LOG_NAME
     with open(log_path, "ab") as log:
         log.write(f"\n--- starting sandbox at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
@@ -162,21 +183,6 @@ def _tail(path: Path) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited: it only waits for its parent to read its status
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @contextmanager

@@ -85,6 +85,7 @@ class ExecutionRpcs:
 
     executor = None  # set by the server once the executor exists
     executor_error = ""
+    _terminate_timers: list  # set by the servicer's __init__, with _timers_lock
 
     # -- create ----------------------------------------------------------------------------
 
@@ -319,14 +320,25 @@ class ExecutionRpcs:
                 self.executor.terminate(execution_id, cause)
                 # the executor reports ABORTED once the process tree is gone; should it never
                 # (it had lost track of the run), the record still ends instead of staying RUNNING
-                timer = threading.Timer(TERMINATE_GRACE_SECONDS, self._finish_quietly,
-                                        (execution_id, Phase.ABORTED, "", cause))
-                timer.daemon = True
-                timer.start()
+                self._finish_later(execution_id, cause)
                 return
             except Exception:  # noqa: BLE001 - still end the record below
                 log.exception("executor could not terminate %s", id_text(execution_id))
         self.finish_execution(execution_id, Phase.ABORTED, "", cause)
+
+    def _finish_later(self, execution_id, cause: str) -> None:
+        timer = threading.Timer(TERMINATE_GRACE_SECONDS, self._finish_quietly, (execution_id, Phase.ABORTED, "", cause))
+        timer.daemon = True
+        with self._timers_lock:
+            self._terminate_timers = [t for t in self._terminate_timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def close(self) -> None:
+        """Cancel pending terminate fallbacks: the sandbox is stopping and its store closes next."""
+        with self._timers_lock:
+            timers, self._terminate_timers = self._terminate_timers, []
+        for timer in timers:
+            timer.cancel()
 
     def RelaunchExecution(self, request, context):
         original = self.get_execution(request.id)

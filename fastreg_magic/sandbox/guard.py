@@ -42,7 +42,7 @@ def _guard(method):
             # the generated base servicer's default: an RPC the sandbox does not serve
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method.__name__} is not supported by the fastreg sandbox ({err})")
         except Exception as err:  # noqa: BLE001 - the whole point: nothing escapes as UNKNOWN
-            if _is_abort(err):
+            if _is_abort(err, context):
                 raise
             log.exception("sandbox bug in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"the sandbox failed in {method.__name__}: {type(err).__name__}: {err}")
@@ -50,6 +50,11 @@ def _guard(method):
     return wrapper
 
 
-def _is_abort(err: Exception) -> bool:
-    # grpc's context.abort raises a plain Exception subclass private to grpc._server
-    return type(err).__module__.startswith("grpc")
+def _is_abort(err: Exception, context) -> bool:
+    """True for the exception ``context.abort`` raises once it has set the status (keep that status).
+
+    grpcio raises a bare ``Exception()`` from ``abort`` after recording the code, so the
+    recorded code, not the exception's type, tells an abort from a bug.
+    """
+    code = getattr(context, "code", None)
+    return type(err) is Exception and not err.args and callable(code) and code() is not None

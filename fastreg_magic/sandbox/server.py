@@ -15,7 +15,9 @@ import os
 import re
 import socket
 import sqlite3
+import threading
 from concurrent import futures
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +26,12 @@ from flyteidl.service import admin_pb2_grpc, dataproxy_pb2_grpc
 
 from fastreg_magic.errors import SandboxError
 from fastreg_magic.sandbox.admin_service import AdminService
-from fastreg_magic.sandbox.background import clear_state, live_sandbox, read_state, write_state
+from fastreg_magic.sandbox.background import clear_state, read_state, write_state
 from fastreg_magic.sandbox.blobserver import BlobServer
+from fastreg_magic.sandbox.claim import DataDirClaim
 from fastreg_magic.sandbox.dataproxy import DataProxyService
 from fastreg_magic.sandbox.events import EventRecorder
-from fastreg_magic.sandbox.recovery import end_interrupted_executions, end_orphaned_tasks
+from fastreg_magic.sandbox.recovery import end_orphaned_tasks, recover
 from fastreg_magic.sandbox.store import Store
 
 log = logging.getLogger("fastreg_magic.sandbox")
@@ -65,27 +68,41 @@ class Sandbox:
     _blobs: BlobServer = field(repr=False)
     _store: Store = field(repr=False)
     _admin: AdminService = field(repr=False)
+    _claim: DataDirClaim = field(repr=False)
     _stopped: bool = field(default=False, repr=False)
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def port(self) -> int:
         return int(self.endpoint.rsplit(":", 1)[1])
 
     def stop(self, timeout: float = 10) -> None:
-        """End running task processes, stop serving, keep the data."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """End running task processes, stop serving, keep the data. Safe to call more than once, from any thread."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            self._end_runs(timeout)
+        finally:
+            self._grpc.stop(grace=1).wait()
+            self._blobs.stop()
+            self._store.close()
+            clear_state(self.data_dir)
+            self._claim.release()
+
+    def _end_runs(self, timeout: float) -> None:
+        """The executor ends its runs' process trees; a sweep then ends any it lost track of."""
         executor = self._admin.executor
         if executor is not None:
             try:
                 executor.shutdown(timeout=timeout)
             except Exception:  # noqa: BLE001 - keep stopping the rest
                 log.exception("executor shutdown failed")
-        self._grpc.stop(grace=1).wait()
-        self._blobs.stop()
-        self._store.close()
-        clear_state(self.data_dir)
+        self._admin.close()
+        still_running = executor is not None and bool(executor.running())
+        # a run thread still alive may be between fork and exec: look again a moment later
+        end_orphaned_tasks(self.data_dir, settle_seconds=0.3 if still_running else 0)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -98,30 +115,25 @@ def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_ou
           max_workers: int | None = None) -> Sandbox:
     """Start a sandbox in this process; returns when it serves. Raises SandboxError if it cannot."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    store = _open_store(data_dir)
-    try:
-        _refuse_if_in_use(store.data_dir)
-        if read_state(store.data_dir):  # its last sandbox did not stop cleanly: tasks may outlive it
-            end_orphaned_tasks(store.data_dir)
-        end_interrupted_executions(store)
-        port = port or _previous_port(store.data_dir)
-        if port and not _port_free(port):
-            raise _busy(port)
-    except SandboxError:
-        store.close()
-        raise
-    blobs = BlobServer(store.data_dir)
-    admin = AdminService(store)
-    server, bound = _grpc_server(admin, DataProxyService(store, blobs.signer, admin), port)
-    if not bound:
-        blobs.stop()
-        store.close()
-        raise _busy(port)
-    _attach_executor(admin, store, max_workers)
-    server.start()
-    blobs.start()
-    endpoint = f"127.0.0.1:{bound}"
-    sandbox = Sandbox(endpoint, store.data_dir / CONFIG_NAME, store.data_dir, server, blobs, store, admin)
+    with ExitStack() as undo:  # everything started so far is stopped again if a later step fails
+        _prepare_data_dir(data_dir)
+        claim = _claim(data_dir)
+        undo.callback(claim.release)
+        store = _open_store(data_dir)
+        undo.callback(store.close)
+        # the claim was free, so a sandbox.json still here is that of a sandbox that died without stopping
+        recover(store, ended_without_stopping=read_state(store.data_dir) is not None)
+        blobs = BlobServer(store.data_dir)
+        undo.callback(blobs.stop)
+        admin = AdminService(store)
+        server, bound = _bind(admin, DataProxyService(store, blobs.signer, admin), port, store.data_dir)
+        undo.callback(server.stop, None)
+        _attach_executor(admin, store, max_workers)
+        server.start()
+        blobs.start()
+        endpoint = f"127.0.0.1:{bound}"
+        sandbox = Sandbox(endpoint, store.data_dir / CONFIG_NAME, store.data_dir, server, blobs, store, admin, claim)
+        undo.pop_all()
     try:
         for path in [sandbox.config_file] + ([Path(config_out)] if config_out is not None else []):
             path.write_text(config_text(endpoint))
@@ -131,6 +143,25 @@ def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_ou
                            "Pass a writable path to --config-out.") from err
     write_state(store.data_dir, endpoint, sandbox.config_file)
     return sandbox
+
+
+def _bind(admin, dataproxy, port: int, data_dir: Path) -> tuple[grpc.Server, int]:
+    """The gRPC server bound to ``port``, or to this data dir's previous port, or to any free one.
+
+    A port asked for must be free (SandboxError if not); the previous port is only a
+    preference, so losing it to another process between the check and the bind is no error.
+    """
+    preferred = port or _previous_port(data_dir)
+    if port and not _port_free(port):
+        raise _busy(port)
+    server, bound = _grpc_server(admin, dataproxy, preferred)
+    if not bound and not port and preferred:
+        server.stop(None)
+        server, bound = _grpc_server(admin, dataproxy, 0)
+    if not bound:
+        server.stop(None)
+        raise _busy(preferred)
+    return server, bound
 
 
 def _grpc_server(admin, dataproxy, port: int) -> tuple[grpc.Server, int]:
@@ -156,11 +187,14 @@ def _grpc_server(admin, dataproxy, port: int) -> tuple[grpc.Server, int]:
         return server, 0
 
 
-def _refuse_if_in_use(data_dir: Path) -> None:
-    other = live_sandbox(data_dir)
-    if other and other.get("pid") != os.getpid():
-        raise SandboxError(f"the data dir {data_dir} is in use by the sandbox on {other['endpoint']} (pid {other['pid']}).",
+def _claim(data_dir: Path) -> DataDirClaim:
+    claim = DataDirClaim.take(data_dir)
+    if claim is None:
+        other = read_state(data_dir) or {}
+        where = f"on {other['endpoint']} (pid {other.get('pid', '?')})" if "endpoint" in other else "starting there"
+        raise SandboxError(f"the data dir {data_dir} is in use by the sandbox {where}.",
                            "Use that sandbox, stop it, or pass another --data-dir.")
+    return claim
 
 
 def _previous_port(data_dir: Path) -> int:
@@ -195,7 +229,7 @@ def _busy(port: int) -> SandboxError:
     return SandboxError(f"port {port} on 127.0.0.1 is busy.", "Pick another with --port, or --port 0 for any free port.")
 
 
-def _open_store(data_dir: Path) -> Store:
+def _prepare_data_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / f".write-test-{os.getpid()}"
@@ -206,6 +240,9 @@ def _open_store(data_dir: Path) -> Store:
             f"the data dir {data_dir} is not writable ({err.strerror or err}).",
             "Pass --data-dir with a directory you can write to.",
         ) from err
+
+
+def _open_store(data_dir: Path) -> Store:
     try:
         return Store(data_dir)
     except (OSError, sqlite3.Error) as err:

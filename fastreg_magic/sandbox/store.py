@@ -5,7 +5,9 @@ Rows hold the same protobuf messages the Admin API returns (``admin.Task``,
 to find them; everything is committed as it happens, so a restart keeps what was
 registered and every execution's record. One connection is shared by the gRPC worker
 threads and the executor's event threads behind a lock: SQLite serializes writers anyway,
-and the sandbox's volume is a notebook's, not a cluster's.
+and the sandbox's volume is a notebook's, not a cluster's. The database runs in WAL mode
+(readers never wait for the writer) with a busy timeout, so a second reader, such as the
+``sqlite3`` shell of someone looking at it, delays a write instead of failing it.
 
 Layout of a data dir::
 
@@ -26,6 +28,8 @@ from typing import Callable, Iterable, TypeVar
 from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
+
+BUSY_TIMEOUT_SECONDS = 30  # how long a write waits for another connection's lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, body BLOB NOT NULL);
@@ -62,7 +66,8 @@ class Store:
         for directory in (self.data_dir, self.uploads_dir, self.executions_dir, self.raw_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
-        self._db = sqlite3.connect(self.data_dir / "sandbox.db", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.data_dir / "sandbox.db", check_same_thread=False, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_SECONDS)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -292,7 +297,11 @@ class _Transaction:
 
     def __enter__(self) -> Store:
         self._store.lock.acquire()
-        self._store._db.execute("BEGIN")
+        try:
+            self._store._db.execute("BEGIN IMMEDIATE")  # take the write lock now, not at the first write
+        except BaseException:
+            self._store.lock.release()
+            raise
         return self._store
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -120,10 +120,15 @@ class LocalChildren:
         self.harness = harness
         self.launch_plans: dict[str, object] = {}
         self.terminated: list[str] = []
+        self._launched: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def launch_child(self, launch_plan_id, inputs, parent):
         entity = self.launch_plans[launch_plan_id.name]
-        return self.harness.submit(entity.workflow, inputs=inputs, name=f"{parent.execution_id.name}-child")
+        with self._lock:
+            count = self._launched[parent.execution_id.name] = self._launched.get(parent.execution_id.name, 0) + 1
+        suffix = "" if count == 1 else f"-{count}"  # the first child of a run is "<run>-child"
+        return self.harness.submit(entity.workflow, inputs=inputs, name=f"{parent.execution_id.name}-child{suffix}")
 
     def wait_child(self, execution_id, stop):
         event = self.harness.sink.wait_end(execution_id.name, stop=stop)
