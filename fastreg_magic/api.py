@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError, RunError
+from fastreg_magic.lift import GENERATED_MARK
 
 DEFAULT_PROJECT = "flytesnacks"
 DEFAULT_DOMAIN = "development"
@@ -82,9 +83,14 @@ class Registration:
             )
         from fastreg_magic import runs
 
-        run = runs.launch(self.remote, self.entity(name), inputs)
+        run = runs.launch(self.remote, self.entity(name), inputs, console_url=self.console_url)
         self.runs.append(run)
         return run
+
+    @property
+    def console_url(self) -> str | None:
+        """The Flyte console of the backend it was registered to (None for the embedded sandbox)."""
+        return self.backend.console_url if self.backend is not None else None
 
     @property
     def widget(self):
@@ -136,8 +142,12 @@ def _memo_key(backend, project: str, domain: str, version: str, content_version:
 
 
 def forget_registrations() -> None:
-    """Clear the memo, so the next call uploads and registers again (e.g. after a backend reset)."""
+    """Clear the memo and the record of uploaded archives, so the next call uploads and registers
+    again (e.g. after a backend reset)."""
+    from fastreg_magic import upload
+
     _memo.clear()
+    upload.forget()
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -317,7 +327,7 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
     return module
 
 
-_FINGERPRINT = "__fastreg_fingerprint__"
+_FINGERPRINT = GENERATED_MARK  # collect tells generated modules from local ones by the same attribute
 _local_stamps: dict[str, tuple] = {}  # local module name -> (file, mtime_ns, size) when we last saw it loaded
 
 

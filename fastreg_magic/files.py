@@ -19,7 +19,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from fastreg_magic import register, specs
+from fastreg_magic import register, specs, version_check
 from fastreg_magic.errors import CollectError, FastRegError, RegistrationError
 
 MAGIC_PREFIX = "%%flyte_fast"
@@ -215,6 +215,8 @@ def register_folder(folder: Path, backend, *, project, domain, service_account=N
     )
     stored = pipeline.upload_archive(archive, options, remote)
     hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in serialized]
+    # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
+    version_check.check_version_free(client, hydrated)
     register.register_specs(client, hydrated, activate=activate)
     return manifest["version"], len(hydrated)
 

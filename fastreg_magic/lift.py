@@ -93,10 +93,20 @@ def _module_bindings(top: symtable.SymbolTable) -> set[str]:
 
 
 def has_star_import(tree: ast.AST) -> bool:
-    return any(
-        isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
-        for node in ast.walk(tree)
-    )
+    """Whether the module does ``from x import *`` (only legal at module level, so function and class
+    bodies and expressions are not searched: this runs on every cell)."""
+    pending = list(getattr(tree, "body", []))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if not isinstance(node, (ast.stmt, ast.excepthandler, ast.match_case)):
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            pending.extend(getattr(node, name, ()))
+    return False
 
 
 def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Lifted:

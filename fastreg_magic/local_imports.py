@@ -49,7 +49,7 @@ class LocalModules:
 
 def local_modules(source: str, name: str, root: Path) -> LocalModules:
     """The files under ``root`` that the module ``name`` (given as source) imports, transitively."""
-    importlib.invalidate_caches()  # files may have appeared since the last look
+    _forget_listings_under(root)  # files may have appeared since the last look
     result = LocalModules()
     resolved: dict[str, ModuleSpec | None] = {}
     queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False))]
@@ -81,6 +81,18 @@ def local_modules(source: str, name: str, root: Path) -> LocalModules:
                         is_package = spec.submodule_search_locations is not None
                         queue.append((spec.name, _file_imports(path, relpath, spec.name, is_package)))
     return result
+
+
+def _forget_listings_under(root: Path) -> None:
+    """Make the import system list the source root's directories again before we search them.
+
+    ``importlib.invalidate_caches()`` would do it for every directory on sys.path, so the next import
+    of anything (flytekit imports lazily) lists site-packages again; only the root's listings can be stale.
+    """
+    prefix = str(root)
+    for entry, finder in list(sys.path_importer_cache.items()):
+        if finder is not None and entry.startswith(prefix) and hasattr(finder, "invalidate_caches"):
+            finder.invalidate_caches()
 
 
 def imports_of(source: str, module: str, is_package: bool) -> list[Import]:

@@ -136,15 +136,15 @@ class FlyteFast(Magics):
         return backend
 
     def _watch(self, args):
-        from fastreg_magic import config, runs, widget
+        from fastreg_magic import config, runs
 
         project = args.project or self.project
         domain = args.domain or self.domain
         backend = self._backend(args)
         remote = config.connect(backend, project, domain)
-        run = runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url)
-        widget.display_run(run)
-        return run
+        # The Run is the cell's value: Jupyter displays it as its live view (Run._ipython_display_),
+        # so displaying it here too would show the view twice.
+        return runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url)
 
     def _guarded(self, action):
         """The error boundary: our typed errors become one line; anything else keeps its traceback."""

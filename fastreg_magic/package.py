@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ ARCHIVE_SUFFIX = ".tar.gz"
 _FORMAT = b"fastreg-archive-v1\0"  # bump when the digest's meaning changes
 _BLOCK = 512  # tar's block size
 _WORKERS = min(32, (os.cpu_count() or 1) + 1)
-__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget"]
+__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure_files"]
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,16 @@ def default_cache_dir() -> Path:
 def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
     """The archive's digest, without building it: hashes only files changed since last asked
     (by this process, or by an earlier one using the same cache dir)."""
+    return measure_files(files, cache_dir=cache_dir)[0]
+
+
+def measure_files(files: FileSet, *, cache_dir: Path | None = None) -> tuple[str, int]:
+    """``(digest, total bytes before compression)`` of the files, as cheaply as :func:`digest_files`."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
     contents = _contents(files.files)
     cache.save_hash_index(cache_dir)
-    return _digest(contents)
+    return _digest(contents), sum(c.size for c in contents)
 
 
 def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int = MAX_ARCHIVE_BYTES) -> Archive:
@@ -131,10 +137,23 @@ def _in_threads(fn, items: list) -> list:
     items, where starting threads costs more than it saves."""
     if len(items) <= 2:
         return [fn(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
+    return list(_pool().map(fn, items))
 
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        return list(pool.map(fn, items))
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    """One pool for the process: a kernel packages on every cell, and starting threads each time costs more
+    than hashing a few changed files."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="fastreg-package")
+        return _POOL
 
 
 def _check_paths(ordered: list[ShippedFile]) -> None:

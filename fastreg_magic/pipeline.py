@@ -3,7 +3,7 @@
     prepare_files (files to ship, digest, version)
       ├─ dry run / --serialize-to:  load → serialize → (show | write .pb files + archive)
       ├─ same version registered before in this process:  load → the remembered Registration
-      └─ otherwise:  check project/domain → package → upload ∥ (load → serialize) → register
+      └─ otherwise:  check project/domain → (package → upload) ∥ (load → serialize) → register
 
 Kept apart from ``api.py`` (the public names and the Registration value) so each reads in one screen.
 The version depends only on the shipped files and settings, so the upload can start before the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
-from fastreg_magic import api, register, specs
+from fastreg_magic import api, register, specs, version_check
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError
 
@@ -62,6 +62,7 @@ class Prepared:
     version: str
     content_version: str  # what the version would be without --version: the memo's key
     specs: tuple[specs.Spec, ...]
+    raw_size: int = 0  # bytes of the files before compression
 
 
 def run(
@@ -106,10 +107,11 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     remote = _config.connect(backend, options.project, options.domain)
     client = _config.admin_client(backend)
     register.check_project_domain(client, options.project, options.domain)
-    archive = _package(prepared, options, timings)
-    stored, prepared = _store_while_loading(archive, prepared, options, namespace, remote, timings)
+    archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings)
     with api.timed(timings, "register"):
         hydrated = [_hydrate(spec, options, stored.uri) for spec in prepared.specs]
+        if options.version:  # a content-derived version cannot hold a different structure
+            version_check.check_version_free(client, hydrated)
         register.register_specs(client, hydrated, activate=options.activate)
     reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
                         remote=remote)
@@ -117,35 +119,43 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     return reg
 
 
-def _store_while_loading(archive, prepared: Prepared, options: Options, namespace, remote, timings: dict):
-    """Upload the archive while the module runs and its entities are serialized.
+def _store_while_loading(prepared: Prepared, options: Options, namespace, remote, timings: dict):
+    """Package and upload the archive while the module runs and its entities are serialized.
 
-    The version depends only on the files, so the upload need not wait for the module; the specs
-    carry a placeholder for the archive's URI until it is known. Any error in the module or its
-    serialization is still raised before the first Create RPC. A big archive is uploaded first,
-    on this thread, where its progress bar can be drawn in the cell's output.
+    The version depends only on the files, so the archive need not wait for the module; the specs
+    get the archive's URI once it is known. Any error in the module, its serialization or the
+    archive is still raised before the first Create RPC. A big archive is packaged and uploaded
+    first, on this thread, where its progress bar can be drawn in the cell's output.
+    Returns ``(archive, stored, prepared)``.
     """
     from fastreg_magic import upload
 
-    if archive.size > upload.PROGRESS_MIN_BYTES:
-        with api.timed(timings, "upload"):
-            stored = upload_archive(archive, options, remote)
-        return stored, serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
-    upload_timings: dict[str, float] = {}
-    stored_future = register.worker_pool().submit(_timed_upload, archive, options, remote, upload_timings)
+    if prepared.raw_size > upload.PROGRESS_MIN_BYTES:
+        archive = _package(prepared, options, timings)
+        if archive.size > upload.PROGRESS_MIN_BYTES:
+            with api.timed(timings, "upload"):
+                stored = upload_archive(archive, options, remote)
+            return archive, stored, serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
+    else:
+        archive = None
+    background: dict[str, float] = {}
+    stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
         prepared = serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
-    stored = stored_future.result()
-    timings.update(upload_timings)
-    return stored, prepared
+    archive, stored = stored_future.result()
+    for step, seconds in background.items():
+        timings[step] = timings.get(step, 0.0) + seconds
+    return archive, stored, prepared
 
 
-def _timed_upload(archive, options: Options, remote, timings: dict):
+def _package_and_upload(archive, prepared: Prepared, options: Options, remote, timings: dict):
+    if archive is None:
+        archive = _package(prepared, options, timings)
     with api.timed(timings, "upload"):
-        return upload_archive(archive, options, remote)
+        return archive, upload_archive(archive, options, remote)
 
 
 def prepare_files(module_source, options: Options, timings: dict, module_file: Path | None = None) -> Prepared:
@@ -159,7 +169,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
         fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy)
         api.check_module_name_free(options.module, module_file)
     with api.timed(timings, "package"):
-        digest = package.digest_files(fileset)
+        digest, raw_size = package.measure_files(fileset)
         image_config = register.image_config(options.images)
         images = register.image_names(image_config)
         content_version = api.derive_version(
@@ -167,7 +177,8 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
             options.distribution_dir, register.flytekit_version(),
         )
     version = options.version or content_version
-    return Prepared(module_source, None, (), fileset, digest, images, image_config, version, content_version, ())
+    return Prepared(module_source, None, (), fileset, digest, images, image_config, version, content_version, (),
+                    raw_size=raw_size)
 
 
 def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prepared:

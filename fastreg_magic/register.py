@@ -18,6 +18,7 @@ Every gRPC failure is mapped to a typed error in :func:`error_for`.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import re
 import threading
 import weakref
@@ -83,10 +84,16 @@ def local_objects(entities: Iterable) -> dict:
 
 def image_config(images: Sequence[str]):
     """``-i`` values → flytekit ``ImageConfig`` exactly as pyflyte parses them (``fqn`` or ``name=fqn``)."""
+    return _image_config(tuple(images))
+
+
+@functools.lru_cache(maxsize=64)
+def _image_config(images: tuple[str, ...]):
+    # Parsed once per set of images: flytekit reads its default-image settings on every call.
     from flytekit.configuration import ImageConfig
 
     try:
-        return ImageConfig.validate_image(None, "image", tuple(images))
+        return ImageConfig.validate_image(None, "image", images)
     except (ValueError, AssertionError) as exc:
         raise RegistrationError(
             f"Image option {list(images)} is invalid: {exc}",

@@ -85,7 +85,7 @@ class RegistrationWidget(widgets.VBox):
 
     def _start(self, ref, values: dict, view: RunView) -> None:
         try:
-            run = runs.launch(self.reg.remote, ref, values, console_url=_console_url(self.reg))
+            run = runs.launch(self.reg.remote, ref, values, console_url=self.reg.console_url)
         except Exception as exc:  # shown in the run's view: the click has long returned
             view.launch_failed(describe_failure(exc))
             return
@@ -113,9 +113,3 @@ class RegistrationWidget(widgets.VBox):
             bundle["text/plain"] = registration_text(self.reg)
         return bundle
 
-
-def _console_url(reg) -> str | None:
-    backend = getattr(reg, "backend", None)
-    if backend is None or getattr(backend, "is_sandbox", False):
-        return None
-    return getattr(backend, "console_url", None)

@@ -96,3 +96,23 @@ def test_register_through_the_api(sandbox, remote, tmp_path):
     api.forget_registrations()
     third = api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
     assert third.registered and third.version == reg.version
+
+
+def test_forgetting_registrations_uploads_again(sandbox, tmp_path):
+    """After forget_registrations() (e.g. a backend reset), the archive is sent again, not skipped."""
+    mod = unique("api_forget")
+    first = api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
+    assert first.uploaded
+    api.forget_registrations()
+    again = api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
+    assert again.registered and again.uploaded and again.archive_uri == first.archive_uri
+
+
+def test_generated_modules_carry_the_mark_collect_looks_for(tmp_path):
+    from fastreg_magic import lift
+
+    mod = unique("api_mark")
+    api.fast_register(SOURCE, module=mod, source_root=tmp_path, dry_run=True)
+    import sys
+
+    assert hasattr(sys.modules[mod], lift.GENERATED_MARK)

@@ -167,3 +167,19 @@ def test_register_files_to_a_distribution_dir(project, tmp_path, sandbox, remote
     lp = remote.client.get_launch_plan(remote.fetch_launch_plan(name="distdir_flows.hello", version=version).id)
     assert lp.spec.security_context.run_as.k8s_service_account == "runner"
     assert lp.spec.raw_output_data_config.output_location_prefix == str(tmp_path / "raw")
+
+
+def test_register_files_refuses_a_taken_version_before_creating_anything(project, tmp_path, sandbox, remote):
+    module = project / "pinned_flows.py"
+    module.write_text(CELL)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_cli("serialize", module, "-o", first, "--version", "pinned-7")
+    run_cli("register-files", first, "--config", sandbox.config_file)
+    module.write_text(CELL.replace('"hello "', '"hi "') + "\n@task\ndef added(n: int) -> int:\n    return n\n")
+    run_cli("serialize", module, "-o", second, "--version", "pinned-7")
+    result = run_cli("register-files", second, "--config", sandbox.config_file, check=False)
+    assert result.returncode == 1
+    assert "'pinned-7'" in result.stderr and "different structure" in result.stderr
+    assert "pinned_flows.greet" in result.stderr and "--version" in result.stderr
+    with pytest.raises(Exception, match="added"):
+        remote.fetch_task(name="pinned_flows.added", version="pinned-7")

@@ -52,3 +52,32 @@ def test_notebook_runs_the_magic(sandbox, tmp_path):
     assert "LOCAL 10" in outputs[5]
     shown = "".join(o.get("text", "") for o in nb.cells[6].outputs)
     assert "UsageError: The cell defines no Flyte task" in shown and "Traceback" not in shown
+
+
+def test_flyte_watch_shows_the_run_view_once(sandbox, tmp_path):
+    """`%flyte_watch NAME` as a cell's last line: the Run is the cell's value, displayed as one live view."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kernel_driver import KernelDriver
+
+    kernel = KernelDriver(cwd=tmp_path)
+    try:
+        kernel.run(f"%load_ext fastreg_magic\n%config FlyteFast.config_file = {str(sandbox.config_file)!r}")
+        kernel.run(
+            "%%flyte_fast -m watch_once\nfrom flytekit import task, workflow\n\n"
+            "@task\ndef inc(n: int) -> int:\n    return n + 1\n\n"
+            "@workflow\ndef flow(n: int = 1) -> int:\n    return inc(n=n)\n"
+        )
+        kernel.run("reg = _\nstarted = reg.launch(n=4)")
+        name = kernel.eval("started.name")
+        shown = kernel.run(f"%flyte_watch {name}")["outputs"]
+        views = [o for o in shown if "application/vnd.jupyter.widget-view+json" in o]
+        assert len(views) == 1, shown
+        assert name in views[0]["text/plain"]
+        assert kernel.eval("_.name") == name  # the cell's value is the Run itself
+        kept = kernel.run(f"watched = %flyte_watch {name}")["outputs"]
+        assert kept == []  # an assignment displays nothing, as in any cell
+    finally:
+        kernel.close()

@@ -306,3 +306,78 @@ def test_workflow_calling_a_launch_plan_registers_in_dependency_order(shell, rem
     assert ("launch_plan", f"{mod}.fixed") in names and ("workflow", f"{mod}.outer") in names
     wf = remote.fetch_workflow(name=f"{mod}.outer", version=reg.version)
     assert wf.id.version == reg.version
+
+
+def test_runs_link_to_the_backends_console(shell, remote, workdir, sandbox):
+    """With a console configured, launched and watched runs carry its execution URL."""
+    import dataclasses
+
+    reg = magic(shell, f"-m {unique('console')}", CELL)
+    console = "http://console.example:8088/console"
+    # Entity URLs stay None here, so the run's URL can only come from the backend's console.
+    elsewhere = dataclasses.replace(reg, backend=dataclasses.replace(reg.backend, console_url=console))
+    run = elsewhere.launch(n=1)
+    assert run.url == f"{console}/projects/flytesnacks/domains/development/executions/{run.name}"
+
+    cluster = workdir / "cluster.yaml"
+    cluster.write_text(
+        f"admin:\n  endpoint: dns:///{sandbox.endpoint}\n  insecure: true\n"
+        "console:\n  endpoint: http://console.example:8088\n"
+    )
+    watched = shell.run_line_magic("flyte_watch", f"{run.name} --config {cluster}")
+    assert watched.url == f"{console}/projects/flytesnacks/domains/development/executions/{run.name}"
+    assert watched.wait(timeout=300).phase == "SUCCEEDED", watched.error
+
+
+def test_explicit_version_conflict_registers_nothing_new(shell, remote, workdir, counter):
+    """New entities plus a changed one under a taken --version: refused before any Create, naming the changed one."""
+    mod = unique("pinned")
+    magic(shell, f"-m {mod} --version v1", CELL)
+    counter.calls.clear()
+    grown = CELL.replace("n * 2", "n * 3") + "\n@task\ndef extra(n: int) -> int:\n    return n - 1\n"
+    with pytest.raises(UsageError, match=rf"'v1'.*different structure.*task '{mod}\.double'.*--version") as info:
+        magic(shell, f"-m {mod} --version v1", grown)
+    # Every task's command names the new archive, so both tasks differ; the workflow's graph did not change.
+    assert f"task '{mod}.describe'" in str(info.value) and "pipeline" not in str(info.value)
+    assert counter.creates() == []
+    assert {"GetTask", "GetWorkflow", "GetLaunchPlan"} <= set(counter.calls)
+    with pytest.raises(Exception, match="extra"):
+        remote.fetch_task(name=f"{mod}.extra", version="v1")
+
+
+def test_explicit_version_workflow_change_is_refused_first(shell, workdir, counter):
+    mod = unique("pinwf")
+    magic(shell, f"-m {mod} --version v1", CELL)
+    counter.calls.clear()
+    rewired = CELL.replace("return describe(n=double(n=n))", "return describe(n=n)")
+    with pytest.raises(UsageError, match=rf"workflow '{mod}\.pipeline'"):
+        magic(shell, f"-m {mod} --version v1", rewired + "\n@task\ndef extra(n: int) -> int:\n    return n\n")
+    assert counter.creates() == []
+
+
+def test_explicit_version_identical_rerun_is_idempotent(shell, workdir, counter):
+    """The same cell under the same --version after a memo reset (a kernel restart) is accepted."""
+    from fastreg_magic import api
+
+    mod = unique("pinsame")
+    cell = CELL + textwrap.dedent(
+        f"""
+        from flytekit import LaunchPlan
+
+        fixed = LaunchPlan.get_or_create(pipeline, name="{mod}.fixed", fixed_inputs={{"n": 7}})
+
+        @workflow
+        def outer(m: int = 2) -> str:
+            return fixed()
+
+        @workflow
+        def nested(k: int = 1) -> str:
+            return pipeline(n=double(n=k))
+        """
+    )
+    first = magic(shell, f"-m {mod} --version v1", cell)
+    api.forget_registrations()
+    counter.calls.clear()
+    again = magic(shell, f"-m {mod} --version v1", cell)
+    assert again.registered and again.version == first.version == "v1"
+    assert counter.creates()  # sent again; FlyteAdmin answers ALREADY_EXISTS, which is success
