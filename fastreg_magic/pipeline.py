@@ -252,10 +252,22 @@ def upload_archive(archive, options: Options, remote) -> Any:
     from fastreg_magic import upload
 
     if options.distribution_dir:
-        uploader = upload.FsspecUploader(options.distribution_dir)
+        uploader = upload.FsspecUploader(options.distribution_dir, _storage_options(options.distribution_dir, remote))
     else:
         uploader = upload.SignedUrlUploader(remote.client, options.project, options.domain)
     return uploader.upload(archive, progress=options.progress)
+
+
+def _storage_options(url: str, remote) -> dict[str, Any]:
+    """The backend config's own storage settings for the URL's protocol (its `storage:` section,
+    e.g. a MinIO endpoint and keys), as flytekit itself applies them; and a fresh filesystem
+    instance, so credentials or endpoints changed in the environment since the last upload count."""
+    import fsspec.utils
+    from flytekit.core.data_persistence import get_fsspec_storage_options
+
+    data_config = remote.config.data_config if remote is not None else None
+    options = get_fsspec_storage_options(fsspec.utils.get_protocol(url), data_config)
+    return {**options, "skip_instance_cache": True}
 
 
 def _hydrate(spec: specs.Spec, options: Options, archive_uri: str) -> specs.Spec:

@@ -13,6 +13,8 @@ ipywidgets. The background follower lives in `runs_watch`.
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import threading
 import time
@@ -69,14 +71,15 @@ def launch(
     # Without the local object, flytekit guesses Python types from the registered interface.
     hints = {name: local.python_interface.inputs[name] for name in inputs} if local is not None else None
     try:
-        execution = remote.execute_remote_task_lp(
-            target,
-            dict(inputs),
-            project=entity.project,
-            domain=entity.domain,
-            execution_name=execution_name,
-            type_hints=hints,
-        )
+        with _uploads_through(remote):
+            execution = remote.execute_remote_task_lp(
+                target,
+                dict(inputs),
+                project=entity.project,
+                domain=entity.domain,
+                execution_name=execution_name,
+                type_hints=hints,
+            )
     except Exception as exc:  # flytekit raises its own tree, gRPC's, and TypeEngine's errors
         reraise(exc, f"Launching {entity.name}", remote)
     run = Run(
@@ -88,6 +91,25 @@ def launch(
     )
     run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
     return run
+
+
+_UPLOAD_BINDING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _uploads_through(remote):
+    """Local file inputs (FlyteFile, FlyteDirectory) upload through *this* remote's backend.
+
+    flytekit uploads them via the process-wide ``flyte://`` fsspec protocol, which every new
+    FlyteRemote re-binds to itself (remote.py: ``fsspec.register_implementation("flyte", ...)``);
+    with two backends in one kernel, the last one built would receive the other's uploads.
+    """
+    import fsspec
+    from flytekit.remote.remote_fs import get_flyte_fs
+
+    with _UPLOAD_BINDING:
+        fsspec.register_implementation("flyte", get_flyte_fs(remote=remote), clobber=True)
+        yield
 
 
 def attach(

@@ -201,8 +201,15 @@ def test_single_task_execution(remote, registered, version):
     assert execution.outputs["o0"] == 5
 
 
-def test_local_file_input_is_uploaded_and_read_by_the_task(remote, registered, version, tmp_path):
+def test_local_file_input_is_uploaded_and_read_by_the_task(sandbox, registered, version, tmp_path):
+    from flytekit.configuration import Config
+    from flytekit.remote import FlyteRemote
     from flytekit.types.file import FlyteFile
+
+    # flytekit uploads local files through the process-wide flyte:// protocol, bound to the most
+    # recently built FlyteRemote; build one here, as a user's script would.
+    remote = FlyteRemote(Config.auto(config_file=str(sandbox.config_file)), default_project="flytesnacks",
+                         default_domain="development", interactive_mode_enabled=False)
 
     local = tmp_path / "note.txt"
     local.write_text("uploaded through the data proxy")

@@ -31,18 +31,21 @@ def registration(**over) -> Registration:
 
 
 def test_terminal_ipython_shows_the_registration_as_text():
-    from IPython.testing.globalipapp import get_ipython
-    from IPython.utils.capture import capture_output
-
-    shell = get_ipython()
-    shell.user_ns["reg"] = registration()
-    with capture_output() as captured:
-        shell.run_cell("reg", store_history=False)
-    text = captured.stdout + "".join(o.data.get("text/plain", "") for o in captured.outputs)
+    # A real terminal IPython in its own process: the test session's other shells (InteractiveShell
+    # is a process-wide singleton) cannot stand in for it.
+    tests_dir = str(Path(__file__).parent)
+    cells = f"import sys; sys.path.insert(0, {tests_dir!r}); from test_widget_fallbacks import registration\nregistration()\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor",
+         "--HistoryManager.enabled=False"],
+        input=cells, capture_output=True, text=True, timeout=300,
+    )
+    text = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
     assert "Registered pipe version 0123abcd" in text
     assert "unchanged: nothing uploaded or registered" in text
     assert "embedded sandbox (127.0.0.1:1)" in text
-    assert "VBox" not in text
+    assert "VBox" not in text and "Traceback" not in text + result.stderr
 
 
 def test_widget_needs_a_kernel():
