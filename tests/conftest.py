@@ -50,3 +50,26 @@ def artifacts_dir() -> Path:
 
 def have_chromium() -> bool:
     return shutil.which("chromium") is not None
+
+
+_LEFT_BEHIND: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session(tmp_path_factory):
+    """Task processes and background sandboxes run in their own sessions, so nothing ends them
+    when a test forgets to (or fails before it can). At the end of the session every process
+    still naming this session's temporary directory is ended, and listed in the summary."""
+    root = tmp_path_factory.getbasetemp().resolve()
+    yield
+    from fastreg_magic.sandbox.recovery import end_process_groups
+
+    groups = end_process_groups(str(root) + os.sep, settle_seconds=0)
+    _LEFT_BEHIND.extend(str(group) for group in groups)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LEFT_BEHIND:
+        terminalreporter.section("processes left behind")
+        terminalreporter.write_line(f"ended process groups still running under the session's tmp dir: "
+                                    f"{', '.join(_LEFT_BEHIND)} (a test did not stop what it started)")

@@ -15,6 +15,7 @@ from flyteidl.service import admin_pb2, admin_pb2_grpc, dataproxy_pb2
 
 ADMIN_METHODS = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].methods
 DATAPROXY_METHODS = dataproxy_pb2.DESCRIPTOR.services_by_name["DataProxyService"].methods
+RPC_DEADLINE_SECONDS = 120  # a deadline for a loaded machine, not a speed requirement
 ALLOWED_FOR_EMPTY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED,
                      grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -32,7 +33,7 @@ def call(channel, service: str, method, request):
         response_deserializer=lambda b: b,
     )
     try:
-        stub(request, timeout=30)
+        stub(request, timeout=RPC_DEADLINE_SECONDS)
         return grpc.StatusCode.OK, ""
     except grpc.RpcError as err:
         return err.code(), err.details()
@@ -86,7 +87,7 @@ def test_incomplete_requests_name_what_is_missing(channel):
     ]
     for rpc, request, expected in cases:
         with pytest.raises(grpc.RpcError) as info:
-            rpc(request, timeout=30)
+            rpc(request, timeout=RPC_DEADLINE_SECONDS)
         assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
         assert expected in info.value.details(), (expected, info.value.details())
 
@@ -94,12 +95,49 @@ def test_incomplete_requests_name_what_is_missing(channel):
 def test_refused_requests_change_nothing(channel):
     admin = admin_pb2_grpc.AdminServiceStub(channel)
     before = admin.ListTaskIds(common_pb2.NamedEntityIdentifierListRequest(
-        project="flytesnacks", domain="development", limit=10000), timeout=30)
+        project="flytesnacks", domain="development", limit=10000), timeout=RPC_DEADLINE_SECONDS)
     with pytest.raises(grpc.RpcError):
         admin.CreateTask(task_pb2.TaskCreateRequest(
             id=identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project="flytesnacks",
                                          domain="development", name="half.task", version="v1"),
-            spec=task_pb2.TaskSpec()), timeout=30)
+            spec=task_pb2.TaskSpec()), timeout=RPC_DEADLINE_SECONDS)
     after = admin.ListTaskIds(common_pb2.NamedEntityIdentifierListRequest(
-        project="flytesnacks", domain="development", limit=10000), timeout=30)
+        project="flytesnacks", domain="development", limit=10000), timeout=RPC_DEADLINE_SECONDS)
     assert [e.name for e in after.entities] == [e.name for e in before.entities]
+
+
+def test_a_servicer_bug_answers_internal_and_a_deliberate_abort_keeps_its_status():
+    """The guard every sandbox servicer wears, on a servicer that fails on purpose, over real gRPC."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flyteidl.admin import version_pb2
+
+    from fastreg_magic.sandbox.guard import guarded
+
+    @guarded
+    class Failing(admin_pb2_grpc.AdminServiceServicer):
+        def GetVersion(self, request, context):
+            raise KeyError("no such thing")
+
+        def GetTask(self, request, context):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours to read")
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(Failing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+            stub = admin_pb2_grpc.AdminServiceStub(chan)
+            calls = [(stub.GetVersion, version_pb2.GetVersionRequest(), grpc.StatusCode.INTERNAL,
+                      "the sandbox failed in GetVersion: KeyError"),
+                     (stub.GetTask, common_pb2.ObjectGetRequest(), grpc.StatusCode.PERMISSION_DENIED,
+                      "not yours to read"),
+                     (stub.GetWorkflow, common_pb2.ObjectGetRequest(), grpc.StatusCode.UNIMPLEMENTED,
+                      "GetWorkflow is not supported by the fastreg sandbox")]
+            for rpc, request, code, message in calls:
+                with pytest.raises(grpc.RpcError) as info:
+                    rpc(request, timeout=RPC_DEADLINE_SECONDS)
+                assert (info.value.code(), message in info.value.details()) == (code, True), info.value.details()
+    finally:
+        server.stop(None)

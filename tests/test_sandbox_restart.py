@@ -10,12 +10,18 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from flytekit.configuration import Config
+from flytekit.configuration.file import ConfigFile
 from flytekit.models.core.execution import NodeExecutionPhase as NodePhase
 from flytekit.models.core.execution import WorkflowExecutionPhase
 from flytekit.remote import FlyteRemote
 
 from fastreg_magic import sandbox as sandbox_api
+from fastreg_magic.sandbox import ensure_running, stop_running
+from fastreg_magic.sandbox.background import read_state
+from fastreg_magic.sandbox.claim import process_is_alive
+from fastreg_magic.sandbox.recovery import end_orphaned_tasks
 
 FLOWS = """
 import time
@@ -44,10 +50,13 @@ def sleepy(seconds: int = 600) -> int:
     return nap(seconds=seconds)
 """
 POLL = 0.3
+DEADLINE_SECONDS = 300  # generous: a loaded CI machine starts task processes slowly
 
 
 def remote_for(config_file: Path) -> FlyteRemote:
-    return FlyteRemote(Config.auto(config_file=str(config_file)), default_project="flytesnacks",
+    # a ConfigFile object, not the path: flytekit caches a path's contents for the life of the
+    # process, and a restarted sandbox may have rewritten the file with another port
+    return FlyteRemote(Config.auto(config_file=ConfigFile(str(config_file))), default_project="flytesnacks",
                        default_domain="development", interactive_mode_enabled=False)
 
 
@@ -78,6 +87,46 @@ def task_processes(data_dir: Path) -> list[int]:
     return found
 
 
+def launch_sleepy(remote: FlyteRemote, module: str, version: str, data_dir: Path):
+    """Launch a 600 s task and return once its process runs (and the sandbox has recorded it RUNNING)."""
+    run = remote.execute(remote.fetch_launch_plan(name=f"{module}.sleepy", version=version), inputs={}, wait=False)
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        phase = remote.fetch_execution(name=run.id.name).closure.phase
+        if phase == WorkflowExecutionPhase.RUNNING and task_processes(data_dir):
+            return run
+        assert phase in (WorkflowExecutionPhase.QUEUED, WorkflowExecutionPhase.RUNNING), \
+            f"{run.id.name} ended {WorkflowExecutionPhase.enum_to_string(phase)} before its task ran"
+        assert time.monotonic() < deadline, f"the task of {run.id.name} did not start within {DEADLINE_SECONDS}s"
+        time.sleep(POLL)
+
+
+def assert_ended_by_the_restart(remote: FlyteRemote, name: str) -> None:
+    after = remote.fetch_execution(name=name)
+    assert after.closure.phase == WorkflowExecutionPhase.FAILED
+    assert "the sandbox restarted" in after.closure.error.message
+    assert after.closure.duration.total_seconds() > 0
+    nodes, _ = remote.client.list_node_executions(after.id, limit=100)
+    nap = [n for n in nodes if n.id.node_id == "n0"]
+    assert nap and nap[0].closure.phase == NodePhase.FAILED  # no node is left "running" forever
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while process_is_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still runs {DEADLINE_SECONDS}s after SIGKILL"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def no_task_left_behind():
+    """Whatever a test does or fails to do, no task process of its data dirs outlives it."""
+    data_dirs: list[Path] = []
+    yield data_dirs
+    for data_dir in data_dirs:
+        end_orphaned_tasks(data_dir)
+
+
 def test_registrations_and_finished_runs_survive_a_restart(tmp_path):
     data_dir = tmp_path / "data"
     with sandbox_api.start(data_dir, port=0) as first:
@@ -85,7 +134,7 @@ def test_registrations_and_finished_runs_survive_a_restart(tmp_path):
         module, version = register(first.config_file, tmp_path)
         remote.activate_launchplan(remote.fetch_launch_plan(name=f"{module}.quick", version=version).id)
         run = remote.wait(remote.execute(remote.fetch_launch_plan(name=f"{module}.quick", version=version),
-                                         inputs={"a": 41}, wait=False), timeout=300, poll_interval=POLL)
+                                         inputs={"a": 41}, wait=False), timeout=DEADLINE_SECONDS, poll_interval=POLL)
         assert run.outputs["o0"] == 42
 
     with sandbox_api.start(data_dir, port=0) as second:
@@ -102,36 +151,83 @@ def test_registrations_and_finished_runs_survive_a_restart(tmp_path):
         assert again.node_executions["n0"].outputs["o0"] == 42
         # and the restarted sandbox still runs things
         rerun = remote.wait(remote.execute(remote.fetch_launch_plan(name=f"{module}.quick", version=version),
-                                           inputs={"a": 1}, wait=False), timeout=300, poll_interval=POLL)
+                                           inputs={"a": 1}, wait=False), timeout=DEADLINE_SECONDS, poll_interval=POLL)
         assert rerun.outputs["o0"] == 2
 
 
-def test_a_run_cut_off_by_a_crash_ends_failed_after_restart(tmp_path):
+def test_a_run_cut_off_by_a_crash_ends_failed_after_restart(tmp_path, no_task_left_behind):
     data_dir = tmp_path / "data"
-    process = subprocess.Popen([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--data-dir", str(data_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    no_task_left_behind.append(data_dir)
+    log_path = tmp_path / "sandbox.log"
+    with open(log_path, "w") as log:  # a file, not a pipe nobody reads: a full pipe would stall the sandbox
+        process = subprocess.Popen([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--data-dir",
+                                    str(data_dir)], stdout=subprocess.PIPE, stderr=log, text=True,
+                                   start_new_session=True)
     try:
-        assert process.stdout.readline().startswith("fastreg sandbox ready on")
+        line = process.stdout.readline()
+        assert line.startswith("fastreg sandbox ready on"), line + log_path.read_text()
         config_file = data_dir / "config.yaml"
         remote = remote_for(config_file)
         module, version = register(config_file, tmp_path)
-        run = remote.execute(remote.fetch_launch_plan(name=f"{module}.sleepy", version=version), inputs={},
-                             wait=False)
-        while (remote.fetch_execution(name=run.id.name).closure.phase != WorkflowExecutionPhase.RUNNING
-               or not task_processes(data_dir)):  # crash once the task process really runs
-            time.sleep(POLL)
+        run = launch_sleepy(remote, module, version, data_dir)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the sandbox and its task processes: a hard crash
         process.wait(timeout=60)
 
-    orphans = task_processes(data_dir)
-    assert orphans  # the crash left the task running (its own session)
+    assert task_processes(data_dir)  # the crash left the task running (its own session)
     with sandbox_api.start(data_dir, port=0) as restarted:
-        assert task_processes(data_dir) == []  # the restart ended it
-        after = remote_for(restarted.config_file).fetch_execution(name=run.id.name)
-        assert after.closure.phase == WorkflowExecutionPhase.FAILED
-        assert "the sandbox restarted" in after.closure.error.message
-        assert after.closure.duration.total_seconds() > 0
-        nodes, _ = remote_for(restarted.config_file).client.list_node_executions(after.id, limit=100)
-        nap = [n for n in nodes if n.id.node_id == "n0"]
-        assert nap and nap[0].closure.phase == NodePhase.FAILED  # no node is left "running" forever
+        assert task_processes(data_dir) == []  # the restart ended it before serving
+        assert_ended_by_the_restart(remote_for(restarted.config_file), run.id.name)
+
+
+def test_a_killed_background_sandbox_leaves_no_task_running_once_started_again(tmp_path, no_task_left_behind):
+    data_dir = tmp_path / "bg"
+    no_task_left_behind.append(data_dir)
+    first = ensure_running(data_dir)
+    try:
+        remote = remote_for(first.config_file)
+        module, version = register(first.config_file, tmp_path)
+        run = launch_sleepy(remote, module, version, data_dir)
+        pid = read_state(data_dir)["pid"]
+        os.kill(pid, signal.SIGKILL)  # only the sandbox: its task runs on in its own session
+        wait_gone(pid)
+        assert task_processes(data_dir)
+
+        second = ensure_running(data_dir)
+        assert second.started  # the dead one's leftovers did not pass for a live sandbox
+        assert task_processes(data_dir) == []
+        assert_ended_by_the_restart(remote_for(second.config_file), run.id.name)
+    finally:
+        stop_running(data_dir)
+
+
+def test_stop_ends_the_task_trees_it_runs_and_frees_the_data_dir(tmp_path, no_task_left_behind):
+    import socket
+    import threading
+
+    from fastreg_magic.errors import SandboxError
+
+    data_dir = tmp_path / "data"
+    no_task_left_behind.append(data_dir)
+    box = sandbox_api.start(data_dir, port=0)
+    try:
+        with pytest.raises(SandboxError, match=f"in use by the sandbox on {box.endpoint}"):
+            sandbox_api.start(data_dir, port=0)  # one sandbox per data dir, in this process too
+        remote = remote_for(box.config_file)
+        module, version = register(box.config_file, tmp_path)
+        run = launch_sleepy(remote, module, version, data_dir)
+        blob_port = box._blobs.port
+    finally:
+        stoppers = [threading.Thread(target=box.stop) for _ in range(2)]  # twice, at once: one stop
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+
+    assert task_processes(data_dir) == []  # stop returned only once the task tree was gone
+    for port in (box.port, blob_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # neither server listens any more
+    with sandbox_api.start(data_dir, port=0) as again:  # the data dir is free again, the run is over
+        phase = remote_for(again.config_file).fetch_execution(name=run.id.name).closure.phase
+        assert phase in (WorkflowExecutionPhase.ABORTED, WorkflowExecutionPhase.FAILED)

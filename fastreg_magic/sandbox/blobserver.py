@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
 CHUNK_BYTES = 1 << 20
+IDLE_CONNECTION_SECONDS = 120
 
 
 class UrlSigner:
@@ -87,6 +88,11 @@ class BlobServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop accepting and close the listening socket (idempotent).
+
+        Requests in flight may finish on their own threads: an upload only ever lands whole,
+        by an atomic rename once its digest checked out, so there is nothing to wait for.
+        """
         if self._thread.is_alive():  # shutdown() waits for serve_forever, so only once it runs
             self._httpd.shutdown()
         self._httpd.server_close()
@@ -95,6 +101,8 @@ class BlobServer:
 class _Handler(BaseHTTPRequestHandler):
     blob_server: BlobServer
     protocol_version = "HTTP/1.1"
+    # an idle keep-alive connection ends after this long instead of holding its thread for good
+    timeout = IDLE_CONNECTION_SECONDS
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass  # requests are not logged: the sandbox prints only its ready line

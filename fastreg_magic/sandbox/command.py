@@ -4,8 +4,8 @@
     fastreg sandbox ready on 127.0.0.1:40123 (config: flyte.yaml, data: ~/.local/share/fastreg/sandbox)
 
 Prints exactly one line when it serves; failures (busy port, unwritable data dir) are one
-line on stderr and exit status 1. On SIGINT/SIGTERM it ends running task processes and
-stops, keeping its data dir for the next start.
+line on stderr and exit status 1. On SIGINT/SIGTERM/SIGHUP it ends running task processes
+and stops, keeping its data dir for the next start.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 
 READY_PREFIX = "fastreg sandbox ready on "
+# SIGHUP too: a closed terminal must not leave task processes (in their own sessions) running
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from fastreg_magic.sandbox.server import start
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         sandbox = start(args.data_dir, port=args.port, config_out=args.config_out, max_workers=args.workers)
         config = args.config_out or sandbox.config_file

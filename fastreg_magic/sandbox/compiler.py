@@ -168,15 +168,9 @@ def _rewrite_global_inputs(bindings) -> None:
 
 
 def _rewrite_binding_data(data: literals_pb2.BindingData) -> None:
-    kind = data.WhichOneof("value")
-    if kind == "promise" and data.promise.node_id == "":
-        data.promise.node_id = START_NODE
-    elif kind == "collection":
-        for item in data.collection.bindings:
-            _rewrite_binding_data(item)
-    elif kind == "map":
-        for item in data.map.bindings.values():
-            _rewrite_binding_data(item)
+    for promise in _promises(data):
+        if promise.node_id == "":
+            promise.node_id = START_NODE
 
 
 def _binding_sources(node: workflow_pb2.Node) -> set[str]:
@@ -190,22 +184,20 @@ def _binding_sources(node: workflow_pb2.Node) -> set[str]:
 
 
 def _promises_in(bindings) -> set[str]:
-    found: set[str] = set()
+    return {promise.node_id for binding in bindings for promise in _promises(binding.binding)}
 
-    def walk(data: literals_pb2.BindingData) -> None:
-        kind = data.WhichOneof("value")
-        if kind == "promise":
-            found.add(data.promise.node_id)
-        elif kind == "collection":
-            for item in data.collection.bindings:
-                walk(item)
-        elif kind == "map":
-            for item in data.map.bindings.values():
-                walk(item)
 
-    for binding in bindings:
-        walk(binding.binding)
-    return found
+def _promises(data: literals_pb2.BindingData) -> Iterator[types_pb2.OutputReference]:
+    """Every promise in a binding, however deep in collections and maps."""
+    kind = data.WhichOneof("value")
+    if kind == "promise":
+        yield data.promise
+    elif kind == "collection":
+        for item in data.collection.bindings:
+            yield from _promises(item)
+    elif kind == "map":
+        for item in data.map.bindings.values():
+            yield from _promises(item)
 
 
 def single_task_workflow(task: tasks_pb2.TaskTemplate) -> admin_workflow_pb2.WorkflowSpec:

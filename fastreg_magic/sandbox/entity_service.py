@@ -23,7 +23,7 @@ from flyteidl.core import compiler_pb2, identifier_pb2, interface_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fastreg_magic.sandbox import compiler
-from fastreg_magic.sandbox.listing import apply_filters, paginate, timestamp_seconds
+from fastreg_magic.sandbox.listing import list_page, timestamp_seconds
 from fastreg_magic.sandbox.store import Store
 from fastreg_magic.sandbox.structure_diff import differing_paths
 from fastreg_magic.sandbox.validation import (
@@ -208,8 +208,7 @@ class EntityRpcs:
         plans = [p for p in self.store.list_entities(LAUNCH_PLAN, request.project, request.domain, None,
                                                      launch_plan_pb2.LaunchPlan)
                  if p.closure.state == launch_plan_pb2.ACTIVE]
-        page, token = paginate(plans, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, ENTITY_GETTERS)
+        page, token = list_page(plans, request, ENTITY_GETTERS)
         return launch_plan_pb2.LaunchPlanList(launch_plans=page, token=token)
 
     # -- named entities --------------------------------------------------------------------
@@ -221,10 +220,7 @@ class EntityRpcs:
         entities = [self._named_entity(request.resource_type, request.project, request.domain, n) for n in names]
         getters = {"name": lambda e: e.id.name, "created_at": lambda e: e.id.name,
                    "state": lambda e: e.metadata.state}
-        entities = apply_filters(entities, request.filters, getters)
-        page, token = paginate(entities, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, getters,
-                               default_key="name", descending=False)
+        page, token = list_page(entities, request, getters, default_key="name", descending=False)
         return common_pb2.NamedEntityList(entities=page, token=token)
 
     def GetNamedEntity(self, request, context):
@@ -282,9 +278,7 @@ class EntityRpcs:
         check_limit(request.limit)
         entities = self.store.list_entities(kind, request.id.project, request.id.domain, request.id.name or None,
                                             ENTITY_CLASSES[kind])
-        entities = apply_filters(entities, request.filters, ENTITY_GETTERS)
-        page, token = paginate(entities, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, ENTITY_GETTERS)
+        page, token = list_page(entities, request, ENTITY_GETTERS)
         return {field: page, "token": token}
 
     def _list_ids(self, kind: int, request):
@@ -293,10 +287,7 @@ class EntityRpcs:
         ids = [common_pb2.NamedEntityIdentifier(project=request.project, domain=request.domain, name=n)
                for n in self.store.entity_names(kind, request.project, request.domain)]
         getters = {"name": lambda e: e.name, "created_at": lambda e: e.name}
-        ids = apply_filters(ids, request.filters, getters)
-        page, token = paginate(ids, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, getters,
-                               default_key="name", descending=False)
+        page, token = list_page(ids, request, getters, default_key="name", descending=False)
         return common_pb2.NamedEntityIdentifierList(entities=page, token=token)
 
 

@@ -121,39 +121,18 @@ class EventRecorder:
             if node is None:
                 node = node_execution_pb2.NodeExecution(id=event.id)
                 node.closure.created_at.CopyFrom(event.occurred_at)
-            closure = node.closure
-            if closure.phase in NODE_TERMINAL and event.phase != closure.phase:
+            if not _advance(node.closure, event, {NODE.RUNNING, NODE.DYNAMIC_RUNNING}, NODE_TERMINAL):
                 return
-            closure.phase = event.phase
-            _apply_timing(closure, event.phase, event.occurred_at,
-                          {NODE.RUNNING, NODE.DYNAMIC_RUNNING}, NODE_TERMINAL)
             if event.input_uri:
                 node.input_uri = event.input_uri
-            if event.output_uri:
-                closure.output_uri = event.output_uri
-            if event.HasField("error"):
-                closure.error.CopyFrom(event.error)
             if event.deck_uri:
-                closure.deck_uri = event.deck_uri
+                node.closure.deck_uri = event.deck_uri
             self._node_metadata(node, event)
-            dynamic = None
-            if event.HasField("task_node_metadata"):
-                meta = event.task_node_metadata
-                closure.task_node_metadata.cache_status = meta.cache_status
-                closure.task_node_metadata.catalog_key.CopyFrom(meta.catalog_key)
-                closure.task_node_metadata.checkpoint_uri = meta.checkpoint_uri
-                if meta.HasField("dynamic_workflow"):
-                    dynamic = node_execution_pb2.DynamicWorkflowNodeMetadata(
-                        id=meta.dynamic_workflow.id,
-                        compiled_workflow=meta.dynamic_workflow.compiled_workflow,
-                        dynamic_job_spec_uri=meta.dynamic_workflow.dynamic_job_spec_uri,
-                    )
-                    closure.dynamic_job_spec_uri = meta.dynamic_workflow.dynamic_job_spec_uri
+            dynamic = _task_node_metadata(node.closure, event)
             if event.HasField("workflow_node_metadata"):
-                closure.workflow_node_metadata.executionId.CopyFrom(event.workflow_node_metadata.execution_id)
-            parent = self._parent_id(event)
+                node.closure.workflow_node_metadata.executionId.CopyFrom(event.workflow_node_metadata.execution_id)
             self.store.put_node_execution(
-                key, parent, node,
+                key, self._parent_id(event), node,
                 inputs=event.input_data.SerializeToString() if event.HasField("input_data") else None,
                 outputs=_outputs_bytes(event),
                 dynamic=dynamic.SerializeToString() if dynamic is not None else None,
@@ -194,37 +173,69 @@ class EventRecorder:
                 task.id.node_execution_id.CopyFrom(node_id)
                 task.id.retry_attempt = event.retry_attempt
                 task.closure.created_at.CopyFrom(event.occurred_at)
-            closure = task.closure
-            if closure.phase in TASK_TERMINAL and event.phase != closure.phase:
+            if not _advance(task.closure, event, {TASK.RUNNING}, TASK_TERMINAL):
                 return
-            closure.phase = event.phase
-            _apply_timing(closure, event.phase, event.occurred_at, {TASK.RUNNING}, TASK_TERMINAL)
             if event.input_uri:
                 task.input_uri = event.input_uri
-            if event.output_uri:
-                closure.output_uri = event.output_uri
-            if event.HasField("error"):
-                closure.error.CopyFrom(event.error)
-            known_logs = {(entry.name, entry.uri) for entry in closure.logs}
-            closure.logs.extend(entry for entry in event.logs if (entry.name, entry.uri) not in known_logs)
-            if event.reason:
-                closure.reason = event.reason
-            for reason in event.reasons:
-                closure.reasons.add(occurred_at=reason.occurred_at, message=reason.reason)
-            if event.reason and not event.reasons:
-                closure.reasons.add(occurred_at=event.occurred_at, message=event.reason)
-            if event.task_type:
-                closure.task_type = event.task_type
-            if event.HasField("custom_info"):
-                closure.custom_info.CopyFrom(event.custom_info)
-            if event.HasField("metadata"):
-                closure.metadata.CopyFrom(event.metadata)
-            closure.event_version = event.event_version
+            _task_details(task.closure, event)
             self.store.put_task_execution(
                 key, task,
                 inputs=event.input_data.SerializeToString() if event.HasField("input_data") else None,
                 outputs=_outputs_bytes(event),
             )
+
+
+def _advance(closure, event, running_phases, terminal_phases) -> bool:
+    """Apply a node or task event's phase, timing, output location and error; False if already finished.
+
+    A finished record keeps its phase (FlyteAdmin refuses such events as ``AlreadyInTerminalState``).
+    """
+    if closure.phase in terminal_phases and event.phase != closure.phase:
+        return False
+    closure.phase = event.phase
+    _apply_timing(closure, event.phase, event.occurred_at, running_phases, terminal_phases)
+    if event.output_uri:
+        closure.output_uri = event.output_uri
+    if event.HasField("error"):
+        closure.error.CopyFrom(event.error)
+    return True
+
+
+def _task_node_metadata(closure, event) -> node_execution_pb2.DynamicWorkflowNodeMetadata | None:
+    """Copy a task node's cache and checkpoint details; return its dynamic workflow, if it generated one."""
+    if not event.HasField("task_node_metadata"):
+        return None
+    meta = event.task_node_metadata
+    closure.task_node_metadata.cache_status = meta.cache_status
+    closure.task_node_metadata.catalog_key.CopyFrom(meta.catalog_key)
+    closure.task_node_metadata.checkpoint_uri = meta.checkpoint_uri
+    if not meta.HasField("dynamic_workflow"):
+        return None
+    closure.dynamic_job_spec_uri = meta.dynamic_workflow.dynamic_job_spec_uri
+    return node_execution_pb2.DynamicWorkflowNodeMetadata(
+        id=meta.dynamic_workflow.id,
+        compiled_workflow=meta.dynamic_workflow.compiled_workflow,
+        dynamic_job_spec_uri=meta.dynamic_workflow.dynamic_job_spec_uri,
+    )
+
+
+def _task_details(closure, event) -> None:
+    """Logs (once each), reasons, type, plugin details and event version of a task attempt."""
+    known_logs = {(entry.name, entry.uri) for entry in closure.logs}
+    closure.logs.extend(entry for entry in event.logs if (entry.name, entry.uri) not in known_logs)
+    if event.reason:
+        closure.reason = event.reason
+    for reason in event.reasons:
+        closure.reasons.add(occurred_at=reason.occurred_at, message=reason.reason)
+    if event.reason and not event.reasons:
+        closure.reasons.add(occurred_at=event.occurred_at, message=event.reason)
+    if event.task_type:
+        closure.task_type = event.task_type
+    if event.HasField("custom_info"):
+        closure.custom_info.CopyFrom(event.custom_info)
+    if event.HasField("metadata"):
+        closure.metadata.CopyFrom(event.metadata)
+    closure.event_version = event.event_version
 
 
 def literal_map_from(data: bytes | None) -> literals_pb2.LiteralMap:

@@ -22,7 +22,7 @@ from flyteidl.core import identifier_pb2, interface_pb2, literals_pb2
 from fastreg_magic.sandbox import compiler
 from fastreg_magic.sandbox.contract import ExecutionJob
 from fastreg_magic.sandbox.entity_service import LAUNCH_PLAN, TASK, WORKFLOW, key_of, now_timestamp
-from fastreg_magic.sandbox.listing import apply_filters, paginate, timestamp_seconds
+from fastreg_magic.sandbox.listing import list_page, timestamp_seconds
 from fastreg_magic.sandbox.validation import (
     EXECUTION_NAME_MAX,
     AdminError,
@@ -275,9 +275,7 @@ class ExecutionRpcs:
         if "state" not in request.filters:  # as FlyteAdmin: archived executions only when asked for
             executions = [e for e in executions
                           if e.closure.state_change_details.state != execution_pb2.EXECUTION_ARCHIVED]
-        executions = apply_filters(executions, request.filters, EXECUTION_GETTERS)
-        page, token = paginate(executions, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, EXECUTION_GETTERS)
+        page, token = list_page(executions, request, EXECUTION_GETTERS)
         return execution_pb2.ExecutionList(executions=page, token=token)
 
     def execution_io(self, execution_id) -> tuple[literals_pb2.LiteralMap, literals_pb2.LiteralMap]:

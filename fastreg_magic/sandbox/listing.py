@@ -6,7 +6,7 @@ an entity prefix (``execution.phase``, ``launch_plan.name``), as FlyteAdmin acce
 Tokens are offsets, as in FlyteAdmin. The sandbox holds a notebook's worth of rows, so
 lists are filtered in Python rather than translated to SQL.
 
-    page, token = paginate(apply_filters(rows, req.filters, GETTERS), req.limit, req.token, req.sort_by, GETTERS)
+    page, token = list_page(rows, request, GETTERS)    # a List* request's filters, sort_by, limit and token
 """
 
 from __future__ import annotations
@@ -94,6 +94,14 @@ def paginate(items: Sequence[Any], limit: int, token: str, sort_by, getters: dic
     page = ordered[offset: offset + limit] if limit else ordered[offset:]
     more = limit and offset + limit < len(ordered)
     return page, str(offset + limit) if more else ""
+
+
+def list_page(items: Sequence[Any], request, getters: dict[str, Getter], default_key: str = "created_at",
+              descending: bool = True) -> tuple[list[Any], str]:
+    """``apply_filters`` then ``paginate``, with what a List* request asks for."""
+    items = apply_filters(items, getattr(request, "filters", ""), getters)
+    sort_by = request.sort_by if request.HasField("sort_by") else None
+    return paginate(items, request.limit, request.token, sort_by, getters, default_key, descending)
 
 
 def _sort_value(value: Any) -> tuple:

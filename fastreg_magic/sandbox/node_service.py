@@ -14,7 +14,7 @@ from flyteidl.core import literals_pb2
 
 from fastreg_magic.sandbox.events import literal_map_from, read_literal_map
 from fastreg_magic.sandbox.execution_service import execution_key
-from fastreg_magic.sandbox.listing import apply_filters, paginate, timestamp_seconds
+from fastreg_magic.sandbox.listing import list_page, timestamp_seconds
 from fastreg_magic.sandbox.validation import check_limit, check_named_id, id_text, invalid, not_found, require
 
 NODE_GETTERS = {
@@ -88,10 +88,7 @@ class NodeRpcs:
         self.get_execution(request.workflow_execution_id)
         nodes = self.store.list_node_executions(execution_key(request.workflow_execution_id),
                                                 request.unique_parent_id or None, node_execution_pb2.NodeExecution)
-        nodes = apply_filters(nodes, request.filters, NODE_GETTERS)
-        page, token = paginate(nodes, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, NODE_GETTERS,
-                               descending=False)
+        page, token = list_page(nodes, request, NODE_GETTERS, descending=False)
         return node_execution_pb2.NodeExecutionList(node_executions=page, token=token)
 
     def ListNodeExecutionsForTask(self, request, context):
@@ -101,10 +98,7 @@ class NodeRpcs:
         self.node_execution(parent)
         nodes = self.store.list_node_executions(execution_key(parent.execution_id), parent.node_id,
                                                 node_execution_pb2.NodeExecution)
-        nodes = apply_filters(nodes, request.filters, NODE_GETTERS)
-        page, token = paginate(nodes, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, NODE_GETTERS,
-                               descending=False)
+        page, token = list_page(nodes, request, NODE_GETTERS, descending=False)
         return node_execution_pb2.NodeExecutionList(node_executions=page, token=token)
 
     def GetNodeExecutionData(self, request, context):
@@ -154,10 +148,7 @@ class NodeRpcs:
         check_limit(request.limit)
         self.node_execution(request.node_execution_id)
         tasks = self.store.list_task_executions(node_key(request.node_execution_id), task_execution_pb2.TaskExecution)
-        tasks = apply_filters(tasks, request.filters, TASK_GETTERS)
-        page, token = paginate(tasks, request.limit, request.token,
-                               request.sort_by if request.HasField("sort_by") else None, TASK_GETTERS,
-                               default_key="retry_attempt", descending=False)
+        page, token = list_page(tasks, request, TASK_GETTERS, default_key="retry_attempt", descending=False)
         return task_execution_pb2.TaskExecutionList(task_executions=page, token=token)
 
     def GetTaskExecutionData(self, request, context):

@@ -11,7 +11,7 @@ import grpc
 from flyteidl.admin import project_pb2, version_pb2
 
 from fastreg_magic import __version__
-from fastreg_magic.sandbox.listing import apply_filters, paginate
+from fastreg_magic.sandbox.listing import list_page
 from fastreg_magic.sandbox.store import Store
 from fastreg_magic.sandbox.validation import DOMAINS, AdminError, invalid, not_found
 
@@ -79,9 +79,8 @@ class ProjectRpcs:
     def ListProjects(self, request, context):
         getters = {"name": lambda p: p.name, "id": lambda p: p.id, "identifier": lambda p: p.id,
                    "state": lambda p: p.state, "created_at": lambda p: p.id, "description": lambda p: p.description}
-        projects = apply_filters(self.store.list_projects(project_pb2.Project), request.filters, getters)
-        page, token = paginate(projects, request.limit, request.token, request.sort_by if request.HasField("sort_by") else None,
-                               getters, default_key="id", descending=False)
+        page, token = list_page(self.store.list_projects(project_pb2.Project), request, getters, default_key="id",
+                                descending=False)
         return project_pb2.Projects(projects=page, token=token)
 
     def GetDomains(self, request, context):

@@ -121,8 +121,7 @@ def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_ou
         undo.callback(claim.release)
         store = _open_store(data_dir)
         undo.callback(store.close)
-        # the claim was free, so a sandbox.json still here is that of a sandbox that died without stopping
-        recover(store, ended_without_stopping=read_state(store.data_dir) is not None)
+        _recover(store)
         blobs = BlobServer(store.data_dir)
         undo.callback(blobs.stop)
         admin = AdminService(store)
@@ -250,6 +249,15 @@ def _open_store(data_dir: Path) -> Store:
             f"cannot open the sandbox database in {data_dir} ({err}).",
             "Move the data dir aside or pass another --data-dir.",
         ) from err
+
+
+def _recover(store: Store) -> None:
+    # the claim was free, so a sandbox.json still here is that of a sandbox that died without stopping
+    try:
+        recover(store, ended_without_stopping=read_state(store.data_dir) is not None)
+    except sqlite3.Error as err:
+        raise SandboxError(f"cannot read the sandbox database in {store.data_dir} ({err}).",
+                           "Move the data dir aside or pass another --data-dir.") from err
 
 
 def _attach_executor(admin: AdminService, store: Store, max_workers: int | None) -> None:
