@@ -129,10 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def next_steps(notebook: Path, info) -> str:
-    from fastreg_magic.sandbox.background import read_state
-
-    state = read_state(info.data_dir) or {}
-    stop = f"stop it with `kill {state['pid']}`" if state.get("pid") else "it stops when this machine restarts"
+    fastreg = Path(sys.executable).parent / "fastreg"
+    stop = f"stop it with `{fastreg} sandbox --stop --data-dir {info.data_dir}`"
     jupyter = Path(sys.executable).parent / "jupyter"
     if importlib.util.find_spec("jupyterlab") is not None and jupyter.exists():
         open_it = f"Open it in JupyterLab: {jupyter} lab {notebook}"

@@ -168,3 +168,29 @@ def test_two_kernels_asking_at_once_share_one_sandbox(tmp_path):
         if state:
             os.kill(state["pid"], signal.SIGTERM)
             _wait_gone(state["pid"])
+
+
+def test_status_and_stop_find_the_background_sandbox(tmp_path):
+    from fastreg_magic.sandbox import ensure_running
+
+    data_dir = tmp_path / "bg"
+
+    def cli(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*FASTREG, "sandbox", *flags, "--data-dir", str(data_dir)], capture_output=True,
+                              text=True, timeout=DEADLINE_SECONDS)
+
+    info = ensure_running(data_dir)
+    pid = read_state(data_dir)["pid"]
+    try:
+        status = cli("--status")
+        assert status.returncode == 0 and f"sandbox running on {info.endpoint} (pid {pid}" in status.stdout
+        stopped = cli("--stop")
+        assert stopped.returncode == 0 and "stopped the sandbox" in stopped.stdout
+        assert not process_is_alive(pid) and not answers(info.endpoint)
+    finally:
+        if process_is_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+    status = cli("--status")
+    assert status.returncode == 1 and "no sandbox is running" in status.stdout
+    assert "no sandbox is running" in cli("--stop").stdout

@@ -2,6 +2,8 @@
 
     $ fastreg sandbox --port 0 --config-out flyte.yaml
     fastreg sandbox ready on 127.0.0.1:40123 (config: flyte.yaml, data: ~/.local/share/fastreg/sandbox)
+    $ fastreg sandbox --status      # is the sandbox of this data dir running (e.g. the magic's)?
+    $ fastreg sandbox --stop        # stop it: task processes ended, data kept
 
 Prints exactly one line when it serves; failures (busy port, unwritable data dir) are one
 line on stderr and exit status 1. On SIGINT/SIGTERM/SIGHUP it ends running task processes
@@ -28,9 +30,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-out", type=Path, default=None,
                         help="also write the flytekit/flytectl config (pyflyte -c FILE) to FILE")
     parser.add_argument("--workers", type=int, default=None, help="most task processes run at once")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--stop", action="store_true",
+                        help="stop the sandbox running on this data dir (e.g. the one the magic started) and exit")
+    action.add_argument("--status", action="store_true",
+                        help="say whether a sandbox runs on this data dir, and where; exit 1 if none")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stop:
+        return _stop(args.data_dir)
+    if args.status:
+        return _status(args.data_dir)
+    return _serve(args)
+
+
+def _stop(data_dir: Path | None) -> int:
+    from fastreg_magic.sandbox.background import stop_running
+    from fastreg_magic.sandbox.server import default_data_dir
+
+    where = data_dir or default_data_dir()
+    print(f"stopped the sandbox of {where}" if stop_running(data_dir) else f"no sandbox is running on {where}")
+    return 0
+
+
+def _status(data_dir: Path | None) -> int:
+    from fastreg_magic.sandbox.background import read_state
+    from fastreg_magic.sandbox.claim import is_claimed
+    from fastreg_magic.sandbox.server import default_data_dir
+
+    where = (data_dir or default_data_dir()).absolute()
+    state = read_state(where) if is_claimed(where) else None
+    if not state:
+        print(f"no sandbox is running on {where}")
+        return 1
+    print(f"sandbox running on {state['endpoint']} (pid {state['pid']}, config: {state.get('config_file')}, data: {where})")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     from fastreg_magic.sandbox.server import start
 
     stop = threading.Event()
