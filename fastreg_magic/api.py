@@ -14,6 +14,7 @@ per-process memo without any upload or Create RPC.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import keyword
@@ -25,7 +26,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError, RunError
-from fastreg_magic.lift import GENERATED_MARK
+from fastreg_magic.lift_imports import GENERATED_MARK
 
 DEFAULT_PROJECT = "flytesnacks"
 DEFAULT_DOMAIN = "development"
@@ -173,12 +174,15 @@ def fast_register(
     activate: bool = False,
     dry_run: bool = False,
     serialize_to: str | Path | None = None,
-    backend: _config.Backend | None = None,
+    backend: _config.Backend | Callable[[], _config.Backend] | None = None,
     max_archive_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Registration:
     """Turn ``source`` (a cell's code) into module ``module`` and fast-register its entities.
 
+    ``backend`` (a Backend, or a function returning one) overrides ``endpoint``/``config_file``; it is
+    resolved only once the cell and its files are collected, so a cell that does not compile (or
+    imports a missing local module) never starts or contacts a backend.
     ``progress(sent, total)`` is called while a large archive uploads.
     """
     from fastreg_magic import pipeline
@@ -205,8 +209,14 @@ def fast_register(
         namespace=namespace,
         dry_run=dry_run,
         serialize_to=Path(serialize_to) if serialize_to else None,
-        backend_fn=lambda: backend or _config.resolve_backend(endpoint=endpoint, config_file=config_file),
+        backend_fn=functools.partial(_resolve, backend, endpoint, config_file),
     )
+
+
+def _resolve(backend, endpoint: str | None, config_file: str | None) -> _config.Backend:
+    if callable(backend):
+        return backend()
+    return backend or _config.resolve_backend(endpoint=endpoint, config_file=config_file)
 
 
 def validate_module_name(name: str) -> str:

@@ -10,6 +10,10 @@ Resolution order, first match wins:
     backend = resolve_backend()               # Backend(endpoint="127.0.0.1:30080", is_sandbox=True, ...)
     remote = connect(backend, "flytesnacks", "development")
 
+The first contact (``ensure_reachable``) also asks the backend who it is: an ``--endpoint`` or a
+hand-written config file that leads to an embedded sandbox answers GetVersion with Build
+``fastreg-sandbox``, and is then labelled as the sandbox, without console links that lead nowhere.
+
 flytekit is imported only inside the functions, so importing this module is cheap.
 """
 
@@ -32,13 +36,16 @@ if TYPE_CHECKING:  # pragma: no cover
 # How long to wait for a TCP connection to the backend before calling it unreachable. flytekit itself
 # would retry a dead endpoint for much longer before failing with an opaque message.
 REACHABILITY_TIMEOUT_S = 3.0
-# Deadline of the one cheap RPC that proves the backend speaks FlyteAdmin and accepts our credentials.
+# Deadline of the cheap RPCs that prove the backend speaks FlyteAdmin and accepts our credentials.
 PROBE_DEADLINE_S = 5.0
+# What `fastreg sandbox` answers in GetVersion's ``control_plane_version.Build``: how an endpoint or a
+# hand-written config file is recognised as the embedded sandbox (no console to link to).
+SANDBOX_BUILD = "fastreg-sandbox"
 
 SANDBOX_CONFIG_MARKER = "# Written by `fastreg sandbox`"
 _CONFIGURE_HINT = (
-    "Pass --endpoint HOST:PORT or --config FILE, set FLYTECTL_CONFIG, or remove all Flyte configuration "
-    "to use the embedded sandbox (`fastreg sandbox`)."
+    "Check that FlyteAdmin runs there, or point elsewhere: pass --endpoint HOST:PORT or --config FILE, or set "
+    "FLYTECTL_CONFIG; with no Flyte configuration at all the embedded sandbox (`fastreg sandbox`) is used."
 )
 
 
@@ -52,6 +59,7 @@ class Backend:
     is_sandbox: bool
     label: str
     console_url: str | None
+    console_configured: bool = False  # the console URL was given (config file), not guessed from the endpoint
 
 
 def resolve_backend(endpoint: str | None = None, config_file: str | None = None) -> Backend:
@@ -92,7 +100,7 @@ def _split_endpoint(endpoint: str) -> tuple[str, bool]:
         if text.startswith(prefix):
             return text[len(prefix):].rstrip("/"), insecure
     if not text or "/" in text or " " in text:
-        raise BackendError(f"Endpoint {endpoint!r} is not HOST:PORT.", "Pass e.g. --endpoint flyte.example.com:443.")
+        raise BackendError(f"Endpoint `{endpoint}` is not HOST:PORT.", "Pass e.g. --endpoint flyte.example.com:443.")
     host = text.rsplit(":", 1)[0] if ":" in text else text
     return text, host in ("localhost", "127.0.0.1", "::1", "[::1]")
 
@@ -123,7 +131,7 @@ def _make_backend(endpoint: str, config_file: str | None, insecure: bool, consol
     console = (console_endpoint or f"{'http' if insecure else 'https'}://{address}").rstrip("/")
     if not console.endswith("/console"):
         console = f"{console}/console"
-    return replace(backend, console_url=console)
+    return replace(backend, console_url=console, console_configured=console_endpoint is not None)
 
 
 def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None) -> tuple[Backend, str | None]:
@@ -180,7 +188,7 @@ def flytekit_config(backend: Backend, rpc_retries: int | None = None):
 
 
 _lock = threading.Lock()
-_checked: set[Backend] = set()
+_checked: dict[Backend, Backend] = {}  # a backend as configured → as identified by its GetVersion
 
 
 @functools.lru_cache(maxsize=32)
@@ -199,8 +207,7 @@ def _remote(backend: Backend, project: str, domain: str) -> "FlyteRemote":
 
 def connect(backend: Backend, project: str, domain: str) -> "FlyteRemote":
     """A cached ``FlyteRemote`` for this backend, project and domain; checks reachability once."""
-    ensure_reachable(backend)
-    return _remote(backend, project, domain)
+    return _remote(ensure_reachable(backend), project, domain)
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,23 +222,24 @@ def admin_client(backend: Backend) -> "RawSynchronousFlyteClient":
     return RawSynchronousFlyteClient(flytekit_config(backend, rpc_retries=0).platform)
 
 
-def ensure_reachable(backend: Backend) -> None:
-    """Fail fast, naming the endpoint, when nothing answers there or it refuses our credentials."""
+def ensure_reachable(backend: Backend) -> Backend:
+    """Fail fast, naming the endpoint, when nothing answers there or it refuses our credentials.
+
+    Returns the backend as it identified itself: an ``--endpoint`` or hand-written config file that
+    leads to an embedded sandbox comes back marked as the sandbox (its label says so, no console URL).
+    Checked once per backend and process.
+    """
     with _lock:
-        if backend in _checked:
-            return
+        known = _checked.get(backend)
+    if known is not None:
+        return known
     _check_tcp(backend)
-    _probe_admin(backend)
+    identified = _identify(backend)
+    if not identified.is_sandbox:
+        _probe_credentials(identified)
     with _lock:
-        _checked.add(backend)
-
-
-def forget(backend: Backend) -> None:
-    """Drop cached clients and checks for a backend (e.g. after it was restarted elsewhere)."""
-    with _lock:
-        _checked.discard(backend)
-    _remote.cache_clear()
-    admin_client.cache_clear()
+        _checked[backend] = _checked[identified] = identified
+    return identified
 
 
 def host_and_port(backend: Backend) -> tuple[str, int]:
@@ -262,30 +270,63 @@ def _unreachable_hint(backend: Backend) -> str:
     return _CONFIGURE_HINT
 
 
-def _probe_admin(backend: Backend) -> None:
-    """One cheap FlyteAdmin RPC under a short deadline: proves the protocol and the credentials."""
-    import grpc
-    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+def _identify(backend: Backend) -> Backend:
+    """GetVersion under a short deadline: proves the protocol, and tells the embedded sandbox apart."""
+    from flyteidl.admin import version_pb2
+
+    client = admin_client(backend)
+    try:
+        with _deadline():
+            # flytekit's get_control_plane_version returns only `.Version`; `.Build` is what names the
+            # sandbox, so ask the same authenticated stub directly.
+            answer = client._stub.GetVersion(version_pb2.GetVersionRequest(), metadata=client._metadata)
+    except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
+        _raise_probe_failure(backend, exc)
+        return backend  # an older FlyteAdmin without GetVersion: not the sandbox, which has it
+    if answer.control_plane_version.Build != SANDBOX_BUILD or backend.is_sandbox:
+        return backend
+    host, port = host_and_port(backend)
+    # The sandbox has no console: a guessed console URL would lead nowhere, one configured by hand stays.
+    return replace(sandbox_backend(backend.endpoint, backend.config_file), insecure=backend.insecure,
+                   label=f"embedded sandbox ({host}:{port})",
+                   console_url=backend.console_url if backend.console_configured else None)
+
+
+def _probe_credentials(backend: Backend) -> None:
+    """One cheap listing call: FlyteAdmin may answer GetVersion without checking who we are."""
     from flyteidl.admin import project_pb2
+
+    try:
+        with _deadline():
+            admin_client(backend).list_projects(project_pb2.ProjectListRequest(limit=1))
+    except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
+        _raise_probe_failure(backend, exc)
+
+
+def _deadline():
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+
+    return scoped_grpc_deadline(PROBE_DEADLINE_S)
+
+
+def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
+    """Turn a failed probe into a BackendError; return quietly when the server merely declined the call."""
+    import grpc
 
     from fastreg_magic.register import grpc_error_of
 
-    try:
-        with scoped_grpc_deadline(PROBE_DEADLINE_S):
-            admin_client(backend).list_projects(project_pb2.ProjectListRequest(limit=1))
-    except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
-        error = grpc_error_of(exc)
-        code = error.code() if error is not None else None
-        if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
-            return  # the server speaks gRPC and accepted the call; it just does not list projects for us
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise BackendError(
-                f"Flyte backend {backend.label} refused our credentials: {error.details()}",
-                "Check the client id/secret or auth settings of your Flyte config (--config), then re-run.",
-            ) from exc
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or error is None:
-            detail = error.details() if error is not None else str(exc) or type(exc).__name__
-            raise BackendError(
-                f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
-                _unreachable_hint(backend),
-            ) from exc
+    error = grpc_error_of(exc)
+    code = error.code() if error is not None else None
+    if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+        return  # the server speaks gRPC and answered; it just does not serve this call to us
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise BackendError(
+            f"Flyte backend {backend.label} refused our credentials: {error.details()}",
+            "Check the client id/secret or auth settings of your Flyte config (--config), then re-run.",
+        ) from exc
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or error is None:
+        detail = error.details() if error is not None else str(exc) or type(exc).__name__
+        raise BackendError(
+            f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
+            _unreachable_hint(backend),
+        ) from exc

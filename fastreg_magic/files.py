@@ -168,8 +168,9 @@ def add_register_files_arguments(parser: argparse.ArgumentParser) -> None:
 def run_register_files(args) -> int:
     from fastreg_magic import config
 
-    backend = config.resolve_backend(endpoint=args.endpoint, config_file=args.config)
-    for folder in serialized_folders(Path(args.directory)):
+    folders = serialized_folders(Path(args.directory))
+    backend = config.ensure_reachable(config.resolve_backend(endpoint=args.endpoint, config_file=args.config))
+    for folder in folders:
         version, count = register_folder(
             folder, backend, project=args.project, domain=args.domain, service_account=args.service_account,
             raw_output_prefix=args.raw_output_prefix, distribution_dir=args.additional_distribution_dir,

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
-import inspect
 import math
-import os
 import symtable
 import sys
 import types
@@ -33,6 +31,12 @@ from typing import Any, Mapping
 
 from fastreg_magic.earlier_cells import definition_source
 from fastreg_magic.errors import CollectError
+from fastreg_magic.lift_imports import (
+    import_statement,
+    is_named_definition,
+    module_has_file,
+    wrapped_function,
+)
 
 # Names every module has without defining them.
 _MODULE_DUNDERS = frozenset(
@@ -115,9 +119,7 @@ def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool =
     ``strict``: a free name missing from the namespace is an error (turn it off when the code
     star-imports, since the name may come from there).
     """
-    imports: dict[str, str] = {}  # bound name -> import statement
-    constants: dict[str, str] = {}  # bound name -> assignment
-    definitions: dict[str, _Definition] = {}
+    found = _Found({}, {}, {})
     pending = sorted(free_names(source))
     # What the cell binds itself is there when its code runs, but lifted definitions come
     # first: a name they use that the cell binds is lifted only as an import (`@task` over a
@@ -130,38 +132,54 @@ def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool =
             continue
         seen.add(name)
         if name in cell_binds:
-            statement = _import_statement(name, namespace[name]) if name in namespace else None
-            if statement is not None:
-                imports[name] = statement
+            found.add_import_of(name, namespace)
             continue
-        if name in _IPYTHON_ONLY:
-            raise CollectError(
-                f"`{name}` is IPython's and does not exist where tasks run.",
-                "Keep it out of the cell's module: call it from another cell.",
-            )
-        if name not in namespace:
-            if strict:
-                raise CollectError(
-                    f"`{name}` is used by this cell but is defined neither in it nor in an earlier cell.",
-                    "Define it in the cell, or run the cell that defines it first.",
-                )
-            continue
-        value = namespace[name]
-        statement = _import_statement(name, value)
+        definition = _resolve(name, namespace, strict, found)
+        if definition is not None:  # a lifted definition brings the free names of its own source
+            pending.extend(sorted(definition.uses - seen))
+    sources = [source] + [d.source for d in found.definitions.values()]
+    for statement in _submodule_imports(sources, found.imports):
+        found.imports[statement] = statement
+    return _assemble(found.imports, found.constants, found.definitions)
+
+
+@dataclass(frozen=True)
+class _Found:
+    imports: dict[str, str]  # bound name -> import statement
+    constants: dict[str, str]  # bound name -> assignment
+    definitions: dict[str, _Definition]
+
+    def add_import_of(self, name: str, namespace: Mapping[str, Any]) -> None:
+        statement = import_statement(name, namespace[name]) if name in namespace else None
         if statement is not None:
-            imports[name] = statement
-            continue
-        literal = _literal_source(value)
-        if literal is not None:
-            constants[name] = _constant_assignment(name, literal)
-            continue
-        definition = _definition(name, value, namespace)
-        definitions[name] = definition
-        pending.extend(sorted(definition.uses - seen))
-    sources = [source] + [d.source for d in definitions.values()]
-    for statement in _submodule_imports(sources, imports):
-        imports[statement] = statement
-    return _assemble(imports, constants, definitions)
+            self.imports[name] = statement
+
+
+def _resolve(name: str, namespace: Mapping[str, Any], strict: bool, found: _Found) -> _Definition | None:
+    """Record how the free name ``name`` is carried over: an import, a constant, or a lifted definition."""
+    if name in _IPYTHON_ONLY:
+        raise CollectError(
+            f"`{name}` is IPython's and does not exist where tasks run.",
+            "Keep it out of the cell's module: call it from another cell.",
+        )
+    if name not in namespace:
+        if strict:
+            raise CollectError(
+                f"`{name}` is used by this cell but is defined neither in it nor in an earlier cell.",
+                "Define it in the cell, or run the cell that defines it first.",
+            )
+        return None
+    value = namespace[name]
+    statement = import_statement(name, value)
+    if statement is not None:
+        found.imports[name] = statement
+        return None
+    literal = _literal_source(value)
+    if literal is not None:
+        found.constants[name] = _constant_assignment(name, literal)
+        return None
+    definition = found.definitions[name] = _definition(name, value, namespace)
+    return definition
 
 
 def _submodule_imports(sources: list[str], imports: dict[str, str]) -> list[str]:
@@ -241,89 +259,6 @@ def _shorten(line: str) -> str:
     return line if len(line) <= _SHOWN_CONSTANT_CHARS else line[: _SHOWN_CONSTANT_CHARS - 1] + "…"
 
 
-# --- imports -------------------------------------------------------------------------------
-
-
-def _import_statement(name: str, value: Any) -> str | None:
-    if isinstance(value, types.ModuleType):
-        return _module_import(name, value)
-    origin = _importable_origin(name, value)
-    if origin is None:
-        return None
-    module, attr = origin
-    return f"from {module} import {attr}" if attr == name else f"from {module} import {attr} as {name}"
-
-
-def _module_import(name: str, module: types.ModuleType) -> str:
-    spec = getattr(module, "__spec__", None)
-    full = spec.name if spec is not None and spec.name != "__main__" else module.__name__
-    if module is os.path:
-        full = "os.path"  # posixpath or ntpath depending on the notebook's OS; not the container's
-    if hasattr(module, GENERATED_MARK):
-        raise CollectError(
-            f"`{name}` is the module of another %%flyte_fast cell, which is not shipped with this one.",
-            f"Use its names directly (e.g. `{name}.x` -> `x`): functions and classes are carried over; "
-            "or put both in one cell.",
-        )
-    if full == "__main__":
-        raise CollectError(
-            f"`{name}` is the notebook's own namespace module and cannot be shipped.",
-            "Refer to the names you need directly.",
-        )
-    return f"import {full}" if full == name else f"import {full} as {name}"
-
-
-def _importable_origin(name: str, value: Any) -> tuple[str, str] | None:
-    """(module, attribute) that an import statement gives ``value`` back from: a function or
-    class, or any object a module exports under that name (``typing.List``). The shortest
-    public path wins, so ``task`` becomes ``from flytekit import task``."""
-    target = _wrapped_function(value) or value
-    module_name = getattr(target, "__module__", None)
-    if not isinstance(module_name, str) or module_name == "__main__" or not _module_has_file(module_name):
-        return None  # defined in the kernel: lift its source instead
-    attrs = [getattr(target, "__name__", None), getattr(target, "_name", None), name]
-    parts = module_name.split(".")
-    for i in range(1, len(parts) + 1):
-        module = sys.modules.get(".".join(parts[:i]))
-        for attr in attrs:
-            if isinstance(attr, str) and module is not None and getattr(module, attr, None) is value:
-                return ".".join(parts[:i]), attr
-    return None
-
-
-# Set on the modules the magic generates from cells (see api.load_module): their file is a
-# temporary one of this kernel, shipped by nobody, so what they define is lifted like cell code.
-GENERATED_MARK = "__fastreg_fingerprint__"
-
-
-def _module_has_file(module_name: str) -> bool:
-    module = sys.modules.get(module_name)
-    if module is None or hasattr(module, GENERATED_MARK):
-        return False
-    spec = getattr(module, "__spec__", None)
-    return bool(spec is not None and spec.origin and spec.has_location)
-
-
-def _is_named_definition(value: Any) -> bool:
-    return isinstance(value, (types.FunctionType, type))
-
-
-def _wrapped_function(value: Any) -> Any:
-    """The user's function behind a decorated object: a flytekit task or workflow (`@task def f`
-    is an object), or anything `functools.wraps` made (`@lru_cache`)."""
-    for attr in ("task_function", "_workflow_function"):
-        inner = getattr(value, attr, None)
-        if isinstance(inner, types.FunctionType):
-            return inner
-    if not isinstance(value, types.FunctionType) and hasattr(value, "__wrapped__"):
-        try:
-            inner = inspect.unwrap(value)
-        except ValueError:  # a cycle of __wrapped__
-            return None
-        return inner if isinstance(inner, types.FunctionType) else None
-    return None
-
-
 # --- constants -----------------------------------------------------------------------------
 
 
@@ -376,8 +311,8 @@ def _constant_assignment(name: str, literal: str) -> str:
 
 
 def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definition:
-    target = _wrapped_function(value) or value
-    if not _is_named_definition(target) or not _defined_in_kernel(target):
+    target = wrapped_function(value) or value
+    if not is_named_definition(target) or not _defined_in_kernel(target):
         raise CollectError(
             f"`{name}` ({_describe(value)}) comes from the notebook namespace and cannot be shipped as source.",
             "Define it in this cell, or import it from a module; data belongs in a task input or is "
@@ -399,9 +334,10 @@ def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definit
 
 def _defined_in_kernel(target: Any) -> bool:
     module_name = getattr(target, "__module__", None)
-    return module_name == "__main__" or (isinstance(module_name, str) and not _module_has_file(module_name))
+    return module_name == "__main__" or (isinstance(module_name, str) and not module_has_file(module_name))
 
 
 def _describe(value: Any) -> str:
     kind = type(value)
-    return f"a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"a {kind.__name__}"
+    name = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"

@@ -27,7 +27,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from fastreg_magic.errors import CollectError
-from fastreg_magic.lift import GENERATED_MARK
+from fastreg_magic.lift_imports import GENERATED_MARK
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class FlyteFast(Magics):
     @cell_magic
     def flyte_fast(self, line: str, cell: str):
         """Turn this cell and its local modules into a fast-registered Flyte release; returns a Registration."""
-        args = parse_argstring(self.flyte_fast, line)
+        args = _parse_options(self.flyte_fast, "%%flyte_fast", line)
         return self._guarded(lambda: self._register(args, cell))
 
     @magic_arguments()
@@ -80,7 +80,7 @@ class FlyteFast(Magics):
     @line_magic
     def flyte_watch(self, line: str):
         """Show the live view of a Flyte execution started elsewhere; returns its Run."""
-        args = parse_argstring(self.flyte_watch, line)
+        args = _parse_options(self.flyte_watch, "%flyte_watch", line)
         return self._guarded(lambda: self._watch(args))
 
     # ------------------------------------------------------------ engine calls
@@ -90,7 +90,8 @@ class FlyteFast(Magics):
 
         options = self._options(args)
         registering = not (args.dry_run or args.serialize_to)
-        backend = self._backend(args) if registering else None
+        # Resolved only when the cell is sound: a syntax error must not start the embedded sandbox.
+        backend = (lambda: self._backend(args)) if registering else None
         progress = UploadProgress()
         try:
             return api.fast_register(
@@ -140,7 +141,7 @@ class FlyteFast(Magics):
 
         project = args.project or self.project
         domain = args.domain or self.domain
-        backend = self._backend(args)
+        backend = config.ensure_reachable(self._backend(args))
         remote = config.connect(backend, project, domain)
         # The Run is the cell's value: Jupyter displays it as its live view (Run._ipython_display_),
         # so displaying it here too would show the view twice.
@@ -154,6 +155,14 @@ class FlyteFast(Magics):
             if self.show_traceback:
                 raise
             raise UsageError(str(err)) from None
+
+
+def _parse_options(magic, usage: str, line: str):
+    """argparse's one-line complaint, plus where the options are listed."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as err:
+        raise UsageError(f"{usage}: {err}. Run `{usage}?` to see its options.") from None
 
 
 class UploadProgress:

@@ -104,6 +104,7 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
         timings.update(upload=0.0, register=0.0)
         return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
                                    registered=False, timings=dict(timings), lifted=module_source.lifted, runs=[])
+    backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
     remote = _config.connect(backend, options.project, options.domain)
     client = _config.admin_client(backend)
     register.check_project_domain(client, options.project, options.domain)

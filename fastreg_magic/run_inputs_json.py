@@ -40,7 +40,7 @@ def type_label(py_type) -> str:
 
 
 def json_checkable(py_type) -> bool:
-    """Whether `_check_json` knows every type inside ``py_type``."""
+    """Whether `check_json` knows every type inside ``py_type``."""
     inner, _ = unwrap_optional(py_type)
     origin = typing.get_origin(inner)
     if inner in (int, float, str, bool, dt.datetime, dt.timedelta) or inner is Any:
@@ -58,60 +58,67 @@ def json_checkable(py_type) -> bool:
     return False
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_iso_datetime(value: Any) -> bool:
+    try:
+        dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# Scalar types: (accepts the decoded JSON value, what was expected, in the user's words).
+_SCALARS: dict[Any, tuple[typing.Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true/false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (_is_number, "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    dt.datetime: (_is_iso_datetime, "an ISO 8601 date/time string"),
+    dt.timedelta: (_is_number, "a duration in seconds"),
+}
+
+
 def check_json(value: Any, py_type, path: str = "") -> str | None:
-    """Why a decoded JSON ``value`` is not a ``py_type`` (naming where inside it), or None.
-    """
+    """Why a decoded JSON ``value`` is not a ``py_type`` (naming where inside it), or None."""
     where = f" at {path}" if path else ""
     inner, optional = unwrap_optional(py_type)
     if value is None:
         return None if (optional or inner is Any or not path) else f"null is not allowed{where}"
-    origin = typing.get_origin(inner)
     if inner is Any:
         return None
-    if inner is bool:
-        return None if isinstance(value, bool) else f"expected true/false{where}, got {json.dumps(value)}"
-    if inner is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else f"expected a whole number{where}, got {json.dumps(value)}"
-    if inner is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"expected a number{where}, got {json.dumps(value)}"
-    if inner is str:
-        return None if isinstance(value, str) else f"expected a string{where}, got {json.dumps(value)}"
-    if inner is dt.datetime:
-        try:
-            dt.datetime.fromisoformat(value)
-            return None
-        except (TypeError, ValueError):
-            return f"expected an ISO 8601 date/time string{where}, got {json.dumps(value)}"
-    if inner is dt.timedelta:
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else (
-            f"expected a duration in seconds{where}, got {json.dumps(value)}"
-        )
+    if inner in _SCALARS:
+        accepts, expected = _SCALARS[inner]
+        return None if accepts(value) else f"expected {expected}{where}, got {json.dumps(value)}"
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
         allowed = [m.value for m in inner]
         return None if value in allowed else f"expected one of {allowed}{where}, got {json.dumps(value)}"
+    origin = typing.get_origin(inner)
     if origin in (list, typing.List):
-        if not isinstance(value, list):
-            return f"expected a JSON list{where}, got {json.dumps(value)[:60]}"
-        (item_type,) = typing.get_args(inner) or (Any,)
-        for i, item in enumerate(value):
-            problem = check_json(item, item_type, f"{path}[{i}]")
-            if problem:
-                return problem
-        return None
+        return _check_list(value, inner, path, where)
     if origin in (dict, typing.Dict):
-        if not isinstance(value, dict):
-            return f"expected a JSON object{where}, got {json.dumps(value)[:60]}"
-        _, item_type = typing.get_args(inner) or (str, Any)
-        for key, item in value.items():
-            problem = check_json(item, item_type, f"{path}[{json.dumps(key)}]")
-            if problem:
-                return problem
-        return None
+        return _check_dict(value, inner, path, where)
     if dataclasses.is_dataclass(inner):
         return _check_dataclass(value, inner, path, where)
     return f"{type_label(inner)}{where} cannot be checked"
+
+
+def _check_list(value: Any, list_type, path: str, where: str) -> str | None:
+    if not isinstance(value, list):
+        return f"expected a JSON list{where}, got {json.dumps(value)[:60]}"
+    (item_type,) = typing.get_args(list_type) or (Any,)
+    problems = (check_json(item, item_type, f"{path}[{i}]") for i, item in enumerate(value))
+    return next((p for p in problems if p), None)
+
+
+def _check_dict(value: Any, dict_type, path: str, where: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a JSON object{where}, got {json.dumps(value)[:60]}"
+    _, item_type = typing.get_args(dict_type) or (str, Any)
+    problems = (check_json(item, item_type, f"{path}[{json.dumps(key)}]") for key, item in value.items())
+    return next((p for p in problems if p), None)
 
 
 def _check_dataclass(value: Any, cls, path: str, where: str) -> str | None:

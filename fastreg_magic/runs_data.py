@@ -104,11 +104,6 @@ def workflow_graph(compiled_workflow) -> Graph:
     return Graph(tuple(_topological(nodes)))
 
 
-def single_task_graph(node_id: str, task_name: str) -> Graph:
-    """The one-node graph of a run that launched a task directly."""
-    return Graph((GraphNode(node_id, task_name, "task"),))
-
-
 def _node_target(node) -> tuple[str | None, str]:
     target = node.WhichOneof("target")
     if target == "task_node":

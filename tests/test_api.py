@@ -109,10 +109,10 @@ def test_forgetting_registrations_uploads_again(sandbox, tmp_path):
 
 
 def test_generated_modules_carry_the_mark_collect_looks_for(tmp_path):
-    from fastreg_magic import lift
+    from fastreg_magic import lift_imports
 
     mod = unique("api_mark")
     api.fast_register(SOURCE, module=mod, source_root=tmp_path, dry_run=True)
     import sys
 
-    assert hasattr(sys.modules[mod], lift.GENERATED_MARK)
+    assert hasattr(sys.modules[mod], lift_imports.GENERATED_MARK)

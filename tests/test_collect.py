@@ -280,7 +280,7 @@ def test_names_bound_anywhere_in_the_cell_are_not_lifted(shell):
 )
 def test_values_that_are_not_code_or_literals_are_refused_by_name(shell, setup, name, kind):
     run(shell, setup)
-    with pytest.raises(CollectError, match=rf"`{name}` \(a [\w.]*{kind}\).*Define it in this cell, or import it"):
+    with pytest.raises(CollectError, match=rf"`{name}` \(an? [\w.]*{kind}\).*Define it in this cell, or import it"):
         module_from_cell(f"def f():\n    return {name}\n", "flow", shell.user_ns)
 
 

@@ -184,3 +184,30 @@ def test_authentication_failure_is_a_backend_error(clean_env):
             config.connect(backend, "flytesnacks", "development")
     finally:
         server.stop(0)
+
+
+def test_a_real_flyteadmin_is_not_taken_for_the_sandbox(clean_env):
+    """Only GetVersion's Build names the sandbox: any other FlyteAdmin keeps its console URL."""
+    from concurrent import futures
+
+    import grpc
+    from flyteidl.admin import project_pb2, version_pb2
+    from flyteidl.service import admin_pb2_grpc
+
+    class Admin(admin_pb2_grpc.AdminServiceServicer):
+        def GetVersion(self, request, context):
+            return version_pb2.GetVersionResponse(control_plane_version=version_pb2.Version(Build="flyteadmin"))
+
+        def ListProjects(self, request, context):
+            return project_pb2.Projects()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(Admin(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        backend = config.ensure_reachable(config.resolve_backend(endpoint=f"127.0.0.1:{port}"))
+        assert not backend.is_sandbox
+        assert backend.console_url == f"http://127.0.0.1:{port}/console"
+    finally:
+        server.stop(0)

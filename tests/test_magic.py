@@ -83,7 +83,7 @@ def test_extension_loads_from_ipython_config(tmp_path):
 
 
 def test_unknown_option_is_a_usage_error(shell, project_dir):
-    with pytest.raises(UsageError, match="unrecognized arguments: --no-such-flag"):
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --no-such-flag\. Run `%%flyte_fast\?` to see its options"):
         magic(shell, "--no-such-flag", CELL)
 
 
@@ -157,6 +157,15 @@ def test_bad_image_is_a_usage_error(shell, project_dir):
 def test_syntax_error_is_one_line(shell, project_dir):
     with pytest.raises(UsageError, match="Syntax error on line 2"):
         magic(shell, "--dry-run -m synmod", "x = 1\ndef broken(:\n")
+
+
+def test_a_broken_cell_contacts_no_backend(shell, project_dir, capsys):
+    """The cell is checked before any backend is resolved: its own error, not an unreachable endpoint's."""
+    with pytest.raises(UsageError, match="Syntax error on line 2"):
+        magic(shell, "-m synmod2 --endpoint 127.0.0.1:1", "x = 1\ndef broken(:\n")
+    with pytest.raises(UsageError, match="IPython syntax"):
+        magic(shell, "-m bangmod2 --config does-not-exist.yaml", "!ls\n" + CELL)
+    assert "embedded sandbox" not in capsys.readouterr().out
 
 
 def test_magic_lines_are_refused(shell, project_dir):

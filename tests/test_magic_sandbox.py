@@ -165,29 +165,34 @@ def test_distribution_dir_file_url(shell, workdir, tmp_path_factory):
     assert again.uploaded is False  # content-addressed object already there
 
 
-def test_distribution_dir_s3(shell, workdir, monkeypatch):
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A real S3 API (moto's server) on loopback, with the AWS settings s3fs and botocore read."""
     moto_server = pytest.importorskip("moto.server")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        import s3fs
-
-        s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-        s3.mkdir("dists")
-        mod = unique("s3dist")
-        reg = magic(shell, f"-m {mod} --distribution-dir s3://dists/fast", CELL)
-        assert reg.archive_uri.startswith("s3://dists/fast/") and reg.uploaded
-        with s3.open(reg.archive_uri, "rb") as f:
-            names = tarfile.open(fileobj=f, mode="r:gz").getnames()
-        assert f"{mod}.py" in names
+        yield endpoint
     finally:
         server.stop()
+
+
+def test_distribution_dir_s3(shell, workdir, s3_endpoint):
+    import s3fs
+
+    s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    s3.mkdir("dists")
+    mod = unique("s3dist")
+    reg = magic(shell, f"-m {mod} --distribution-dir s3://dists/fast", CELL)
+    assert reg.archive_uri.startswith("s3://dists/fast/") and reg.uploaded
+    with s3.open(reg.archive_uri, "rb") as f:
+        names = tarfile.open(fileobj=f, mode="r:gz").getnames()
+    assert f"{mod}.py" in names
 
 
 def test_unknown_project_registers_nothing(shell, workdir, counter):
@@ -271,36 +276,30 @@ def test_big_archive_shows_upload_progress(shell, workdir, capsys):
     assert "Uploading the archive: 100%" in shown
 
 
-def test_upload_refused_registers_nothing(shell, workdir, counter, monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with pytest.raises(UsageError, match="no-such-bucket"):
-            magic(shell, f"-m {unique('refused')} --distribution-dir s3://no-such-bucket/fast", CELL)
-        assert counter.creates() == []
-    finally:
-        server.stop()
+def test_upload_refused_registers_nothing(shell, workdir, counter, s3_endpoint):
+    with pytest.raises(UsageError, match="no-such-bucket"):
+        magic(shell, f"-m {unique('refused')} --distribution-dir s3://no-such-bucket/fast", CELL)
+    assert counter.creates() == []
 
 
-def test_workflow_calling_a_launch_plan_registers_in_dependency_order(shell, remote, workdir):
-    mod = unique("lpnode")
-    cell = CELL + textwrap.dedent(
+def with_fixed_launch_plan(mod: str, workflows: str) -> str:
+    """CELL plus a launch plan `fixed` of `pipeline` (n=7), plus the workflows given (which may call it)."""
+    return CELL + textwrap.dedent(
         f"""
         from flytekit import LaunchPlan
 
         fixed = LaunchPlan.get_or_create(pipeline, name="{mod}.fixed", fixed_inputs={{"n": 7}})
+        """
+    ) + textwrap.dedent(workflows)
 
+
+def test_workflow_calling_a_launch_plan_registers_in_dependency_order(shell, remote, workdir):
+    mod = unique("lpnode")
+    cell = with_fixed_launch_plan(mod, """
         @workflow
         def outer() -> str:
             return fixed()
-        """
-    )
+        """)
     reg = magic(shell, f"-m {mod}", cell)
     names = {(e.kind, e.name) for e in reg.entities}
     assert ("launch_plan", f"{mod}.fixed") in names and ("workflow", f"{mod}.outer") in names
@@ -360,12 +359,7 @@ def test_explicit_version_identical_rerun_is_idempotent(shell, workdir, counter)
     from fastreg_magic import api
 
     mod = unique("pinsame")
-    cell = CELL + textwrap.dedent(
-        f"""
-        from flytekit import LaunchPlan
-
-        fixed = LaunchPlan.get_or_create(pipeline, name="{mod}.fixed", fixed_inputs={{"n": 7}})
-
+    cell = with_fixed_launch_plan(mod, """
         @workflow
         def outer(m: int = 2) -> str:
             return fixed()
@@ -373,11 +367,36 @@ def test_explicit_version_identical_rerun_is_idempotent(shell, workdir, counter)
         @workflow
         def nested(k: int = 1) -> str:
             return pipeline(n=double(n=k))
-        """
-    )
+        """)
     first = magic(shell, f"-m {mod} --version v1", cell)
     api.forget_registrations()
     counter.calls.clear()
     again = magic(shell, f"-m {mod} --version v1", cell)
     assert again.registered and again.version == first.version == "v1"
     assert counter.creates()  # sent again; FlyteAdmin answers ALREADY_EXISTS, which is success
+
+
+def test_endpoint_of_the_sandbox_is_recognised(shell, sandbox, workdir, capsys):
+    """`--endpoint HOST:PORT` of a running sandbox: shown as the sandbox, with no console links that lead nowhere."""
+    capsys.readouterr()
+    shell.run_cell(f"%%flyte_fast -m {unique('ep')} --endpoint {sandbox.endpoint}\n{CELL}", store_history=True)
+    shown = capsys.readouterr().out
+    reg = shell.user_ns["_"]
+    assert reg.registered
+    assert f"embedded sandbox ({sandbox.endpoint})" in shown and "/console" not in shown
+    assert reg.backend.is_sandbox and reg.backend.console_url is None
+    assert reg.backend.label == f"embedded sandbox ({sandbox.endpoint})"
+    assert all(e.url is None for e in reg.entities)
+    run = reg.launch(n=1)
+    assert run.url is None
+    assert run.wait(timeout=300).phase == "SUCCEEDED", run.error
+
+
+def test_hand_written_config_of_the_sandbox_is_recognised(shell, sandbox, workdir):
+    handmade = workdir / "handmade.yaml"
+    handmade.write_text(f"admin:\n  endpoint: dns:///{sandbox.endpoint}\n  insecure: true\n")
+    reg = magic(shell, f"-m {unique('cfg')} --config {handmade}", CELL)
+    assert reg.backend.is_sandbox and reg.backend.console_url is None
+    assert reg.backend.label == f"embedded sandbox ({sandbox.endpoint})"
+    assert all(e.url is None for e in reg.entities)
+
