@@ -20,6 +20,7 @@ import importlib.util
 import keyword
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, MutableMapping
@@ -70,6 +71,8 @@ class Registration:
     timings: Mapping[str, float]
     remote: Any = field(default=None, compare=False, repr=False)
     runs: list = field(default_factory=list, compare=False, repr=False)
+    # The widgets showing this release: a run launched from code joins each of them.
+    _views: weakref.WeakSet = field(default_factory=weakref.WeakSet, init=False, compare=False, repr=False)
 
     def entity(self, name: str | None = None) -> EntityRef:
         """The workflow (or launch plan, or task) called ``name``; without a name, the cell's only workflow."""
@@ -86,6 +89,8 @@ class Registration:
 
         run = runs.launch(self.remote, self.entity(name), inputs, console_url=self.console_url)
         self.runs.append(run)
+        for view in list(self._views):
+            view.show_run(run)
         return run
 
     @property

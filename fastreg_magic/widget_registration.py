@@ -54,7 +54,14 @@ class RegistrationWidget(widgets.VBox):
         super().__init__(children, **kwargs)
         self.add_class("fastreg-registration")
         for run in list(getattr(reg, "runs", ()) or ()):
-            self._add_view(RunView(run, on_new_run=self._relaunched))
+            self.show_run(run)
+        views = getattr(reg, "_views", None)
+        if views is not None:
+            views.add(self)  # reg.launch(...) from code shows its run here too
+
+    def show_run(self, run) -> None:
+        """Append a live view of a run started elsewhere (``reg.launch`` in a later cell)."""
+        self._add_view(RunView(run, on_new_run=self._relaunched))
 
     def _forms_panel(self) -> widgets.Widget:
         if len(self.forms) == 1:
@@ -103,6 +110,9 @@ class RegistrationWidget(widgets.VBox):
         self.runs_box.children = (*self.runs_box.children, view)
 
     def close(self) -> None:
+        views = getattr(self.reg, "_views", None)
+        if views is not None:
+            views.discard(self)
         for view in self.run_views:
             view.stop()
         super().close()

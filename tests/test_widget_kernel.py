@@ -245,3 +245,13 @@ def test_several_runs_at_once_each_follow_their_own_run(kernel):
     assert [kernel.eval(f"{v}.phase") for v in views] == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
     assert [kernel.eval(f"{v}.run.outputs") for v in views[:2]] == [{"o0": 81}, {"o0": 256}]
     assert len({kernel.eval(f"{v}.run.name") for v in views}) == 3
+
+
+def test_a_run_launched_from_code_joins_the_displayed_widget(kernel):
+    before = kernel.eval("len(w.run_views)")
+    kernel.run("coded = reg.launch('twice', n=7)")
+    assert kernel.eval("len(w.run_views)") == before + 1
+    assert kernel.eval(f"w.run_views[{before}].run.name") == kernel.eval("coded.name")
+    kernel.run(f"await settle(w.run_views[{before}], {END})")
+    assert kernel.eval(f"w.run_views[{before}].phase") == "SUCCEEDED"
+    assert "2401" in kernel.eval(f"w.run_views[{before}].outputs.value")
