@@ -21,7 +21,7 @@ import time
 import weakref
 from typing import Any, Mapping
 
-from flyteidl.admin import common_pb2, execution_pb2, node_execution_pb2, task_execution_pb2
+from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2
 
 from fastreg_magic.errors import RunError
@@ -31,11 +31,11 @@ from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is pub
     Graph,
     NodeStatus,
     RunState,
-    node_statuses,
     parse_execution_ref,
     workflow_graph,
 )
 from fastreg_magic.runs_errors import backend_endpoint, reraise, rpc
+from fastreg_magic.runs_tree import NodeTree
 
 __all__ = ["Run", "NodeStatus", "launch", "attach", "poll_intervals", "is_loopback"]
 
@@ -150,7 +150,8 @@ class Run:
         self._outputs: dict | None = None
         self._output_types = output_types
         self._graph: Graph | None = None
-        self._retries: dict[str, tuple] = {}
+        self._subgraphs: dict[str, Graph] = {}
+        self._tree = NodeTree(self)
         self.label = label
         console = (console_url or "").rstrip("/")
         self.url = f"{console}/projects/{self.project}/domains/{self.domain}/executions/{self.name}" if console else None
@@ -239,14 +240,11 @@ class Run:
             self._state = state
 
     def nodes(self) -> list[NodeStatus]:
-        """The node table: node, task, phase, started, duration, retries (ListNodeExecutions + tasks)."""
+        """The node table as a tree: node, task, phase, started, duration, retries, and each node's
+        ``children`` (a sub-workflow's or dynamic task's nodes, a map task's elements)."""
         graph = self.graph()
-        executions = self._node_executions()
-        retries = {ne.id.node_id: self._node_retries(ne) for ne in executions if _is_task_node(ne, graph)}
-        rows = node_statuses(graph, executions, retries)
-        if self._spec is not None and self._spec.launch_plan.resource_type == identifier_pb2.TASK:
-            rows = [r if r.task else _with_task(r, self._spec.launch_plan.name) for r in rows]
-        return rows
+        task = self._spec.launch_plan.name if self._spec.launch_plan.resource_type == identifier_pb2.TASK else None
+        return self._tree.rows(graph, self._subgraphs, task_name=task)
 
     def graph(self) -> Graph:
         """The workflow's nodes and edges as registered (read once)."""
@@ -262,6 +260,7 @@ class Run:
             lp = rpc(self._client, "get_launch_plan", common_pb2.ObjectGetRequest(id=lp_id), what=what, remote=self._remote)
             wf = rpc(self._client, "get_workflow", common_pb2.ObjectGetRequest(id=lp.spec.workflow_id), what=what, remote=self._remote)
             graph = workflow_graph(wf.closure.compiled_workflow.primary)
+            self._subgraphs = {sub.template.id.name: workflow_graph(sub) for sub in wf.closure.compiled_workflow.sub_workflows}
         self._graph = graph
         return graph
 
@@ -310,30 +309,6 @@ class Run:
         self._client = SynchronousFlyteClient(self._remote.config.platform)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _node_executions(self) -> list:
-        executions, token = [], ""
-        while True:
-            request = node_execution_pb2.NodeExecutionListRequest(workflow_execution_id=self._id, limit=200, token=token)
-            page = rpc(self._client, "list_node_executions_paginated", request, what=f"Reading the nodes of run {self.name}", remote=self._remote)
-            executions.extend(page.node_executions)
-            token = page.token
-            if not token or not page.node_executions:
-                return executions
-
-    def _node_retries(self, node_execution) -> int:
-        """Retries of one task node; asked again only when the node changed since last time."""
-        key = node_execution.id.node_id
-        stamp = (node_execution.closure.updated_at.seconds, node_execution.closure.updated_at.nanos, node_execution.closure.phase)
-        cached = self._retries.get(key)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        request = task_execution_pb2.TaskExecutionListRequest(node_execution_id=node_execution.id, limit=100)
-        page = rpc(self._client, "list_task_executions_paginated", request, what=f"Reading the attempts of node {key}", remote=self._remote)
-        attempts = [te.id.retry_attempt for te in page.task_executions]
-        retries = max(attempts) if attempts else 0
-        self._retries[key] = (stamp, retries)
-        return retries
-
     def __repr__(self) -> str:
         where = f" {self.url}" if self.url else ""
         return f"<Run {self.project}/{self.domain}/{self.name} {self.phase}{where}>"
@@ -361,18 +336,6 @@ def poll_intervals(loopback: bool):
 def is_loopback(remote) -> bool:
     host = backend_endpoint(remote).split("://")[-1].rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.")
-
-
-def _is_task_node(node_execution, graph: Graph) -> bool:
-    kinds = {n.id: n.kind for n in graph.nodes}
-    node_id = node_execution.metadata.spec_node_id or node_execution.id.node_id
-    return kinds.get(node_id, "task") in ("task", "array") and node_id not in ("start-node", "end-node")
-
-
-def _with_task(row: NodeStatus, task: str) -> NodeStatus:
-    from dataclasses import replace
-
-    return replace(row, task=task)
 
 
 def _check_input_names(entity, fields, inputs: Mapping[str, Any]) -> None:

@@ -88,6 +88,15 @@ class NodeStatus:
     duration: float | None = None  # seconds; for a running node, the time so far
     retries: int = 0
     error: str | None = None
+    # The tree below this node: a sub-workflow's or dynamic task's nodes, a map task's elements.
+    children: tuple["NodeStatus", ...] = ()
+    path: str = ""  # node ids from the top, "n1/n0"; a map task element is "n2[3]"
+    child_run: str | None = None  # the execution a launch-plan node started
+    truncated: bool = False  # has children deeper than the table follows
+
+    @property
+    def label(self) -> str:
+        return self.path or self.node
 
 
 def workflow_graph(compiled_workflow) -> Graph:
@@ -143,17 +152,21 @@ def _topological(nodes: list[GraphNode]) -> list[GraphNode]:
     return placed
 
 
-def node_statuses(graph: Graph, node_executions, retries: dict[str, int], now: dt.datetime | None = None) -> list[NodeStatus]:
+def node_statuses(
+    graph: Graph, node_executions, retries: dict[str, int], now: dt.datetime | None = None, *, nested: bool = False
+) -> list[NodeStatus]:
     """Join the registered graph with the backend's node executions (``admin.NodeExecution`` protos).
 
     Nodes in the graph that have no execution yet are ``NOT_STARTED``; executions for nodes the
     graph does not know (a single-task run, a dynamic workflow's children) are listed after them.
+    ``nested`` rows are the children of a parent node, which carry their parent's attempt as
+    ``retry_group``; at the top level such rows belong to no one and are skipped.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     executions = {}
     for ne in node_executions:
         node_id = ne.metadata.spec_node_id or ne.id.node_id
-        if node_id in (START_NODE, END_NODE) or ne.metadata.retry_group:
+        if node_id in (START_NODE, END_NODE) or (ne.metadata.retry_group and not nested):
             continue
         executions[node_id] = ne
     rows = []

@@ -7,8 +7,8 @@
 One scheduler thread keeps every watched run in a queue ordered by when it is next due, and
 a few worker threads make the calls, so twenty runs cost twenty small RPCs now and then,
 not twenty sleeping threads. Each poll of a run is one GetExecution; the node table (one
-ListNodeExecutions) is read on a slower cadence, whenever the run's phase changes, and at
-the end. Polls start every 0.1 s and back off (see `runs.poll_intervals`). A backend that
+ListNodeExecutions, plus one per running parent node: see `runs_tree`) is read at most once a
+second, whenever the run's phase changes, and at the end. Polls start every 0.1 s and back off (see `runs.poll_intervals`). A backend that
 stops answering is reported as ``connection="reconnecting…"`` and polled with a longer
 backoff; after a few failures the run opens a fresh connection.
 

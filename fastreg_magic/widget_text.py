@@ -16,6 +16,7 @@ import pprint
 from typing import Any, Iterable
 
 from fastreg_magic.runs_data import NOT_STARTED, NodeStatus
+from fastreg_magic.runs_tree import flatten
 
 # Phase colours, the console's palette in spirit: grey waiting, blue working, green done, red failed.
 PHASE_COLOURS = {
@@ -36,8 +37,12 @@ PHASE_COLOURS = {
     "ABORTING": "#ef6c00",
     "ABORTED": "#ef6c00",
     "SKIPPED": "#9e9e9e",
+    "RETRYABLE_FAILED": "#e53935",
     "LAUNCH FAILED": "#c62828",
 }
+
+# Each level of nesting in the node table is indented by this much.
+INDENT_PX = 16
 
 
 # Widget HTML inherits the tall line height of widget rows; tables read better compact.
@@ -115,10 +120,13 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
     lines = [f"Run {s['name']} ({s['label']}) in {s['project']}/{s['domain']}: {s['phase']}, {s['elapsed'] or '0s'}"]
     if s["url"]:
         lines.append(f"  console: {s['url']}")
-    for row in nodes or ():
+    for depth, row in flatten(nodes or ()):
+        node = "  " * depth + row.label
         lines.append(
-            f"  {row.node:<12} {short_name(row.task):<24} {row.phase:<12} {duration_text(row.duration):>8}"
+            f"  {node:<16} {short_name(row.task):<24} {row.phase:<12} {duration_text(row.duration):>8}"
             + (f"  retries {row.retries}" if row.retries else "")
+            + (f"  run {row.child_run} (%flyte_watch {row.child_run})" if row.child_run else "")
+            + ("  (deeper nodes not shown)" if row.truncated else "")
         )
     if s["outputs"]:
         lines.append("  outputs:")
@@ -148,22 +156,31 @@ def title_html(run_label: str, name: str | None, url: str | None) -> str:
 
 
 def nodes_html(rows: Iterable[NodeStatus]) -> str:
+    """The node table; the nodes inside a sub-workflow, dynamic task or map task are indented under it."""
     rows = list(rows)
     if not rows:
         return "<i style='color:#757575'>no nodes yet</i>"
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in ("node", "task", "phase", "duration", "retries"))
-    body = []
-    for r in rows:
-        body.append(
-            "<tr>"
-            f"<td style='padding:2px 8px'><code>{esc(r.node)}</code></td>"
-            f"<td style='padding:2px 8px' title='{esc(r.task)}'>{esc(short_name(r.task))}</td>"
-            f"<td style='padding:2px 8px'>{badge_html(r.phase)}</td>"
-            f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
-            f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
-            "</tr>"
-        )
+    body = [_node_row(depth, r) for depth, r in flatten(rows)]
     return f"<table class='fastreg-nodes' style='{TABLE}'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _node_row(depth: int, r: NodeStatus) -> str:
+    task = esc(short_name(r.task))
+    if r.child_run:  # a launch-plan node: name the run it started, and how to watch it
+        task += f" → run <code>{esc(r.child_run)}</code> <span style='color:#757575'>(<code>%flyte_watch {esc(r.child_run)}</code>)</span>"
+    if r.truncated:
+        task += " <i style='color:#757575'>(deeper nodes not shown)</i>"
+    error = f" title='{esc(r.error)}'" if r.error else ""
+    return (
+        f"<tr class='fastreg-node' data-depth='{depth}' data-path='{esc(r.label)}' data-phase='{esc(r.phase)}'>"
+        f"<td style='padding:2px 8px 2px {8 + INDENT_PX * depth}px'><code>{esc(r.label)}</code></td>"
+        f"<td style='padding:2px 8px' title='{esc(r.task)}'>{task}</td>"
+        f"<td style='padding:2px 8px'{error}>{badge_html(r.phase)}</td>"
+        f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
+        f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
+        "</tr>"
+    )
 
 
 def outputs_html(outputs: dict | None) -> str:

@@ -101,3 +101,13 @@ def test_polling_starts_fast_and_backs_off_to_a_ceiling():
     assert local[0] == remote[0] == 0.1
     assert local == sorted(local) and max(local) == 0.3
     assert remote == sorted(remote) and max(remote) == 5.0
+
+
+def test_children_of_a_parent_keep_their_attempt_rows():
+    graph = workflow_graph(compiled(("n0", "m.inc", [])))
+    child = node_execution("n0-0-n0", core_exec.NodeExecution.SUCCEEDED, seconds=1.0)
+    child.metadata.spec_node_id = "n0"
+    child.metadata.retry_group = "0"
+    assert node_statuses(graph, [child], {}) == [node_statuses(graph, [], {})[0]]  # at the top: nobody's row
+    (row,) = node_statuses(graph, [child], {}, nested=True)
+    assert (row.node, row.task, row.phase, row.duration) == ("n0", "m.inc", "SUCCEEDED", 1.0)

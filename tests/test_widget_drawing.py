@@ -174,3 +174,50 @@ def test_registration_text_for_terminals():
     assert text.startswith("Registered pipe version v1abc")
     assert "unchanged: nothing uploaded or registered" in text
     assert "left out        .env: secret (never shipped)" in text
+
+
+def nested_rows():
+    failing = NodeStatus("n1", "wf.picky", "FAILED", None, 0.5, 1, f"ValueError: {XSS}", path="n0/n1")
+    sub = NodeStatus(
+        "n0", "wf.inner", "FAILED", None, 2.0, 0,
+        children=(NodeStatus("n0", "wf.inc", "SUCCEEDED", None, 0.2, path="n0/n0"), failing), path="n0",
+    )
+    array = NodeStatus(
+        "n1", "wf.inc", "RUNNING", None, 3.0, 0, path="n1",
+        children=(NodeStatus("[0]", "wf.inc", "SUCCEEDED", path="n1[0]"), NodeStatus("[1]", "wf.inc", "RUNNING", retries=2, path="n1[1]")),
+    )
+    launched = NodeStatus("n2", "wf.other_lp", "RUNNING", None, 1.0, path="n2", child_run=f"f{XSS}", truncated=True)
+    return [sub, array, launched]
+
+
+def test_node_table_indents_children_under_their_parent():
+    table = nodes_html(nested_rows())
+    shown = re.findall(r"<tr class='fastreg-node' data-depth='(\d)' data-path='([^']*)' data-phase='(\w+)'>(.*?)</tr>", table, re.S)
+    assert [(d, p, ph) for d, p, ph, _ in shown] == [
+        ("0", "n0", "FAILED"), ("1", "n0/n0", "SUCCEEDED"), ("1", "n0/n1", "FAILED"),
+        ("0", "n1", "RUNNING"), ("1", "n1[0]", "SUCCEEDED"), ("1", "n1[1]", "RUNNING"),
+        ("0", "n2", "RUNNING"),
+    ]
+    cells = {path: re.findall(r"<td([^>]*)>(.*?)</td>", body, re.S) for _, path, _, body in shown}
+    assert "padding:2px 8px 2px 8px" in cells["n0"][0][0] and "padding:2px 8px 2px 24px" in cells["n0/n1"][0][0]
+    failed = cells["n0/n1"]
+    assert "<code>n0/n1</code>" == failed[0][1] and failed[1][1] == "picky" and ">FAILED<" in failed[2][1]
+    assert "ValueError: &lt;img" in failed[2][0]  # the error as a tooltip on the badge, escaped
+    assert failed[3][1] == "0.5s" and failed[4][1] == "1"
+    assert cells["n1[1]"][4][1] == "2"
+
+
+def test_a_launch_plan_node_names_the_run_it_started_escaped():
+    table = nodes_html(nested_rows())
+    assert "<img" not in table
+    assert "→ run <code>f&lt;img" in table and "%flyte_watch f&lt;img" in table
+    assert "deeper nodes not shown" in table
+
+
+def test_run_text_indents_children():
+    text = run_text(fake_run(phase="RUNNING", done=False, outputs=None), nested_rows())
+    lines = text.splitlines()
+    assert any(line.startswith("  n0 ") and "inner" in line for line in lines)
+    assert any(line.startswith("    n0/n1 ") and "FAILED" in line and "retries 1" in line for line in lines)
+    assert any(line.startswith("    n1[1] ") for line in lines)
+    assert any(line.startswith("  n2 ") and f"%flyte_watch f{XSS}" in line for line in lines)

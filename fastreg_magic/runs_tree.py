@@ -1,0 +1,194 @@
+"""A run's node table as a tree: the nodes inside sub-workflows, dynamic tasks, branches and map tasks.
+
+FlyteAdmin lists a run's top-level nodes; the nodes under a parent node (``metadata.is_parent_node``)
+are listed with ``ListNodeExecutions(unique_parent_id=...)``, and a map task's elements are the
+external resources of its task execution. `NodeTree` reads them for one `Run`, keeping the
+reads light for a follower that redraws the table about once a second:
+
+- a parent that has ended and not changed since the last read is served from memory (a finished
+  sub-workflow costs nothing after its first read); a parent still running is read again, since
+  its children change while the parent itself does not;
+- attempts (retries, the task's name) are asked once per change of a task node;
+- nesting is followed ``MAX_DEPTH`` levels down; deeper parents are marked ``truncated``.
+
+    tree = NodeTree(run)
+    tree.rows(graph, subgraphs)   -> [NodeStatus("n0", ..., children=(NodeStatus("n0-0-n0", path="n0/n0"), ...))]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from flyteidl.admin import node_execution_pb2, task_execution_pb2
+from flyteidl.core import execution_pb2 as core_exec
+
+from fastreg_magic.runs_data import NODE_TERMINAL, END_NODE, START_NODE, Graph, NodeStatus, node_statuses
+from fastreg_magic.runs_errors import rpc
+
+# How many levels of nesting below the top the table follows (sub-workflow in a dynamic in ...).
+MAX_DEPTH = 4
+PAGE = 200
+
+
+def _stamp(ne) -> tuple:
+    """What changes whenever FlyteAdmin records an event for a node."""
+    updated = ne.closure.updated_at
+    return (updated.seconds, updated.nanos, ne.closure.phase)
+
+
+def _child_run(ne) -> str | None:
+    """The child execution a launch-plan node started, if any."""
+    if ne.closure.HasField("workflow_node_metadata"):
+        return ne.closure.workflow_node_metadata.executionId.name or None
+    return None
+
+
+def _is_task_like(ne) -> bool:
+    """A node whose work is a task (so it has attempts): not a parent, not a launch plan."""
+    node_id = ne.metadata.spec_node_id or ne.id.node_id
+    if node_id in (START_NODE, END_NODE):
+        return False
+    return (not ne.metadata.is_parent_node or ne.metadata.is_dynamic) and _child_run(ne) is None
+
+
+class NodeTree:
+    """Reads and caches the node tree of one run.
+
+    Two readers at once (the follower and a user's ``run.nodes()``) at worst repeat an RPC: the
+    caches only ever hold complete answers, replaced whole.
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self._attempts: dict[str, tuple] = {}  # unique node id -> (stamp, Attempts)
+        self._children: dict[str, tuple] = {}  # unique parent id -> (stamp, [NodeStatus])
+
+    # -- public ------------------------------------------------------------------------------
+    def rows(self, graph: Graph, subgraphs: dict[str, Graph], task_name: str | None = None) -> list[NodeStatus]:
+        """The top-level rows, each with its children, for a run whose workflow is ``graph``."""
+        executions = self._list(None)
+        return self._level(graph, executions, subgraphs, depth=0, prefix="", default_task=task_name)
+
+    # -- one level ---------------------------------------------------------------------------
+    def _level(self, graph, executions, subgraphs, depth, prefix, default_task=None) -> list[NodeStatus]:
+        by_node = {}
+        attempts = {}
+        for ne in executions:
+            if ne.metadata.retry_group and depth == 0:
+                continue
+            node_id = ne.metadata.spec_node_id or ne.id.node_id
+            by_node[node_id] = ne
+            if _is_task_like(ne):
+                attempts[node_id] = self._attempts_of(ne)
+        rows = node_statuses(graph, executions, {k: a.retries for k, a in attempts.items()}, nested=depth > 0)
+        kinds = {n.id: n for n in graph.nodes}
+        result = []
+        for row in rows:
+            ne = by_node.get(row.node)
+            found = attempts.get(row.node)
+            task = row.task or (found.task if found else None) or default_task
+            row = replace(row, task=task, path=f"{prefix}{row.node}")
+            if ne is not None:
+                row = replace(row, child_run=_child_run(ne))
+                gnode = kinds.get(row.node)
+                sub = subgraphs.get(gnode.task) if gnode is not None and gnode.kind == "workflow" else None
+                row = self._with_children(row, ne, found, sub, subgraphs, depth)
+            result.append(row)
+        return result
+
+    def _with_children(self, row, ne, found, sub: Graph | None, subgraphs, depth) -> NodeStatus:
+        if found is not None and found.elements:
+            elements = tuple(replace(e, path=f"{row.path}{e.node}") for e in found.elements)
+            return replace(row, children=elements)
+        if not ne.metadata.is_parent_node:
+            return row
+        if depth + 1 > MAX_DEPTH:
+            return replace(row, truncated=True)
+        unique_id = ne.id.node_id
+        cached = self._children.get(unique_id)
+        stamp = _stamp(ne)
+        if cached is not None and cached[0] == stamp and row.phase in NODE_TERMINAL:
+            return replace(row, children=cached[1])
+        children = self._list(unique_id)
+        # Attempts of a retried parent are grouped by retry_group: show the latest attempt's nodes.
+        groups = {c.metadata.retry_group for c in children}
+        if len(groups) > 1:
+            latest = max(groups, key=lambda g: int(g) if g.isdigit() else -1)
+            children = [c for c in children if c.metadata.retry_group == latest]
+        kids = tuple(self._level(sub or Graph(()), children, subgraphs, depth + 1, f"{row.path}/"))
+        self._children[unique_id] = (stamp, kids)
+        return replace(row, children=kids)
+
+    # -- RPCs ----------------------------------------------------------------------------------
+    def _list(self, parent: str | None) -> list:
+        run = self.run
+        executions, token = [], ""
+        what = f"Reading the nodes of run {run.name}" + (f" under node {parent}" if parent else "")
+        while True:
+            request = node_execution_pb2.NodeExecutionListRequest(
+                workflow_execution_id=run._id, limit=PAGE, token=token, unique_parent_id=parent or ""
+            )
+            page = rpc(run._client, "list_node_executions_paginated", request, what=what, remote=run._remote)
+            executions.extend(page.node_executions)
+            token = page.token
+            if not token or not page.node_executions:
+                return executions
+
+    def _attempts_of(self, ne) -> "Attempts":
+        """Retries, task name and (for a map task) elements of one task node; asked once per change."""
+        key = ne.id.node_id
+        stamp = _stamp(ne)
+        cached = self._attempts.get(key)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        run = self.run
+        request = task_execution_pb2.TaskExecutionListRequest(node_execution_id=ne.id, limit=100)
+        page = rpc(run._client, "list_task_executions_paginated", request, what=f"Reading the attempts of node {key}", remote=run._remote)
+        found = Attempts.of(page.task_executions)
+        self._attempts[key] = (stamp, found)
+        return found
+
+
+class Attempts:
+    """What a node's task executions say: how many retries, which task, a map task's elements."""
+
+    def __init__(self, retries: int = 0, task: str | None = None, elements: tuple[NodeStatus, ...] = ()):
+        self.retries, self.task, self.elements = retries, task, elements
+
+    @classmethod
+    def of(cls, task_executions) -> "Attempts":
+        if not task_executions:
+            return cls()
+        latest = max(task_executions, key=lambda te: te.id.retry_attempt)
+        task = latest.id.task_id.name or None
+        elements = tuple(
+            NodeStatus(
+                node=f"[{r.index}]",
+                task=task,
+                phase=_task_phase(r.phase),
+                retries=r.retry_attempt,
+                child_run=_element_run(r),
+            )
+            for r in sorted(latest.closure.metadata.external_resources, key=lambda r: r.index)
+        )
+        return cls(latest.id.retry_attempt, task, elements)
+
+
+def _element_run(resource) -> str | None:
+    """The child execution of a mapped launch plan's element, if any."""
+    if resource.HasField("workflow_node_metadata"):
+        return resource.workflow_node_metadata.execution_id.name or None
+    return None
+
+
+def _task_phase(phase: int) -> str:
+    """A map task element's phase (a task execution phase) in the node table's words."""
+    name = core_exec.TaskExecution.Phase.Name(phase) if phase in core_exec.TaskExecution.Phase.values() else "UNDEFINED"
+    return {"RETRYABLE_FAILED": "FAILING"}.get(name, name)
+
+
+def flatten(rows, depth: int = 0):
+    """(depth, row) pairs in reading order: each parent followed by its children."""
+    for row in rows:
+        yield depth, row
+        yield from flatten(row.children, depth + 1)
