@@ -47,16 +47,19 @@ def slow(s: float = 120.0) -> float:
 WORKFLOWS = ("twice", "failing", "slow")
 
 
-def register_flows(remote, root: Path) -> tuple[Path, str, str, object]:
-    """Write the module under ``root``, fast-register its workflows; (root, module, version, module object)."""
-    module = f"runflows_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(FLOWS)
+def register_flows(
+    remote, root: Path, source: str = FLOWS, workflows: tuple[str, ...] = WORKFLOWS, prefix: str = "runflows"
+) -> tuple[Path, str, str, object]:
+    """Write ``source`` as a fresh module under ``root`` and fast-register its ``workflows``;
+    (root, module, version, module object). ``{module}`` in the source becomes the module's name."""
+    module = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    (root / f"{module}.py").write_text(source.replace("{module}", module))
     sys.path.insert(0, str(root))
     try:
         mod = __import__(module)
     finally:
         sys.path.remove(str(root))
     version = f"v-{uuid.uuid4().hex[:10]}"
-    for name in WORKFLOWS:
+    for name in workflows:
         remote.register_script(getattr(mod, name), version=version, source_path=str(root), module_name=module, copy_all=True)
     return root, module, version, mod

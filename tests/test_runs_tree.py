@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,9 @@ from fastreg_magic import runs
 from fastreg_magic.api import EntityRef
 from fastreg_magic.runs_tree import flatten
 from fastreg_magic.widget_text import nodes_html, run_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_flows import register_flows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -70,17 +72,9 @@ WORKFLOWS = ("nested", "failing_nested", "mapped")
 
 @pytest.fixture(scope="module")
 def flows(remote, tmp_path_factory):
-    root = tmp_path_factory.mktemp("treeflows")
-    module = f"treeflows_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(FLOWS)
-    sys.path.insert(0, str(root))
-    try:
-        mod = __import__(module)
-    finally:
-        sys.path.remove(str(root))
-    version = f"v-{uuid.uuid4().hex[:10]}"
-    for name in WORKFLOWS:
-        remote.register_script(getattr(mod, name), version=version, source_path=str(root), module_name=module, copy_all=True)
+    _, module, version, mod = register_flows(
+        remote, tmp_path_factory.mktemp("treeflows"), FLOWS, WORKFLOWS, prefix="treeflows"
+    )
     return module, version, mod
 
 
@@ -196,17 +190,9 @@ def calls_lp(n: int = 4) -> int:
 
 @pytest.fixture(scope="module")
 def live_flows(remote, tmp_path_factory):
-    root = tmp_path_factory.mktemp("liveflows")
-    module = f"liveflows_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(LIVE_FLOWS.replace("{module}", module))
-    sys.path.insert(0, str(root))
-    try:
-        mod = __import__(module)
-    finally:
-        sys.path.remove(str(root))
-    version = f"v-{uuid.uuid4().hex[:10]}"
-    for name in ("outer", "calls_lp"):
-        remote.register_script(getattr(mod, name), version=version, source_path=str(root), module_name=module, copy_all=True)
+    _, module, version, mod = register_flows(
+        remote, tmp_path_factory.mktemp("liveflows"), LIVE_FLOWS, ("outer", "calls_lp"), prefix="liveflows"
+    )
     return module, version, mod
 
 

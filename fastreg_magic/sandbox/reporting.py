@@ -131,12 +131,7 @@ class NodeReporter:
             event.parent_node_metadata.node_id = self.parent_node_id
         if self.target_entity is not None:
             event.target_entity.CopyFrom(self.target_entity)
-        if input_data is not None:
-            event.input_data.CopyFrom(input_data)
-        if error is not None:
-            event.error.CopyFrom(error)
-        elif output_data is not None:
-            event.output_data.CopyFrom(output_data)
+        _attach_data(event, input_data, output_data, error)
         if child_execution is not None:
             event.workflow_node_metadata.execution_id.CopyFrom(child_execution)
         if dynamic_workflow is not None:
@@ -179,12 +174,7 @@ def task_event(
         event.reasons.add(occurred_at=event.occurred_at, reason=reason)
     if logs:
         event.logs.extend(logs)
-    if input_data is not None:
-        event.input_data.CopyFrom(input_data)
-    if error is not None:
-        event.error.CopyFrom(error)
-    elif output_data is not None:
-        event.output_data.CopyFrom(output_data)
+    _attach_data(event, input_data, output_data, error)
     event.metadata.generated_name = generated_name
     event.metadata.plugin_identifier = "container"
     if external_resources:
@@ -192,3 +182,13 @@ def task_event(
     if custom_info:
         event.custom_info.update(custom_info)
     return event
+
+
+def _attach_data(event, input_data, output_data, error) -> None:
+    """Inputs inline, then either the error or the outputs (a node or task event carries one of them)."""
+    if input_data is not None:
+        event.input_data.CopyFrom(input_data)
+    if error is not None:
+        event.error.CopyFrom(error)
+    elif output_data is not None:
+        event.output_data.CopyFrom(output_data)
