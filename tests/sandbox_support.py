@@ -8,6 +8,24 @@ import textwrap
 import uuid
 from pathlib import Path
 
+# Two tasks and a workflow with a default input: the smallest pipeline the sandbox tests register.
+PIPELINE_BODY = """
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@workflow
+def pipeline(a: int, b: int = 3) -> int:
+    return double(x=add(a=a, b=b))
+"""
+
 
 def write_module(directory: Path, source: str, name: str | None = None):
     """Write ``source`` as a fresh module under ``directory`` and import it (unique name per call)."""

@@ -25,27 +25,13 @@ from flytekit.exceptions.user import (
 )
 from flytekit.models.core.execution import WorkflowExecutionPhase
 
-from sandbox_support import grpc_code, grpc_details
+from sandbox_support import PIPELINE_BODY, grpc_code, grpc_details
 
 FLOWS = """
 import time
 
 from flytekit import LaunchPlan, task, workflow
-
-
-@task
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-@task
-def double(x: int) -> int:
-    return 2 * x
-
-
-@workflow
-def pipeline(a: int, b: int = 3) -> int:
-    return double(x=add(a=a, b=b))
+""" + PIPELINE_BODY + """
 
 
 fixed = LaunchPlan.get_or_create(pipeline, name="{module}.fixed", fixed_inputs={{"b": 10}})

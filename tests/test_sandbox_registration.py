@@ -16,28 +16,13 @@ from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.exceptions.user import FlyteEntityNotExistException, FlyteInvalidInputException
 from flytekit.models.launch_plan import LaunchPlanState
 
-from sandbox_support import grpc_code, grpc_details, write_module
+from sandbox_support import PIPELINE_BODY, grpc_code, grpc_details, write_module
 
 PYFLYTE = str(Path(sys.executable).parent / "pyflyte")
 
 PIPELINE = """
 from flytekit import task, workflow
-
-
-@task
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-@task
-def double(x: int) -> int:
-    return 2 * x
-
-
-@workflow
-def pipeline(a: int, b: int = 3) -> int:
-    return double(x=add(a=a, b=b))
-"""
+""" + PIPELINE_BODY
 
 
 def settings(project="flytesnacks", domain="development") -> SerializationSettings:
