@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.machinery
 import importlib.util
 import keyword
 import sys
@@ -327,7 +328,7 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
     if str(source_root) not in sys.path:
         sys.path.insert(1, str(source_root))  # the cell's local imports resolve as they will in the container
         importlib.invalidate_caches()
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_GeneratedModuleLoader(name, str(path)))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -340,6 +341,15 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
         raise
     setattr(module, _FINGERPRINT, (source, digest))
     return module
+
+
+class _GeneratedModuleLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the generated module from its source every time, without the bytecode cache: its
+    source changes with nearly every run, so a ``.pyc`` would be checked and rewritten each time
+    and read never."""
+
+    def get_code(self, fullname):
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 _FINGERPRINT = GENERATED_MARK  # collect tells generated modules from local ones by the same attribute

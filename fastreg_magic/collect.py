@@ -74,7 +74,7 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
     tree = _parse_cell(cell)
     if namespace is None:
         return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
-    lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree))
+    lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
         return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
     return ModuleSource(name=name, source=_insert_lifted(cell, tree, lifted.source), lifted=lifted.lines)

@@ -68,20 +68,69 @@ class _Definition:
 
 def free_names(source: str, filename: str = "<cell>") -> set[str]:
     """Names the code reads from its module's globals without ever binding them there."""
-    top = symtable.symtable(source, filename, "exec")
-    bound = _module_bindings(top)
+    reads, binds = scope_names(source)
+    return set(reads - binds - _BUILTINS)
+
+
+def scope_names(source: str, tree: ast.Module | None = None) -> tuple[frozenset[str], frozenset[str]]:
+    """``(names read from module globals, names bound at module level)`` for module source.
+
+    Analysed one top-level statement at a time and remembered per statement: which names a
+    statement reads or binds at module level depends on that statement alone, so after a
+    one-line edit only the edited statement is analysed again. ``tree``: ``source`` already parsed.
+    """
+    tree = tree if tree is not None else ast.parse(source)
+    if any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body):
+        return _statement_names(source)  # future flags apply to the whole module: analyse it whole
+    reads: set[str] = set()
+    binds: set[str] = set()
+    for segment in _statement_segments(source, tree):
+        segment_reads, segment_binds = _statement_names(segment)
+        reads |= segment_reads
+        binds |= segment_binds
+    return frozenset(reads), frozenset(binds)
+
+
+def _statement_segments(source: str, tree: ast.Module) -> list[str]:
+    """The source of each top-level statement (decorators included); statements sharing a line
+    (``a = 1; b = 2``) stay together, so every segment compiles on its own."""
+    lines = source.splitlines()
+    spans: list[list[int]] = []
+    for node in tree.body:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+        last = node.end_lineno or node.lineno
+        if spans and first <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], last)
+        else:
+            spans.append([first, last])
+    return ["\n".join(lines[first - 1 : last]) + "\n" for first, last in spans]
+
+
+_STATEMENT_NAMES: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+_STATEMENT_NAMES_MAX = 4096
+
+
+def _statement_names(source: str) -> tuple[frozenset[str], frozenset[str]]:
+    known = _STATEMENT_NAMES.get(source)
+    if known is None:
+        top = symtable.symtable(source, "<cell>", "exec")
+        known = (frozenset(_global_reads(top)), frozenset(_module_bindings(top)))
+        if len(_STATEMENT_NAMES) >= _STATEMENT_NAMES_MAX:
+            _STATEMENT_NAMES.clear()
+        _STATEMENT_NAMES[source] = known
+    return known
+
+
+def _global_reads(top: symtable.SymbolTable) -> set[str]:
     used: set[str] = set()
     stack = [top]
     while stack:
         table = stack.pop()
         stack.extend(table.get_children())
         for symbol in table.get_symbols():
-            if not symbol.is_referenced():
-                continue
-            reads_global = table is top or symbol.is_global()
-            if reads_global and symbol.get_name() not in bound:
+            if symbol.is_referenced() and (table is top or symbol.is_global()):
                 used.add(symbol.get_name())
-    return used - _BUILTINS
+    return used
 
 
 def _module_bindings(top: symtable.SymbolTable) -> set[str]:
@@ -113,18 +162,19 @@ def has_star_import(tree: ast.AST) -> bool:
     return False
 
 
-def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Lifted:
+def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool = True,
+                    tree: ast.Module | None = None) -> Lifted:
     """Resolve the free names of ``source`` against ``namespace`` (a notebook's user namespace).
 
     ``strict``: a free name missing from the namespace is an error (turn it off when the code
     star-imports, since the name may come from there).
     """
     found = _Found({}, {}, {})
-    pending = sorted(free_names(source))
+    reads, cell_binds = scope_names(source, tree)
+    pending = sorted(reads - cell_binds - _BUILTINS)
     # What the cell binds itself is there when its code runs, but lifted definitions come
     # first: a name they use that the cell binds is lifted only as an import (`@task` over a
     # lifted function needs `task` before the cell's own `from flytekit import task`).
-    cell_binds = _module_bindings(symtable.symtable(source, "<cell>", "exec"))
     seen: set[str] = set()
     while pending:
         name = pending.pop(0)

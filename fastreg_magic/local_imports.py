@@ -18,6 +18,7 @@ seen; ``--copy all`` ships those.
 from __future__ import annotations
 
 import ast
+import collections
 import importlib
 import importlib.machinery
 import importlib.util
@@ -100,7 +101,7 @@ def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
     tree = ast.parse(source)
     top_level = {id(node) for node in tree.body}
     found: list[Import] = []
-    for node in ast.walk(tree):
+    for node in _statements(tree):
         required = id(node) in top_level
         if isinstance(node, ast.Import):
             found.extend(Import(a.name, required, line=node.lineno) for a in node.names)
@@ -114,6 +115,19 @@ def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
                 if a.name != "*"
             )
     return found
+
+
+_HOLDS_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _statements(tree: ast.Module):
+    """Every statement, breadth first as ``ast.walk`` yields them, without descending into
+    expressions: imports are statements, and a cell's expressions are most of its nodes."""
+    pending = collections.deque(tree.body)
+    while pending:
+        node = pending.popleft()
+        yield node
+        pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _HOLDS_STATEMENTS))
 
 
 def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:

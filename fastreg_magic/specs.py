@@ -115,7 +115,7 @@ def _fill_identifiers(message, project: str, domain: str) -> None:
     Generic over the message tree so that every place an identifier can hide (task nodes, array nodes,
     branch nodes, sub-workflows, launch-plan references) is covered, not only the common ones.
     """
-    if message.DESCRIPTOR.full_name == "flyteidl.core.Identifier":
+    if message.DESCRIPTOR.full_name == _IDENTIFIER:
         if message.project in ("", PROJECT_PLACEHOLDER):
             message.project = project
         if message.domain in ("", DOMAIN_PLACEHOLDER):
@@ -126,7 +126,10 @@ def _fill_identifiers(message, project: str, domain: str) -> None:
             continue
         if descriptor.message_type.GetOptions().map_entry:
             value_field = descriptor.message_type.fields_by_name["value"]
-            children = value.values() if value_field.type == value_field.TYPE_MESSAGE else ()
+            holds = value_field.type == value_field.TYPE_MESSAGE and _may_hold_identifier(value_field.message_type)
+            children = value.values() if holds else ()
+        elif not _may_hold_identifier(descriptor.message_type):
+            continue
         elif _repeated(descriptor):
             children = value
         else:
@@ -152,13 +155,15 @@ def dependencies(spec: Spec) -> set:
     own = identity_key(spec.identifier)
 
     def walk(message):
-        if message.DESCRIPTOR.full_name == "flyteidl.core.Identifier":
+        if message.DESCRIPTOR.full_name == _IDENTIFIER:
             key = identity_key(message)
             if key != own:
                 found.add(key)
             return
         for descriptor, value in message.ListFields():
             if descriptor.type == descriptor.TYPE_MESSAGE and not descriptor.message_type.GetOptions().map_entry:
+                if not _may_hold_identifier(descriptor.message_type):
+                    continue  # interfaces, literals, resources...: most of a spec, and never an identifier
                 for child in value if _repeated(descriptor) else (value,):
                     walk(child)
 
@@ -166,3 +171,20 @@ def dependencies(spec: Spec) -> set:
     return found
 
 
+_IDENTIFIER = "flyteidl.core.Identifier"
+_HOLDS_IDENTIFIER: dict[str, bool] = {}
+
+
+def _may_hold_identifier(descriptor) -> bool:
+    """Whether a message of this type can contain an Identifier at any depth (from its schema)."""
+    known = _HOLDS_IDENTIFIER.get(descriptor.full_name)
+    if known is None:
+        reachable, pending = {descriptor.full_name}, [descriptor]
+        while pending:
+            for field_descriptor in pending.pop().fields:
+                child = field_descriptor.message_type
+                if child is not None and child.full_name not in reachable:
+                    reachable.add(child.full_name)
+                    pending.append(child)
+        known = _HOLDS_IDENTIFIER[descriptor.full_name] = _IDENTIFIER in reachable
+    return known

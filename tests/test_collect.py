@@ -270,6 +270,17 @@ def test_names_bound_anywhere_in_the_cell_are_not_lifted(shell):
     assert module_from_cell(cell, "flow", shell.user_ns).lifted == ()
 
 
+def test_free_names_are_found_across_statements_sharing_lines_and_after_an_edit(shell):
+    run(shell, "K = 3\nM = 4\nimport math\n")
+    cell = "a = (1,\n     2); b = a + (K,)\n\n@staticmethod\ndef f():\n    return math.pi * M\n"
+    assert module_from_cell(cell, "flow", shell.user_ns).lifted == ("import math", "K = 3", "M = 4")
+    # The same statements again, one of them edited: the edit's new free name counts, the old one no longer.
+    edited = cell.replace("return math.pi * M", "return math.pi")
+    assert module_from_cell(edited, "flow", shell.user_ns).lifted == ("import math", "K = 3")
+    rebinding = edited.replace("a = (1,", "K = 0; a = (1,")
+    assert module_from_cell(rebinding, "flow", shell.user_ns).lifted == ("import math",)
+
+
 @pytest.mark.parametrize(
     ("setup", "name", "kind"),
     [

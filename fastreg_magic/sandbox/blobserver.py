@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # an idle keep-alive connection ends after this long instead of holding its thread for good
     timeout = IDLE_CONNECTION_SECONDS
+    # Replies go out as several small writes (headers, then body); with Nagle on, the body waits for
+    # the client's delayed ACK (~40 ms) on every request of a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass  # requests are not logged: the sandbox prints only its ready line

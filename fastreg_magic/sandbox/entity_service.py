@@ -251,18 +251,18 @@ class EntityRpcs:
         if kind == LAUNCH_PLAN:
             entity.closure.updated_at.CopyFrom(entity.closure.created_at)
         with self.store.lock:
+            if self.store.add_entity(kind, key_of(identifier), new_digest, entity):
+                return
             existing = self.store.get_entity(kind, key_of(identifier), ENTITY_CLASSES[kind])
-            if existing is not None:
-                noun = KIND_NAMES[kind]
-                if existing[1] == new_digest:
-                    raise AdminError(grpc.StatusCode.ALREADY_EXISTS, f"{noun} with identical structure already exists")
-                changed = differing_paths(_structure(kind, existing[0]), _structure(kind, entity))
-                raise invalid(
-                    f"{identifier.name} {noun} with different structure already exists. "
-                    f"(Please register a new version of the {noun}): {id_text(identifier)}; "
-                    f"differs in: {', '.join(changed)}"
-                )
-            self.store.add_entity(kind, key_of(identifier), new_digest, entity)
+        noun = KIND_NAMES[kind]
+        if existing[1] == new_digest:
+            raise AdminError(grpc.StatusCode.ALREADY_EXISTS, f"{noun} with identical structure already exists")
+        changed = differing_paths(_structure(kind, existing[0]), _structure(kind, entity))
+        raise invalid(
+            f"{identifier.name} {noun} with different structure already exists. "
+            f"(Please register a new version of the {noun}): {id_text(identifier)}; "
+            f"differs in: {', '.join(changed)}"
+        )
 
     def _get(self, kind: int, identifier):
         check_identifier(identifier, kind)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
@@ -30,6 +31,7 @@ from google.protobuf.message import Message
 M = TypeVar("M", bound=Message)
 
 BUSY_TIMEOUT_SECONDS = 30  # how long a write waits for another connection's lock
+CACHED_ENTITIES = 4096  # registered entities kept in memory (newest used last)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, body BLOB NOT NULL);
@@ -71,6 +73,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        # Read-through caches of rows only this store writes: a registration looks up the project on
+        # every Create and each workflow's tasks right after creating them.
+        self._projects: dict[str, bytes] = {}
+        self._entities: OrderedDict[tuple, tuple[bytes, bytes]] = OrderedDict()
 
     def close(self) -> None:
         with self.lock:
@@ -92,36 +98,71 @@ class Store:
     # -- projects -----------------------------------------------------------------------
 
     def put_project(self, project_id: str, body: Message) -> None:
-        self.execute("INSERT OR REPLACE INTO projects VALUES (?, ?)", (project_id, body.SerializeToString()))
+        data = body.SerializeToString()
+        with self.lock:
+            self.execute("INSERT OR REPLACE INTO projects VALUES (?, ?)", (project_id, data))
+            self._projects[project_id] = data
 
     def get_project(self, project_id: str, cls: type[M]) -> M | None:
-        rows = self.query("SELECT body FROM projects WHERE id = ?", (project_id,))
-        return _parse(cls, rows[0][0]) if rows else None
+        with self.lock:
+            data = self._projects.get(project_id)
+            if data is None:
+                rows = self.query("SELECT body FROM projects WHERE id = ?", (project_id,))
+                if not rows:
+                    return None
+                data = self._projects[project_id] = rows[0][0]
+        return _parse(cls, data)
 
     def list_projects(self, cls: type[M]) -> list[M]:
         return [_parse(cls, row[0]) for row in self.query("SELECT body FROM projects ORDER BY id")]
 
     # -- tasks, workflows, launch plans ----------------------------------------------------
 
-    def add_entity(self, kind: int, key: tuple, digest: bytes, body: Message) -> None:
-        """Insert a new entity version (the caller has checked it does not exist, under ``lock``)."""
-        self.execute(
-            "INSERT INTO entities VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, *key, time.time(), digest, body.SerializeToString()),
-        )
+    def add_entity(self, kind: int, key: tuple, digest: bytes, body: Message) -> bool:
+        """Insert a new entity version; False (and nothing written) when that version exists already."""
+        data = body.SerializeToString()
+        with self.lock:
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (kind, *key, time.time(), digest, data)
+            ).rowcount
+            if inserted:
+                self._remember_entity((kind, *key), data, digest)
+            return bool(inserted)
 
     def replace_entity(self, kind: int, key: tuple, body: Message) -> None:
-        self.execute(
-            "UPDATE entities SET body = ? WHERE kind = ? AND project = ? AND domain = ? AND name = ? AND version = ?",
-            (body.SerializeToString(), kind, *key),
-        )
+        data = body.SerializeToString()
+        with self.lock:
+            self.execute(
+                "UPDATE entities SET body = ? WHERE kind = ? AND project = ? AND domain = ? AND name = ? AND version = ?",
+                (data, kind, *key),
+            )
+            self._entities.pop((kind, *key), None)
 
     def get_entity(self, kind: int, key: tuple, cls: type[M]) -> tuple[M, bytes] | None:
-        rows = self.query(
-            "SELECT body, digest FROM entities WHERE kind = ? AND project = ? AND domain = ? AND name = ? AND version = ?",
-            (kind, *key),
-        )
-        return (_parse(cls, rows[0][0]), rows[0][1]) if rows else None
+        with self.lock:
+            cached = self._entities.get((kind, *key))
+            if cached is not None:
+                self._entities.move_to_end((kind, *key))
+            else:
+                rows = self.query(
+                    "SELECT body, digest FROM entities WHERE kind = ? AND project = ? AND domain = ? AND name = ? "
+                    "AND version = ?",
+                    (kind, *key),
+                )
+                if not rows:
+                    return None
+                cached = self._remember_entity((kind, *key), rows[0][0], rows[0][1])
+        return _parse(cls, cached[0]), cached[1]
+
+    def _forget_cached(self) -> None:
+        self._projects.clear()
+        self._entities.clear()
+
+    def _remember_entity(self, cache_key: tuple, data: bytes, digest: bytes) -> tuple[bytes, bytes]:
+        self._entities[cache_key] = (data, digest)
+        if len(self._entities) > CACHED_ENTITIES:
+            self._entities.popitem(last=False)
+        return data, digest
 
     def list_entities(self, kind: int, project: str, domain: str, name: str | None, cls: type[M]) -> list[M]:
         sql = "SELECT body FROM entities WHERE kind = ? AND project = ? AND domain = ?"
@@ -307,6 +348,8 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type:
+                self._store._forget_cached()  # they may hold rows written inside the rolled-back transaction
         finally:
             self._store.lock.release()
 
