@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 import keyword
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +41,7 @@ class ModuleSource:
     name: str  # importable module name, e.g. "quickstart"
     source: str  # full text of <name>.py, as shipped and as executed in the kernel
     lifted: tuple[str, ...]  # one human line per thing taken from the notebook namespace
+    tree: ast.Module | None = field(default=None, compare=False, repr=False)  # ``source`` parsed, when at hand
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,10 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
     check_module_name(name)
     tree = _parse_cell(cell)
     if namespace is None:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree)
     lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=())
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree)
     return ModuleSource(name=name, source=_insert_lifted(cell, tree, lifted.source), lifted=lifted.lines)
 
 
@@ -216,7 +217,7 @@ def _same_text(path: Path, text: str) -> bool:
 
 
 def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[list[Found], list[Skipped], list[str]]:
-    needed = local_modules(module.source, module.name, root)
+    needed = local_modules(module.source, module.name, root, tree=module.tree)
     found: list[Found] = []
     skipped: list[Skipped] = []
     warnings = list(needed.warnings)
@@ -231,7 +232,7 @@ def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[l
     # Secrets are reported wherever something is shipped from, so a `.env` beside the
     # notebook is mentioned even though auto mode would not have picked it up.
     for reldir in sorted({f.relpath.rpartition("/")[0] for f in found} | {""}):
-        for relpath, path in iter_dir_files(root, reldir):
+        for relpath in iter_dir_files(root, reldir):
             if rules.is_secret(relpath):
                 skipped.append(Skipped(relpath, SECRET))
     return found, skipped, warnings

@@ -205,16 +205,16 @@ def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipp
     return Found(relpath, path, st.st_size)
 
 
-def iter_dir_files(root: Path, reldir: str) -> Iterator[tuple[str, Path]]:
-    """The regular files directly in one directory under the root (for secret notices in auto mode)."""
-    directory = root / reldir if reldir else root
+def iter_dir_files(root: Path, reldir: str) -> Iterator[str]:
+    """Root-relative paths of the regular files directly in one directory under the root (for
+    secret notices in auto mode; runs on every cell, so no Path per entry)."""
+    directory = os.path.join(root, reldir) if reldir else root
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        names = sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
     except OSError:
         return
-    for entry in entries:
-        if entry.is_file():
-            yield (f"{reldir}/{entry.name}" if reldir else entry.name), Path(entry.path)
+    for name in names:
+        yield f"{reldir}/{name}" if reldir else name
 
 
 def _read_lines(path: Path) -> list[str] | None:

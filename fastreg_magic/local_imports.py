@@ -48,12 +48,13 @@ class LocalModules:
     warnings: list[str] = field(default_factory=list)
 
 
-def local_modules(source: str, name: str, root: Path) -> LocalModules:
-    """The files under ``root`` that the module ``name`` (given as source) imports, transitively."""
+def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = None) -> LocalModules:
+    """The files under ``root`` that the module ``name`` (given as source, and ``tree`` when already
+    parsed) imports, transitively."""
     _forget_listings_under(root)  # files may have appeared since the last look
     result = LocalModules()
     resolved: dict[str, ModuleSpec | None] = {}
-    queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False))]
+    queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False, tree))]
     parsed = {name}
     outside: dict[str, ModuleSpec | None] = {}
     while queue:
@@ -96,9 +97,9 @@ def _forget_listings_under(root: Path) -> None:
             finder.invalidate_caches()
 
 
-def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
+def imports_of(source: str, module: str, is_package: bool, tree: ast.Module | None = None) -> list[Import]:
     """Every module the source's import statements name, absolute, in source order."""
-    tree = ast.parse(source)
+    tree = tree if tree is not None else ast.parse(source)
     top_level = {id(node) for node in tree.body}
     found: list[Import] = []
     for node in _statements(tree):
@@ -117,7 +118,8 @@ def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
     return found
 
 
-_HOLDS_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
+# The fields that hold statements (or handlers/cases holding them), in the order ast.walk visits them.
+_STATEMENT_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")
 
 
 def _statements(tree: ast.Module):
@@ -127,7 +129,10 @@ def _statements(tree: ast.Module):
     while pending:
         node = pending.popleft()
         yield node
-        pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _HOLDS_STATEMENTS))
+        for name in _STATEMENT_FIELDS:
+            children = getattr(node, name, None)
+            if children:
+                pending.extend(children)
 
 
 def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:

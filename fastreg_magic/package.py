@@ -26,7 +26,7 @@ import hashlib
 import os
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -45,7 +45,7 @@ ARCHIVE_SUFFIX = ".tar.gz"
 _FORMAT = b"fastreg-archive-v1\0"  # bump when the digest's meaning changes
 _BLOCK = 512  # tar's block size
 _WORKERS = min(32, (os.cpu_count() or 1) + 1)
-__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure_files"]
+__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure", "measure_files", "Measured"]
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,38 @@ def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
     return measure_files(files, cache_dir=cache_dir)[0]
 
 
-def measure_files(files: FileSet, *, cache_dir: Path | None = None) -> tuple[str, int]:
-    """``(digest, total bytes before compression)`` of the files, as cheaply as :func:`digest_files`."""
+@dataclass(frozen=True)
+class Measured:
+    """What :func:`measure` found: the digest, the bytes before compression, and per file what the
+    digest was made of (so :func:`build_archive` packs exactly that content)."""
+
+    digest: str
+    raw_size: int
+    contents: tuple[_Content, ...] = field(repr=False)
+
+
+def measure(files: FileSet, *, cache_dir: Path | None = None) -> Measured:
+    """Digest and size of the files, hashing only those changed since last measured."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
     contents = _contents(files.files)
     cache.save_hash_index(cache_dir)
-    return _digest(contents), sum(c.size for c in contents)
+    return Measured(_digest(contents), sum(c.size for c in contents), tuple(contents))
 
 
-def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int = MAX_ARCHIVE_BYTES) -> Archive:
-    """The .tar.gz of ``files`` in ``cache_dir``, built once per digest and reused after."""
+def measure_files(files: FileSet, *, cache_dir: Path | None = None) -> tuple[str, int]:
+    """``(digest, total bytes before compression)`` of the files, as cheaply as :func:`digest_files`."""
+    measured = measure(files, cache_dir=cache_dir)
+    return measured.digest, measured.raw_size
+
+
+def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
+                  measured: Measured | None = None) -> Archive:
+    """The .tar.gz of ``files`` in ``cache_dir``, built once per digest and reused after.
+
+    ``measured``: :func:`measure` of these files, taken earlier; the archive then holds exactly the
+    content that digest names (a file changed since is refused, not silently packed).
+    """
     if not files.files:
         raise PackageError(
             "There is nothing to package: no file is left to ship.",
@@ -98,9 +119,12 @@ def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: i
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
     entries_dir = cache_dir / "entries"
-    # Files read for hashing are compressed in the same pass when their entry is not cached.
-    contents = _contents(files.files, entries_dir)
-    cache.save_hash_index(cache_dir)
+    if measured is not None and [c.relpath for c in measured.contents] == sorted(f.relpath for f in files.files):
+        contents = list(measured.contents)
+    else:
+        # Files read for hashing are compressed in the same pass when their entry is not cached.
+        contents = _contents(files.files, entries_dir)
+        cache.save_hash_index(cache_dir)
     digest = _digest(contents)
     members = tuple(c.relpath for c in contents)
     path = cache_dir / f"{ARCHIVE_PREFIX}{digest}{ARCHIVE_SUFFIX}"

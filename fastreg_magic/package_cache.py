@@ -145,6 +145,7 @@ def forget() -> None:
         _hashes_used.clear()
         _index_loaded.clear()
         _entries.clear()
+        _archives_since_prune.clear()
         _entries_bytes = 0
 
 
@@ -165,17 +166,25 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 _written_since_prune: dict[Path, int] = {}
+_archives_since_prune: dict[Path, int] = {}
+_PRUNE_ARCHIVES_EVERY = 8
 
 
 def prune(cache_dir: Path, archive_glob: str, entries_dir: Path, written: int) -> None:
     """Keep the newest archives, and the entry cache under its size cap (oldest dropped first).
 
-    Measuring the entry cache takes a stat per entry, so it happens on a process's first build
-    and then every thousand new entries, not on every one-file re-build.
+    Listing the archives takes a stat each, so it happens on a process's first build and then
+    every few builds (the cache holds at most ``KEEP_ARCHIVES`` + that many); measuring the entry
+    cache takes a stat per entry, so it happens on the first build and every thousand new entries.
     """
-    archives = sorted(cache_dir.glob(archive_glob), key=_mtime, reverse=True)
-    for old in archives[KEEP_ARCHIVES:]:
-        old.unlink(missing_ok=True)
+    built = _archives_since_prune.get(cache_dir)
+    if built is None or built + 1 >= _PRUNE_ARCHIVES_EVERY:
+        _archives_since_prune[cache_dir] = 0
+        archives = sorted(cache_dir.glob(archive_glob), key=_mtime, reverse=True)
+        for old in archives[KEEP_ARCHIVES:]:
+            old.unlink(missing_ok=True)
+    else:
+        _archives_since_prune[cache_dir] = built + 1
     since = _written_since_prune.get(cache_dir)
     if since is not None and since + written < _PRUNE_EVERY:
         _written_since_prune[cache_dir] = since + written

@@ -63,6 +63,7 @@ class Prepared:
     content_version: str  # what the version would be without --version: the memo's key
     specs: tuple[specs.Spec, ...]
     raw_size: int = 0  # bytes of the files before compression
+    measured: Any = None  # package.Measured: what the digest was computed over
 
 
 def run(
@@ -170,16 +171,16 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
         fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy)
         api.check_module_name_free(options.module, module_file)
     with api.timed(timings, "package"):
-        digest, raw_size = package.measure_files(fileset)
+        measured = package.measure(fileset)
         image_config = register.image_config(options.images)
         images = register.image_names(image_config)
         content_version = api.derive_version(
-            digest, images, options.destination_dir, options.service_account, options.raw_output_prefix,
+            measured.digest, images, options.destination_dir, options.service_account, options.raw_output_prefix,
             options.distribution_dir, register.flytekit_version(),
         )
     version = options.version or content_version
-    return Prepared(module_source, None, (), fileset, digest, images, image_config, version, content_version, (),
-                    raw_size=raw_size)
+    return Prepared(module_source, None, (), fileset, measured.digest, images, image_config, version, content_version,
+                    (), raw_size=measured.raw_size, measured=measured)
 
 
 def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prepared:
@@ -239,7 +240,7 @@ def _package(prepared: Prepared, options: Options, timings: dict):
 
     kwargs = {} if options.max_archive_bytes is None else {"max_bytes": options.max_archive_bytes}
     with api.timed(timings, "package"):
-        return package.build_archive(prepared.fileset, **kwargs)
+        return package.build_archive(prepared.fileset, measured=prepared.measured, **kwargs)
 
 
 @dataclass(frozen=True)

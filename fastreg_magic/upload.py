@@ -232,8 +232,10 @@ class SignedUrlUploader:
         headers.update(dict(location.headers))
         body = _StreamedFile(archive.path, archive.size, _reporter(progress, archive.size))
         try:
-            response = _http_session().put(
-                location.signed_url, data=body, headers=headers, verify=self._verify(), timeout=_PUT_TIMEOUT
+            session = _http_session()
+            response = session.put(
+                location.signed_url, data=body, headers=headers, timeout=_PUT_TIMEOUT,
+                **_environment_settings(session, location.signed_url, self._verify()),
             )
         except Exception as exc:  # noqa: BLE001 - mapped in one place
             if _is_transient(exc):
@@ -256,17 +258,40 @@ class SignedUrlUploader:
 
 
 _sessions = threading.local()
+# What requests reads from the environment for a request: proxies and CA bundles.
+_ENVIRONMENT_KEYS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 def _http_session():
     """This thread's ``requests`` session: its kept-alive connection saves a TCP (and TLS) handshake
-    on every upload after the first. Proxy settings from the environment still apply."""
+    on every upload after the first."""
     session = getattr(_sessions, "session", None)
     if session is None:
         import requests
 
         session = _sessions.session = requests.Session()
+        # The environment is applied by _environment_settings, once per host and environment, not
+        # re-read on every request; and no ~/.netrc header, which would void a signed URL's signature.
+        session.trust_env = False
+        _sessions.settings = {}
     return session
+
+
+def _environment_settings(session, url: str, verify) -> dict:
+    """``proxies``/``verify`` for ``url`` as requests derives them from the environment."""
+    import urllib.parse
+
+    environment = tuple(os.environ.get(k) or os.environ.get(k.upper()) or os.environ.get(k.lower()) for k in _ENVIRONMENT_KEYS)
+    key = (urllib.parse.urlsplit(url)[:2], verify, environment)
+    settings = _sessions.settings.get(key)
+    if settings is None:
+        session.trust_env = True
+        try:
+            merged = session.merge_environment_settings(url, {}, None, verify, None)
+        finally:
+            session.trust_env = False
+        settings = _sessions.settings[key] = {"proxies": merged["proxies"], "verify": merged["verify"]}
+    return settings
 
 
 def _md5_of(path: Path) -> bytes:

@@ -17,6 +17,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.accepted = 0  # connections forwarded so far
         self.start()
 
     @property
@@ -66,6 +67,7 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._conns += [client, upstream]
+                self.accepted += 1
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 

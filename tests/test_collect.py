@@ -385,6 +385,17 @@ def test_auto_follows_imports_inside_functions(tmp_path):
     assert shipped(fileset) == ["flow.py", "other.py"]
 
 
+def test_auto_follows_imports_in_every_kind_of_block(tmp_path):
+    project = {f"m{i}.py": f"V = {i}\n" for i in range(7)}
+    cell = (
+        "try:\n    import m0\nexcept ImportError:\n    import m1\nelse:\n    import m2\nfinally:\n    import m3\n"
+        "match 1:\n    case 1:\n        import m4\n"
+        "class K:\n    def m(self):\n        with open(__file__):\n            import m5\n"
+        "for _ in ():\n    pass\nelse:\n    from m6 import V\n"
+    )
+    assert shipped(ship(tmp_path, project, cell)) == ["flow.py"] + [f"m{i}.py" for i in range(7)]
+
+
 def test_a_local_folder_without_init_does_not_hide_an_installed_package(tmp_path):
     fileset = ship(tmp_path, {"requests/notes.txt": "x\n", "json/readme.md": "y\n"}, "import requests.adapters\nimport json.decoder\n")
     assert shipped(fileset) == ["flow.py"] and fileset.warnings == ()

@@ -219,6 +219,38 @@ def test_a_rebuild_after_one_edit_compresses_only_that_file(project, cache):
         assert tar.extractfile("app/core.py").read() == b"def f():\n    return 7\n"
 
 
+def test_the_cache_keeps_only_the_newest_archives(project, cache, monkeypatch):
+    from fastreg_magic import package_cache
+
+    monkeypatch.setattr(package_cache, "KEEP_ARCHIVES", 3)
+    package_cache.forget()
+    built = []
+    for n in range(20):
+        (project / "app/core.py").write_text(f"def f():\n    return {n}\n")
+        built.append(build_archive(fileset_of(project), cache_dir=cache).path)
+        os.utime(built[-1], ns=(n * 10**9, n * 10**9))  # one second apart, in build order
+    kept = set(cache.glob("fastreg-*.tar.gz"))
+    assert built[-1] in kept and built[0] not in kept
+    assert len(kept) <= 3 + package_cache._PRUNE_ARCHIVES_EVERY
+
+
+def test_an_archive_built_from_a_measurement_holds_the_measured_content(project, cache):
+    from fastreg_magic import package_cache
+    from fastreg_magic.package import measure
+
+    fileset = fileset_of(project)
+    measured = measure(fileset, cache_dir=cache)
+    (project / "app/core.py").write_text("def f():\n    return 0\n")  # edited after measuring
+    package_cache.forget()  # nothing compressed yet: the edited file must be read again
+    with pytest.raises(PackageError, match="app/core.py changed while it was being packaged"):
+        build_archive(fileset, cache_dir=cache, measured=measured)
+    (project / "app/core.py").write_bytes(TREE["app/core.py"])
+    archive = build_archive(fileset, cache_dir=cache, measured=measured)
+    assert archive.digest == measured.digest
+    with tarfile.open(archive.path) as tar:
+        assert tar.extractfile("app/core.py").read() == TREE["app/core.py"]
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 

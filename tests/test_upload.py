@@ -266,6 +266,26 @@ def test_signed_url_upload_then_skip_without_any_call(proxy, storage, big_archiv
     assert len(proxy.calls) == 2 and len(storage.requests) == 2
 
 
+def test_signed_url_upload_goes_through_the_http_proxy_the_environment_names(proxy, storage, tmp_path, monkeypatch):
+    from tcp_proxy import TcpProxy
+
+    forwarder = TcpProxy(storage.server.server_address[1])
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    uploader = SignedUrlUploader(proxy.client(), "flytesnacks", "development")
+    # (gRPC reads the proxy variables too, when it connects: connected here, before they are set.)
+    assert uploader.upload(make_archive(tmp_path / "direct", b"proxied = 0\n")).uploaded
+    assert forwarder.accepted == 0
+    monkeypatch.setenv("http_proxy", f"http://{forwarder.endpoint}")  # set in the notebook meanwhile
+    proxied = make_archive(tmp_path / "proxied", b"proxied = 1\n")
+    assert uploader.upload(proxied).uploaded
+    assert forwarder.accepted == 1 and any(path.endswith(f"fastreg-{proxied.digest}.tar.gz") for path in storage.objects)
+    monkeypatch.delenv("http_proxy")  # and unset again: direct once more
+    assert uploader.upload(make_archive(tmp_path / "again", b"proxied = 2\n")).uploaded
+    assert forwarder.accepted == 1 and len(storage.objects) == 3
+    forwarder.cut()
+
+
 def test_signed_url_retries_server_errors_then_succeeds(proxy, storage, tmp_path):
     archive = make_archive(tmp_path, b"retry = True\n")
     storage.script = [503, 500]

@@ -36,7 +36,10 @@ from fastreg_magic.sandbox.store import Store
 
 log = logging.getLogger("fastreg_magic.sandbox")
 
-GRPC_WORKERS = 16
+# Every handler holds the GIL for nearly all its work, so more threads only add switching: with 4
+# instead of 16, a 16-entity registration costs the server about a tenth less CPU and time
+# (measured with 8 concurrent Creates), and no handler blocks long enough for 4 to queue noticeably.
+GRPC_WORKERS = 4
 MAX_MESSAGE_BYTES = 20 * 1024 * 1024  # FlyteAdmin's limit, which flytekit mirrors
 CONFIG_NAME = "config.yaml"
 
