@@ -7,6 +7,8 @@ against one `fastreg sandbox` (started here as a subprocess on a free port):
 * in-process `FlyteRemote.register_script` of the three workflows, after a one-line change
   (timed from re-importing the edited module, which the magic's figure also includes: it runs the cell);
 * the magic re-run after a one-line change, and re-run unchanged (real InteractiveShell);
+* the floor under the changed re-run: the edited module run, its 16 entities serialized by flytekit
+  and created in the same dependency waves, without lifting, file collection, archive or upload;
 * `%load_ext fastreg_magic` in a fresh interpreter.
 
     .venv/bin/python benchmarks/bench_magic.py [--repeat 5]
@@ -146,6 +148,26 @@ class MagicSession:
         self.source = source
         self.shell.run_cell_magic("flyte_fast", self.line, change(source, 1))
 
+    def floor(self, n: int, config_file: Path) -> float:
+        """What any client must do after the edit: run the module, serialize, send the 16 Creates."""
+        from flytekit.clients.raw import RawSynchronousFlyteClient
+        from flytekit.configuration import Config
+
+        from fastreg_magic import api, register, specs
+
+        if not hasattr(self, "_client"):
+            self._client = RawSynchronousFlyteClient(Config.auto(str(config_file)).platform)
+            self._images = register.image_config(())
+        version = f"floor-{n}-{time.time_ns()}"
+        start = time.perf_counter()
+        module = api.load_module("bench_floor", change(self.source, 6000 + n), Path.cwd())
+        settings = register.serialization_settings(self._images, version, ".", project="flytesnacks", domain="development")
+        serialized = register.serialize(tuple(register.module_entities(module)), settings)
+        hydrated = [specs.hydrate(s, project="flytesnacks", domain="development", archive_uri="file:///floor.tar.gz")
+                    for s in serialized]
+        register.register_specs(self._client, hydrated)
+        return time.perf_counter() - start
+
     def changed_then_unchanged(self, n: int) -> tuple[float, float]:
         cell = change(self.source, 3000 + n)
         start = time.perf_counter()
@@ -191,7 +213,8 @@ def main() -> None:
             names = ("pyflyte register --copy all (subprocess, changed)",
                      "FlyteRemote.register_script x3 (in-process, changed)",
                      "%%flyte_fast re-run, one-line change",
-                     "%%flyte_fast re-run, unchanged")
+                     "%%flyte_fast re-run, unchanged",
+                     "floor: run module + serialize + 16 Creates")
             results = {name: [] for name in names}
             magic = MagicSession(root, config_file, source)
             # Interleaved, one of each per round, so the machine's load weighs on all of them alike.
@@ -201,6 +224,7 @@ def main() -> None:
                 changed, unchanged = magic.changed_then_unchanged(n)
                 results[names[2]].append(changed)
                 results[names[3]].append(unchanged)
+                results[names[4]].append(magic.floor(n, config_file))
             results["%load_ext fastreg_magic (fresh interpreter)"] = bench_load_ext(args.repeat)
         finally:
             os.chdir(Path(__file__).resolve().parent)  # leave the temp dir before it is removed
