@@ -23,9 +23,10 @@ import functools
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastreg_magic.errors import BackendError
 
@@ -106,12 +107,39 @@ def _split_endpoint(endpoint: str) -> tuple[str, bool]:
 
 
 def _backend_from_config(config_file: str | None) -> Backend:
-    from flytekit.configuration import PlatformConfig
-
-    platform = PlatformConfig.auto(config_file)
+    platform = _platform_config(config_file)
     if config_file is not None and _written_by_sandbox(config_file):
         return sandbox_backend(platform.endpoint, config_file)
     return _make_backend(platform.endpoint, config_file, platform.insecure, platform.console_endpoint)
+
+
+_platform_configs: dict[tuple, Any] = {}
+
+
+def _platform_config(config_file: str | None):
+    """flytekit's ``PlatformConfig.auto``, read again whenever the file or the FLYTE_* variables
+    changed, and only then (every cell resolves its backend; parsing the YAML each time costs more
+    than the rest of it)."""
+    from flytekit.configuration import PlatformConfig
+    from flytekit.configuration.file import ConfigFile
+
+    try:
+        st = os.stat(config_file) if config_file is not None else None
+    except OSError:
+        st = None
+    signature = (st.st_size, st.st_mtime_ns, st.st_ino) if st is not None else None
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLYTE")))
+    key = (config_file, signature, environment)
+    if key in _platform_configs:
+        return _platform_configs[key]
+    # A fresh ConfigFile: flytekit keeps the first one it read per path for the whole process.
+    platform = PlatformConfig.auto(ConfigFile(config_file) if config_file is not None else None)
+    # A file changed in the last two seconds may change again within one timestamp tick: not remembered.
+    if st is None or time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+        if len(_platform_configs) > 64:
+            _platform_configs.clear()
+        _platform_configs[key] = platform
+    return platform
 
 
 def _written_by_sandbox(config_file: str) -> bool:

@@ -50,6 +50,20 @@ def test_explicit_config_file(clean_env):
     assert backend.console_url == "https://console.acme.io/console"
 
 
+def test_a_config_file_edited_or_overridden_between_cells_counts(clean_env, monkeypatch):
+    import os
+
+    path = _config_file(clean_env / "c.yaml", endpoint="one.acme.io:443")
+    os.utime(path, ns=(1, 1))  # an old file: what was read from it is remembered
+    assert config.resolve_backend(config_file=path).endpoint == "one.acme.io:443"
+    _config_file(clean_env / "c.yaml", endpoint="two.acme.io:443")  # edited in another window
+    assert config.resolve_backend(config_file=path).endpoint == "two.acme.io:443"
+    os.utime(path, ns=(2, 2))
+    assert config.resolve_backend(config_file=path).endpoint == "two.acme.io:443"
+    monkeypatch.setenv("FLYTE_PLATFORM_URL", "three.acme.io:443")  # flytekit lets the variable win
+    assert config.resolve_backend(config_file=path).endpoint == "three.acme.io:443"
+
+
 def test_flytectl_config_env(clean_env, monkeypatch):
     monkeypatch.setenv("FLYTECTL_CONFIG", _config_file(clean_env / "c.yaml", endpoint="env.acme.io:8089"))
     assert config.resolve_backend().endpoint == "env.acme.io:8089"
@@ -158,8 +172,23 @@ def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
         assert len(notices) == 1 and "started it in the background" in notices[0]
         assert any(line.startswith("RESULT True embedded sandbox (") and line.endswith("True False") for line in lines)
     finally:
-        for state in state_files:  # stop the background sandbox this test started
-            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+        for state in state_files:  # stop the background sandbox this test started, and see it gone
+            pid = json.loads(state.read_text())["pid"]
+            os.kill(pid, signal.SIGTERM)
+            _wait_until_gone(pid)
+
+
+def _wait_until_gone(pid: int, seconds: float = 15.0) -> None:
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def test_authentication_failure_is_a_backend_error(clean_env):
