@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
 import math
 import symtable
 import sys
@@ -84,17 +85,20 @@ def scope_names(source: str, tree: ast.Module | None = None) -> tuple[frozenset[
         return _statement_names(source)  # future flags apply to the whole module: analyse it whole
     reads: set[str] = set()
     binds: set[str] = set()
-    for segment in _statement_segments(source, tree):
-        segment_reads, segment_binds = _statement_names(segment)
-        reads |= segment_reads
-        binds |= segment_binds
+    try:
+        for segment in _statement_segments(source, tree):
+            segment_reads, segment_binds = _statement_names(segment)
+            reads |= segment_reads
+            binds |= segment_binds
+    except SyntaxError:  # a statement that does not stand alone after all: analyse the module whole
+        return _statement_names(source)
     return frozenset(reads), frozenset(binds)
 
 
 def _statement_segments(source: str, tree: ast.Module) -> list[str]:
     """The source of each top-level statement (decorators included); statements sharing a line
     (``a = 1; b = 2``) stay together, so every segment compiles on its own."""
-    lines = source.splitlines()
+    lines = io.StringIO(source, newline=None).readlines()  # the line breaks the parser counts, no others
     spans: list[list[int]] = []
     for node in tree.body:
         first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
@@ -103,7 +107,7 @@ def _statement_segments(source: str, tree: ast.Module) -> list[str]:
             spans[-1][1] = max(spans[-1][1], last)
         else:
             spans.append([first, last])
-    return ["\n".join(lines[first - 1 : last]) + "\n" for first, last in spans]
+    return ["".join(lines[first - 1 : last]) for first, last in spans]
 
 
 _STATEMENT_NAMES: dict[str, tuple[frozenset[str], frozenset[str]]] = {}

@@ -282,6 +282,16 @@ def test_free_names_are_found_across_statements_sharing_lines_and_after_an_edit(
 
 
 @pytest.mark.parametrize(
+    "cell",
+    ["x = 1\r\ny = x + K\r\n", "s = 'a\x0cb'\nt = s * K\n", "s = 'a\u2028b'\nt = s * K\n", "def f():\n    return K\n\x0c\ng = f\n"],
+    ids=["crlf", "form-feed-in-string", "line-separator-in-string", "form-feed-between-statements"],
+)
+def test_free_names_are_found_whatever_the_line_breaks(shell, cell):
+    run(shell, "K = 3\n")
+    assert module_from_cell(cell, "flow", shell.user_ns).lifted == ("K = 3",)
+
+
+@pytest.mark.parametrize(
     ("setup", "name", "kind"),
     [
         ("obj = object()", "obj", "object"),
