@@ -67,7 +67,7 @@ class _Definition:
     uses: frozenset[str]
 
 
-def free_names(source: str, filename: str = "<cell>") -> set[str]:
+def free_names(source: str) -> set[str]:
     """Names the code reads from its module's globals without ever binding them there."""
     reads, binds = scope_names(source)
     return set(reads - binds - _BUILTINS)

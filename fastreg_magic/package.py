@@ -45,7 +45,7 @@ ARCHIVE_SUFFIX = ".tar.gz"
 _FORMAT = b"fastreg-archive-v1\0"  # bump when the digest's meaning changes
 _BLOCK = 512  # tar's block size
 _WORKERS = min(32, (os.cpu_count() or 1) + 1)
-__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure", "measure_files", "Measured"]
+__all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure", "Measured"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def default_cache_dir() -> Path:
 def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
     """The archive's digest, without building it: hashes only files changed since last asked
     (by this process, or by an earlier one using the same cache dir)."""
-    return measure_files(files, cache_dir=cache_dir)[0]
+    return measure(files, cache_dir=cache_dir).digest
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,6 @@ def measure(files: FileSet, *, cache_dir: Path | None = None) -> Measured:
     contents = _contents(files.files)
     cache.save_hash_index(cache_dir)
     return Measured(_digest(contents), sum(c.size for c in contents), tuple(contents))
-
-
-def measure_files(files: FileSet, *, cache_dir: Path | None = None) -> tuple[str, int]:
-    """``(digest, total bytes before compression)`` of the files, as cheaply as :func:`digest_files`."""
-    measured = measure(files, cache_dir=cache_dir)
-    return measured.digest, measured.raw_size
 
 
 def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
