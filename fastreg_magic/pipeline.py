@@ -56,14 +56,21 @@ class Prepared:
     module: Any  # the executed module
     entities: tuple
     fileset: Any  # collect.FileSet
-    digest: str
+    measured: Any  # package.Measured: the files' digest and size, and what they were computed over
     images: tuple[str, ...]
     image_config: Any  # flytekit ImageConfig
     version: str
     content_version: str  # what the version would be without --version: the memo's key
     specs: tuple[specs.Spec, ...]
-    raw_size: int = 0  # bytes of the files before compression
-    measured: Any = None  # package.Measured: what the digest was computed over
+
+    @property
+    def digest(self) -> str:
+        return self.measured.digest
+
+    @property
+    def raw_size(self) -> int:
+        """Bytes of the files before compression."""
+        return self.measured.raw_size
 
 
 def run(
@@ -179,8 +186,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
             options.distribution_dir, register.flytekit_version(),
         )
     version = options.version or content_version
-    return Prepared(module_source, None, (), fileset, measured.digest, images, image_config, version, content_version,
-                    (), raw_size=measured.raw_size, measured=measured)
+    return Prepared(module_source, None, (), fileset, measured, images, image_config, version, content_version, ())
 
 
 def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prepared:

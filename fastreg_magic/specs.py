@@ -22,6 +22,8 @@ PROJECT_PLACEHOLDER = "{{ registration.project }}"
 DOMAIN_PLACEHOLDER = "{{ registration.domain }}"
 ARCHIVE_PLACEHOLDER = "{{ .remote_package_path }}"
 
+_IDENTIFIER = "flyteidl.core.Identifier"
+_HOLDS_IDENTIFIER: dict[str, bool] = {}  # message type -> whether it can contain an Identifier
 _KIND_BY_SUFFIX = {"1": "task", "2": "workflow", "3": "launch_plan"}
 _SUFFIX_BY_KIND = {v: k for k, v in _KIND_BY_SUFFIX.items()}
 
@@ -169,10 +171,6 @@ def dependencies(spec: Spec) -> set:
 
     walk(spec.proto)
     return found
-
-
-_IDENTIFIER = "flyteidl.core.Identifier"
-_HOLDS_IDENTIFIER: dict[str, bool] = {}
 
 
 def _may_hold_identifier(descriptor) -> bool:

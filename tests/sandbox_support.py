@@ -26,6 +26,20 @@ def pipeline(a: int, b: int = 3) -> int:
     return double(x=add(a=a, b=b))
 """
 
+# A run that stays RUNNING until it is terminated (or the sandbox stops); needs `import time`.
+SLEEPY_BODY = """
+
+@task
+def nap(seconds: int) -> int:
+    time.sleep(seconds)
+    return seconds
+
+
+@workflow
+def sleepy(seconds: int = 600) -> int:
+    return nap(seconds=seconds)
+"""
+
 
 def write_module(directory: Path, source: str, name: str | None = None):
     """Write ``source`` as a fresh module under ``directory`` and import it (unique name per call)."""

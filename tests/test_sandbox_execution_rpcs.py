@@ -25,7 +25,7 @@ from flytekit.exceptions.user import (
 )
 from flytekit.models.core.execution import WorkflowExecutionPhase
 
-from sandbox_support import PIPELINE_BODY, grpc_code, grpc_details
+from sandbox_support import PIPELINE_BODY, SLEEPY_BODY, grpc_code, grpc_details
 
 FLOWS = """
 import time
@@ -40,18 +40,7 @@ fixed = LaunchPlan.get_or_create(pipeline, name="{module}.fixed", fixed_inputs={
 @workflow
 def outer(a: int) -> int:
     return pipeline(a=a, b=1)
-
-
-@task
-def nap(seconds: int) -> int:
-    time.sleep(seconds)
-    return seconds
-
-
-@workflow
-def sleepy(seconds: int = 600) -> int:
-    return nap(seconds=seconds)
-"""
+""" + SLEEPY_BODY
 
 POLL = 0.3
 DEADLINE_SECONDS = 300  # how long a run may take on a loaded machine before the test gives up

@@ -22,6 +22,7 @@ from fastreg_magic.sandbox import ensure_running, stop_running
 from fastreg_magic.sandbox.background import read_state
 from fastreg_magic.sandbox.claim import process_is_alive
 from fastreg_magic.sandbox.recovery import end_orphaned_tasks
+from sandbox_support import SLEEPY_BODY
 
 FLOWS = """
 import time
@@ -37,18 +38,7 @@ def inc(a: int) -> int:
 @workflow
 def quick(a: int) -> int:
     return inc(a=a)
-
-
-@task
-def nap(seconds: int) -> int:
-    time.sleep(seconds)
-    return seconds
-
-
-@workflow
-def sleepy(seconds: int = 600) -> int:
-    return nap(seconds=seconds)
-"""
+""" + SLEEPY_BODY
 POLL = 0.3
 DEADLINE_SECONDS = 300  # generous: a loaded CI machine starts task processes slowly
 
