@@ -86,13 +86,38 @@ class Registration:
                 f"Release {self.version} was not registered (dry run or --serialize-to), so it cannot be launched.",
                 "Re-run the cell without --dry-run/--serialize-to.",
             )
-        from fastreg_magic import runs
-
-        run = runs.launch(self.remote, self.entity(name), inputs, console_url=self.console_url)
+        run = self.start_run(self.entity(name), inputs)
         self.runs.append(run)
         for view in list(self._views):
             view.show_run(run)
         return run
+
+    def start_run(self, target: EntityRef, inputs: Mapping[str, Any]) -> Any:
+        """A new run of ``target``, not yet kept or shown anywhere (``launch`` and the widget do that)."""
+        from fastreg_magic import runs, runs_errors
+
+        try:
+            return runs.launch(self.remote, target, inputs, console_url=self.console_url)
+        except RunError as err:
+            if not runs_errors.is_not_found(err.__cause__):
+                raise
+            raise self._lost(target) from err.__cause__
+
+    def _lost(self, target: EntityRef) -> RunError:
+        """The backend no longer has what this cell registered (a reset sandbox, another data dir
+        behind the same address): forget having registered and uploaded there, so re-running the
+        cell sends everything again instead of answering from the memo."""
+        from fastreg_magic import runs
+
+        endpoint = self.backend.endpoint if self.backend is not None else None
+        forget_registrations(endpoint)
+        runs.forget_targets(self.remote)
+        return RunError(
+            f"{target.kind.replace('_', ' ')} {target.name} version {target.version} is not on "
+            f"{endpoint or 'the backend'} any more: it lost what this cell registered there (a reset sandbox, or "
+            "another one behind the same address).",
+            "Re-run the %%flyte_fast cell: it uploads and registers the release again.",
+        )
 
     @property
     def console_url(self) -> str | None:
@@ -148,13 +173,14 @@ def _memo_key(backend, project: str, domain: str, version: str, content_version:
     return (backend, project, domain, version, content_version, activate)
 
 
-def forget_registrations() -> None:
-    """Clear the memo and the record of uploaded archives, so the next call uploads and registers
-    again (e.g. after a backend reset)."""
+def forget_registrations(endpoint: str | None = None) -> None:
+    """Clear the memo and the record of uploaded archives (for one backend endpoint, or all), so the
+    next call uploads and registers again (e.g. after a backend reset)."""
     from fastreg_magic import upload
 
-    _memo.clear()
-    upload.forget()
+    for key in [k for k in _memo if endpoint is None or getattr(k[0], "endpoint", None) == endpoint]:
+        del _memo[key]
+    upload.forget(endpoint)
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -377,6 +377,12 @@ def _remote_target(remote, entity):
     return target
 
 
+def forget_targets(remote) -> None:
+    """Drop the launch targets fetched through ``remote`` (the backend lost them)."""
+    with _TARGETS_LOCK:
+        _TARGETS.pop(remote, None)
+
+
 def _console_from_entity_url(url: str | None) -> str | None:
     if not url or "/projects/" not in url:
         return None

@@ -46,6 +46,15 @@ def reraise(exc: BaseException, what: str, remote) -> None:
     raise err from exc
 
 
+def is_not_found(exc: BaseException | None) -> bool:
+    """True when the backend answered that what was asked for does not exist."""
+    if exc is None:
+        return False
+    from flytekit.exceptions import user as user_errors
+
+    return isinstance(exc, user_errors.FlyteEntityNotExistException) or grpc_status(exc)[0] == grpc.StatusCode.NOT_FOUND
+
+
 def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
     if isinstance(exc, FastRegError):
         return exc
@@ -56,7 +65,7 @@ def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
     endpoint = backend_endpoint(remote)
     code, details = grpc_status(exc)
     detail = f": {details}" if details else "."
-    if isinstance(exc, user_errors.FlyteEntityNotExistException) or code == grpc.StatusCode.NOT_FOUND:
+    if is_not_found(exc):
         return RunError(
             f"{what}: not found on {endpoint}{detail}",
             "Check the name, project and domain; re-run the %%flyte_fast cell if it was never registered here.",

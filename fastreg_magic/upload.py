@@ -172,11 +172,12 @@ _SIGNED_DONE: set[tuple[str, str, str]] = set()
 _MD5S: dict[tuple[str, int, int], bytes] = {}
 
 
-def forget() -> None:
-    """Forget which archives this process uploaded through signed URLs (e.g. after the backend's
-    storage was reset), so the next upload sends them again."""
-    _SIGNED_UPLOADS.clear()
-    _SIGNED_DONE.clear()
+def forget(endpoint: str | None = None) -> None:
+    """Forget which archives this process uploaded through signed URLs, to one endpoint or all (e.g.
+    after the backend's storage was reset), so the next upload sends them again."""
+    for key in [k for k in _SIGNED_UPLOADS if endpoint is None or k[0] == endpoint]:
+        del _SIGNED_UPLOADS[key]
+    _SIGNED_DONE.difference_update([k for k in _SIGNED_DONE if endpoint is None or k[0] == endpoint])
 
 
 class SignedUrlUploader:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from fastreg_magic import runs
 from fastreg_magic.widget_form import LaunchForm
 from fastreg_magic.widget_run import RunView, describe_failure, in_background
 from fastreg_magic.widget_text import (
@@ -92,7 +91,7 @@ class RegistrationWidget(widgets.VBox):
 
     def _start(self, ref, values: dict, view: RunView) -> None:
         try:
-            run = runs.launch(self.reg.remote, ref, values, console_url=self.reg.console_url)
+            run = self.reg.start_run(ref, values)
         except Exception as exc:  # shown in the run's view: the click has long returned
             view.launch_failed(describe_failure(exc))
             return

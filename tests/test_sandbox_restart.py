@@ -221,3 +221,31 @@ def test_stop_ends_the_task_trees_it_runs_and_frees_the_data_dir(tmp_path, no_ta
     with sandbox_api.start(data_dir, port=0) as again:  # the data dir is free again, the run is over
         phase = remote_for(again.config_file).fetch_execution(name=run.id.name).closure.phase
         assert phase in (WorkflowExecutionPhase.ABORTED, WorkflowExecutionPhase.FAILED)
+
+
+def test_a_release_the_backend_lost_is_registered_again_when_the_cell_re_runs(tmp_path):
+    """A new sandbox behind the same address has none of the old one's data: launching what the
+    memo still calls registered says so, and the cell's next run uploads and registers again."""
+    from fastreg_magic import api
+    from fastreg_magic.errors import RunError
+
+    config_file = tmp_path / "config.yaml"
+    module = f"lost_{uuid.uuid4().hex[:8]}"
+    kwargs = dict(module=module, source_root=tmp_path, config_file=str(config_file))
+    with sandbox_api.start(tmp_path / "first", port=0) as first:
+        config_file.write_text(first.config_file.read_text())
+        registered = api.fast_register(FLOWS, **kwargs)
+        assert registered.registered and registered.uploaded
+
+    with sandbox_api.start(tmp_path / "second", port=first.port):
+        remembered = api.fast_register(FLOWS, **kwargs)
+        assert (remembered.registered, remembered.uploaded) == (False, False)  # the memo cannot know
+        with pytest.raises(RunError) as caught:
+            remembered.launch("quick", a=1)
+        assert f"version {registered.version} is not on {first.endpoint} any more" in caught.value.message
+        assert "Re-run the %%flyte_fast cell" in caught.value.hint
+
+        again = api.fast_register(FLOWS, **kwargs)
+        assert again.registered and again.uploaded and again.version == registered.version
+        run = again.launch("quick", a=41).wait(timeout=DEADLINE_SECONDS)
+        assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 42}), run.error
