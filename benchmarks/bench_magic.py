@@ -11,7 +11,12 @@ against one `fastreg sandbox` (started here as a subprocess on a free port):
   and created in the same dependency waves, without lifting, file collection, archive or upload;
 * `%load_ext fastreg_magic` in a fresh interpreter.
 
-    .venv/bin/python benchmarks/bench_magic.py [--repeat 5]
+    .venv/bin/python benchmarks/bench_magic.py [--repeat 5] [--rtt-ms 0]
+
+``--rtt-ms N`` puts the sandbox's gRPC port one network round trip away (``latency_proxy.py``, a
+forwarder in its own process adding N/2 ms each way), as a FlyteAdmin on another machine would be,
+for every case alike. Uploads stay on loopback (the signed URLs name the sandbox's own HTTP port),
+which favours the cases that upload more often.
 
 Prints a table of medians (time.perf_counter). Public tools only; nothing here is asserted.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -80,6 +86,30 @@ def start_sandbox(work: Path):
         time.sleep(0.1)
     proc.terminate()
     raise SystemExit("fastreg sandbox did not start")
+
+
+def start_latency_proxy(work: Path, sandbox_config: Path, rtt_ms: float):
+    """A config file whose endpoint reaches the sandbox through the delaying forwarder; and the forwarder."""
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", sandbox_config.read_text()).group(1))
+    proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("latency_proxy.py")), str(port),
+                              str(rtt_ms / 2)], stdout=subprocess.PIPE, text=True)
+    config_file = work / "remote-config.yaml"
+    config_file.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:{proxy.stdout.readline().strip()}\n  insecure: true\n")
+    return proxy, config_file
+
+
+def measured_rtt(config_file: Path) -> float:
+    """Median time of one small gRPC call (ListProjects) to the endpoint of ``config_file``."""
+    from flytekit.clients.raw import RawSynchronousFlyteClient
+    from flytekit.configuration import Config
+
+    client = RawSynchronousFlyteClient(Config.auto(str(config_file)).platform)
+    times = []
+    for _ in range(30):
+        start = time.perf_counter()
+        client.list_projects()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[5:])
 
 
 def change(source: str, n: int) -> str:
@@ -202,7 +232,9 @@ def bench_load_ext(repeat: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="put the backend this many ms away (round trip)")
     args = parser.parse_args()
+    proxy = None
     with tempfile.TemporaryDirectory(prefix="bench-magic-") as tmp:
         work = Path(tmp)
         root = work / "project"
@@ -210,6 +242,11 @@ def main() -> None:
         source = write_project(root)
         proc, config_file = start_sandbox(work)
         try:
+            if args.rtt_ms > 0:
+                direct = measured_rtt(config_file)
+                proxy, config_file = start_latency_proxy(work, config_file, args.rtt_ms)
+                print(f"gRPC round trip: {direct * 1000:.2f} ms direct, {measured_rtt(config_file) * 1000:.2f} ms "
+                      f"through the forwarder (asked for +{args.rtt_ms:g} ms)")
             names = ("pyflyte register --copy all (subprocess, changed)",
                      "FlyteRemote.register_script x3 (in-process, changed)",
                      "%%flyte_fast re-run, one-line change",
@@ -228,8 +265,10 @@ def main() -> None:
             results["%load_ext fastreg_magic (fresh interpreter)"] = bench_load_ext(args.repeat)
         finally:
             os.chdir(Path(__file__).resolve().parent)  # leave the temp dir before it is removed
-            proc.terminate()
-            proc.wait(timeout=30)
+            for process in (proc, proxy):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
     medians = {k: statistics.median(v) for k, v in results.items()}
     pyflyte = medians["pyflyte register --copy all (subprocess, changed)"]
     script = medians["FlyteRemote.register_script x3 (in-process, changed)"]

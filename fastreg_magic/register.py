@@ -28,7 +28,11 @@ from typing import Iterable, Sequence
 from fastreg_magic.errors import BackendError, FastRegError, RegistrationError
 from fastreg_magic.specs import DOMAIN_PLACEHOLDER, PROJECT_PLACEHOLDER, Spec, dependencies, identity_key
 
-MAX_PARALLEL_CREATES = 8
+# Creates in flight at once. Each waits a network round trip on a sender thread (flytekit's interceptors
+# block in the call), so a dependency wave wider than this costs a second round trip against a remote
+# FlyteAdmin: with 16 instead of 8, the 10-task benchmark cell registers one round trip sooner and no
+# slower on loopback. Threads start only as a wave needs them.
+MAX_PARALLEL_CREATES = 32
 
 
 # ---------------------------------------------------------------- entities of a module

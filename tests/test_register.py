@@ -1,10 +1,14 @@
-"""register.py without a backend: serialization to placeholder protos, hydration, the .pb file format."""
+"""register.py: serialization to placeholder protos, hydration, the .pb file format (no backend); and
+the order and overlap of the Create RPCs against the sandbox."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 import textwrap
+import threading
+import time
+import uuid
 
 import pytest
 
@@ -159,3 +163,79 @@ def test_unserializable_entity_is_refused_before_any_rpc(tmp_path):
     settings.image_config = None  # an image config that flytekit cannot serialize with
     with pytest.raises(RegistrationError, match="cannot be serialized"):
         register.serialize(register.module_entities(mod), settings)
+
+
+WIDE = """
+from flytekit import task, workflow
+
+{tasks}
+
+@workflow
+def gather(n: int = 1) -> int:
+    results = [{calls}]
+    return results[0]
+"""
+
+
+class SlowClient:
+    """flytekit's raw client one simulated network round trip away; records when each Create ran."""
+
+    ROUND_TRIP_S = 0.2  # long beside starting a dozen threads, even on a loaded machine
+
+    def __init__(self, client):
+        self.client = client
+        self.spans: list[tuple[str, str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def _timed(self, kind: str, call, request):
+        start = time.monotonic()
+        time.sleep(self.ROUND_TRIP_S)
+        try:
+            return call(request)
+        finally:
+            with self._lock:
+                self.spans.append((kind, request.id.name, start, time.monotonic()))
+
+    def create_task(self, request):
+        return self._timed("task", self.client.create_task, request)
+
+    def create_workflow(self, request):
+        return self._timed("workflow", self.client.create_workflow, request)
+
+    def create_launch_plan(self, request):
+        return self._timed("launch_plan", self.client.create_launch_plan, request)
+
+
+def test_creates_go_out_in_dependency_waves_each_wave_at_once(sandbox, tmp_path):
+    """12 independent tasks are created side by side, then their workflow, then its launch plan: three
+    round trips to a distant backend, not fourteen; and nothing waits less than what it needs."""
+    from flytekit.clients.raw import RawSynchronousFlyteClient
+    from flytekit.configuration import Config
+
+    name = f"wide_{uuid.uuid4().hex[:8]}"
+    tasks = "\n".join(f"@task\ndef t{i}(n: int) -> int:\n    return n + {i}\n" for i in range(12))
+    (tmp_path / f"{name}.py").write_text(WIDE.format(tasks=tasks, calls=", ".join(f"t{i}(n=n)" for i in range(12))))
+    spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        settings = register.serialization_settings(register.image_config(["ghcr.io/acme/ml:1"]), "v1", ".",
+                                                   project="flytesnacks", domain="development")
+        serialized = register.serialize(register.module_entities(mod), settings)
+    finally:
+        sys.modules.pop(name, None)
+    hydrated = [specs.hydrate(s, project="flytesnacks", domain="development", archive_uri="file:///w.tar.gz")
+                for s in serialized]
+    client = SlowClient(RawSynchronousFlyteClient(Config.auto(str(sandbox.config_file)).platform))
+
+    assert register.register_specs(client, hydrated) == 14
+
+    by_kind = {kind: [(start, end) for k, _, start, end in client.spans if k == kind]
+               for kind in ("task", "workflow", "launch_plan")}
+    assert [len(v) for v in by_kind.values()] == [12, 1, 1]
+    last_task_done = max(end for _, end in by_kind["task"])
+    assert by_kind["workflow"][0][0] >= last_task_done  # compiled against tasks that exist
+    assert by_kind["launch_plan"][0][0] >= by_kind["workflow"][0][1]
+    # every task was in flight at once: each started before any had finished
+    assert max(start for start, _ in by_kind["task"]) < min(end for _, end in by_kind["task"])
