@@ -108,6 +108,17 @@ def test_forgetting_registrations_uploads_again(sandbox, tmp_path):
     assert again.registered and again.uploaded and again.archive_uri == first.archive_uri
 
 
+def test_forgetting_one_backend_keeps_what_was_registered_elsewhere(sandbox, tmp_path):
+    mod = unique("api_forget_one")
+    api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
+    api.forget_registrations("127.0.0.1:1")  # another backend: this one's memo stands
+    kept = api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
+    assert (kept.registered, kept.uploaded) == (False, False)
+    api.forget_registrations(sandbox.endpoint)
+    again = api.fast_register(SOURCE, module=mod, source_root=tmp_path, config_file=str(sandbox.config_file))
+    assert again.registered and again.uploaded
+
+
 def test_generated_modules_carry_the_mark_collect_looks_for(tmp_path):
     from fastreg_magic import lift_imports
 
