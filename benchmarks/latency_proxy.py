@@ -52,7 +52,14 @@ async def _serve(target_port: int, delay: float) -> None:
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(_pump(client_reader, upstream_writer, delay), _pump(upstream_reader, client_writer, delay))
+        try:
+            await asyncio.gather(_pump(client_reader, upstream_writer, delay),
+                                 _pump(upstream_reader, client_writer, delay))
+        except OSError:  # one side went away mid-write: the connection is over either way
+            pass
+        finally:
+            client_writer.close()
+            upstream_writer.close()
 
     server = await asyncio.start_server(forward, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
