@@ -323,7 +323,8 @@ def check_module_name_free(name: str, module_file: Path | None = None) -> None:
         spec = None
     if spec is not None and not _is_generated_path(spec.origin) and not _same_file(spec.origin, module_file):
         raise CollectError(
-            f"The cell's module `{name}` clashes with the installed module {spec.origin or name}.",
+            f"The cell's module `{name}` clashes with the existing module {spec.origin or name}, which Python "
+            "would import instead.",
             "Pass --module OTHER to name the cell's module differently.",
         )
 

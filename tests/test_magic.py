@@ -208,7 +208,7 @@ def test_module_name_clashing_with_local_module(shell, project_dir):
 
 
 def test_module_name_clashing_with_installed_module(shell, project_dir):
-    with pytest.raises(UsageError, match="clashes with the installed module"):
+    with pytest.raises(UsageError, match="clashes with the existing module"):
         magic(shell, "--dry-run -m pytest", CELL)
 
 
