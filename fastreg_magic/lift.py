@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import io
 import math
 import symtable
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from fastreg_magic.earlier_cells import definition_source
@@ -65,6 +66,8 @@ class _Definition:
     name: str
     source: str
     uses: frozenset[str]
+    # where the names it uses are looked up: its own module's globals first
+    scope: Mapping[str, Any] = field(compare=False, repr=False)
 
 
 def free_names(source: str) -> set[str]:
@@ -175,22 +178,25 @@ def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool =
     """
     found = _Found({}, {}, {})
     reads, cell_binds = scope_names(source, tree)
-    pending = sorted(reads - cell_binds - _BUILTINS)
+    # (name, where to look it up): the cell's names in the notebook's namespace, a lifted
+    # definition's names in its own module first (a task from another %%flyte_fast cell reads its
+    # `task` and helpers from that cell's module, not from the notebook's namespace).
+    pending: list[tuple[str, Mapping[str, Any]]] = [(n, namespace) for n in sorted(reads - cell_binds - _BUILTINS)]
     # What the cell binds itself is there when its code runs, but lifted definitions come
     # first: a name they use that the cell binds is lifted only as an import (`@task` over a
     # lifted function needs `task` before the cell's own `from flytekit import task`).
     seen: set[str] = set()
     while pending:
-        name = pending.pop(0)
+        name, scope = pending.pop(0)
         if name in seen:
             continue
         seen.add(name)
         if name in cell_binds:
-            found.add_import_of(name, namespace)
+            found.add_import_of(name, scope)
             continue
-        definition = _resolve(name, namespace, strict, found)
+        definition = _resolve(name, scope, strict, found)
         if definition is not None:  # a lifted definition brings the free names of its own source
-            pending.extend(sorted(definition.uses - seen))
+            pending.extend((use, definition.scope) for use in sorted(definition.uses - seen))
     sources = [source] + [d.source for d in found.definitions.values()]
     for statement in _submodule_imports(sources, found.imports):
         found.imports[statement] = statement
@@ -383,7 +389,17 @@ def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definit
     if def_name != name:
         source = f"{source.rstrip()}\n\n\n{name} = {def_name}\n"
     uses = free_names(source) - {def_name, name}
-    return _Definition(name=name, source=source, uses=frozenset(uses))
+    return _Definition(name=name, source=source, uses=frozenset(uses), scope=_scope_of(target, namespace))
+
+
+def _scope_of(target: Any, namespace: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The globals ``target``'s code reads (its module's), then the notebook's namespace."""
+    own = getattr(target, "__globals__", None)
+    if own is None:  # a class: its module's globals
+        own = getattr(sys.modules.get(getattr(target, "__module__", None) or ""), "__dict__", None)
+    if own is None or own is namespace:
+        return namespace
+    return collections.ChainMap(own, namespace)
 
 
 def _defined_in_kernel(target: Any) -> bool:

@@ -245,6 +245,42 @@ def test_code_from_another_generated_cell_module_is_lifted_not_imported(shell, t
         sys.modules.pop("cell_one_for_test", None)
 
 
+def test_a_task_from_another_cell_brings_what_its_own_module_gave_it(shell, tmp_path):
+    """Another %%flyte_fast cell's task reads `task`, a helper and a constant from that cell's module,
+    none of which is in the notebook's namespace (the magic pushes only entities there): they are
+    looked up in that module and carried over with it."""
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "cell_two_for_test.py").write_text(textwrap.dedent(
+        """
+        from flytekit import task
+
+        OFFSET = 10
+
+        def helper(x):
+            return x + OFFSET
+
+        @task
+        def bump(x: int) -> int:
+            return helper(x)
+        """
+    ))
+    spec = importlib.util.spec_from_file_location("cell_two_for_test", generated / "cell_two_for_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cell_two_for_test"] = module
+    try:
+        spec.loader.exec_module(module)
+        module.__fastreg_fingerprint__ = ("source", "digest")
+        shell.user_ns["bump"] = module.bump
+        cell = "from flytekit import task, workflow\n\n@workflow\ndef wf(x: int = 1) -> int:\n    return bump(x=x)\n"
+        lifted = module_from_cell(cell, "flow", shell.user_ns)
+        assert lifted.lifted == ("from flytekit import task", "OFFSET = 10", "def bump (defined in an earlier cell)",
+                                 "def helper (defined in an earlier cell)")
+        assert import_standalone(lifted, tmp_path).wf(x=3) == 13
+    finally:
+        sys.modules.pop("cell_two_for_test", None)
+
+
 def test_future_imports_and_docstring_stay_first(shell, tmp_path):
     run(shell, "K = 7\n")
     cell = '"""Doc."""\nfrom __future__ import annotations\n\ndef f() -> int:\n    return K\n'

@@ -243,6 +243,45 @@ def test_launch_returns_outputs(shell, workdir):
     assert reg.runs == [run]
 
 
+def test_a_cell_builds_on_a_task_of_an_earlier_cell_of_the_same_module(shell, workdir):
+    """Two %%flyte_fast cells of one notebook share its module name; the second calls the first's
+    task, which reads a helper and a constant kept in the first cell's module, not the notebook's."""
+    mod = unique("steps")
+    first = magic(shell, f"-m {mod}", textwrap.dedent(
+        """
+        from flytekit import task
+
+        OFFSET = 10
+
+        def shifted(n):
+            return n + OFFSET
+
+        @task
+        def shift(n: int) -> int:
+            return shifted(n)
+        """
+    ))
+    assert "shifted" not in shell.user_ns  # only the cell's Flyte entities are pushed to the notebook
+    second = magic(shell, f"-m {mod}", textwrap.dedent(
+        """
+        from flytekit import task, workflow
+
+        @task
+        def double(n: int) -> int:
+            return n * 2
+
+        @workflow
+        def steps(n: int = 1) -> int:
+            return double(n=shift(n=n))
+        """
+    ))
+    assert second.version != first.version
+    assert "def shifted (defined in an earlier cell)" in second.lifted
+    run = second.launch("steps", n=3).wait(timeout=300)
+    assert (run.phase, list(run.outputs.values())) == ("SUCCEEDED", [26]), run.error
+    assert shell.user_ns["steps"](n=3) == 26  # and the same locally
+
+
 def test_terminal_shows_a_text_summary(shell, workdir, capsys):
     mod = unique("txt")
     capsys.readouterr()
