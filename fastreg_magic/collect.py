@@ -42,6 +42,20 @@ class ModuleSource:
     source: str  # full text of <name>.py, as shipped and as executed in the kernel
     lifted: tuple[str, ...]  # one human line per thing taken from the notebook namespace
     tree: ast.Module | None = field(default=None, compare=False, repr=False)  # ``source`` parsed, when at hand
+    # Where the cell's own lines are in ``source`` once lifted code is inserted: its first
+    # ``head_lines`` lines (docstring, __future__ imports) stay put; from module line ``body_start``
+    # on, line ``body_start + k`` is the cell's line ``body_cell_line + k``.
+    head_lines: int = field(default=0, compare=False, repr=False)
+    body_start: int = field(default=1, compare=False, repr=False)
+    body_cell_line: int = field(default=1, compare=False, repr=False)
+
+    def cell_line(self, module_line: int) -> int | None:
+        """The cell's line at ``module_line`` of the module; None inside the lifted code."""
+        if module_line <= self.head_lines:
+            return module_line
+        if module_line >= self.body_start:
+            return self.body_cell_line + module_line - self.body_start
+        return None
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,9 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
     lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
         return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree)
-    return ModuleSource(name=name, source=_insert_lifted(cell, tree, lifted.source), lifted=lifted.lines)
+    source, head_lines, body_start, body_cell_line = _insert_lifted(cell, tree, lifted.source)
+    return ModuleSource(name=name, source=source, lifted=lifted.lines, head_lines=head_lines, body_start=body_start,
+                        body_cell_line=body_cell_line)
 
 
 def module_from_file(path: Path) -> ModuleSource:
@@ -143,8 +159,11 @@ def _syntax_error(exc: SyntaxError, where: str, line: str) -> CollectError:
     )
 
 
-def _insert_lifted(cell: str, tree: ast.Module, lifted_source: str) -> str:
-    """Lifted code goes after the cell's docstring and ``from __future__`` imports, which must stay first."""
+def _insert_lifted(cell: str, tree: ast.Module, lifted_source: str) -> tuple[str, int, int, int]:
+    """Lifted code goes after the cell's docstring and ``from __future__`` imports, which must stay first.
+
+    Returns the module's source and where the cell's lines are in it (see ``ModuleSource.cell_line``).
+    """
     split = 0
     for index, node in enumerate(tree.body):
         is_docstring = index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
@@ -154,8 +173,10 @@ def _insert_lifted(cell: str, tree: ast.Module, lifted_source: str) -> str:
             break
     lines = cell.splitlines(keepends=True)
     head, body = "".join(lines[:split]), "".join(lines[split:])
-    parts = [head.rstrip("\n") + "\n" if head else "", f"{_LIFTED_HEADER}\n{lifted_source.rstrip()}\n\n", f"{_CELL_HEADER}\n{body.lstrip(chr(10))}"]
-    return _with_final_newline("".join(parts))
+    stripped_body = body.lstrip("\n")
+    before_body = (head.rstrip("\n") + "\n" if head else "") + f"{_LIFTED_HEADER}\n{lifted_source.rstrip()}\n\n{_CELL_HEADER}\n"
+    body_cell_line = split + len(body) - len(stripped_body) + 1
+    return _with_final_newline(before_body + stripped_body), split, before_body.count("\n") + 1, body_cell_line
 
 
 def _with_final_newline(text: str) -> str:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
@@ -96,7 +97,8 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
                module_file: Path | None = None) -> api.Registration:
     prepared = prepare_files(module_source, options, timings, module_file)
     if dry_run or serialize_to is not None:
-        prepared = serialized(load(prepared, options, namespace, timings), options, timings)
+        where = module_file.name if module_file is not None else "the cell"
+        prepared = serialized(load(prepared, options, namespace, timings, where=where), options, timings)
         if dry_run:
             return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
         archive = _package(prepared, options, timings)
@@ -189,12 +191,22 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
     return Prepared(module_source, None, (), fileset, measured, images, image_config, version, content_version, ())
 
 
-def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prepared:
-    """Run the module in this process (as the container will) and push its entities into ``namespace``."""
+def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell") -> Prepared:
+    """Run the module in this process (as the container will) and push its entities into ``namespace``.
+
+    ``where`` names the source in messages: the cell, or the module file's name.
+    """
     with api.timed(timings, "collect"):
         shipped = _local_module_files(prepared.fileset, options.module)
         api.refresh_local_modules(shipped)
-        module = api.load_module(options.module, prepared.module_source.source, options.source_root, prepared.digest)
+        try:
+            module = api.load_module(options.module, prepared.module_source.source, options.source_root,
+                                     prepared.digest)
+        except Exception as exc:
+            refused = _refused_definition(exc, prepared.module_source, where)
+            if refused is None:
+                raise  # the cell's own code failed: its traceback is what to debug
+            raise refused from exc
         api.remember_local_modules(shipped)
         entities = tuple(register.module_entities(module))
         if not entities:
@@ -205,6 +217,28 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict) -> Prep
         if namespace is not None:
             namespace.update({_local_name(module, e): e for e in entities})
     return dataclasses.replace(prepared, module=module, entities=entities)
+
+
+def _refused_definition(exc: Exception, module_source, where: str) -> CollectError | None:
+    """flytekit refusing one of the definitions (a missing return, a missing type hint) as one line
+    naming the line; None for anything else, which keeps its traceback."""
+    import flytekit
+    from flytekit.exceptions.user import FlyteUserException
+
+    if not isinstance(exc, (FlyteUserException, TypeError, ValueError, AssertionError)):
+        return None
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    if not frames or not frames[-1][0].f_code.co_filename.startswith(str(Path(flytekit.__file__).parent)):
+        return None  # raised by the cell's own code, not by flytekit
+    module_file = str(api.module_dir() / f"{module_source.name}.py")
+    module_lines = [lineno for frame, lineno in frames if frame.f_code.co_filename == module_file]
+    if not module_lines:
+        return None
+    cell_lines = [module_source.cell_line(n) for n in reversed(module_lines)]
+    line = next((n for n in cell_lines if n is not None), None)
+    place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
+    return CollectError(f"{place}: {str(exc).strip()}",
+                        "Fix the definition and try again; nothing was registered.")
 
 
 def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False) -> Prepared:

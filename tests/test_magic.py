@@ -222,6 +222,27 @@ def test_error_in_user_code_keeps_its_traceback(shell, project_dir):
         magic(shell, "--dry-run -m boommod", "x = 1 / 0\n" + CELL)
 
 
+@pytest.mark.parametrize("cell, message", [
+    ("from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    print(n)\n",
+     "Line 3 of the cell: t function must return a value"),
+    ("from flytekit import task\n\n\n@task\ndef t(n) -> int:\n    return n\n",
+     "Line 4 of the cell: 'n' has no type"),
+])
+def test_a_definition_flytekit_refuses_is_one_line_naming_the_cell_line(shell, project_dir, cell, message):
+    with pytest.raises(UsageError) as info:
+        magic(shell, "--dry-run -m refusedmod", cell)
+    assert str(info.value).startswith(message)
+    assert "nothing was registered" in str(info.value)
+
+
+def test_lines_are_the_cells_own_when_code_is_carried_over(shell, project_dir):
+    shell.run_cell("OFFSET = 3\n")
+    cell = '"""Steps."""\nfrom flytekit import task\n\n\n@task\ndef ok(n: int) -> int:\n    return n + OFFSET\n\n' \
+           '@task\ndef broken(n: int) -> int:\n    n\n'
+    with pytest.raises(UsageError, match="^Line 9 of the cell: broken function must return a value"):
+        magic(shell, "--dry-run -m carriedmod", cell)
+
+
 def test_show_traceback_trait_gives_the_typed_error(shell, project_dir):
     from fastreg_magic.errors import CollectError
 

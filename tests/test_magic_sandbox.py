@@ -278,8 +278,34 @@ def test_a_cell_builds_on_a_task_of_an_earlier_cell_of_the_same_module(shell, wo
     assert second.version != first.version
     assert "def shifted (defined in an earlier cell)" in second.lifted
     run = second.launch("steps", n=3).wait(timeout=300)
-    assert (run.phase, list(run.outputs.values())) == ("SUCCEEDED", [26]), run.error
+    assert run.phase == "SUCCEEDED", run.error
+    assert list(run.outputs.values()) == [26]
     assert shell.user_ns["steps"](n=3) == 26  # and the same locally
+
+
+def test_an_eager_workflow_reaches_this_sandbox_whatever_cluster_the_user_configured(shell, workdir, monkeypatch):
+    """An eager workflow's task calls FlyteAdmin from inside its own process to run each task. The
+    sandbox points it at itself, even when the user's environment names another cluster."""
+    elsewhere = workdir / "elsewhere.yaml"
+    elsewhere.write_text("admin:\n  endpoint: dns:///127.0.0.1:1\n  insecure: true\n")  # nothing listens there
+    monkeypatch.setenv("FLYTECTL_CONFIG", str(elsewhere))
+    monkeypatch.setenv("_FLYTECTL_CONFIG_PYFLYTE_OVERRIDE", str(elsewhere))
+    reg = magic(shell, f"-m {unique('eager')}", textwrap.dedent(
+        """
+        from flytekit import eager, task
+
+        @task
+        def add_one(x: int) -> int:
+            return x + 1
+
+        @eager
+        async def twice_plus_one(x: int = 1) -> int:
+            return add_one(x=add_one(x=x))
+        """
+    ))
+    run = reg.launch("twice_plus_one", x=3).wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert list(run.outputs.values()) == [5]
 
 
 def test_terminal_shows_a_text_summary(shell, workdir, capsys):

@@ -16,7 +16,7 @@ from flyteidl.core import identifier_pb2
 
 from fastreg_magic.sandbox.contract import ChildOutcome
 from fastreg_magic.sandbox.execution_service import TERMINAL_PHASES, execution_key, literal_map
-from fastreg_magic.sandbox.validation import EXECUTION_NAME_MAX, AdminError, id_text
+from fastreg_magic.sandbox.validation import GENERATED_NAME_LENGTH, AdminError, id_text
 
 CHILD_POLL_SECONDS = 0.05
 
@@ -26,7 +26,7 @@ class ChildLaunching:
 
     def launch_child(self, launch_plan_id, inputs, parent) -> identifier_pb2.WorkflowExecutionIdentifier:
         seed = f"{id_text(parent.execution_id)}/{parent.node_id}".encode()
-        name = "f" + hashlib.sha256(seed).hexdigest()[: EXECUTION_NAME_MAX - 1]
+        name = "f" + hashlib.sha256(seed).hexdigest()[: GENERATED_NAME_LENGTH - 1]
         spec = execution_pb2.ExecutionSpec(launch_plan=launch_plan_id)
         parent_execution = self.get_execution(parent.execution_id)
         spec.raw_output_data_config.CopyFrom(parent_execution.spec.raw_output_data_config)

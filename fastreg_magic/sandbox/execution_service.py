@@ -24,7 +24,7 @@ from fastreg_magic.sandbox.contract import ExecutionJob
 from fastreg_magic.sandbox.entity_service import LAUNCH_PLAN, TASK, WORKFLOW, key_of, now_timestamp
 from fastreg_magic.sandbox.listing import list_page, timestamp_seconds
 from fastreg_magic.sandbox.validation import (
-    EXECUTION_NAME_MAX,
+    GENERATED_NAME_LENGTH,
     AdminError,
     check_execution_name,
     check_limit,
@@ -77,7 +77,7 @@ def execution_key(execution_id) -> tuple:
 
 def generate_name() -> str:
     """FlyteAdmin's form: 'a' followed by 19 random lower-case letters and digits."""
-    return "a" + "".join(secrets.choice(NAME_ALPHABET) for _ in range(EXECUTION_NAME_MAX - 1))
+    return "a" + "".join(secrets.choice(NAME_ALPHABET) for _ in range(GENERATED_NAME_LENGTH - 1))
 
 
 class ExecutionRpcs:

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from typing import Mapping
 
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import identifier_pb2, literals_pb2
@@ -49,8 +50,10 @@ def _key(execution_id: identifier_pb2.WorkflowExecutionIdentifier) -> tuple[str,
 class Executor:
     """Runs submitted executions concurrently; at most ``max_workers`` task processes at a time."""
 
-    def __init__(self, sink: EventSink, children: ChildLauncher, *, max_workers: int | None = None):
+    def __init__(self, sink: EventSink, children: ChildLauncher, *, max_workers: int | None = None,
+                 task_env: Mapping[str, str] | None = None):
         self._sink = SafeSink(sink)
+        self._task_env = dict(task_env or {})  # every task process gets these (how to reach the sandbox)
         self._children = children
         self._max_workers = max_workers or default_max_workers()
         self._slots = threading.BoundedSemaphore(self._max_workers)
@@ -66,7 +69,7 @@ class Executor:
     def submit(self, job: ExecutionJob) -> None:
         own = threading.BoundedSemaphore(job.max_parallelism) if job.max_parallelism > 0 else None
         ctx = RunContext(job=job, sink=self._sink, children=self._children, slots=Slots(self._slots, own),
-                         guard=self._guard)
+                         guard=self._guard, task_env=self._task_env)
         thread = threading.Thread(target=self._run, args=(ctx,), name=f"execution-{job.execution_id.name}",
                                   daemon=True)
         with self._lock:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from flyteidl.core import compiler_pb2, identifier_pb2, tasks_pb2, workflow_pb2
 
@@ -127,6 +128,7 @@ class RunContext:
     children: ChildLauncher
     slots: Slots
     guard: ArchiveGuard
+    task_env: Mapping[str, str] = field(default_factory=dict)  # for every task process: how to reach the sandbox
     cancel: Cancel = field(default_factory=Cancel)
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -130,10 +130,10 @@ def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_ou
         admin = AdminService(store)
         server, bound = _bind(admin, DataProxyService(store, blobs.signer, admin), port, store.data_dir)
         undo.callback(server.stop, None)
-        _attach_executor(admin, store, max_workers)
+        endpoint = f"127.0.0.1:{bound}"
+        _attach_executor(admin, store, max_workers, admin_env(endpoint, store.data_dir / CONFIG_NAME))
         server.start()
         blobs.start()
-        endpoint = f"127.0.0.1:{bound}"
         sandbox = Sandbox(endpoint, store.data_dir / CONFIG_NAME, store.data_dir, server, blobs, store, admin, claim)
         undo.pop_all()
     try:
@@ -263,11 +263,26 @@ def _recover(store: Store) -> None:
                            "Move the data dir aside or pass another --data-dir.") from err
 
 
-def _attach_executor(admin: AdminService, store: Store, max_workers: int | None) -> None:
+def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
+    """What a task process needs to reach this sandbox, as Flyte gives its tasks their cluster's admin.
+
+    flytekit inside a task (an eager workflow, a FlyteRemote call) finds its backend through these;
+    set here, they win over the user's own Flyte settings inherited from the environment, which may
+    name a real cluster. Flytekit reads its private override variable before FLYTECTL_CONFIG.
+    """
+    return {
+        "FLYTECTL_CONFIG": str(config_file),
+        "_FLYTECTL_CONFIG_PYFLYTE_OVERRIDE": str(config_file),
+        "FLYTE_PLATFORM_URL": endpoint,
+        "FLYTE_PLATFORM_INSECURE": "True",
+    }
+
+
+def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str]) -> None:
     try:
         from fastreg_magic.sandbox.executor import Executor
     except ImportError as err:
         admin.executor = None
         admin.executor_error = f"its executor could not be loaded ({err})"
         return
-    admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers)
+    admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers, task_env=task_env)

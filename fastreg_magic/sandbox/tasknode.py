@@ -65,6 +65,7 @@ def flyte_env(ctx: RunContext, template: tasks_pb2.TaskTemplate, attempt: int) -
     launch_plan = spec.launch_plan.name if spec is not None else ""
     workflow = ctx.job.closure.primary.template.id
     return {
+        **ctx.task_env,
         **ctx.job.envs,
         "FLYTE_INTERNAL_EXECUTION_ID": exe.name,
         "FLYTE_INTERNAL_EXECUTION_PROJECT": exe.project,

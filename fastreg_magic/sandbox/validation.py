@@ -18,8 +18,11 @@ from flyteidl.core import identifier_pb2, interface_pb2, literals_pb2, types_pb2
 
 from fastreg_magic.sandbox.literal_types import castable, literal_type_of
 
-# FlyteAdmin: execution names are at most 20 chars, lower-case alnum and '-', starting with a letter.
-EXECUTION_NAME_MAX = 20
+# FlyteAdmin (execution_validator.go): a name the caller gives is at most 63 chars (a Kubernetes label
+# value), lower-case alnum and '-', starting with a letter; names it makes up itself have 20 chars
+# (common.ExecutionIDLength). flytekit's eager workflows name their sub-executions with up to 63.
+EXECUTION_NAME_MAX = 63
+GENERATED_NAME_LENGTH = 20
 EXECUTION_NAME_PATTERN = re.compile(r"^[a-z][a-z\-0-9]*$")
 URI_RESERVED_CHARS = "!*'();:@&=+$,/?#[]"
 DOMAINS = ("development", "staging", "production")
