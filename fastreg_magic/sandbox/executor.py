@@ -10,7 +10,9 @@ executor runs it on its own threads and reports only flyteidl events to the sink
 
 Task nodes run their registered container command (see ``taskrun``); sub-workflows, branches
 and dynamic jobs run as nested graphs (``graph``, ``nodes``); map tasks in ``arrays``; launch
-plans start child executions through the control plane's ``ChildLauncher``.
+plans start child executions through the control plane's ``ChildLauncher``. Every task process is
+told how to reach the sandbox itself (``task_env``), so an eager workflow's task launches its
+sub-executions here.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def unsupported_task(template: tasks_pb2.TaskTemplate) -> str | None:
         return None
     return (
         f"Task {template.id.name!r} has type {template.type!r} without a container command; "
-        "the sandbox runs container tasks only (python tasks, map tasks, dynamic tasks)."
+        "the sandbox runs container tasks only (python tasks, map tasks, dynamic tasks, eager workflows)."
     )
 
 
