@@ -203,7 +203,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
         except Exception as exc:
-            refused = _refused_definition(exc, prepared.module_source, where)
+            refused = _refused_definition(exc, prepared.module_source, where, Path(options.source_root))
             if refused is None:
                 raise  # the cell's own code failed: its traceback is what to debug
             raise refused from exc
@@ -219,7 +219,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
     return dataclasses.replace(prepared, module=module, entities=entities)
 
 
-def _refused_definition(exc: Exception, module_source, where: str) -> CollectError | None:
+def _refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:
     """flytekit refusing one of the definitions (a missing return, a missing type hint) as one line
     naming the line; None for anything else, which keeps its traceback."""
     import flytekit
@@ -227,18 +227,30 @@ def _refused_definition(exc: Exception, module_source, where: str) -> CollectErr
 
     if not isinstance(exc, (FlyteUserException, TypeError, ValueError, AssertionError)):
         return None
-    frames = list(traceback.walk_tb(exc.__traceback__))
-    if not frames or not frames[-1][0].f_code.co_filename.startswith(str(Path(flytekit.__file__).parent)):
+    flytekit_dir = str(Path(flytekit.__file__).parent)
+    frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
+    if not frames or not frames[-1][0].startswith(flytekit_dir):
         return None  # raised by the cell's own code, not by flytekit
-    module_file = str(api.module_dir() / f"{module_source.name}.py")
-    module_lines = [lineno for frame, lineno in frames if frame.f_code.co_filename == module_file]
-    if not module_lines:
+    # The innermost line of user code: in the module (the cell, or code carried over), or in a local
+    # module it imports.
+    user = [(f, n) for f, n in frames if not f.startswith((flytekit_dir, "<frozen"))]
+    if not user:
         return None
-    cell_lines = [module_source.cell_line(n) for n in reversed(module_lines)]
-    line = next((n for n in cell_lines if n is not None), None)
-    place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
+    filename, lineno = user[-1]
+    if filename == str(api.module_dir() / f"{module_source.name}.py"):
+        line = module_source.cell_line(lineno)
+        place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
+    else:
+        place = f"Line {lineno} of {_shown_path(filename, source_root)}"
     return CollectError(f"{place}: {str(exc).strip()}",
                         "Fix the definition and try again; nothing was registered.")
+
+
+def _shown_path(filename: str, source_root: Path) -> str:
+    try:
+        return Path(filename).relative_to(source_root).as_posix()
+    except ValueError:
+        return filename
 
 
 def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False) -> Prepared:

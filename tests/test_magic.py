@@ -235,6 +235,15 @@ def test_a_definition_flytekit_refuses_is_one_line_naming_the_cell_line(shell, p
     assert "nothing was registered" in str(info.value)
 
 
+def test_a_refused_definition_in_a_local_module_names_that_file(shell, project_dir):
+    (project_dir / "refusedlib").mkdir()
+    (project_dir / "refusedlib" / "__init__.py").write_text("")
+    (project_dir / "refusedlib" / "steps.py").write_text("from flytekit import task\n\n\n@task\ndef clean(n: int) -> int:\n    n\n")
+    cell = "from flytekit import workflow\nfrom refusedlib.steps import clean\n\n@workflow\ndef wf(n: int = 1) -> int:\n    return clean(n=n)\n"
+    with pytest.raises(UsageError, match="^Line 4 of refusedlib/steps.py: clean function must return a value"):
+        magic(shell, "--dry-run -m refusedlocal", cell)
+
+
 def test_lines_are_the_cells_own_when_code_is_carried_over(shell, project_dir):
     shell.run_cell("OFFSET = 3\n")
     cell = '"""Steps."""\nfrom flytekit import task\n\n\n@task\ndef ok(n: int) -> int:\n    return n + OFFSET\n\n' \
