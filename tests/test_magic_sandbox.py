@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from datetime import timedelta
 import textwrap
 import uuid
 
@@ -306,6 +307,53 @@ def test_an_eager_workflow_reaches_this_sandbox_whatever_cluster_the_user_config
     run = reg.launch("twice_plus_one", x=3).wait(timeout=300)
     assert run.phase == "SUCCEEDED", run.error
     assert list(run.outputs.values()) == [5]
+
+
+def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell, remote, workdir):
+    """As Flyte's datacatalog does: the second run with the same input takes the outputs without
+    running the task (CACHE_HIT); another input, overwrite_cache or a new cache_version runs it."""
+    from flyteidl.core.catalog_pb2 import CatalogCacheStatus
+
+    ran = workdir / "ran.txt"
+    mod = unique("cached")
+    cell = textwrap.dedent(
+        f"""
+        from flytekit import task, workflow
+
+        @task(cache=True, cache_version="VERSION")
+        def count(x: int) -> int:
+            with open({str(ran)!r}, "a") as log:
+                log.write(f"{{x}}\\n")
+            return x * 10
+
+        @workflow
+        def flow(x: int = 1) -> int:
+            return count(x=x)
+        """
+    )
+
+    def run(reg, x, **options):
+        if options:
+            lp = remote.fetch_launch_plan(name=f"{mod}.flow", version=reg.version)
+            execution = remote.wait(remote.execute(lp, inputs={"x": x}, **options), timeout=timedelta(minutes=5))
+            name = execution.id.name
+        else:
+            launched = reg.launch("flow", x=x).wait(timeout=300)
+            assert launched.phase == "SUCCEEDED", launched.error
+            name = launched.name
+        execution = remote.sync_execution(remote.fetch_execution(name=name), sync_nodes=True)
+        node = execution.node_executions["n0"]
+        return execution.outputs["o0"], node.closure.task_node_metadata.cache_status
+
+    first = magic(shell, f"-m {mod}", cell.replace("VERSION", "1"))
+    assert run(first, 2) == (20, CatalogCacheStatus.CACHE_POPULATED)
+    assert run(first, 2) == (20, CatalogCacheStatus.CACHE_HIT)
+    assert ran.read_text().split() == ["2"]  # the hit did not run the task
+    assert run(first, 3) == (30, CatalogCacheStatus.CACHE_POPULATED)
+    assert run(first, 2, overwrite_cache=True) == (20, CatalogCacheStatus.CACHE_POPULATED)
+    bumped = magic(shell, f"-m {mod}", cell.replace("VERSION", "2"))
+    assert run(bumped, 2) == (20, CatalogCacheStatus.CACHE_POPULATED)
+    assert ran.read_text().split() == ["2", "3", "2", "2"]
 
 
 def test_terminal_shows_a_text_summary(shell, workdir, capsys):

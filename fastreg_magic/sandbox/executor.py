@@ -12,7 +12,7 @@ Task nodes run their registered container command (see ``taskrun``); sub-workflo
 and dynamic jobs run as nested graphs (``graph``, ``nodes``); map tasks in ``arrays``; launch
 plans start child executions through the control plane's ``ChildLauncher``. Every task process is
 told how to reach the sandbox itself (``task_env``), so an eager workflow's task launches its
-sub-executions here.
+sub-executions here. Tasks declared with ``cache=True`` are looked up in ``taskcache`` first.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Mapping
 
 from flyteidl.core import execution_pb2 as core_exec
@@ -53,9 +54,10 @@ class Executor:
     """Runs submitted executions concurrently; at most ``max_workers`` task processes at a time."""
 
     def __init__(self, sink: EventSink, children: ChildLauncher, *, max_workers: int | None = None,
-                 task_env: Mapping[str, str] | None = None):
+                 task_env: Mapping[str, str] | None = None, cache_dir: Path | None = None):
         self._sink = SafeSink(sink)
         self._task_env = dict(task_env or {})  # every task process gets these (how to reach the sandbox)
+        self._cache_dir = cache_dir  # cached tasks' outputs, shared by every execution
         self._children = children
         self._max_workers = max_workers or default_max_workers()
         self._slots = threading.BoundedSemaphore(self._max_workers)
@@ -71,7 +73,7 @@ class Executor:
     def submit(self, job: ExecutionJob) -> None:
         own = threading.BoundedSemaphore(job.max_parallelism) if job.max_parallelism > 0 else None
         ctx = RunContext(job=job, sink=self._sink, children=self._children, slots=Slots(self._slots, own),
-                         guard=self._guard, task_env=self._task_env)
+                         guard=self._guard, task_env=self._task_env, cache_dir=self._cache_dir)
         thread = threading.Thread(target=self._run, args=(ctx,), name=f"execution-{job.execution_id.name}",
                                   daemon=True)
         with self._lock:

@@ -9,11 +9,11 @@ a nested ``Scope`` so their executions are children of this node, as in flytepro
 
 from __future__ import annotations
 
-from flyteidl.core import compiler_pb2, identifier_pb2, literals_pb2, types_pb2, workflow_pb2
+from flyteidl.core import catalog_pb2, compiler_pb2, identifier_pb2, literals_pb2, types_pb2, workflow_pb2
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.event import event_pb2
 
-from fastreg_magic.sandbox import graph
+from fastreg_magic.sandbox import graph, taskcache
 from fastreg_magic.sandbox.branches import ConditionError, choose
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, WorkflowPhase
 from fastreg_magic.sandbox.graph import Outcome, failed
@@ -78,12 +78,27 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
     problem = unsupported_task(template)
     if problem:
         return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
+    key = taskcache.key_of(template, inputs) if ctx.cache_dir is not None else None
+    if key is not None and not _overwrites_cache(ctx):
+        cached = taskcache.lookup(ctx.cache_dir, key)
+        if cached is not None:
+            reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
+            return Outcome(NodePhase.SUCCEEDED, outputs=cached)
     phase, result, attempt = run_task_node(ctx, node, template, inputs, reporter, cancel)
     if phase != NodePhase.SUCCEEDED:
         return Outcome(phase, error=result.error)
     if result.dynamic is not None:
         return run_dynamic(ctx, scope, node, template, inputs, result.dynamic, attempt, reporter, cancel)
+    if key is not None:
+        taskcache.store(ctx.cache_dir, key, result.outputs)
+        reporter.cache_status = catalog_pb2.CACHE_POPULATED
     return Outcome(NodePhase.SUCCEEDED, outputs=result.outputs)
+
+
+def _overwrites_cache(ctx: RunContext) -> bool:
+    """The execution was launched to recompute cached tasks (``overwrite_cache``)."""
+    spec = ctx.job.spec
+    return spec is not None and spec.overwrite_cache
 
 
 def run_dynamic(ctx, scope, node, template, inputs, spec, attempt, reporter: NodeReporter, cancel) -> Outcome:

@@ -93,6 +93,7 @@ class NodeReporter:
     is_parent: bool = False
     is_array: bool = False
     is_dynamic: bool = False
+    cache_status: int | None = None  # a cached task's catalog.CatalogCacheStatus, sent on its events
     phases: list[int] = field(default_factory=list)
 
     @property
@@ -136,6 +137,8 @@ class NodeReporter:
             event.workflow_node_metadata.execution_id.CopyFrom(child_execution)
         if dynamic_workflow is not None:
             event.task_node_metadata.dynamic_workflow.CopyFrom(dynamic_workflow)
+        if self.cache_status is not None:
+            event.task_node_metadata.cache_status = self.cache_status
         self.phases.append(phase)
         self.sink.node(event)
 

@@ -129,6 +129,7 @@ class RunContext:
     slots: Slots
     guard: ArchiveGuard
     task_env: Mapping[str, str] = field(default_factory=dict)  # for every task process: how to reach the sandbox
+    cache_dir: Path | None = None  # where cached tasks' outputs are kept (taskcache); None: no caching
     cancel: Cancel = field(default_factory=Cancel)
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -281,8 +281,10 @@ def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
 def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str]) -> None:
     try:
         from fastreg_magic.sandbox.executor import Executor
+        from fastreg_magic.sandbox.taskcache import CACHE_DIR
     except ImportError as err:
         admin.executor = None
         admin.executor_error = f"its executor could not be loaded ({err})"
         return
-    admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers, task_env=task_env)
+    admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers, task_env=task_env,
+                              cache_dir=store.data_dir / CACHE_DIR)
