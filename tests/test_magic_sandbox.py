@@ -356,6 +356,42 @@ def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell
     assert ran.read_text().split() == ["2", "3", "2", "2"]
 
 
+def test_a_map_task_over_a_cached_task_runs_only_the_elements_not_seen_before(shell, remote, workdir):
+    from flyteidl.core.catalog_pb2 import CatalogCacheStatus
+
+    ran = workdir / "ran.txt"
+    mod = unique("cachedmap")
+    reg = magic(shell, f"-m {mod}", textwrap.dedent(
+        f"""
+        from typing import List
+
+        from flytekit import map_task, task, workflow
+
+        @task(cache=True, cache_version="1")
+        def count(x: int) -> int:
+            with open({str(ran)!r}, "a") as log:
+                log.write(f"{{x}}\\n")
+            return x * 10
+
+        @workflow
+        def each(xs: List[int]) -> List[int]:
+            return map_task(count)(x=xs)
+        """
+    ))
+
+    def run(xs):
+        launched = reg.launch("each", xs=xs).wait(timeout=300)
+        assert launched.phase == "SUCCEEDED", launched.error
+        execution = remote.sync_execution(remote.fetch_execution(name=launched.name), sync_nodes=True)
+        elements = execution.node_executions["n0"].task_executions[-1].closure.metadata.external_resources
+        return launched.outputs["o0"], [e.cache_status for e in sorted(elements, key=lambda e: e.index)]
+
+    populated, hit = CatalogCacheStatus.CACHE_POPULATED, CatalogCacheStatus.CACHE_HIT
+    assert run([5, 6]) == ([50, 60], [populated, populated])
+    assert run([5, 6, 7]) == ([50, 60, 70], [hit, hit, populated])
+    assert sorted(ran.read_text().split()) == ["5", "6", "7"]
+
+
 def test_terminal_shows_a_text_summary(shell, workdir, capsys):
     mod = unique("txt")
     capsys.readouterr()

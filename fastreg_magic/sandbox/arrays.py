@@ -7,7 +7,8 @@ index from ``BATCH_JOB_ARRAY_INDEX_VAR_NAME``/``FLYTE_K8S_ARRAY_INDEX``; each wr
 ``concurrency`` bounds how many elements run at once. The array node reports one task execution
 whose external resources are the elements, which is how FlyteRemote reads map tasks back.
 Mapping a launch plan (``map_task(launch_plan)``) starts one child execution per element, on that
-element's slice of the inputs.
+element's slice of the inputs. Mapping a cached task looks each element up in ``taskcache`` on its own
+slice of the inputs, as propeller does for map sub-tasks.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import literals_pb2
 from flyteidl.event import event_pb2
 
 from fastreg_magic.sandbox import reporting as events
+from fastreg_magic.sandbox import taskcache
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase, WorkflowPhase
 from fastreg_magic.sandbox.graph import Outcome, failed
 from fastreg_magic.sandbox.runstate import Cancel, RunContext, show_id
@@ -30,6 +33,7 @@ from fastreg_magic.sandbox.tasknode import (
     AttemptSpec,
     user_retries,
     logs_of,
+    overwrites_cache,
     run_one_attempt,
     timeout_seconds,
     unsupported_task,
@@ -114,6 +118,7 @@ class _ArrayRun:
         self.attempts = [0] * size
         self.phases = [TaskPhase.QUEUED] * size
         self.children: list = [None] * size  # child executions, when mapping a launch plan
+        self.cache_statuses = [catalog_pb2.CACHE_DISABLED] * size  # elements of a cached task
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._version = 0
@@ -151,7 +156,23 @@ class _ArrayRun:
                 self.cancel.cancel("too many elements of the map task failed")
 
     def _task_element(self, index: int, template, retries: int, timeout_s) -> AttemptResult:
-        """Run one element's task, with retries, as propeller runs a map task's sub-task."""
+        """One element's outputs: from the task cache when the task is cached and they are there,
+        else from running its task, with retries, as propeller runs a map task's sub-task."""
+        key = None
+        if self.ctx.cache_dir is not None:
+            key = taskcache.key_of(template, _element_inputs(self.inputs, index, set(self.node.array_node.bound_inputs)))
+        if key is not None and not overwrites_cache(self.ctx):
+            cached = taskcache.lookup(self.ctx.cache_dir, key)
+            if cached is not None:
+                self.cache_statuses[index] = catalog_pb2.CACHE_HIT
+                return AttemptResult(outputs=cached)
+        result = self._run_element(index, template, retries, timeout_s)
+        if key is not None and result.error is None and not result.cancelled and result.outputs is not None:
+            taskcache.store(self.ctx.cache_dir, key, result.outputs)
+            self.cache_statuses[index] = catalog_pb2.CACHE_POPULATED
+        return result
+
+    def _run_element(self, index: int, template, retries: int, timeout_s) -> AttemptResult:
         user_budget, system_budget = retries, SYSTEM_RETRIES
         node_dir = self.ctx.node_dir(self.reporter.node_id)
         while not self.cancel.is_set():
@@ -217,6 +238,7 @@ class _ArrayRun:
             index=index,
             retry_attempt=self.attempts[index],
             phase=self.phases[index],
+            cache_status=self.cache_statuses[index],
         )
         child = self.children[index]
         if child is not None:

@@ -18,7 +18,7 @@ from fastreg_magic.sandbox.branches import ConditionError, choose
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, WorkflowPhase
 from fastreg_magic.sandbox.graph import Outcome, failed
 from fastreg_magic.sandbox.runstate import Cancel, RunContext, Scope, entity_key, show_id
-from fastreg_magic.sandbox.tasknode import run_task_node, unsupported_task
+from fastreg_magic.sandbox.tasknode import overwrites_cache, run_task_node, unsupported_task
 
 _SYSTEM = core_exec.ExecutionError.SYSTEM
 
@@ -79,7 +79,7 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
     if problem:
         return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
     key = taskcache.key_of(template, inputs) if ctx.cache_dir is not None else None
-    if key is not None and not _overwrites_cache(ctx):
+    if key is not None and not overwrites_cache(ctx):
         cached = taskcache.lookup(ctx.cache_dir, key)
         if cached is not None:
             reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
@@ -93,12 +93,6 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
         taskcache.store(ctx.cache_dir, key, result.outputs)
         reporter.cache_status = catalog_pb2.CACHE_POPULATED
     return Outcome(NodePhase.SUCCEEDED, outputs=result.outputs)
-
-
-def _overwrites_cache(ctx: RunContext) -> bool:
-    """The execution was launched to recompute cached tasks (``overwrite_cache``)."""
-    spec = ctx.job.spec
-    return spec is not None and spec.overwrite_cache
 
 
 def run_dynamic(ctx, scope, node, template, inputs, spec, attempt, reporter: NodeReporter, cancel) -> Outcome:

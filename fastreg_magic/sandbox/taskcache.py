@@ -11,7 +11,7 @@ version keeps its cache; changing ``cache_version`` starts afresh. A later run w
 any execution, takes the outputs without running the task (CACHE_HIT); the run that computed them
 stores them (CACHE_POPULATED). An execution launched with ``overwrite_cache`` runs the task and
 replaces the entry. Entries are files under the sandbox's data dir (``CACHE_DIR``), so they outlive a
-restart. Not yet: the elements of a map task over a cached task, which always run.
+restart. A map task over a cached task caches each element on its own inputs.
 """
 
 from __future__ import annotations
