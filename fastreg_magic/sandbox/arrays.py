@@ -158,14 +158,11 @@ class _ArrayRun:
     def _task_element(self, index: int, template, retries: int, timeout_s) -> AttemptResult:
         """One element's outputs: from the task cache when the task is cached and they are there,
         else from running its task, with retries, as propeller runs a map task's sub-task."""
-        key = None
-        if self.ctx.cache_dir is not None:
-            key = taskcache.key_of(template, _element_inputs(self.inputs, index, set(self.node.array_node.bound_inputs)))
-        if key is not None and not overwrites_cache(self.ctx):
-            cached = taskcache.lookup(self.ctx.cache_dir, key)
-            if cached is not None:
-                self.cache_statuses[index] = catalog_pb2.CACHE_HIT
-                return AttemptResult(outputs=cached)
+        element_inputs = _element_inputs(self.inputs, index, set(self.node.array_node.bound_inputs))
+        key, cached = taskcache.find(self.ctx.cache_dir, template, element_inputs, overwrite=overwrites_cache(self.ctx))
+        if cached is not None:
+            self.cache_statuses[index] = catalog_pb2.CACHE_HIT
+            return AttemptResult(outputs=cached)
         result = self._run_element(index, template, retries, timeout_s)
         if key is not None and result.error is None and not result.cancelled and result.outputs is not None:
             taskcache.store(self.ctx.cache_dir, key, result.outputs)

@@ -78,12 +78,10 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
     problem = unsupported_task(template)
     if problem:
         return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
-    key = taskcache.key_of(template, inputs) if ctx.cache_dir is not None else None
-    if key is not None and not overwrites_cache(ctx):
-        cached = taskcache.lookup(ctx.cache_dir, key)
-        if cached is not None:
-            reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
-            return Outcome(NodePhase.SUCCEEDED, outputs=cached)
+    key, cached = taskcache.find(ctx.cache_dir, template, inputs, overwrite=overwrites_cache(ctx))
+    if cached is not None:
+        reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
+        return Outcome(NodePhase.SUCCEEDED, outputs=cached)
     phase, result, attempt = run_task_node(ctx, node, template, inputs, reporter, cancel)
     if phase != NodePhase.SUCCEEDED:
         return Outcome(phase, error=result.error)

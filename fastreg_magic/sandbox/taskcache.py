@@ -45,6 +45,16 @@ def key_of(template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap) ->
     return digest.hexdigest()
 
 
+def find(cache_dir: Path | None, template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap, *,
+         overwrite: bool) -> tuple[str | None, literals_pb2.LiteralMap | None]:
+    """``(key, outputs)`` for running ``template`` on ``inputs``: no key when the task is not cached
+    (or the sandbox keeps no cache); no outputs on a miss, or when the run is to ``overwrite`` them."""
+    key = key_of(template, inputs) if cache_dir is not None else None
+    if key is None or overwrite:
+        return key, None
+    return key, lookup(cache_dir, key)
+
+
 def lookup(cache_dir: Path, key: str) -> literals_pb2.LiteralMap | None:
     try:
         data = _path(cache_dir, key).read_bytes()
