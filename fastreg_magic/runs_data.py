@@ -15,6 +15,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 
 from fastreg_magic.errors import RunError
@@ -93,6 +94,7 @@ class NodeStatus:
     path: str = ""  # node ids from the top, "n1/n0"; a map task element is "n2[3]"
     child_run: str | None = None  # the execution a launch-plan node started
     truncated: bool = False  # has children deeper than the table follows
+    cached: bool = False  # its outputs came from the task cache: the task did not run
 
     @property
     def label(self) -> str:
@@ -187,7 +189,8 @@ def _row(node_id, task, ne, retries, now) -> NodeStatus:
     if duration is None and started is not None and phase not in NODE_TERMINAL:
         duration = max(0.0, (now - started).total_seconds())
     error = closure.error.message if closure.HasField("error") else None
-    return NodeStatus(node_id, task, phase, started, duration, retries.get(node_id, 0), error)
+    cached = closure.task_node_metadata.cache_status == catalog_pb2.CACHE_HIT
+    return NodeStatus(node_id, task, phase, started, duration, retries.get(node_id, 0), error, cached=cached)
 
 
 def run_error(closure) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flyteidl.admin import node_execution_pb2, task_execution_pb2
+from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 
 from fastreg_magic.runs_data import NODE_TERMINAL, END_NODE, START_NODE, Graph, NodeStatus, node_statuses
@@ -168,6 +169,7 @@ class Attempts:
                 phase=_task_phase(r.phase),
                 retries=r.retry_attempt,
                 child_run=_element_run(r),
+                cached=r.cache_status == catalog_pb2.CACHE_HIT,
             )
             for r in sorted(latest.closure.metadata.external_resources, key=lambda r: r.index)
         )

@@ -124,6 +124,7 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
         node = "  " * depth + row.label
         lines.append(
             f"  {node:<16} {short_name(row.task):<24} {row.phase:<12} {duration_text(row.duration):>8}"
+            + ("  from the cache" if row.cached else "")
             + (f"  retries {row.retries}" if row.retries else "")
             + (f"  run {row.child_run} (%flyte_watch {row.child_run})" if row.child_run else "")
             + ("  (deeper nodes not shown)" if row.truncated else "")
@@ -165,6 +166,9 @@ def nodes_html(rows: Iterable[NodeStatus]) -> str:
     return f"<table class='fastreg-nodes' style='{TABLE}'><tr>{head}</tr>{''.join(body)}</table>"
 
 
+_CACHED_HTML = " <span class='fastreg-cached' style='color:#757575' title='outputs from the task cache'>cached</span>"
+
+
 def _node_row(depth: int, r: NodeStatus) -> str:
     task = esc(short_name(r.task))
     if r.child_run:  # a launch-plan node: name the run it started, and how to watch it
@@ -176,7 +180,7 @@ def _node_row(depth: int, r: NodeStatus) -> str:
         f"<tr class='fastreg-node' data-depth='{depth}' data-path='{esc(r.label)}' data-phase='{esc(r.phase)}'>"
         f"<td style='padding:2px 8px 2px {8 + INDENT_PX * depth}px'><code>{esc(r.label)}</code></td>"
         f"<td style='padding:2px 8px' title='{esc(r.task)}'>{task}</td>"
-        f"<td style='padding:2px 8px'{error}>{badge_html(r.phase)}</td>"
+        f"<td style='padding:2px 8px'{error}>{badge_html(r.phase)}{_CACHED_HTML if r.cached else ''}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
         "</tr>"

@@ -343,7 +343,11 @@ def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell
             name = launched.name
         execution = remote.sync_execution(remote.fetch_execution(name=name), sync_nodes=True)
         node = execution.node_executions["n0"]
-        return execution.outputs["o0"], node.closure.task_node_metadata.cache_status
+        status = node.closure.task_node_metadata.cache_status
+        if not options:  # the run's node table says so too
+            rows = {row.node: row for row in launched.nodes()}
+            assert rows["n0"].cached == (status == CatalogCacheStatus.CACHE_HIT)
+        return execution.outputs["o0"], status
 
     first = magic(shell, f"-m {mod}", cell.replace("VERSION", "1"))
     assert run(first, 2) == (20, CatalogCacheStatus.CACHE_POPULATED)
@@ -384,7 +388,10 @@ def test_a_map_task_over_a_cached_task_runs_only_the_elements_not_seen_before(sh
         assert launched.phase == "SUCCEEDED", launched.error
         execution = remote.sync_execution(remote.fetch_execution(name=launched.name), sync_nodes=True)
         elements = execution.node_executions["n0"].task_executions[-1].closure.metadata.external_resources
-        return launched.outputs["o0"], [e.cache_status for e in sorted(elements, key=lambda e: e.index)]
+        statuses = [e.cache_status for e in sorted(elements, key=lambda e: e.index)]
+        rows = {row.node: row for row in launched.nodes()}
+        assert [e.cached for e in rows["n0"].children] == [s == CatalogCacheStatus.CACHE_HIT for s in statuses]
+        return launched.outputs["o0"], statuses
 
     populated, hit = CatalogCacheStatus.CACHE_POPULATED, CatalogCacheStatus.CACHE_HIT
     assert run([5, 6]) == ([50, 60], [populated, populated])

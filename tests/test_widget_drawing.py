@@ -112,6 +112,15 @@ def test_node_table_shows_task_phase_duration_and_retries():
     assert cells[8] == "1m15s" and cells[9] == "2"
 
 
+def test_a_node_answered_from_the_cache_says_so():
+    rows = [NodeStatus("n0", "wf.load", "SUCCEEDED", None, 0.0, cached=True), NodeStatus("n1", "wf.train", "SUCCEEDED")]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", nodes_html(rows))
+    assert "cached" in cells[2] and "cached" not in cells[7]
+    text = run_text(fake_run(), rows).splitlines()
+    assert "from the cache" in next(line for line in text if "load" in line)
+    assert "from the cache" not in next(line for line in text if "train" in line)
+
+
 def test_outputs_show_files_as_paths_and_urls_as_links():
     html = outputs_html({"report": "https://bucket.example/report.html", "model": "/tmp/sandbox/model.bin"})
     assert '<a href="https://bucket.example/report.html"' in html
