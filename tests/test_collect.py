@@ -7,6 +7,7 @@ generated module is then imported for real from a fresh directory, to show it st
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import subprocess
@@ -49,6 +50,24 @@ def import_standalone(module: ModuleSource, where: Path):
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     return loaded
+
+
+@contextlib.contextmanager
+def generated_cell_module(tmp: Path, name: str, source: str):
+    """A module as the magic leaves one for another %%flyte_fast cell: imported from a private file,
+    marked as generated; removed from ``sys.modules`` afterwards."""
+    (tmp / "generated").mkdir(exist_ok=True)
+    path = tmp / "generated" / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        module.__fastreg_fingerprint__ = ("source", "digest")
+        yield module
+    finally:
+        sys.modules.pop(name, None)
 
 
 def ship(tmp: Path, tree: dict[str, str | bytes], cell: str, name: str = "flow", copy: str = "auto") -> FileSet:
@@ -222,15 +241,7 @@ def test_flytekit_task_from_an_earlier_cell_is_lifted_with_its_decorator(shell, 
 def test_code_from_another_generated_cell_module_is_lifted_not_imported(shell, tmp_path):
     """A module the magic generated from another cell lives in a kernel-private file: its
     functions are carried over as source, and the module itself cannot be imported remotely."""
-    generated = tmp_path / "generated"
-    generated.mkdir()
-    (generated / "cell_one_for_test.py").write_text("def shared(x):\n    return x + 100\n")
-    spec = importlib.util.spec_from_file_location("cell_one_for_test", generated / "cell_one_for_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cell_one_for_test"] = module
-    try:
-        spec.loader.exec_module(module)
-        module.__fastreg_fingerprint__ = ("source", "digest")
+    with generated_cell_module(tmp_path, "cell_one_for_test", "def shared(x):\n    return x + 100\n") as module:
         shell.user_ns.update(shared=module.shared, cell_one_for_test=module)
         lifted = module_from_cell("def f():\n    return shared(1)\n", "flow", shell.user_ns)
         assert lifted.lifted == ("def shared (defined in an earlier cell)",)
@@ -241,17 +252,13 @@ def test_code_from_another_generated_cell_module_is_lifted_not_imported(shell, t
         with pytest.raises(CollectError, match="is imported by this cell but is the module of another %%flyte_fast cell"):
             (tmp_path / "proj").mkdir()
             files_to_ship(importing, tmp_path / "proj")
-    finally:
-        sys.modules.pop("cell_one_for_test", None)
 
 
 def test_a_task_from_another_cell_brings_what_its_own_module_gave_it(shell, tmp_path):
     """Another %%flyte_fast cell's task reads `task`, a helper and a constant from that cell's module,
     none of which is in the notebook's namespace (the magic pushes only entities there): they are
     looked up in that module and carried over with it."""
-    generated = tmp_path / "generated"
-    generated.mkdir()
-    (generated / "cell_two_for_test.py").write_text(textwrap.dedent(
+    source = textwrap.dedent(
         """
         from flytekit import task
 
@@ -264,21 +271,14 @@ def test_a_task_from_another_cell_brings_what_its_own_module_gave_it(shell, tmp_
         def bump(x: int) -> int:
             return helper(x)
         """
-    ))
-    spec = importlib.util.spec_from_file_location("cell_two_for_test", generated / "cell_two_for_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cell_two_for_test"] = module
-    try:
-        spec.loader.exec_module(module)
-        module.__fastreg_fingerprint__ = ("source", "digest")
+    )
+    with generated_cell_module(tmp_path, "cell_two_for_test", source) as module:
         shell.user_ns["bump"] = module.bump
         cell = "from flytekit import task, workflow\n\n@workflow\ndef wf(x: int = 1) -> int:\n    return bump(x=x)\n"
         lifted = module_from_cell(cell, "flow", shell.user_ns)
         assert lifted.lifted == ("from flytekit import task", "OFFSET = 10", "def bump (defined in an earlier cell)",
                                  "def helper (defined in an earlier cell)")
         assert import_standalone(lifted, tmp_path).wf(x=3) == 13
-    finally:
-        sys.modules.pop("cell_two_for_test", None)
 
 
 def test_future_imports_and_docstring_stay_first(shell, tmp_path):

@@ -309,6 +309,21 @@ def test_an_eager_workflow_reaches_this_sandbox_whatever_cluster_the_user_config
     assert list(run.outputs.values()) == [5]
 
 
+def counting_task(ran, cache_version: str) -> str:
+    """A cached task `count(x) = 10 x` that appends x to the file ``ran`` each time it really runs."""
+    return textwrap.dedent(
+        f"""
+        from flytekit import task, workflow
+
+        @task(cache=True, cache_version={cache_version!r})
+        def count(x: int) -> int:
+            with open({str(ran)!r}, "a") as log:
+                log.write(f"{{x}}\\n")
+            return x * 10
+        """
+    )
+
+
 def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell, remote, workdir):
     """As Flyte's datacatalog does: the second run with the same input takes the outputs without
     running the task (CACHE_HIT); another input, overwrite_cache or a new cache_version runs it."""
@@ -316,16 +331,8 @@ def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell
 
     ran = workdir / "ran.txt"
     mod = unique("cached")
-    cell = textwrap.dedent(
-        f"""
-        from flytekit import task, workflow
-
-        @task(cache=True, cache_version="VERSION")
-        def count(x: int) -> int:
-            with open({str(ran)!r}, "a") as log:
-                log.write(f"{{x}}\\n")
-            return x * 10
-
+    flow = textwrap.dedent(
+        """
         @workflow
         def flow(x: int = 1) -> int:
             return count(x=x)
@@ -349,13 +356,13 @@ def test_a_cached_task_runs_once_per_input_until_its_cache_version_changes(shell
             assert rows["n0"].cached == (status == CatalogCacheStatus.CACHE_HIT)
         return execution.outputs["o0"], status
 
-    first = magic(shell, f"-m {mod}", cell.replace("VERSION", "1"))
+    first = magic(shell, f"-m {mod}", counting_task(ran, "1") + flow)
     assert run(first, 2) == (20, CatalogCacheStatus.CACHE_POPULATED)
     assert run(first, 2) == (20, CatalogCacheStatus.CACHE_HIT)
     assert ran.read_text().split() == ["2"]  # the hit did not run the task
     assert run(first, 3) == (30, CatalogCacheStatus.CACHE_POPULATED)
     assert run(first, 2, overwrite_cache=True) == (20, CatalogCacheStatus.CACHE_POPULATED)
-    bumped = magic(shell, f"-m {mod}", cell.replace("VERSION", "2"))
+    bumped = magic(shell, f"-m {mod}", counting_task(ran, "2") + flow)
     assert run(bumped, 2) == (20, CatalogCacheStatus.CACHE_POPULATED)
     assert ran.read_text().split() == ["2", "3", "2", "2"]
 
@@ -365,17 +372,11 @@ def test_a_map_task_over_a_cached_task_runs_only_the_elements_not_seen_before(sh
 
     ran = workdir / "ran.txt"
     mod = unique("cachedmap")
-    reg = magic(shell, f"-m {mod}", textwrap.dedent(
-        f"""
+    reg = magic(shell, f"-m {mod}", counting_task(ran, "1") + textwrap.dedent(
+        """
         from typing import List
 
-        from flytekit import map_task, task, workflow
-
-        @task(cache=True, cache_version="1")
-        def count(x: int) -> int:
-            with open({str(ran)!r}, "a") as log:
-                log.write(f"{{x}}\\n")
-            return x * 10
+        from flytekit import map_task
 
         @workflow
         def each(xs: List[int]) -> List[int]:

@@ -33,7 +33,6 @@ from fastreg_magic.sandbox.tasknode import (
     AttemptSpec,
     user_retries,
     logs_of,
-    overwrites_cache,
     run_one_attempt,
     timeout_seconds,
     unsupported_task,
@@ -159,7 +158,7 @@ class _ArrayRun:
         """One element's outputs: from the task cache when the task is cached and they are there,
         else from running its task, with retries, as propeller runs a map task's sub-task."""
         element_inputs = _element_inputs(self.inputs, index, set(self.node.array_node.bound_inputs))
-        key, cached = taskcache.find(self.ctx.cache_dir, template, element_inputs, overwrite=overwrites_cache(self.ctx))
+        key, cached = taskcache.find(self.ctx, template, element_inputs)
         if cached is not None:
             self.cache_statuses[index] = catalog_pb2.CACHE_HIT
             return AttemptResult(outputs=cached)

@@ -18,7 +18,7 @@ from fastreg_magic.sandbox.branches import ConditionError, choose
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, WorkflowPhase
 from fastreg_magic.sandbox.graph import Outcome, failed
 from fastreg_magic.sandbox.runstate import Cancel, RunContext, Scope, entity_key, show_id
-from fastreg_magic.sandbox.tasknode import overwrites_cache, run_task_node, unsupported_task
+from fastreg_magic.sandbox.tasknode import run_task_node, unsupported_task
 
 _SYSTEM = core_exec.ExecutionError.SYSTEM
 
@@ -78,7 +78,7 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
     problem = unsupported_task(template)
     if problem:
         return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
-    key, cached = taskcache.find(ctx.cache_dir, template, inputs, overwrite=overwrites_cache(ctx))
+    key, cached = taskcache.find(ctx, template, inputs)
     if cached is not None:
         reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
         return Outcome(NodePhase.SUCCEEDED, outputs=cached)

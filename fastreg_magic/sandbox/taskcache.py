@@ -45,14 +45,16 @@ def key_of(template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap) ->
     return digest.hexdigest()
 
 
-def find(cache_dir: Path | None, template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap, *,
-         overwrite: bool) -> tuple[str | None, literals_pb2.LiteralMap | None]:
-    """``(key, outputs)`` for running ``template`` on ``inputs``: no key when the task is not cached
-    (or the sandbox keeps no cache); no outputs on a miss, or when the run is to ``overwrite`` them."""
-    key = key_of(template, inputs) if cache_dir is not None else None
-    if key is None or overwrite:
+def find(ctx, template: tasks_pb2.TaskTemplate,
+         inputs: literals_pb2.LiteralMap) -> tuple[str | None, literals_pb2.LiteralMap | None]:
+    """``(key, outputs)`` for running ``template`` on ``inputs`` in the run ``ctx``: no key when the
+    task is not cached (or the sandbox keeps no cache); no outputs on a miss, or when the execution
+    was launched to recompute cached tasks (``overwrite_cache``)."""
+    key = key_of(template, inputs) if ctx.cache_dir is not None else None
+    spec = ctx.job.spec
+    if key is None or (spec is not None and spec.overwrite_cache):
         return key, None
-    return key, lookup(cache_dir, key)
+    return key, lookup(ctx.cache_dir, key)
 
 
 def lookup(cache_dir: Path, key: str) -> literals_pb2.LiteralMap | None:

@@ -48,12 +48,6 @@ def unsupported_task(template: tasks_pb2.TaskTemplate) -> str | None:
     )
 
 
-def overwrites_cache(ctx: RunContext) -> bool:
-    """The execution was launched to recompute cached tasks (``overwrite_cache``)."""
-    spec = ctx.job.spec
-    return spec is not None and spec.overwrite_cache
-
-
 def user_retries(node_retries: int | None, template: tasks_pb2.TaskTemplate) -> int:
     return node_retries if node_retries is not None else template.metadata.retries.retries
 
