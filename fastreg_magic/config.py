@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 from fastreg_magic.errors import BackendError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flytekit.clients.raw import RawSynchronousFlyteClient
     from flytekit.remote import FlyteRemote
+
+    from fastreg_magic.connection import RawCalls
 
 # How long to wait for a TCP connection to the backend before calling it unreachable. flytekit itself
 # would retry a dead endpoint for much longer before failing with an opaque message.
@@ -221,12 +222,13 @@ _checked: dict[Backend, Backend] = {}  # a backend as configured → as identifi
 
 @functools.lru_cache(maxsize=32)
 def _remote(backend: Backend, project: str, domain: str) -> "FlyteRemote":
-    from flytekit.remote import FlyteRemote
+    from fastreg_magic.connection import SharedClientRemote
 
     # interactive_mode_enabled=False: flytekit's interactive mode pickles the code and overrides the
     # fast-registration settings (flytekit#2848), which is exactly what we avoid.
-    return FlyteRemote(
-        flytekit_config(backend),
+    return SharedClientRemote(
+        flytekit_config(backend, rpc_retries=0),
+        shared_client(backend),
         default_project=project,
         default_domain=domain,
         interactive_mode_enabled=False,
@@ -238,16 +240,31 @@ def connect(backend: Backend, project: str, domain: str) -> "FlyteRemote":
     return _remote(ensure_reachable(backend), project, domain)
 
 
+def shared_client(backend: Backend):
+    """The one flytekit client of this backend in this process (see ``connection.py``): one channel,
+    one login, whatever the project, domain or caller."""
+    return _shared_client(backend.endpoint, backend.config_file, backend.insecure)
+
+
 @functools.lru_cache(maxsize=16)
-def admin_client(backend: Backend) -> "RawSynchronousFlyteClient":
-    """flytekit's raw FlyteAdmin client (protos in, protos out) that does not resend failed calls.
+def _shared_client(endpoint: str, config_file: str | None, insecure: bool):
+    from fastreg_magic.connection import open_client
 
-    flytekit's retry interceptor resends every failing RPC (ALREADY_EXISTS, NOT_FOUND, ...) ``rpc_retries``
-    times; registration treats ALREADY_EXISTS as success and maps the rest itself, so one try is right.
+    backend = Backend(endpoint, config_file, insecure, is_sandbox=False, label=endpoint, console_url=None)
+    return open_client(flytekit_config(backend, rpc_retries=0).platform)
+
+
+@functools.lru_cache(maxsize=16)
+def admin_client(backend: Backend) -> "RawCalls":
+    """flytekit's raw FlyteAdmin calls (protos in, protos out) on the backend's shared client.
+
+    That client does not resend failed calls: flytekit's retry interceptor would resend every failing
+    RPC (ALREADY_EXISTS, NOT_FOUND, ...) ``rpc_retries`` times; registration treats ALREADY_EXISTS as
+    success and maps the rest itself, so one try is right.
     """
-    from flytekit.clients.raw import RawSynchronousFlyteClient
+    from fastreg_magic.connection import RawCalls
 
-    return RawSynchronousFlyteClient(flytekit_config(backend, rpc_retries=0).platform)
+    return RawCalls(shared_client(backend))
 
 
 def ensure_reachable(backend: Backend) -> Backend:
@@ -302,7 +319,7 @@ def _identify(backend: Backend) -> Backend:
     """GetVersion under a short deadline: proves the protocol, and tells the embedded sandbox apart."""
     from flyteidl.admin import version_pb2
 
-    client = admin_client(backend)
+    client = shared_client(backend)
     try:
         with _deadline():
             # flytekit's get_control_plane_version returns only `.Version`; `.Build` is what names the
@@ -341,8 +358,11 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
     """Turn a failed probe into a BackendError; return quietly when the server merely declined the call."""
     import grpc
 
-    from fastreg_magic.register import grpc_error_of
+    from fastreg_magic.register import grpc_error_of, login_error_of, login_failed
 
+    login = login_error_of(exc)
+    if login is not None:
+        raise login_failed(backend.label, login) from exc
     error = grpc_error_of(exc)
     code = error.code() if error is not None else None
     if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):

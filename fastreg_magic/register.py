@@ -282,10 +282,35 @@ def grpc_error_of(exc: BaseException | None):
     return None
 
 
+def login_error_of(exc: BaseException | None):
+    """flytekit's failure to log in (its identity provider refused, or the login was never completed)
+    behind an exception, or None. flytekit raises it from inside its gRPC interceptor, wrapped."""
+    from flytekit.clients.auth.exceptions import AuthenticationError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, AuthenticationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def login_failed(backend_label: str | None, error: BaseException) -> BackendError:
+    where = f"Flyte backend {backend_label}" if backend_label else "the Flyte backend"
+    return BackendError(
+        f"Logging in to {where} failed: {error}",
+        "Check the auth settings of your Flyte config (authType, clientId, the client secret), then re-run.",
+    )
+
+
 def error_for(exc: BaseException, spec: Spec | None = None) -> FastRegError:
     """FlyteAdmin's refusal as a typed error with its own message and what to do about it."""
     import grpc
 
+    login = login_error_of(exc)
+    if login is not None:
+        return login_failed(None, login)
     error = grpc_error_of(exc)
     what = _describe(spec)
     if error is None:

@@ -303,9 +303,15 @@ class Run:
         return run
 
     def reconnect(self) -> None:
-        """Open a fresh connection to the backend (after it stopped answering)."""
+        """Open a fresh connection to the backend (after it stopped answering).
+
+        Not for the kernel's own backends: their shared channel comes back by itself, and a fresh one
+        would mean logging in again (``connection.py``).
+        """
         from flytekit.clients.friendly import SynchronousFlyteClient
 
+        if getattr(self._remote, "reconnects_itself", False):
+            return
         self._client = SynchronousFlyteClient(self._remote.config.platform)
 
     # -- helpers ----------------------------------------------------------------------------

@@ -67,10 +67,10 @@ def backend(sandbox):
 
 @pytest.fixture
 def counter(backend):
-    """Counts every RPC the registration client sends from now on."""
+    """Counts every Admin RPC the kernel sends to the backend from now on (one shared client)."""
     from flyteidl.service.admin_pb2_grpc import AdminServiceStub
 
-    client = config.admin_client(backend)
+    client = config.shared_client(backend)
     counter = CallCounter()
     original = client._stub
     client._stub = AdminServiceStub(grpc.intercept_channel(client._channel, counter))
