@@ -384,24 +384,31 @@ _local_stamps: dict[str, tuple] = {}  # local module name -> (file, mtime_ns, si
 
 
 def refresh_local_modules(shipped: dict[str, Path]) -> None:
-    """Forget imported local modules whose file changed (or that come from elsewhere), so the cell's
-    next execution imports what the archive ships: the same code locally as in the container.
+    """Forget the imported local modules when any of them may be out of date, so the cell's next
+    execution imports what the archive ships: the same code locally as in the container.
 
-    ``shipped`` maps module names (``mylib.features``) to their file under the source root.
+    One stale module makes all of them stale: another local module may hold what it bound from it at
+    import time (``from mylib.helpers import g``, a package re-exporting a submodule's names). A
+    module is stale when its file changed since the magic last saw it loaded, when it was loaded from
+    another file, or when the magic has never seen it loaded (it was imported in a plain cell, maybe
+    before an edit). ``shipped`` maps module names (``mylib.features``) to their file under the
+    source root.
     """
-    for name, path in shipped.items():
-        loaded = sys.modules.get(name)
-        if loaded is None:
-            continue
-        stamp = _stamp(path)
-        current = getattr(loaded, "__file__", None)
-        stale = current is None or (current != str(path) and Path(current).resolve() != path.resolve())
-        stale = stale or (name in _local_stamps and _local_stamps[name] != stamp)
-        if stale:
-            for other in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-                sys.modules.pop(other, None)
-                _local_stamps.pop(other, None)
-            importlib.invalidate_caches()  # a new file under the source root must be found by the next import
+    loaded = {name: sys.modules[name] for name in shipped if name in sys.modules}
+    if not any(_is_stale(name, module, shipped[name]) for name, module in loaded.items()):
+        return
+    for name in loaded:
+        for other in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            sys.modules.pop(other, None)
+            _local_stamps.pop(other, None)
+    importlib.invalidate_caches()  # a new file under the source root must be found by the next import
+
+
+def _is_stale(name: str, module, path: Path) -> bool:
+    current = getattr(module, "__file__", None)
+    if current is None or (current != str(path) and Path(current).resolve() != path.resolve()):
+        return True
+    return _local_stamps.get(name) != _stamp(path)
 
 
 def remember_local_modules(shipped: dict[str, Path]) -> None:

@@ -201,6 +201,7 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto") -
         found, skipped, warnings = _auto_files(module, root, rules)
     generated = ShippedFile(relpath=f"{module.name}.py", data=module.source.encode("utf-8"))
     found = [f for f in found if f.relpath != generated.relpath]
+    _check_stdlib_shadows(found)
     files = sorted([ShippedFile(f.relpath, path=f.path) for f in found] + [generated], key=lambda f: f.relpath)
     warnings += _size_warnings(found, generated)
     left_out = tuple(LeftOut(s.relpath, s.reason) for s in sorted(set(skipped), key=lambda s: s.relpath))
@@ -228,6 +229,29 @@ def _check_clash(module: ModuleSource, root: Path) -> None:
             f"The cell's module `{module.name}` clashes with the local {kind} {candidate}.",
             f"Pass --module OTHER to name the cell's module differently (e.g. --module {module.name}_flow).",
         )
+
+
+def _check_stdlib_shadows(found: list[Found]) -> None:
+    """A shipped top-level module named like a standard-library one this kernel has loaded
+    (``random.py``) would replace it in the container, where flytekit imports it too. One the kernel
+    never loaded (``test.py``) shadows nothing anybody uses."""
+    for item in found:
+        top, _, rest = item.relpath.partition("/")
+        name = top[: -len(".py")] if not rest and top.endswith(".py") else top if rest == "__init__.py" else None
+        if name in sys.stdlib_module_names and _loaded_from_elsewhere(name, item.path):
+            raise CollectError(
+                f"{item.relpath} in the source root has the name of Python's standard-library module "
+                f"`{name}`: shipped, it would replace that module in the container (flytekit imports it too).",
+                f"Rename it (e.g. my_{name}) and the imports that use it.",
+            )
+
+
+def _loaded_from_elsewhere(name: str, path: Path | None) -> bool:
+    loaded = sys.modules.get(name)
+    if loaded is None:
+        return False
+    file = getattr(loaded, "__file__", None)
+    return file is None or path is None or Path(file).resolve() != Path(path).resolve()
 
 
 def _same_text(path: Path, text: str) -> bool:

@@ -19,6 +19,10 @@ its traceback.
 
 from __future__ import annotations
 
+# Whether one of these errors raised in a notebook cell shows its whole traceback
+# (``%config FlyteFast.show_traceback = True``) rather than one line.
+SHOW_TRACEBACKS = False
+
 
 class FastRegError(Exception):
     """Base of every error meant for the user. ``str(err)`` is message plus hint."""
@@ -30,6 +34,15 @@ class FastRegError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} {self.hint}" if self.hint else self.message
+
+    @property
+    def _render_traceback_(self):
+        """IPython's hook for how an exception shows in a cell: an error the API raises there
+        (``reg.launch(n="x")``, ``run.wait()``) is one line too, not a wall of our frames. With
+        ``FlyteFast.show_traceback`` the hook is absent, and IPython shows the whole traceback."""
+        if SHOW_TRACEBACKS:
+            raise AttributeError("_render_traceback_")
+        return lambda: [f"{type(self).__name__}: {self}"]
 
 
 class CollectError(FastRegError):

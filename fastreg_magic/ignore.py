@@ -2,7 +2,8 @@
 
 Four kinds of reasons, checked in this order:
 
-    secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ...
+    secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ..., and any
+                  file holding a private key or an AWS secret key, whatever its name;
                   never shipped, whatever the copy mode; always reported
     junk          .git, __pycache__, *.pyc, virtualenvs, .ipynb_checkpoints, node_modules, ...
                   left out silently
@@ -40,8 +41,12 @@ SECRET_PATTERNS = (
     ".netrc", "_netrc", ".git-credentials", ".pgpass", ".htpasswd", ".npmrc", ".pypirc",
     "**/.aws/credentials", "**/.aws/config", "credentials.json", "client_secret*.json",
     "application_default_credentials.json", "gcloud/", ".azure/", "**/.kube/config", "kubeconfig",
-    "**/.docker/config.json", "**/.streamlit/secrets.toml", ".gnupg/",
+    "**/.docker/config.json", "**/.streamlit/secrets.toml", "secrets.toml", ".gnupg/",
 )  # fmt: skip
+# What gives away a credentials file whatever its name (a service-account key saved as `sa.json`, a
+# copy of ~/.aws/credentials): private key material and AWS secret keys. Files up to this size are read.
+SECRET_CONTENT = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|aws_secret_access_key")
+SECRET_CONTENT_MAX_BYTES = 1024 * 1024
 
 JUNK_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules",
@@ -202,7 +207,29 @@ def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipp
         return Skipped(relpath, SECRET)  # a link whose target is a credentials file
     if not stat.S_ISREG(st.st_mode):
         return None  # sockets, fifos, devices
+    if _holds_credentials(path, st):
+        return Skipped(relpath, SECRET)
     return Found(relpath, path, st.st_size)
+
+
+# (file, size, mtime) -> whether it holds credentials: each file is read once until it changes.
+_CONTENT_VERDICTS: dict[tuple[str, int, int], bool] = {}
+
+
+def _holds_credentials(path: Path, st: os.stat_result) -> bool:
+    if st.st_size > SECRET_CONTENT_MAX_BYTES:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    verdict = _CONTENT_VERDICTS.get(key)
+    if verdict is None:
+        try:
+            verdict = SECRET_CONTENT.search(path.read_bytes()) is not None
+        except OSError:
+            return False  # unreadable: packaging reports it
+        if len(_CONTENT_VERDICTS) > 100_000:
+            _CONTENT_VERDICTS.clear()
+        _CONTENT_VERDICTS[key] = verdict
+    return verdict
 
 
 def iter_dir_files(root: Path, reldir: str) -> Iterator[str]:

@@ -128,6 +128,66 @@ def _statement_names(source: str) -> tuple[frozenset[str], frozenset[str]]:
     return known
 
 
+def annotation_names(source: str, tree: ast.AST | None = None) -> frozenset[str]:
+    """Names read by the annotations, string annotations (``"List[int]"``) included.
+
+    symtable does not see the names inside strings, nor any annotation under ``from __future__ import
+    annotations``; flytekit evaluates them all in the module's globals (``typing.get_type_hints``), so
+    they are carried over when the notebook has them. Only when it has them: a string in an annotation
+    may be no name at all (``Literal["a"]``, ``Annotated[int, "metres"]``).
+    """
+    known = _ANNOTATION_NAMES.get(source)
+    if known is None:
+        known = frozenset(_annotation_names(tree if tree is not None else ast.parse(source)))
+        if len(_ANNOTATION_NAMES) >= _STATEMENT_NAMES_MAX:
+            _ANNOTATION_NAMES.clear()
+        _ANNOTATION_NAMES[source] = known
+    return known
+
+
+_ANNOTATION_NAMES: dict[str, frozenset[str]] = {}
+
+
+def _annotation_names(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for annotation in _annotations(tree):
+        _names_in_type(annotation, names)
+    return names
+
+
+def _names_in_type(node: ast.AST, names: set[str]) -> None:
+    """The names a type expression reads, looking inside strings; not the values of ``Literal[...]``
+    nor the metadata of ``Annotated[T, ...]``, which are no types."""
+    if isinstance(node, ast.Name):
+        names.add(node.id)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            _names_in_type(ast.parse(node.value.strip(), mode="eval").body, names)
+        except SyntaxError:
+            pass  # not a type expression
+    elif isinstance(node, ast.Subscript):
+        _names_in_type(node.value, names)
+        base = node.value.id if isinstance(node.value, ast.Name) else getattr(node.value, "attr", None)
+        if base == "Literal":
+            return
+        args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        for arg in args[:1] if base == "Annotated" else args:
+            _names_in_type(arg, names)
+    else:
+        for child in ast.iter_child_nodes(node):
+            _names_in_type(child, names)
+
+
+def _annotations(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            yield node.annotation
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            yield node.returns
+        elif isinstance(node, ast.AnnAssign):
+            yield node.annotation
+
+
 def _global_reads(top: symtable.SymbolTable) -> set[str]:
     used: set[str] = set()
     stack = [top]
@@ -178,10 +238,13 @@ def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool =
     """
     found = _Found({}, {}, {})
     reads, cell_binds = scope_names(source, tree)
+    optional = set(annotation_names(source, tree) - reads)  # carried over only when the notebook has them
     # (name, where to look it up): the cell's names in the notebook's namespace, a lifted
     # definition's names in its own module first (a task from another %%flyte_fast cell reads its
     # `task` and helpers from that cell's module, not from the notebook's namespace).
-    pending: list[tuple[str, Mapping[str, Any]]] = [(n, namespace) for n in sorted(reads - cell_binds - _BUILTINS)]
+    pending: list[tuple[str, Mapping[str, Any]]] = [
+        (n, namespace) for n in sorted((reads | optional) - cell_binds - _BUILTINS)
+    ]
     # What the cell binds itself is there when its code runs, but lifted definitions come
     # first: a name they use that the cell binds is lifted only as an import (`@task` over a
     # lifted function needs `task` before the cell's own `from flytekit import task`).
@@ -194,9 +257,14 @@ def lift_free_names(source: str, namespace: Mapping[str, Any], *, strict: bool =
         if name in cell_binds:
             found.add_import_of(name, scope)
             continue
-        definition = _resolve(name, scope, strict, found)
+        if name in optional:
+            definition = _resolve_if_possible(name, scope, found)
+        else:
+            definition = _resolve(name, scope, strict, found)
         if definition is not None:  # a lifted definition brings the free names of its own source
-            pending.extend((use, definition.scope) for use in sorted(definition.uses - seen))
+            optional |= annotation_names(definition.source) - definition.uses
+            uses = (definition.uses | annotation_names(definition.source)) - _BUILTINS
+            pending.extend((use, definition.scope) for use in sorted(uses - seen))
     sources = [source] + [d.source for d in found.definitions.values()]
     for statement in _submodule_imports(sources, found.imports):
         found.imports[statement] = statement
@@ -213,6 +281,14 @@ class _Found:
         statement = import_statement(name, namespace[name]) if name in namespace else None
         if statement is not None:
             self.imports[name] = statement
+
+
+def _resolve_if_possible(name: str, namespace: Mapping[str, Any], found: _Found) -> _Definition | None:
+    """``_resolve`` for a name only an annotation may use: nothing when it cannot be carried over."""
+    try:
+        return _resolve(name, namespace, False, found)
+    except CollectError:
+        return None
 
 
 def _resolve(name: str, namespace: Mapping[str, Any], strict: bool, found: _Found) -> _Definition | None:

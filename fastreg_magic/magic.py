@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import sys
+import threading
 from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Enum, Int, List, Unicode
+from traitlets import Bool, Enum, Int, List, Unicode, observe
 
+from fastreg_magic import errors
 from fastreg_magic.errors import FastRegError
 
 _FALLBACK_MODULE = "flyte_cell"
@@ -47,6 +51,14 @@ class FlyteFast(Magics):
     activate = Bool(False, help="Activate the registered launch plans.").tag(config=True)
     max_archive_mib = Int(100, help="Refuse archives larger than this many MiB.").tag(config=True)
     show_traceback = Bool(False, help="Show full tracebacks instead of one-line errors.").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        errors.SHOW_TRACEBACKS = self.show_traceback
+
+    @observe("show_traceback")
+    def _show_traceback_changed(self, change) -> None:
+        errors.SHOW_TRACEBACKS = change["new"]
 
     @magic_arguments()
     @argument("-p", "--project", help="Flyte project (default: FlyteFast.project).")
@@ -86,9 +98,11 @@ class FlyteFast(Magics):
     # ------------------------------------------------------------ engine calls
 
     def _register(self, args, cell: str):
+        _import_flytekit_keeping_the_shell(self.shell)
         from fastreg_magic import api
 
         options = self._options(args)
+        _keep_from_autoreload(self.shell, options["module"])
         registering = not (args.dry_run or args.serialize_to)
         # Resolved only when the cell is sound: a syntax error must not start the embedded sandbox.
         backend = (lambda: self._backend(args)) if registering else None
@@ -137,6 +151,7 @@ class FlyteFast(Magics):
         return backend
 
     def _watch(self, args):
+        _import_flytekit_keeping_the_shell(self.shell)
         from fastreg_magic import config, runs
 
         project = args.project or self.project
@@ -224,6 +239,42 @@ def module_name_for(notebook: Path | None) -> str:
 
 
 # ---------------------------------------------------------------- extension hooks
+
+
+# What importing flytekit changes in the notebook's shell, to be put back: its traceback display (rich's,
+# which ignores IPython's `_render_traceback_` hook and shows every later error in every cell as a rich
+# panel) and its Ctrl-C handler (one calling `exit`, which IPython hides while a cell runs: an
+# interrupt during the first cell would end in "NameError: name 'exit' is not defined").
+_SHELL_HOOKS = ("showtraceback", "_showtraceback", "showsyntaxerror")
+
+
+def _import_flytekit_keeping_the_shell(shell) -> None:
+    """Import flytekit (the first cell does), then undo what its import does to the notebook."""
+    if "flytekit" in sys.modules:
+        return
+    before = {name: shell.__dict__.get(name) for name in _SHELL_HOOKS}
+    excepthook = sys.excepthook
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    ctrl_c = signal.getsignal(signal.SIGINT) if on_main_thread else None
+    import flytekit  # noqa: F401
+
+    for name, value in before.items():
+        if value is None:
+            shell.__dict__.pop(name, None)  # the class's own method again
+        else:
+            shell.__dict__[name] = value
+    sys.excepthook = excepthook
+    if on_main_thread and ctrl_c is not None:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+def _keep_from_autoreload(shell, module: str) -> None:
+    """IPython's autoreload (``%autoreload 2``) would run the cell's module again at the next cell,
+    since every run rewrites its file; the magic is what runs it."""
+    autoreload = shell.magics_manager.registry.get("AutoreloadMagics")
+    reloader = getattr(autoreload, "_reloader", None)
+    if reloader is not None and hasattr(reloader, "mark_module_skipped"):
+        reloader.mark_module_skipped(module)
 
 
 def load_into(ipython) -> None:

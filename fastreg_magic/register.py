@@ -43,12 +43,13 @@ def module_entities(module: ModuleType) -> list:
     """The tasks, workflows and launch plans a module defines, in definition order."""
     from flytekit.core.base_task import PythonTask
     from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.reference_entity import ReferenceEntity
     from flytekit.core.workflow import WorkflowBase
 
     found, seen = [], set()
     for value in list(vars(module).values()):
-        if id(value) in seen:
-            continue
+        if id(value) in seen or isinstance(value, ReferenceEntity):
+            continue  # a reference names an entity registered elsewhere: nothing to register
         if isinstance(value, (PythonTask, WorkflowBase)) and _defined_in(value, module.__name__):
             found.append(value)
         elif isinstance(value, LaunchPlan) and _defined_in(value.workflow, module.__name__):
@@ -58,6 +59,10 @@ def module_entities(module: ModuleType) -> list:
 
 
 def _defined_in(entity, module_name: str) -> bool:
+    from flytekit.core.workflow import ImperativeWorkflow
+
+    if isinstance(entity, ImperativeWorkflow):
+        return True  # `Workflow("name")` records no module: one the cell holds is the cell's
     function = getattr(entity, "task_function", None) or getattr(entity, "_workflow_function", None)
     if function is not None:
         return getattr(function, "__module__", None) == module_name

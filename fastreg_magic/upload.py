@@ -35,6 +35,7 @@ RETRIES = 4
 BACKOFF_SECONDS = 0.5
 _CHUNK = 1024 * 1024
 _PUT_TIMEOUT = (10, 300)  # (connect, read) seconds
+_CHECK_TIMEOUT = (5, 10)  # asking whether an uploaded archive is still there
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,9 @@ class SignedUrlUploader:
         remembered = (self.endpoint, self.project, self.domain, md5.hex())
         native_url = _SIGNED_UPLOADS.get(remembered)
         if native_url is not None and (self.endpoint, native_url, md5.hex()) in _SIGNED_DONE:
-            return Upload(uri=native_url, uploaded=False)
+            if self._still_stored(native_url):
+                return Upload(uri=native_url, uploaded=False)
+            forget(self.endpoint)  # the backend lost its storage (a sandbox started afresh): send it again
         location = self._location(archive, md5)
         done = (self.endpoint, location.native_url, md5.hex())
         uploaded = done not in _SIGNED_DONE
@@ -213,6 +216,21 @@ class SignedUrlUploader:
         _SIGNED_DONE.add(done)
         _SIGNED_UPLOADS[remembered] = location.native_url
         return Upload(uri=location.native_url, uploaded=uploaded)
+
+    def _still_stored(self, native_url: str) -> bool:
+        """Whether the backend still has an archive this process uploaded: asked only when the memo
+        would skip the upload for a registration the kernel has not made yet (different images,
+        options, ...), so a backend that lost its storage in between gets the archive again."""
+        try:
+            location = self.client.get_download_signed_url(native_url)
+            response = _http_session().get(
+                location.signed_url, headers={"Range": "bytes=0-0"}, timeout=_CHECK_TIMEOUT, stream=True,
+                **_environment_settings(_http_session(), location.signed_url, self._verify()),
+            )
+            response.close()
+        except Exception:  # noqa: BLE001 - cannot tell: uploading again is always right
+            return False
+        return response.status_code in (200, 206)
 
     def _location(self, archive: Archive, md5: bytes):
         try:

@@ -239,14 +239,35 @@ def registration_facts(reg) -> list[tuple[str, str]]:
         ("project/domain", f"{reg.project}/{reg.domain}"),
         ("backend", getattr(backend, "label", None) or "none (not registered)"),
         ("images", ", ".join(reg.images) or "default"),
-        ("archive", f"{size_text(reg.archive_size)}, {plural(len(reg.files), 'file')}"),
+        ("archive", _archive_text(reg)),
         ("timings", timings_text(reg.timings)),
     ]
-    if not reg.uploaded and not reg.registered:
+    mode = _mode(reg)
+    if mode == "dry run":
+        facts.append(("status", "dry run: nothing built, uploaded or registered"))
+    elif mode == "serialized":
+        facts.append(("status", f"written to {_serialized_folder(reg)}: nothing uploaded or registered"))
+    elif not reg.uploaded and not reg.registered:
         facts.append(("status", "unchanged: nothing uploaded or registered"))
     elif not reg.uploaded:
         facts.append(("status", "archive already stored: not uploaded again"))
     return facts
+
+
+def _mode(reg) -> str:
+    """"registered" (now or earlier, on a backend), "serialized" (--serialize-to) or "dry run"."""
+    if getattr(reg, "backend", None) is not None:
+        return "registered"
+    return "serialized" if reg.archive_uri else "dry run"
+
+
+def _archive_text(reg) -> str:
+    files = plural(len(reg.files), "file")
+    return f"not built; {files} would ship" if _mode(reg) == "dry run" else f"{size_text(reg.archive_size)}, {files}"
+
+
+def _serialized_folder(reg) -> str:
+    return reg.archive_uri.removeprefix("file://").rpartition("/")[0] or reg.archive_uri
 
 
 def timings_text(timings) -> str:
@@ -289,7 +310,8 @@ def entities_html(reg) -> str:
 
 def registration_text(reg) -> str:
     """The registration as terminal text."""
-    lines = [f"Registered {reg.module} version {reg.version}"]
+    title = {"registered": "Registered", "serialized": "Serialized", "dry run": "Dry run of"}[_mode(reg)]
+    lines = [f"{title} {reg.module} version {reg.version}"]
     lines += [f"  {k:<15} {v}" for k, v in registration_facts(reg)[2:]]
     for ref in reg.entities:
         lines.append(f"  {ref.kind.replace('_', ' '):<15} {ref.name}" + (f"  {ref.url}" if ref.url else ""))

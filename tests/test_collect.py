@@ -615,6 +615,21 @@ def test_a_link_to_a_secret_is_a_secret(tmp_path):
     assert left_out(fileset) == {"settings.ini": "secret (never shipped)"}
 
 
+def test_credentials_are_never_shipped_whatever_their_file_is_called(tmp_path):
+    key = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n"
+    (tmp_path / "service-account.json").write_text(
+        '{"type": "service_account", "client_email": "x@y.iam.gserviceaccount.com", "private_key": "%s"}' % key)
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "ssh_host").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n")
+    (tmp_path / "aws.cfg").write_text("[default]\naws_access_key_id = AKIA\naws_secret_access_key = abc\n")
+    (tmp_path / "secrets.toml").write_text('token = "t"\n')
+    (tmp_path / "notes.md").write_text("How to make a key: openssl genrsa; never commit the PRIVATE KEY.\n")
+    fileset = ship(tmp_path, {}, "x = 1\n", copy="all")
+    assert shipped(fileset) == ["flow.py", "notes.md"]
+    assert left_out(fileset) == {name: "secret (never shipped)" for name in
+                                 ("aws.cfg", "deploy/ssh_host", "secrets.toml", "service-account.json")}
+
+
 def test_large_files_are_warned_about(tmp_path):
     with open(tmp_path / "big.parquet", "wb") as handle:
         handle.truncate(42 * 1024 * 1024)

@@ -7,6 +7,7 @@ Registration against the sandbox is in test_magic_sandbox.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -80,6 +81,74 @@ def test_extension_loads_from_ipython_config(tmp_path):
         capture_output=True, text=True, check=True,
     ).stdout
     assert "PROJECT from-config" in out
+
+
+def in_fresh_ipython(tmp_path, body: str) -> dict:
+    """Run ``body`` in a new interpreter with an InteractiveShell ``ip`` (extension loaded, flytekit not
+    imported yet) and ``CELL``, a one-task cell; it prints one JSON line, returned."""
+    setup = textwrap.dedent(
+        """
+        import json, signal, sys
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "fastreg_magic")
+        CELL = "from flytekit import task\\n@task\\ndef t(x: int) -> int:\\n    return x + 1\\n"
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", setup + textwrap.dedent(body)], capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_first_cell_leaves_the_notebooks_error_display_and_ctrl_c_alone(tmp_path):
+    """Importing flytekit swaps in rich's traceback display and a Ctrl-C handler calling `exit`;
+    the first %%flyte_fast cell imports it, and puts the notebook's own back."""
+    result = in_fresh_ipython(tmp_path, """
+        before = signal.getsignal(signal.SIGINT)
+        ip.run_cell_magic("flyte_fast", "--dry-run -m firstcell", CELL)
+        print(json.dumps({"ctrl_c_kept": signal.getsignal(signal.SIGINT) is before,
+                          "display_kept": not {"showtraceback", "_showtraceback"} & set(vars(ip))}))
+    """)
+    assert result == {"ctrl_c_kept": True, "display_kept": True}
+
+
+def test_an_error_the_api_raises_in_a_cell_is_one_line(tmp_path):
+    result = in_fresh_ipython(tmp_path, """
+        import contextlib, io
+        ip.run_cell_magic("flyte_fast", "--dry-run -m apierr", CELL)
+        ip.run_cell("from fastreg_magic.errors import RunError\\n"
+                    "def launch():\\n"
+                    "    raise RunError('Launching wf failed: x needs an int.', 'Pass launch(x=1).')\\n")
+        shown = {}
+        for trait in (False, True):
+            ip.run_line_magic("config", f"FlyteFast.show_traceback = {trait}")
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                ip.run_cell("launch()")
+            shown[str(trait)] = out.getvalue()
+        print(json.dumps(shown))
+    """)
+    assert result["False"].strip() == "RunError: Launching wf failed: x needs an int. Pass launch(x=1)."
+    full = re.sub(r"\x1b\[[0-9;]*m", "", result["True"])
+    assert "----> 3     raise RunError(" in full and full.count("\n") > 5
+
+
+def test_autoreload_does_not_run_the_cells_module_again(tmp_path):
+    result = in_fresh_ipython(tmp_path, """
+        import builtins, time
+        ip.run_line_magic("load_ext", "autoreload")
+        ip.run_line_magic("autoreload", "2")
+        def cell(k):
+            return f"import builtins\\nbuiltins.__dict__.setdefault('RUNS', []).append({k})\\n" + CELL
+        ip.run_cell_magic("flyte_fast", "--dry-run -m reloaded", cell(1))
+        ip.run_cell("pass")
+        time.sleep(1.1)  # the module's file gets a new mtime
+        ip.run_cell_magic("flyte_fast", "--dry-run -m reloaded", cell(2))
+        ip.run_cell("pass")
+        ip.run_cell("pass")
+        print(json.dumps(builtins.RUNS))
+    """)
+    assert result == [1, 2]
 
 
 def test_unknown_option_is_a_usage_error(shell, project_dir):
@@ -306,6 +375,66 @@ def test_edited_local_module_is_reimported(shell, project_dir):
     assert shell.user_ns["uses_f"](n=1) == 1001  # local execution runs what the archive ships
 
 
+def test_a_local_module_edited_behind_another_is_reimported_too(shell, project_dir):
+    """`features` bound `g` from `helpers` when it was imported: editing `helpers` must reach it, and a
+    package's re-export of a submodule's function as well."""
+    pkg = project_dir / "deplib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .features import feat\n")
+    (pkg / "helpers.py").write_text("def g(x):\n    return x + 1\n")
+    (pkg / "features.py").write_text("from deplib.helpers import g\ndef feat(x):\n    return g(x)\n")
+    cell = "from deplib import feat\n" + CELL + "\n@task\ndef uses_feat(n: int) -> int:\n    return feat(n)\n"
+    magic(shell, "--dry-run -m depmod", cell)
+    assert shell.user_ns["uses_feat"](n=1) == 2
+    (pkg / "helpers.py").write_text("def g(x):\n    return x + 100\n")
+    magic(shell, "--dry-run -m depmod", cell)
+    assert shell.user_ns["uses_feat"](n=1) == 101
+
+
+def test_a_local_module_imported_in_a_plain_cell_then_edited_runs_as_shipped(shell, project_dir):
+    pkg = project_dir / "plainlib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text("def f(x):\n    return x + 1\n")
+    shell.run_cell(f"import sys; sys.path.insert(0, {str(project_dir)!r}); import plainlib.steps")
+    (pkg / "steps.py").write_text("def f(x):\n    return x + 100\n")
+    cell = "from plainlib.steps import f\n" + CELL + "\n@task\ndef uses_steps(n: int) -> int:\n    return f(n)\n"
+    magic(shell, "--dry-run -m plainmod", cell)
+    assert shell.user_ns["uses_steps"](n=1) == 101  # what the archive ships, not what was imported before
+
+
+def test_a_local_file_named_like_a_loaded_stdlib_module_is_refused(shell, project_dir):
+    import random
+
+    (project_dir / "random.py").write_text("def pick():\n    return 4\n")
+    cell = "import random\n" + CELL
+    with pytest.raises(UsageError, match=r"random\.py in the source root has the name of Python's standard-library "
+                                         r"module `random`.*Rename it"):
+        magic(shell, "--dry-run -m shadowmod", cell)
+    assert sys.modules["random"] is random and hasattr(random, "randint")  # the kernel's own is untouched
+    (project_dir / "test.py").write_text("X = 1\n")  # a stdlib name nothing here has loaded shadows nothing
+    (project_dir / "random.py").unlink()
+    assert "test.py" in magic(shell, "--dry-run -m shadowmod --copy all", CELL).files
+
+
+@pytest.mark.parametrize("future", ["from __future__ import annotations\n", ""])
+def test_names_used_only_in_annotations_are_carried_over(shell, project_dir, future):
+    shell.run_cell("from typing import List, Literal")
+    cell = future + textwrap.dedent(
+        """
+        from flytekit import task
+
+        @task
+        def total(xs: "List[int]", mode: Literal["sum", "max"] = "sum") -> int:
+            return sum(xs) if mode == "sum" else max(xs)
+        """
+    )
+    reg = magic(shell, "--dry-run -m annmod", cell)
+    assert any("List" in line for line in reg.lifted)
+    assert not any("sum" in line or "max" in line for line in reg.lifted)  # Literal values are no names
+    assert shell.user_ns["total"](xs=[1, 2], mode="max") == 2
+
+
 def test_serialize_to_writes_files_and_registers_nothing(shell, project_dir):
     from fastreg_magic import specs
     from fastreg_magic.pipeline import MANIFEST_NAME
@@ -319,3 +448,17 @@ def test_serialize_to_writes_files_and_registers_nothing(shell, project_dir):
         ("task", "sermod.double"), ("workflow", "sermod.pipeline"), ("launch_plan", "sermod.pipeline")
     ]
     assert reg.archive_uri.startswith("file://") and reg.files == ("sermod.py",)
+
+
+def test_the_text_summary_says_what_a_dry_run_and_serialize_to_did(shell, project_dir):
+    from fastreg_magic.widget_text import registration_text
+
+    dry = registration_text(magic(shell, "--dry-run -m textmod", CELL))
+    assert dry.startswith("Dry run of textmod version ")
+    assert "not built; 1 file would ship" in dry and "dry run: nothing built, uploaded or registered" in dry
+    assert "Registered" not in dry and "unchanged" not in dry
+
+    out = project_dir / "_pb"
+    written = registration_text(magic(shell, f"-m textmod --serialize-to {out}", CELL))
+    assert written.startswith("Serialized textmod version ")
+    assert f"written to {out}: nothing uploaded or registered" in written and "unchanged" not in written

@@ -244,6 +244,48 @@ def test_launch_returns_outputs(shell, workdir):
     assert reg.runs == [run]
 
 
+def test_an_imperative_workflow_and_a_reference_launch_plan_in_cells(shell, workdir):
+    """`Workflow("name")` records no module, and a reference launch plan has no workflow: the first
+    is registered with its launch plan, the second is left to the backend that has it."""
+    source = magic(shell, f"-m {unique('imp')}", textwrap.dedent(
+        """
+        from flytekit import task, Workflow, LaunchPlan
+
+        @task
+        def inc(x: int) -> int:
+            return x + 1
+
+        built = Workflow(name="built_by_hand")
+        built.add_workflow_input("x", int)
+        node = built.add_entity(inc, x=built.inputs["x"])
+        built.add_workflow_output("out", node.outputs["o0"])
+        by_hand = LaunchPlan.get_or_create(built, name="by_hand_lp", default_inputs={"x": 10})
+        """
+    ))
+    assert {(e.kind, e.name) for e in source.entities} >= {("workflow", "built_by_hand"), ("launch_plan", "by_hand_lp")}
+    run = source.launch("built_by_hand", x=1).wait(timeout=120)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"out": 2}), run.error
+
+    user = magic(shell, f"-m {unique('ref')}", textwrap.dedent(
+        f"""
+        from typing import NamedTuple
+        from flytekit import workflow, reference_launch_plan
+
+        @reference_launch_plan(project="flytesnacks", domain="development", name="by_hand_lp",
+                               version="{source.version}")
+        def by_hand(x: int) -> NamedTuple("Built", [("out", int)]):
+            ...
+
+        @workflow
+        def through_reference(x: int = 5) -> int:
+            return by_hand(x=x)  # its one output, `out`
+        """
+    ))
+    assert not any(e.name == "by_hand_lp" for e in user.entities)
+    run = user.launch("through_reference").wait(timeout=120)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 6}), run.error
+
+
 def test_a_cell_builds_on_a_task_of_an_earlier_cell_of_the_same_module(shell, workdir):
     """Two %%flyte_fast cells of one notebook share its module name; the second calls the first's
     task, which reads a helper and a constant kept in the first cell's module, not the notebook's."""

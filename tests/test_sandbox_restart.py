@@ -249,3 +249,23 @@ def test_a_release_the_backend_lost_is_registered_again_when_the_cell_re_runs(tm
         assert again.registered and again.uploaded and again.version == registered.version
         run = again.launch("quick", a=41).wait(timeout=DEADLINE_SECONDS)
         assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 42}), run.error
+
+
+def test_an_archive_the_backend_lost_is_uploaded_again_for_a_new_registration(tmp_path):
+    """Same code, other options (here the image): a registration the kernel has not made, of an archive
+    it uploaded to the old sandbox. The new sandbox behind the same address must get the archive."""
+    from fastreg_magic import api
+
+    config_file = tmp_path / "config.yaml"
+    kwargs = dict(module=f"relost_{uuid.uuid4().hex[:8]}", source_root=tmp_path, config_file=str(config_file))
+    with sandbox_api.start(tmp_path / "first", port=0) as first:
+        config_file.write_text(first.config_file.read_text())
+        assert api.fast_register(FLOWS, **kwargs).uploaded
+
+    with sandbox_api.start(tmp_path / "second", port=first.port):
+        other_image = api.fast_register(FLOWS, images=("ghcr.io/acme/other:1",), **kwargs)
+        assert other_image.registered and other_image.uploaded
+        run = other_image.launch("quick", a=1).wait(timeout=DEADLINE_SECONDS)
+        assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 2}), run.error
+        same_again = api.fast_register(FLOWS, images=("ghcr.io/acme/other:2",), **kwargs)
+        assert same_again.registered and not same_again.uploaded  # still there: not sent twice

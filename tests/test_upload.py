@@ -162,6 +162,7 @@ class Storage:
     def __init__(self):
         self.objects: dict[str, bytes] = {}
         self.requests: list[dict] = []
+        self.reads: list[str] = []
         self.script: list = []  # statuses to answer before accepting; "drop" hangs up mid-upload
         storage = self
 
@@ -187,6 +188,14 @@ class Storage:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            def do_GET(self):
+                storage.reads.append(self.path)
+                body = storage.objects.get(self.path)
+                self.send_response(404 if body is None else 200)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
             def log_message(self, *args):
                 pass
 
@@ -196,7 +205,7 @@ class Storage:
 
 
 class DataProxy:
-    """A DataProxy gRPC service answering CreateUploadLocation like FlyteAdmin."""
+    """A DataProxy gRPC service answering CreateUploadLocation and CreateDownloadLocation like FlyteAdmin."""
 
     def __init__(self, storage_url: str):
         import grpc
@@ -217,6 +226,10 @@ class DataProxy:
                     native_url=f"s3://bucket/{key}",
                     headers={"x-amz-meta-origin": "fastreg-test"},
                 )
+
+            def CreateDownloadLocation(self, request, context):
+                key = request.native_url.removeprefix("s3://bucket/")
+                return dataproxy_pb2.CreateDownloadLocationResponse(signed_url=f"{proxy.storage_url}/{key}")
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         dataproxy_pb2_grpc.add_DataProxyServiceServicer_to_server(Servicer(), self.server)
@@ -260,10 +273,14 @@ def test_signed_url_upload_then_skip_without_any_call(proxy, storage, big_archiv
     assert seen[0] == 0 and seen[-1] == big_archive.size
     again = SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive)
     assert again == Upload(uri=first.uri, uploaded=False)
-    assert len(proxy.calls) == 1 and len(storage.requests) == 1
-    forget()  # e.g. the backend's storage was wiped
+    assert len(proxy.calls) == 1 and len(storage.requests) == 1  # only asked whether it is still there
+    assert storage.reads == [f"/{key}"]
+    storage.objects.clear()  # the backend's storage was wiped behind our back
     assert SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive).uploaded is True
-    assert len(proxy.calls) == 2 and len(storage.requests) == 2
+    assert len(proxy.calls) == 2 and len(storage.requests) == 2 and storage.objects
+    forget()  # told so
+    assert SignedUrlUploader(client, "flytesnacks", "development").upload(big_archive).uploaded is True
+    assert len(proxy.calls) == 3 and len(storage.requests) == 3
 
 
 def test_signed_url_upload_goes_through_the_http_proxy_the_environment_names(proxy, storage, tmp_path, monkeypatch):
