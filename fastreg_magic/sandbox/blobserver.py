@@ -7,6 +7,10 @@ DataProxy hands out URLs signed by :class:`UrlSigner`; this server accepts exact
   ``Content-MD5`` and the bytes hash to it. Anything else is refused (403 for a bad or
   expired signature, 400 for a digest mismatch) and nothing is stored: the body goes to a
   temporary file that is renamed into place only once its digest checked out.
+* ``PUT /blobs/<path>?expires=T&signature=S`` (signed without an MD5: DataProxy was given only a
+  ``filename_root``, as flytekit's ``HttpFileWriter`` does for local DataFrames) needs no
+  ``Content-MD5``; if the request carries one anyway, the bytes must hash to it, as S3 and GCS
+  check an unsigned ``Content-MD5`` too.
 * ``GET /blobs/<path>?expires=T&signature=S`` returns a file (download links).
 
 stdlib ``http.server`` is enough here: one loopback client at a time, files of notebook
@@ -62,6 +66,13 @@ class UrlSigner:
         if time.time() > expires:
             return "the signed URL has expired; ask DataProxy for a new one"
         return None
+
+
+def _is_md5_b64(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def safe_relative(rel_path: str) -> str | None:
@@ -132,19 +143,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain()
             return
         signed_md5 = query.get("md5", "")
-        if signed_md5 and self.headers.get("Content-MD5", "") != signed_md5:
+        header_md5 = self.headers.get("Content-MD5")
+        if signed_md5 and header_md5 != signed_md5:
             self._drain()
-            self._reply(400, f"Content-MD5 header {self.headers.get('Content-MD5', '(none)')!r} does not match the signed digest {signed_md5!r}")
+            self._reply(400, f"Content-MD5 header {header_md5 or '(none)'!r} does not match the signed digest {signed_md5!r}")
             return
+        if not signed_md5 and header_md5 is not None and not _is_md5_b64(header_md5):
+            self._drain()
+            self._reply(400, f"Content-MD5 header {header_md5!r} is not the base64 of a 16-byte MD5 digest")
+            return
+        expected_md5 = signed_md5 or header_md5  # None: signed without an MD5 and none sent
         target.parent.mkdir(parents=True, exist_ok=True)
         digest, temp_path = self._receive(target.parent)
         if temp_path is None:
             self._reply(400, "the request body is incomplete (Content-Length not reached)")
             return
         actual = base64.b64encode(digest).decode()
-        if signed_md5 and actual != signed_md5:
+        if expected_md5 and actual != expected_md5:
             os.unlink(temp_path)
-            self._reply(400, f"the uploaded bytes hash to MD5 {actual}, not the signed {signed_md5}; nothing was stored")
+            which = "signed" if signed_md5 else "Content-MD5 header's"
+            self._reply(400, f"the uploaded bytes hash to MD5 {actual}, not the {which} {expected_md5}; nothing was stored")
             return
         os.replace(temp_path, target)
         self._reply(200, "stored")

@@ -1,9 +1,20 @@
 """DataProxy RPCs: signed upload/download URLs on the sandbox's blob server, and ``flyte://`` data.
 
-``CreateUploadLocation`` answers as FlyteAdmin does: the object lives at
-``<project>/<domain>/<root>/<filename>`` where ``root`` is the caller's ``filename_root``
-or the base32 of the content MD5; the signed URL accepts one HTTP PUT whose
-``Content-MD5`` and bytes match the digest given here (see ``blobserver``).
+``CreateUploadLocation`` answers as FlyteAdmin 1.16 does (``flyteadmin/dataproxy/service.go``,
+``Service.CreateUploadLocation``):
+
+* ``project`` and ``domain`` are required, and at least one of ``content_md5`` and
+  ``filename_root``: flytekit's ``HttpFileWriter`` (local DataFrames, ``flyte://`` writes) sends
+  ``filename_root`` alone, ``FlyteRemote.upload_file`` sends the MD5 and a ``filename``.
+* the object lives at ``uploads/[<org>/]<project>/<domain>/<root>/<filename>``, where ``root`` is
+  ``filename_root`` or else the (padded, upper-case) base32 of the MD5, and ``filename`` is the
+  caller's or else 20 random characters, so uploads without a name never collide.
+* only when both ``filename`` and ``filename_root`` are given is the location deterministic, and
+  then an object already there is refused (ALREADY_EXISTS) unless an MD5 was given and matches it.
+* ``expires_in`` defaults to, and may not exceed, one hour.
+* the signed URL accepts HTTP PUTs until it expires. Signed with an MD5, the PUT must carry that
+  ``Content-MD5`` (the one required header returned) and bytes hashing to it; signed without
+  one, no header is required (see ``blobserver``).
 
 ``native_url`` form: a plain absolute path (``/data/uploads/flytesnacks/development/
 <root>/fast....tar.gz``), not a ``file://`` URL. Tasks run on this machine, and
@@ -21,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 import time
 from pathlib import Path
 
@@ -35,6 +47,9 @@ from fastreg_magic.sandbox.store import Store
 from fastreg_magic.sandbox.validation import AdminError, invalid, not_found, require
 
 MAX_EXPIRES_SECONDS = 3600  # FlyteAdmin's default upload.maxExpiresIn
+DEFAULT_FILENAME_LENGTH = 20  # FlyteAdmin's default upload.defaultFileNameLength
+# the alphabet of k8s.io/apimachinery/pkg/util/rand.String, which FlyteAdmin names files with
+FILENAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 FLYTE_URL = re.compile(
     r"^flyte://v1/(?P<project>[^/]+)/(?P<domain>[^/]+)/(?P<execution>[^/]+)/(?P<node>[^/]+)"
     r"(?:/(?P<attempt>[0-9]+))?/(?P<io>[iod])(?:/(?P<name>[^/]+))?$"
@@ -48,8 +63,25 @@ def _expiry(request) -> float:
         if seconds <= 0:
             raise invalid(f"expires_in must be positive, got {seconds}s")
         if seconds > MAX_EXPIRES_SECONDS:
-            raise invalid(f"ExpiresIn [{seconds}s] exceeded max allowed expiration [{MAX_EXPIRES_SECONDS}s]")
+            raise invalid(
+                f"expiresIn [{_go_duration(seconds)}] cannot exceed max allowed expiration "
+                f"[{_go_duration(MAX_EXPIRES_SECONDS)}]"
+            )
     return time.time() + seconds
+
+
+def _go_duration(seconds: float) -> str:
+    """``seconds`` as Go's ``time.Duration.String`` writes it (``2h0m0s``, ``1m30s``, ``1.5s``), as in
+    FlyteAdmin's messages."""
+    whole, fraction = divmod(seconds, 1)
+    hours, rest = divmod(int(whole), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs + fraction:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{minutes}m{text}"
+    return text
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -70,27 +102,35 @@ class DataProxyService(dataproxy_pb2_grpc.DataProxyServiceServicer):
     def CreateUploadLocation(self, request, context):
         require(request.project, "project")
         require(request.domain, "domain")
-        if not request.content_md5:
-            raise invalid("content_md5 is required: the sandbox checks every upload against it")
-        if len(request.content_md5) != 16:
-            raise invalid(f"content_md5 must be the 16-byte MD5 digest, got {len(request.content_md5)} bytes")
-        filename = request.filename or base64.b32encode(request.content_md5[:10]).decode().lower()
-        root = request.filename_root or base64.b32encode(request.content_md5).decode()
-        rel = safe_relative(f"uploads/{request.project}/{request.domain}/{root}/{filename}")
+        md5 = request.content_md5
+        if not md5 and not request.filename_root:
+            raise invalid("content_md5 or filename_root is a required parameter")
+        if md5 and len(md5) != 16:
+            raise invalid(f"content_md5 must be the 16-byte MD5 digest, got {len(md5)} bytes")
+        # FlyteAdmin checks for an existing object only where the caller fixed the whole name
+        deterministic = bool(request.filename and request.filename_root)
+        filename = request.filename or "".join(secrets.choice(FILENAME_ALPHABET) for _ in range(DEFAULT_FILENAME_LENGTH))
+        root = request.filename_root or base64.b32encode(md5).decode()
+        parts = [part for part in (request.org, request.project, request.domain, root, filename) if part]
+        rel = safe_relative("/".join(["uploads", *parts]))
         if rel is None:
-            raise invalid(f"filename {filename!r} / filename_root {root!r} must not contain '..' or be absolute")
+            raise invalid(
+                f"filename {filename!r} / filename_root {root!r} (project {request.project!r}, domain "
+                f"{request.domain!r}) must not contain '..' or be absolute"
+            )
         target = self.store.data_dir / rel
-        if target.exists() and _md5(target) != request.content_md5:
+        if deterministic and target.exists() and (not md5 or not target.is_file() or _md5(target) != md5):
             raise AdminError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"file already exists at location [{target}], specify a matching hash if you wish to rewrite",
             )
         expires_at = _expiry(request)
         return dataproxy_pb2.CreateUploadLocationResponse(
-            signed_url=self.signer.sign("PUT", rel, expires_at, request.content_md5),
+            signed_url=self.signer.sign("PUT", rel, expires_at, md5),
             native_url=str(target),
             expires_at=_timestamp(expires_at),
-            headers={"Content-MD5": base64.b64encode(request.content_md5).decode()},
+            # the headers the signed URL requires: Content-MD5 only when it was signed with one
+            headers={"Content-MD5": base64.b64encode(md5).decode()} if md5 else {},
         )
 
     def CreateDownloadLocation(self, request, context):
