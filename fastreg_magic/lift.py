@@ -179,13 +179,22 @@ def _names_in_type(node: ast.AST, names: set[str]) -> None:
 
 
 def _annotations(tree: ast.AST):
-    for node in ast.walk(tree):
-        if isinstance(node, ast.arg) and node.annotation is not None:
-            yield node.annotation
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
-            yield node.returns
+    """Every annotation, visiting statements only: annotations hang off definitions and annotated
+    assignments, and a cell's expressions are most of its nodes."""
+    pending = list(getattr(tree, "body", []))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg):
+                if arg is not None and arg.annotation is not None:
+                    yield arg.annotation
+            if node.returns is not None:
+                yield node.returns
         elif isinstance(node, ast.AnnAssign):
             yield node.annotation
+        for field_name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            pending.extend(getattr(node, field_name, ()) or ())
 
 
 def _global_reads(top: symtable.SymbolTable) -> set[str]:

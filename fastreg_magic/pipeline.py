@@ -126,8 +126,21 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
         register.register_specs(client, hydrated, activate=options.activate)
     reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
                         remote=remote)
+    reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
     api._memo[key] = reg
     return reg
+
+
+def _unscheduled(registered, options: Options, backend) -> tuple[str, ...]:
+    """Activated launch plans with a schedule, on the embedded sandbox, which runs no schedules."""
+    if not (options.activate and backend.is_sandbox):
+        return ()
+    return tuple(
+        f"launch plan {spec.name} is active with a schedule, but the embedded sandbox runs no schedules: "
+        "launch it yourself, or register to a Flyte cluster"
+        for spec in registered
+        if spec.kind == "launch_plan" and spec.proto.spec.entity_metadata.HasField("schedule")
+    )
 
 
 def _store_while_loading(prepared: Prepared, options: Options, namespace, remote, timings: dict):

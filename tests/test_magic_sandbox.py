@@ -155,6 +155,21 @@ def test_activate(shell, remote, workdir):
     assert lp.closure.state == 1  # ACTIVE
 
 
+def test_activating_a_scheduled_launch_plan_on_the_sandbox_says_it_will_not_run_by_itself(shell, workdir):
+    scheduled = CELL + textwrap.dedent(
+        """
+        from flytekit import CronSchedule, LaunchPlan
+
+        nightly = LaunchPlan.get_or_create(pipeline, name="nightly", schedule=CronSchedule(schedule="0 3 * * *"))
+        """
+    )
+    mod = unique("cron")
+    reg = magic(shell, f"-m {mod} --activate", scheduled)
+    assert reg.warnings == ("launch plan nightly is active with a schedule, but the embedded sandbox runs no "
+                            "schedules: launch it yourself, or register to a Flyte cluster",)
+    assert magic(shell, f"-m {mod}", scheduled).warnings == ()  # not activated: nothing to say
+
+
 def test_distribution_dir_file_url(shell, workdir, tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
     mod = unique("fsdist")
