@@ -9,20 +9,33 @@ Pure functions (no widgets, no RPC), shared by the launch form and `runs.launch`
 
 Scalars (int, float, str, bool, datetime, timedelta, Enum, files) get a field of their own;
 lists, dicts and dataclasses are typed as JSON and checked against the declared type before
-anything is launched. ``Optional[X]`` fields may be left empty.
+anything is launched. ``Optional[X]`` fields may be left empty. ``Annotated[X, ...]`` is treated as X.
+
+Values passed from code go through `launch_value` (a dict for a dataclass input is checked and
+filled in the same way as the form's JSON).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Mapping
 
-from fastreg_magic.run_inputs_json import check_json, json_checkable, jsonable, type_label, unwrap_optional
+from fastreg_magic.run_inputs_json import (
+    check_json,
+    json_checkable,
+    jsonable,
+    strip_annotated,
+    type_label,
+    unwrap_optional,
+)
 
 
 class InputError(ValueError):
@@ -103,10 +116,9 @@ def form_fields(
     fields = []
     for name, (py_type, default) in interface.inputs_with_defaults.items():
         inner, optional = unwrap_optional(py_type)
-        if name in defaults:
-            default = defaults[name]
-        elif default is None and not optional:
-            default = NO_DEFAULT  # flytekit records "no default" as None
+        default = defaults.get(name, default)
+        if default is None and not optional:
+            default = NO_DEFAULT  # flytekit (and a launch plan's saved_inputs) record "no default" as None
         if name in fixed:
             default = fixed[name]
         fields.append(_field(name, inner, optional, default, name in fixed))
@@ -137,6 +149,7 @@ def _field(name: str, py_type, optional: bool, default, fixed: bool) -> Field:
 
 
 def _kind_of(py_type) -> str:
+    py_type = strip_annotated(py_type)
     if py_type is bool:
         return "bool"
     if py_type in (int, float, str):
@@ -211,7 +224,63 @@ def parse_inputs(fields: list[Field], raw: Mapping[str, Any]) -> tuple[dict[str,
             values[field.name] = parse_input(field, raw[field.name])
         except InputError as err:
             problems[field.name] = err.problem
+        except (ValueError, TypeError, ArithmeticError) as err:  # a value no parser foresaw: shown, never raised
+            problems[field.name] = f"cannot be read as {_article(field)}: {err}"
     return values, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# values passed from code -> values flytekit converts
+
+
+def launch_value(field: Field, value: Any) -> Any:
+    """A value passed to ``launch(...)`` from code, ready for flytekit; InputError says what is wrong.
+
+    A dict for a dataclass input becomes the dataclass, its missing fields taking their defaults,
+    exactly as JSON typed into the form does.
+    """
+    if value is None:
+        if field.optional or field.python_type is Any:
+            return None
+        raise InputError(field.name, f"needs {_article(field)}, got None")
+    container = typing.get_origin(field.python_type) or field.python_type
+    if isinstance(value, tuple) and container in (list, typing.List):
+        raise InputError(field.name, f"expected a list, got the tuple {value!r}")
+    if dataclasses.is_dataclass(field.python_type) and isinstance(value, Mapping):
+        return _dataclass_from_dict(field, value)
+    if field.kind in ("file", "directory"):
+        _check_local_path(field, value)
+    return value
+
+
+def _check_local_path(field: Field, value: Any) -> None:
+    """A local file or directory that is not there (flytekit would say so only inside an Optional's
+    "Cannot convert" message, or not at all)."""
+    from flytekit.types.directory import FlyteDirectory
+    from flytekit.types.file import FlyteFile
+
+    if not isinstance(value, (str, os.PathLike, FlyteFile, FlyteDirectory)):
+        return
+    path = str(getattr(value, "path", value))
+    if getattr(value, "remote_source", None) or "://" in path:
+        return
+    what = "File" if field.kind == "file" else "Directory"
+    if not os.path.exists(path):
+        raise InputError(field.name, f"{what} {path} does not exist")
+
+
+def _dataclass_from_dict(field: Field, value: Mapping) -> Any:
+    if not json_checkable(field.python_type):
+        raise InputError(
+            field.name, f"pass a {field.python_type.__name__}(...) object: a dict cannot be checked against its fields"
+        )
+    data = jsonable(dict(value))
+    problem = check_json(data, field.python_type)
+    if problem:
+        raise InputError(field.name, problem)
+    from mashumaro.codecs.basic import BasicDecoder
+
+    return BasicDecoder(field.python_type).decode(data)
 
 
 def _article(field: Field) -> str:
@@ -268,34 +337,81 @@ def _parse_datetime(field: Field, text: str) -> dt.datetime:
     return value
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)", re.IGNORECASE)
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# A duration is read exactly, in whole microseconds (what a timedelta holds): no float rounding.
+_US_PER_UNIT = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1, "µs": 1}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|us|µs|d|h|m|s)\s*", re.IGNORECASE)
+_CLOCK = re.compile(r"(\d+):(\d{1,2})(?::(\d{1,2}(?:\.\d+)?))?")
+_MIN_US = dt.timedelta.min // dt.timedelta(microseconds=1)
+_MAX_US = dt.timedelta.max // dt.timedelta(microseconds=1)
+
+
+class DurationRangeError(ValueError):
+    """Text that is a duration, but not one a ``timedelta`` can hold (infinite, or beyond ±999999999 days)."""
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``"90"`` (seconds), ``"1h30m"``, ``"2d 3h"``, ``"250ms"``, ``"01:30:00"``; ValueError otherwise."""
+    """``"90"`` (seconds), ``"1h30m"``, ``"2d 3h"``, ``"250ms"``, ``"-5m"``, ``"01:30:00"``; ValueError otherwise.
+
+    Exact to the microsecond: ``parse_duration(format_duration(td)) == td`` for every timedelta.
+    """
     text = text.strip()
+    negative = text.startswith("-")
+    body = text[1:].strip() if text[:1] in "+-" else text
     try:
-        return dt.timedelta(seconds=float(text))
-    except ValueError:
-        pass
-    if re.fullmatch(r"-?\d+:\d{1,2}(:\d{1,2}(\.\d+)?)?", text):
-        sign = -1 if text.startswith("-") else 1
-        parts = [float(p) for p in text.lstrip("-").split(":")]
-        hours, minutes, secs = (parts + [0.0])[:3]
-        return sign * dt.timedelta(hours=hours, minutes=minutes, seconds=secs)
-    compact = text.replace(" ", "")
-    if compact and _DURATION.sub("", compact) == "":
-        total = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION.findall(compact))
-        return dt.timedelta(seconds=total)
-    raise ValueError(text)
+        micros = _plain_seconds(body)
+        if micros is None:
+            micros = _clock_micros(body)
+        if micros is None:
+            micros = _unit_micros(body)
+    except ArithmeticError:  # an exponent beyond what decimal arithmetic holds
+        raise DurationRangeError(f"too long a duration: {text!r}") from None
+    if micros is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return _timedelta_of(-micros if negative else micros)
+
+
+def _plain_seconds(body: str) -> Decimal | None:
+    if body[:1] in ("+", "-") or not re.fullmatch(r"[\w.+-]+", body):
+        return None  # Decimal would accept a second sign, or spaces inside
+    try:
+        seconds = Decimal(body)
+    except InvalidOperation:
+        return None
+    if not seconds.is_finite():
+        raise DurationRangeError(f"not a finite duration: {body!r}")
+    return seconds * _US_PER_UNIT["s"]
+
+
+def _clock_micros(body: str) -> Decimal | None:
+    match = _CLOCK.fullmatch(body)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.group(1), match.group(2), match.group(3) or "0"
+    return int(hours) * _US_PER_UNIT["h"] + int(minutes) * _US_PER_UNIT["m"] + Decimal(seconds) * _US_PER_UNIT["s"]
+
+
+def _unit_micros(body: str) -> Decimal | None:
+    if not body or _DURATION_PART.sub("", body):
+        return None
+    return sum(Decimal(n) * _US_PER_UNIT[unit.lower()] for n, unit in _DURATION_PART.findall(body))
+
+
+def _timedelta_of(micros: Decimal) -> dt.timedelta:
+    whole = int(Decimal(micros).to_integral_value(rounding=ROUND_HALF_EVEN))  # timedelta rounds the same way
+    if not _MIN_US <= whole <= _MAX_US:
+        raise DurationRangeError("longer than a timedelta can hold (at most 999999999 days either way)")
+    return dt.timedelta(microseconds=whole)
 
 
 def _parse_timedelta(field: Field, text: str) -> dt.timedelta:
     try:
         return parse_duration(text)
-    except ValueError:
-        raise InputError(field.name, f"expected a duration such as 90s, 1h30m or 01:30:00, got {text!r}") from None
+    except DurationRangeError:
+        problem = f"{text!r} is out of range: a duration must be finite and within ±999999999 days"
+        raise InputError(field.name, problem) from None
+    except (ValueError, ArithmeticError):
+        raise InputError(field.name, f"expected a duration such as 90s, 1h30m, -5m or 01:30:00, got {text!r}") from None
 
 
 def _parse_path(field: Field, text: str):
@@ -356,13 +472,16 @@ def format_value(field: Field, value: Any) -> str:
 
 
 def format_duration(value: dt.timedelta) -> str:
-    total = value.total_seconds()
-    if total < 0 or total != int(total):
-        return f"{total:g}s"
-    total = int(total)
+    """``1h30m``, ``14d0.5s``, ``-5m``, ``0.000003s``: exact, and read back by `parse_duration`."""
+    micros = value // dt.timedelta(microseconds=1)
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size or (unit == "s" and not parts):
-            parts.append(f"{total // size}{unit}")
-            total %= size
-    return "".join(parts)
+    for unit in ("d", "h", "m"):
+        count, micros = divmod(micros, _US_PER_UNIT[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    seconds, fraction = divmod(micros, _US_PER_UNIT["s"])
+    if micros or not parts:
+        decimals = f".{fraction:06d}".rstrip("0") if fraction else ""
+        parts.append(f"{seconds}{decimals}s")
+    return sign + "".join(parts)

@@ -19,16 +19,26 @@ import typing
 from typing import Any
 
 
+def strip_annotated(py_type):
+    """``Annotated[int, "unit=items"]`` -> ``int``: the metadata does not change what a value is."""
+    while typing.get_origin(py_type) is typing.Annotated:
+        py_type = typing.get_args(py_type)[0]
+    return py_type
+
+
 def unwrap_optional(py_type) -> tuple[Any, bool]:
+    """``Optional[X]`` -> ``(X, True)``; anything else -> ``(itself, False)``. Annotated is looked through."""
+    py_type = strip_annotated(py_type)
     if typing.get_origin(py_type) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(py_type) if a is not type(None)]
         if len(args) == 1 and len(typing.get_args(py_type)) == 2:
-            return args[0], True
+            return strip_annotated(args[0]), True
     return py_type, False
 
 
 def type_label(py_type) -> str:
     """A short, readable name for a type: ``list[int]``, ``dict[str, float]``, ``Point``."""
+    py_type = strip_annotated(py_type)
     origin = typing.get_origin(py_type)
     if origin is None:
         return getattr(py_type, "__name__", str(py_type))
@@ -43,7 +53,7 @@ def json_checkable(py_type) -> bool:
     """Whether `check_json` knows every type inside ``py_type``."""
     inner, _ = unwrap_optional(py_type)
     origin = typing.get_origin(inner)
-    if inner in (int, float, str, bool, dt.datetime, dt.timedelta) or inner is Any:
+    if inner in (int, float, str, bool, dt.datetime, dt.timedelta, list, dict) or inner is Any:
         return True
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
         return True
@@ -96,9 +106,9 @@ def check_json(value: Any, py_type, path: str = "") -> str | None:
         allowed = [m.value for m in inner]
         return None if value in allowed else f"expected one of {allowed}{where}, got {json.dumps(value)}"
     origin = typing.get_origin(inner)
-    if origin in (list, typing.List):
+    if inner is list or origin in (list, typing.List):
         return _check_list(value, inner, path, where)
-    if origin in (dict, typing.Dict):
+    if inner is dict or origin in (dict, typing.Dict):
         return _check_dict(value, inner, path, where)
     if dataclasses.is_dataclass(inner):
         return _check_dataclass(value, inner, path, where)

@@ -25,7 +25,8 @@ from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2
 
 from fastreg_magic.errors import RunError
-from fastreg_magic.run_inputs import entity_fields
+from fastreg_magic.run_inputs import InputError, entity_fields, launch_value
+from fastreg_magic.run_inputs_json import type_label
 from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is public here too)
     RUN_TERMINAL,
     Graph,
@@ -34,7 +35,7 @@ from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is pub
     parse_execution_ref,
     workflow_graph,
 )
-from fastreg_magic.runs_errors import backend_endpoint, reraise, rpc
+from fastreg_magic.runs_errors import backend_endpoint, conversion_problem, is_backend_failure, reraise, rpc
 from fastreg_magic.runs_tree import NodeTree
 
 __all__ = ["Run", "NodeStatus", "launch", "attach", "poll_intervals", "is_loopback"]
@@ -61,24 +62,28 @@ def launch(
 ) -> "Run":
     """Start a run of a registered task, workflow or launch plan (an `api.EntityRef`).
 
-    ``inputs`` are Python values typed by the entity's interface; names are checked before
-    anything reaches the backend. Returns once FlyteAdmin has created the execution.
+    ``inputs`` are Python values typed by the entity's interface (a dict for a dataclass input is
+    accepted, as the form's JSON is). Names, missing inputs and values are checked, and converted one
+    by one, before anything reaches the backend; a value that cannot be converted is a `RunError`
+    naming its input. Returns once FlyteAdmin has created the execution.
     """
     local = getattr(entity, "entity", None)  # the flytekit object from the cell, when we have it
     if local is not None:
-        _check_input_names(entity, {f.name: f for f in entity_fields(local)}, inputs)
+        fields = {f.name: f for f in entity_fields(local)}
+        _check_input_names(entity, fields, inputs)
+        inputs = _ready_inputs(entity, fields, inputs)
     target = _remote_target(remote, entity)
-    # Without the local object, flytekit guesses Python types from the registered interface.
-    hints = {name: local.python_interface.inputs[name] for name in inputs} if local is not None else None
     try:
         with _uploads_through(remote):
+            if local is not None:  # converted here, one input at a time, so a failure can name its input
+                inputs = _literal_inputs(remote, entity, target, local.python_interface.inputs, inputs)
+            # Without the local object, flytekit guesses Python types from the registered interface.
             execution = remote.execute_remote_task_lp(
                 target,
                 dict(inputs),
                 project=entity.project,
                 domain=entity.domain,
                 execution_name=execution_name,
-                type_hints=hints,
             )
     except Exception as exc:  # flytekit raises its own tree, gRPC's, and TypeEngine's errors
         reraise(exc, f"Launching {entity.name}", remote)
@@ -361,6 +366,54 @@ def _check_input_names(entity, fields, inputs: Mapping[str, Any]) -> None:
             f"{entity.name} needs a value for {', '.join(repr(m) for m in missing)}.",
             f"Pass it: launch({', '.join(f'{m}=...' for m in missing)}).",
         )
+
+
+def _ready_inputs(entity, fields, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` checked against their fields, plus a task's defaults (a task, unlike a launch plan,
+    carries none to the backend: pyflyte sends them too, and None for an Optional input left out)."""
+    ready = {}
+    for name, field in fields.items():
+        if name in inputs:
+            try:
+                ready[name] = launch_value(field, inputs[name])
+            except InputError as err:
+                raise _input_error(entity, field.name, field.type_label, err.problem) from None
+        elif entity.kind == "task" and field.has_default:
+            ready[name] = field.default
+    return ready
+
+
+def _literal_inputs(remote, entity, target, python_types: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict:
+    """Each input as the Flyte literal the backend receives (local files are uploaded here)."""
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.literals import Literal
+
+    variables = target.interface.inputs
+    literals = {}
+    with remote.remote_context() as ctx:
+        for name, value in inputs.items():
+            if isinstance(value, Literal):
+                literals[name] = value
+                continue
+            python_type = python_types[name]
+            try:
+                literals[name] = TypeEngine.to_literal(ctx, value, python_type, variables[name].type)
+                literals[name].to_flyte_idl()  # what the request will carry: an int beyond 64 bits fails here
+            except Exception as exc:
+                if is_backend_failure(exc):
+                    reraise(exc, f"Uploading input {name!r} of {entity.name}", remote)
+                raise _input_error(entity, name, type_label(python_type), conversion_problem(exc)) from exc
+    return literals
+
+
+def _input_error(entity, name: str, label: str, problem: str) -> RunError:
+    """``wf: input 'xs' (list[int]): expected a list, got the tuple (1, 2).`` and what to pass instead."""
+    end = "" if problem.endswith((".", "!", "?")) else "."
+    if label.split("[")[-1].rstrip("]") in ("FlyteFile", "FlyteDirectory"):
+        hint = f"Pass a path that exists on this machine, or a remote URL: launch({name}=...)."
+    else:
+        hint = f"Pass a value of type {label}: launch({name}=...)."
+    return RunError(f"{entity.name}: input {name!r} ({label}): {problem}{end}", hint)
 
 
 def _remote_target(remote, entity):

@@ -7,6 +7,8 @@ server actually answered. `translate` maps both onto `fastreg_magic.errors`, in 
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from fastreg_magic.errors import BackendError, FastRegError, NotYetSupported, RunError
@@ -91,13 +93,32 @@ def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
         grpc.StatusCode.FAILED_PRECONDITION,
     ):
         return RunError(f"{what}: {endpoint} refused it{detail}", None)
-    if isinstance(exc, TypeTransformerFailedError) or (
-        isinstance(exc, (TypeError, ValueError)) and "flytekit" in _origin_module(exc)
+    if isinstance(exc, (TypeTransformerFailedError, user_errors.FlyteAssertion)) or (
+        isinstance(exc, (TypeError, ValueError, AssertionError)) and "flytekit" in _origin_module(exc)
     ):
-        return RunError(f"{what}: an input could not be converted: {exc}", "Check the value against the input's type.")
+        return RunError(
+            f"{what}: an input could not be converted: {conversion_problem(exc)}", "Check the value against the input's type."
+        )
     if isinstance(exc, (system_errors.FlyteSystemException, grpc.RpcError)) or code is not None:
         return RunError(f"{what}: {endpoint} failed{detail}", "Try again; if it persists, check the backend's logs.")
     return None
+
+
+def is_backend_failure(exc: BaseException) -> bool:
+    """True when ``exc`` came from talking to the backend (or is already ours), not from a value."""
+    from flytekit.exceptions import system as system_errors
+
+    if isinstance(exc, (FastRegError, system_errors.FlyteSystemException)):
+        return True
+    return grpc_status(exc)[0] is not None
+
+
+def conversion_problem(exc: BaseException) -> str:
+    """What flytekit said about a value it could not convert, without its prefixes and type dumps."""
+    text = str(exc).split("Flyte Serialized object", 1)[0].strip()  # a dump of the literal type follows
+    text = re.sub(r"^(?:USER|SYSTEM):\w+: error=", "", text)
+    text = (text.splitlines()[0].rstrip(" -/:,") if text else "") or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:

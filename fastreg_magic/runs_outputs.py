@@ -9,6 +9,7 @@ can open, rather than a lazy download handle.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from flyteidl.admin import common_pb2, execution_pb2
@@ -32,8 +33,8 @@ def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict) 
 
     values = {}
     with remote.remote_context() as ctx:
-        for name, literal_pb in literal_map.literals.items():
-            literal = Literal.from_flyte_idl(literal_pb)
+        for name in output_order(literal_map.literals, types):
+            literal = Literal.from_flyte_idl(literal_map.literals[name])
             python_type = types.get(name)
             if python_type is None:
                 values[name] = literal  # no type to read it with: show the literal itself
@@ -43,6 +44,21 @@ def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict) 
             except Exception:  # e.g. a type whose plugin is not installed here: the literal is still true
                 values[name] = literal
     return values
+
+
+def output_order(names, types: dict) -> list[str]:
+    """The outputs' names in declared order: the protobuf map keeps none.
+
+    ``types`` is in declaration order when it comes from the local interface, in natural order
+    (o2 before o10) when read from the registered one; names it does not know follow, naturally ordered.
+    """
+    declared = [name for name in types if name in names]
+    rest = sorted((name for name in names if name not in types), key=_natural_key)
+    return declared + rest
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def plain_value(value):
@@ -98,7 +114,8 @@ def _registered_output_types(run, execution) -> dict:
         lp = rpc(run._client, "get_launch_plan", request, what=what, remote=run._remote)
         variables = lp.closure.expected_outputs.variables
     types = {}
-    for name, variable in variables.items():
+    for name in sorted(variables, key=_natural_key):  # the registered interface keeps no order
+        variable = variables[name]
         try:
             types[name] = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(variable.type))
         except Exception:  # a type flytekit cannot guess: the literal is shown as it is

@@ -133,3 +133,146 @@ def test_a_run_from_flytekits_execution_object(remote, flows):
     execution = remote.fetch_execution(name=launched.name)
     run = runs.Run.from_execution(remote, execution)
     assert (run.name, run.phase, run.outputs) == (launched.name, "SUCCEEDED", {"o0": 1})
+
+
+TYPED_FLOWS = '''
+import os
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional
+
+from flytekit import task, workflow
+from flytekit.types.file import FlyteFile
+
+Stats = NamedTuple("Stats", [("count", int), ("mean", float), ("label", str), ("ok", bool)])
+
+
+@dataclass
+class Settings:
+    x: int
+    y: int = 10
+
+
+@task
+def maybe(x: Optional[int]) -> str:
+    return repr(x)
+
+
+@task
+def stats(n: int) -> Stats:
+    return Stats(count=n, mean=n / 2, label="x", ok=True)
+
+
+@task
+def triple(n: int) -> tuple[int, int, int]:
+    return n, n + 1, n + 2
+
+
+@task
+def total(s: Settings, xs: List[int], label: str, f: Optional[FlyteFile] = None) -> int:
+    return s.x + s.y + sum(xs)
+
+
+@task
+def join(a: int, b: str) -> str:
+    return f"{a}-{b}"
+
+
+@workflow
+def needs_a(a: int, b: str = "x") -> str:
+    return join(a=a, b=b)
+'''
+
+
+@pytest.fixture(scope="module")
+def typed_flows(remote, tmp_path_factory):
+    names = ("maybe", "stats", "triple", "total", "needs_a")
+    return register_flows(remote, tmp_path_factory.mktemp("typedflows"), TYPED_FLOWS, names, prefix="typedflows")
+
+
+def test_a_workflows_required_input_is_asked_for_before_launching(remote, typed_flows):
+    from flytekit import LaunchPlan
+
+    _, module, version, mod = typed_flows
+    default_lp = LaunchPlan.get_or_create(mod.needs_a)  # what `reg.launch("needs_a")` picks
+    target = EntityRef("launch_plan", f"{module}.needs_a", version, "flytesnacks", "development", None, default_lp)
+    before = _count(remote)
+    with pytest.raises(RunError) as info:
+        runs.launch(remote, target, {"b": "y"})
+    assert str(info.value) == f"{module}.needs_a needs a value for 'a'. Pass it: launch(a=...)."
+    assert _count(remote) == before
+
+
+def test_an_optional_task_input_left_out_is_sent_as_none(remote, typed_flows):
+    run = runs.launch(remote, ref(typed_flows, "maybe", "task"), {}).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": "None"})
+
+
+def test_outputs_keep_their_declared_order(remote, typed_flows):
+    from fastreg_magic.widget_text import outputs_html, run_text
+
+    named = runs.launch(remote, ref(typed_flows, "stats", "task"), {"n": 4}).wait(timeout=300)
+    assert list(named.outputs.items()) == [("count", 4), ("mean", 2.0), ("label", "x"), ("ok", True)]
+    plain = runs.launch(remote, ref(typed_flows, "triple", "task"), {"n": 1}).wait(timeout=300)
+    assert list(plain.outputs.items()) == [("o0", 1), ("o1", 2), ("o2", 3)]
+    text = run_text(plain)
+    assert text.index("o0 = 1") < text.index("o1 = 2") < text.index("o2 = 3")
+    html = outputs_html(plain.outputs)
+    assert html.index("o0") < html.index("o1") < html.index("o2")
+    attached = runs.attach(remote, plain.name)  # types read from the registered interface
+    assert list(attached.outputs) == ["o0", "o1", "o2"]
+
+
+def test_a_dict_for_a_dataclass_input_from_code_takes_the_dataclass_defaults(remote, typed_flows):
+    run = runs.launch(remote, ref(typed_flows, "total", "task"), {"s": {"x": 1}, "xs": [2], "label": "l"}).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 13})
+
+
+@pytest.mark.parametrize(
+    "inputs, message, hint",
+    [
+        (
+            {"s": {"x": 1}, "xs": (1, 2), "label": "l"},
+            "input 'xs' (list[int]): expected a list, got the tuple (1, 2).",
+            "Pass a value of type list[int]: launch(xs=...).",
+        ),
+        (
+            {"s": {"x": 1}, "xs": ["q"], "label": "l"},
+            "input 'xs' (list[int]): Expected value of type <class 'int'> but got 'q' of type <class 'str'>.",
+            "Pass a value of type list[int]: launch(xs=...).",
+        ),
+        (
+            {"s": {"x": 1}, "xs": [2**70], "label": "l"},
+            "input 'xs' (list[int]): Value out of range: 1180591620717411303424.",
+            "Pass a value of type list[int]: launch(xs=...).",
+        ),
+        (
+            {"s": {"x": 1}, "xs": [1], "label": None},
+            "input 'label' (str): needs a str, got None.",
+            "Pass a value of type str: launch(label=...).",
+        ),
+        (
+            {"s": {"y": 1}, "xs": [1], "label": "l"},
+            "input 's' (Settings): missing field 'x' of Settings.",
+            "Pass a value of type Settings: launch(s=...).",
+        ),
+        (
+            {"s": {"x": 1}, "xs": [1], "label": "l", "f": "MISSING"},
+            "input 'f' (Optional[FlyteFile]): File MISSING does not exist.",
+            "Pass a path that exists on this machine, or a remote URL: launch(f=...).",
+        ),
+    ],
+)
+def test_a_value_that_cannot_be_converted_names_its_input(remote, typed_flows, tmp_path, inputs, message, hint):
+    from flytekit.types.file import FlyteFile
+
+    if inputs.get("f") == "MISSING":
+        missing = tmp_path / "missing.txt"
+        inputs = {**inputs, "f": FlyteFile(str(missing))}
+        message = message.replace("MISSING", str(missing))
+    target = ref(typed_flows, "total", "task")
+    before = _count(remote)
+    with pytest.raises(RunError) as info:
+        runs.launch(remote, target, inputs)
+    assert (info.value.message, info.value.hint) == (f"{target.name}: {message}", hint)
+    assert "Flyte Serialized object" not in str(info.value)
+    assert _count(remote) == before

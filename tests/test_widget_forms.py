@@ -239,3 +239,129 @@ def test_fixed_inputs_are_shown_read_only():
     form = LaunchForm(ref, lambda r, v: None)
     assert form.editors["label"].disabled and form.editors["label"].value == "<b>nightly</b>"
     assert "label" not in form.launch_clicked()
+
+
+@workflow
+def _needs_a(a: int, b: str = "x", c: Optional[int] = None) -> int:
+    return _square(n=a)
+
+
+def test_a_launch_plans_missing_default_leaves_the_input_required():
+    # flytekit's default launch plan records "no default" as None in saved_inputs: {"a": None, ...}
+    lp = LaunchPlan.get_or_create(_needs_a)
+    fields = {f.name: f for f in entity_fields(lp)}
+    assert fields["a"].required and fields["a"].default is NO_DEFAULT
+    assert not fields["b"].required and fields["b"].text == "x"
+    assert fields["c"].optional and not fields["c"].required
+    values, problems = parse_inputs(list(fields.values()), {"a": "", "b": "x", "c": ""})
+    assert problems == {"a": "is required: enter an int"}
+    assert values == {"b": "x", "c": None}
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (dt.timedelta(days=14, seconds=0.5), "14d0.5s"),
+        (dt.timedelta(minutes=-5), "-5m"),
+        (dt.timedelta(microseconds=250), "0.00025s"),
+        (dt.timedelta(hours=1, microseconds=3), "1h0.000003s"),
+        (dt.timedelta(seconds=-0.5), "-0.5s"),
+        (dt.timedelta(0), "0s"),
+        (dt.timedelta.max, "999999999d23h59m59.999999s"),
+        (dt.timedelta.min, "-999999999d"),
+    ],
+)
+def test_every_duration_is_shown_as_text_that_reads_back_exactly(value, text):
+    (f,) = form_fields(Interface(inputs={"v": (dt.timedelta, value)}))
+    assert f.text == text
+    assert parse_input(f, f.text) == value
+
+
+def test_durations_round_trip_exactly_across_their_range():
+    import random
+
+    rng = random.Random(7)
+    span = fields_of(v=dt.timedelta)["v"]
+    for _ in range(2000):
+        bound = rng.choice([10**6, 10**12, 8 * 10**19])  # a second, ~11 days, ~900000000 days
+        micros = rng.randint(-bound, bound)
+        value = dt.timedelta(microseconds=micros)
+        assert parse_input(span, format_value(span, value)) == value
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("-5m", dt.timedelta(minutes=-5)),
+        ("-1h30m", -dt.timedelta(hours=1, minutes=30)),
+        ("- 2d 3h", -dt.timedelta(days=2, hours=3)),
+        ("-90", dt.timedelta(seconds=-90)),
+        ("-01:30:00", -dt.timedelta(hours=1, minutes=30)),
+        ("1.5h", dt.timedelta(minutes=90)),
+        ("250us", dt.timedelta(microseconds=250)),
+        ("0.1", dt.timedelta(milliseconds=100)),
+    ],
+)
+def test_negative_and_fractional_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("inf", "'inf' is out of range: a duration must be finite and within ±999999999 days"),
+        ("nan", "'nan' is out of range: a duration must be finite and within ±999999999 days"),
+        ("1e20", "'1e20' is out of range: a duration must be finite and within ±999999999 days"),
+        ("99999999999d", "'99999999999d' is out of range: a duration must be finite and within ±999999999 days"),
+        ("1e999999999", "'1e999999999' is out of range: a duration must be finite and within ±999999999 days"),
+        ("--5m", "expected a duration such as 90s, 1h30m, -5m or 01:30:00, got '--5m'"),
+        ("5 m s", "expected a duration such as 90s, 1h30m, -5m or 01:30:00, got '5 m s'"),
+    ],
+)
+def test_a_bad_duration_is_a_problem_next_to_the_field_never_an_exception(text, problem):
+    values, problems = parse_inputs([fields_of(v=dt.timedelta)["v"]], {"v": text})
+    assert (values, problems) == ({}, {"v": problem})
+
+
+def test_a_launch_form_with_unusual_duration_defaults_launches_them_untouched():
+    from fastreg_magic.widget_form import LaunchForm
+
+    @workflow
+    def spans(
+        a: dt.timedelta = dt.timedelta(days=14, seconds=0.5),
+        b: dt.timedelta = dt.timedelta(minutes=-5),
+        d: dt.timedelta = dt.timedelta(hours=1, microseconds=3),
+    ) -> int:
+        return _square(n=1)
+
+    ref = type("Ref", (), {"entity": spans, "name": "tests.spans", "kind": "workflow"})()
+    launched = []
+    form = LaunchForm(ref, lambda r, values: launched.append(values))
+    assert {name: e.value for name, e in form.editors.items()} == {"a": "14d0.5s", "b": "-5m", "d": "1h0.000003s"}
+    form.launch_clicked()
+    assert launched == [
+        {"a": dt.timedelta(days=14, seconds=0.5), "b": dt.timedelta(minutes=-5), "d": dt.timedelta(hours=1, microseconds=3)}
+    ]
+    form.editors["a"].value = "inf"
+    assert form.launch_clicked() is None
+    assert "must be finite" in form.problems["a"].value
+
+
+def test_annotated_and_bare_dict_inputs_are_typed_like_their_plain_types():
+    from typing import Annotated
+
+    f = fields_of(
+        n=Annotated[int, "unit=items"], on=Optional[Annotated[int, "x"]], d=dict, xs=list, s=Annotated[str, "meta"]
+    )
+    assert {k: (v.kind, v.type_label) for k, v in f.items()} == {
+        "n": ("int", "int"),
+        "on": ("int", "Optional[int]"),
+        "d": ("json", "dict"),
+        "xs": ("json", "list"),
+        "s": ("str", "str"),
+    }
+    typed = {"n": "3", "on": "", "d": '{"a": [1, "b"]}', "xs": "[1, null]", "s": "hi"}
+    values, problems = parse_inputs(list(f.values()), typed)
+    assert problems == {}
+    assert values == {"n": 3, "on": None, "d": {"a": [1, "b"]}, "xs": [1, None], "s": "hi"}
+    assert parse_inputs([f["d"]], {"d": "[1]"})[1] == {"d": "expected a JSON object, got [1]"}

@@ -1,0 +1,119 @@
+"""Values passed to ``launch(...)`` from code, and outputs read back, without a backend."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import List, NamedTuple, Optional
+
+import pytest
+from flyteidl.core import literals_pb2
+from flytekit.core.interface import Interface
+
+from fastreg_magic.run_inputs import InputError, form_fields, launch_value
+from fastreg_magic.runs_errors import conversion_problem
+from fastreg_magic.runs_outputs import output_order, to_python_values
+
+
+@dataclass
+class Settings:
+    x: int
+    y: float = 0.5
+    tags: list[str] = field(default_factory=list)
+
+
+def field_of(py_type):
+    (f,) = form_fields(Interface(inputs={"v": py_type}))
+    return f
+
+
+def test_a_dict_for_a_dataclass_input_becomes_the_dataclass_with_its_defaults():
+    assert launch_value(field_of(Settings), {"x": 1}) == Settings(1, 0.5, [])
+    assert launch_value(field_of(Optional[Settings]), {"x": 2, "tags": ["a"]}) == Settings(2, 0.5, ["a"])
+    same = Settings(3)
+    assert launch_value(field_of(Settings), same) is same
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"y": 1.0}, "v: missing field 'x' of Settings"),
+        ({"x": 1, "z": 2}, "v: Settings has no field 'z'"),
+        ({"x": "one"}, 'v: expected a whole number at x, got "one"'),
+    ],
+)
+def test_a_dict_that_does_not_fit_the_dataclass_says_why(value, message):
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(Settings), value)
+    assert str(info.value).startswith(message)
+
+
+def test_none_and_tuples_are_refused_in_words():
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(str), None)
+    assert str(info.value) == "v: needs a str, got None"
+    assert launch_value(field_of(Optional[str]), None) is None
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(List[int]), (1, 2))
+    assert str(info.value) == "v: expected a list, got the tuple (1, 2)"
+    assert launch_value(field_of(List[int]), [1, 2]) == [1, 2]
+
+
+def test_flytekit_conversion_messages_lose_their_prefixes_and_type_dumps():
+    from flytekit.core.type_engine import TypeTransformerFailedError
+    from flytekit.exceptions.user import FlyteAssertion
+
+    dump = "Python value cannot be None, expected <class 'str'>/Flyte Serialized object (LiteralType):\n  simple: 3"
+    assert conversion_problem(TypeTransformerFailedError(dump)) == "Python value cannot be None, expected <class 'str'>"
+    missing = FlyteAssertion("File /data/missing.txt does not exist")
+    assert conversion_problem(missing) == "File /data/missing.txt does not exist"
+    assert conversion_problem(AssertionError()) == "AssertionError"
+
+
+class _Remote:
+    """The one thing `to_python_values` needs from a FlyteRemote."""
+
+    @contextlib.contextmanager
+    def remote_context(self):
+        from flytekit.core.context_manager import FlyteContextManager
+
+        yield FlyteContextManager.current_context()
+
+
+def _int_map(**values: int) -> literals_pb2.LiteralMap:
+    literal_map = literals_pb2.LiteralMap()
+    for name, value in values.items():
+        literal_map.literals[name].scalar.primitive.integer = value
+    return literal_map
+
+
+def test_outputs_come_back_in_declared_order():
+    Stats = NamedTuple("Stats", [("count", int), ("mean", int), ("label", int), ("ok", int)])
+    declared = dict(Stats.__annotations__)
+    values = to_python_values(_Remote(), _int_map(ok=4, label=3, count=1, mean=2), declared)
+    assert list(values.items()) == [("count", 1), ("mean", 2), ("label", 3), ("ok", 4)]
+
+    outputs = {f"o{i}": int for i in range(12)}
+    values = to_python_values(_Remote(), _int_map(**{f"o{i}": i for i in range(12)}), outputs)
+    assert list(values) == [f"o{i}" for i in range(12)]
+
+
+def test_outputs_without_a_declared_order_come_in_natural_order():
+    assert output_order(["o10", "o2", "o0", "o1"], {}) == ["o0", "o1", "o2", "o10"]
+    assert output_order(["b", "a", "extra"], {"b": int, "a": int}) == ["b", "a", "extra"]
+
+
+def test_a_local_file_that_is_not_there_is_refused_before_any_upload(tmp_path):
+    from flytekit.types.directory import FlyteDirectory
+    from flytekit.types.file import FlyteFile
+
+    missing = tmp_path / "missing.txt"
+    for value in (str(missing), missing, FlyteFile(str(missing))):
+        with pytest.raises(InputError) as info:
+            launch_value(field_of(Optional[FlyteFile]), value)
+        assert str(info.value) == f"v: File {missing} does not exist"
+    with pytest.raises(InputError, match=f"v: Directory {tmp_path / 'nodir'} does not exist"):
+        launch_value(field_of(FlyteDirectory), FlyteDirectory(str(tmp_path / "nodir")))
+    missing.write_text("here now")
+    assert launch_value(field_of(FlyteFile), str(missing)) == str(missing)
+    assert launch_value(field_of(FlyteFile), "s3://bucket/key.txt") == "s3://bucket/key.txt"
