@@ -45,6 +45,10 @@ CATALOGUE = {
     "file": ("workflows.files.file_round_trip", {"text": "round trip"}, None),
     "directory": ("workflows.files.dir_round_trip", {}, {"o0": 3}),
     "gate": ("workflows.gates.with_sleep", {}, None),
+    "mapped_retried": ("workflows.control.mapped_retried", {"xs": [1, 2]}, {"o0": [11, 21]}),
+    "mapped_retries_overridden": ("workflows.control.mapped_retries_overridden", {"xs": [3]}, {"o0": [31]}),
+    "timeout_overridden": ("workflows.basic.timeout_overridden", {"seconds": 4}, {"o0": 4}),
+    "decked": ("workflows.basic.decked", {"x": 7}, {"o0": 7}),
 }
 
 
@@ -217,3 +221,40 @@ def test_local_file_input_is_uploaded_and_read_by_the_task(sandbox, registered, 
     execution = finished(remote, remote.execute(lp, inputs={"f": FlyteFile(str(local))}))
     assert execution.closure.phase == WorkflowExecutionPhase.SUCCEEDED, execution.error
     assert execution.outputs["o0"] == "uploaded through the data proxy"
+
+
+@pytest.mark.parametrize("name", ["mapped_retried", "mapped_retries_overridden"])
+def test_map_task_elements_are_retried_on_their_own(remote, launched, name):
+    # each element failed its first attempt and succeeded on its second (outputs are 10 * x + attempt)
+    execution = remote.sync_execution(finished(remote, launched[name]), sync_nodes=True)
+    assert execution.closure.phase == WorkflowExecutionPhase.SUCCEEDED, execution.error
+    elements = execution.node_executions["n0"].task_executions[-1].closure.metadata.external_resources
+    assert [(e.index, e.retry_attempt) for e in elements] == [(i, 1) for i in range(len(elements))]
+
+
+def test_node_timeout_override_wins_over_the_task_timeout(remote, launched):
+    execution = finished(remote, launched["timeout_overridden"])  # the task alone would time out at 2 s
+    assert execution.closure.phase == WorkflowExecutionPhase.SUCCEEDED, execution.error
+    assert execution.outputs["o0"] == 4
+
+
+def test_deck_of_a_task_is_readable_through_flyteremote(remote, launched):
+    execution = remote.sync_execution(finished(remote, launched["decked"]), sync_nodes=True)
+    node = execution.node_executions["n0"]
+    assert node.closure.deck_uri.endswith("deck.html")
+    html = remote.get(f"flyte://v1/flytesnacks/development/{execution.id.name}/n0/d")
+    text = html.data if hasattr(html, "data") else html.decode()  # IPython's HTML, or bytes without IPython
+    assert "deck of 7" in text
+
+
+@pytest.mark.parametrize("name", ["calls_sub_with_cleanup", "with_cleanup_workflow"])
+def test_failure_handler_runs_with_the_error(remote, registered, version, tmp_path, name):
+    # a sub-workflow's on_failure task, and a workflow used as on_failure, both get the error as err
+    marker = tmp_path / "cleanup.txt"
+    lp = remote.fetch_launch_plan(name=f"workflows.basic.{name}", version=version)
+    execution = finished(remote, remote.execute(lp, inputs={"x": 5, "marker": str(marker)}))
+    assert execution.closure.phase == WorkflowExecutionPhase.FAILED
+    assert "x must not be positive" in execution.error.message
+    x, failed_node, message = marker.read_text().split("|", 2)
+    assert (x, failed_node) == ("5", "n0")
+    assert "ValueError: x must not be positive, got 5" in message

@@ -8,7 +8,9 @@ index from ``BATCH_JOB_ARRAY_INDEX_VAR_NAME``/``FLYTE_K8S_ARRAY_INDEX``; each wr
 whose external resources are the elements, which is how FlyteRemote reads map tasks back.
 Mapping a launch plan (``map_task(launch_plan)``) starts one child execution per element, on that
 element's slice of the inputs. Mapping a cached task looks each element up in ``taskcache`` on its own
-slice of the inputs, as propeller does for map sub-tasks.
+slice of the inputs, as propeller does for map sub-tasks. Each element is retried on its own, with
+the retries and timeout of the array's inner node (where flytekit puts the task's values and
+``with_overrides``'), as propeller runs each element as a sub-node of that spec.
 """
 
 from __future__ import annotations
@@ -126,10 +128,11 @@ class _ArrayRun:
         self._declared_outputs: list[str] | None = None
 
     def use_task(self, template) -> None:
-        node = self.node
-        node_retries = node.metadata.retries.retries if node.metadata.HasField("retries") else None
-        retries = user_retries(node_retries, template)
-        timeout_s = timeout_seconds(template, node.metadata.timeout if node.metadata.HasField("timeout") else None)
+        # each element runs as propeller's sub-node: the inner node's retries and timeout (where
+        # flytekit puts the task's and with_overrides' values), its own attempts and budgets
+        sub_node = self.node.array_node.node
+        retries = user_retries(sub_node.metadata, template)
+        timeout_s = timeout_seconds(sub_node.metadata)
         self._declared_outputs = list(template.interface.outputs.variables)
         self._run_one = lambda index: self._task_element(index, template, retries, timeout_s)
 

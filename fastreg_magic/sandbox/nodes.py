@@ -159,10 +159,21 @@ def run_workflow_node(ctx, scope, node, inputs, available, reporter: NodeReporte
     if template is None:
         return failed(f"Sub-workflow {show_id(ref.sub_workflow_ref)} is not in the workflow's closure.", kind=_SYSTEM)
     reporter.emit(NodePhase.RUNNING)
-    return graph.run_graph(
-        ctx, scope.nested(reporter.node_id), template.nodes, inputs, template.outputs, cancel,
-        on_failure=template.metadata.on_failure,
+    nested = scope.nested(reporter.node_id)
+    outcome = graph.run_graph(
+        ctx, nested, template.nodes, inputs, template.outputs, cancel, on_failure=template.metadata.on_failure,
     )
+    if outcome.phase == NodePhase.FAILED and template.HasField("failure_node"):
+        return _handle_sub_workflow_failure(ctx, nested, template.failure_node, inputs, outcome, cancel)
+    return outcome
+
+
+def _handle_sub_workflow_failure(ctx, nested: Scope, failure_node, inputs, failure: Outcome, cancel) -> Outcome:
+    """Run a failed sub-workflow's ``on_failure`` node among its nodes, as propeller's
+    ``HandleFailureNodeOfSubWorkflow`` does: the sub-workflow node still fails, with the original
+    error, unless the failure node fails too, whose error then masks it."""
+    handled = run_failure_node(ctx, failure_node, inputs, failure, cancel, scope=nested)
+    return handled if handled.phase == NodePhase.FAILED else failure
 
 
 def run_launch_plan(ctx, launch_plan, inputs, reporter: NodeReporter, cancel: Cancel) -> Outcome:
@@ -205,27 +216,47 @@ def run_branch(ctx, scope, node, inputs, available, reporter: NodeReporter, canc
     return graph.execute_node(ctx, scope.nested(reporter.node_id), chosen, available, cancel)
 
 
-# --- the workflow's failure node (on_failure=...) ----------------------------------------------------
+# --- the failure node of a workflow or sub-workflow (on_failure=...) ----------------------------------
 
 
-def run_failure_node(ctx, failure_node, inputs, failure: Outcome, cancel: Cancel) -> Outcome:
-    """Run ``on_failure`` after the workflow failed; its optional ``err`` input gets the failure."""
+def run_failure_node(ctx, failure_node, inputs, failure: Outcome, cancel: Cancel, *,
+                     scope: Scope | None = None) -> Outcome:
+    """Run ``on_failure`` after its workflow failed, on the workflow's inputs (``scope``: where that
+    workflow's nodes ran). As in propeller (``ResolveOnFailureNodeInput``), an ``err`` input the node
+    binds, whether the handler is a task or a workflow, gets the failure in place of its default."""
+    scope = scope if scope is not None else Scope()
     node = workflow_pb2.Node()
     node.CopyFrom(failure_node)
-    template = ctx.task(Scope(), node.task_node.reference_id) if node.HasField("task_node") else None
-    declared = template.interface.inputs.variables if template is not None else {}
-    err_type = declared["err"].type if "err" in declared else None
-    if err_type is not None:
-        # flytekit binds err to its default (None); the failure is only known now, so it replaces that
+    if any(binding.var == "err" for binding in node.inputs):
         kept = [b for b in node.inputs if b.var != "err"]
         del node.inputs[:]
         node.inputs.extend(kept)
-        binding = node.inputs.add(var="err")
-        value = literals_pb2.Literal()
-        value.scalar.error.message = failure.error.message if failure.error is not None else ""
-        value.scalar.error.failed_node_id = failure.failed_node
-        binding.binding.scalar.CopyFrom(_as_declared(value, err_type).scalar)
-    return graph.execute_node(ctx, Scope(), node, {graph.START_NODE: inputs}, cancel)
+        value = _error_literal(failure)
+        node.inputs.add(var="err").binding.scalar.CopyFrom(_as_declared(value, _err_type(ctx, scope, node)).scalar)
+    return graph.execute_node(ctx, scope, node, {graph.START_NODE: inputs}, cancel)
+
+
+def _error_literal(failure: Outcome) -> literals_pb2.Literal:
+    value = literals_pb2.Literal()
+    value.scalar.error.message = failure.error.message if failure.error is not None else ""
+    value.scalar.error.failed_node_id = failure.failed_node
+    return value
+
+
+def _err_type(ctx, scope: Scope, node: workflow_pb2.Node) -> types_pb2.LiteralType:
+    """The type the handler declares for ``err``; propeller's ``Optional[FlyteError]`` union when unknown."""
+    interface = None
+    if node.HasField("task_node"):
+        template = ctx.task(scope, node.task_node.reference_id)
+        interface = template.interface if template is not None else None
+    elif node.HasField("workflow_node") and node.workflow_node.HasField("sub_workflow_ref"):
+        template = ctx.workflow(scope, node.workflow_node.sub_workflow_ref)
+        interface = template.interface if template is not None else None
+    if interface is not None and "err" in interface.inputs.variables:
+        return interface.inputs.variables["err"].type
+    error_type = types_pb2.LiteralType(simple=types_pb2.ERROR)
+    error_type.structure.tag = "FlyteError"
+    return types_pb2.LiteralType(union_type=types_pb2.UnionType(variants=[error_type]))
 
 
 def _as_declared(value: literals_pb2.Literal, declared) -> literals_pb2.Literal:

@@ -94,6 +94,7 @@ class NodeReporter:
     is_array: bool = False
     is_dynamic: bool = False
     cache_status: int | None = None  # a cached task's catalog.CatalogCacheStatus, sent on its events
+    deck_uri: str | None = None  # the deck its task wrote, sent on its events once known
     phases: list[int] = field(default_factory=list)
 
     @property
@@ -139,6 +140,8 @@ class NodeReporter:
             event.task_node_metadata.dynamic_workflow.CopyFrom(dynamic_workflow)
         if self.cache_status is not None:
             event.task_node_metadata.cache_status = self.cache_status
+        if self.deck_uri:
+            event.deck_uri = self.deck_uri
         self.phases.append(phase)
         self.sink.node(event)
 

@@ -1,8 +1,12 @@
-"""Task nodes: attempts with retries and timeouts from the task's metadata, and their task events.
+"""Task nodes: attempts with retries and timeouts from the node's metadata, and their task events.
 
 Retries follow flytepropeller: an error flytekit marks RECOVERABLE (``FlyteRecoverableException``,
-a crash without ``error.pb``, a timeout) is retried while the task's ``retries`` budget lasts; a
-recoverable system error has its own budget; any other error fails the node at once.
+a crash without ``error.pb``, a timeout) is retried while the node's ``retries`` budget lasts; a
+recoverable system error has its own budget; any other error fails the node at once. As in
+propeller's compiler (``transformers/k8s/utils.go``), the budget is the node's ``retries`` when
+not zero, else the task's; the timeout is the node's ``timeout`` alone (flytekit copies the task's
+timeout there, and ``with_overrides`` replaces it). A task that wrote a deck gets its node's
+``deck_uri`` (propeller's task handler, ``AddDeckURI``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flyteidl.core import execution_pb2 as core_exec
-from flyteidl.core import literals_pb2, tasks_pb2
+from flyteidl.core import literals_pb2, tasks_pb2, workflow_pb2
 
 from fastreg_magic.sandbox import reporting as events
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 SYSTEM_RETRIES = 3
 # Only container tasks run here: the task types flytekit gives a container command.
 FAST_EXECUTE = "pyflyte-fast-execute"
+# What flytekit writes a task's decks to, in its output prefix (propeller's ``GetDeckPath``).
+DECK_FILE = "deck.html"
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,26 @@ def unsupported_task(template: tasks_pb2.TaskTemplate) -> str | None:
     )
 
 
-def user_retries(node_retries: int | None, template: tasks_pb2.TaskTemplate) -> int:
-    return node_retries if node_retries is not None else template.metadata.retries.retries
+def user_retries(node_metadata: workflow_pb2.NodeMetadata, template: tasks_pb2.TaskTemplate) -> int:
+    """The node's retries unless zero, else the task's (propeller's ``computeRetryStrategy``)."""
+    return node_metadata.retries.retries or template.metadata.retries.retries
 
 
-def timeout_seconds(template: tasks_pb2.TaskTemplate, node_timeout) -> float | None:
-    for duration in (template.metadata.timeout, node_timeout):
-        if duration is not None and (duration.seconds or duration.nanos):
-            return duration.seconds + duration.nanos / 1e9
+def timeout_seconds(node_metadata: workflow_pb2.NodeMetadata) -> float | None:
+    """The node's timeout, if any (propeller's ``computeDeadline`` reads no task timeout)."""
+    duration = node_metadata.timeout
+    if duration.seconds or duration.nanos:
+        return duration.seconds + duration.nanos / 1e9
     return None
+
+
+def deck_of(template: tasks_pb2.TaskTemplate, attempt_dir: Path) -> str | None:
+    """The deck an attempt wrote (``<outputs>/deck.html``), unless the task says it makes none."""
+    metadata = template.metadata
+    if metadata.HasField("generates_deck") and not metadata.generates_deck.value:
+        return None
+    deck = attempt_dir / "outputs" / DECK_FILE
+    return str(deck) if deck.is_file() else None
 
 
 def flyte_env(ctx: RunContext, template: tasks_pb2.TaskTemplate, attempt: int) -> dict[str, str]:
@@ -179,10 +196,9 @@ def run_task_node(
 ) -> tuple[int, AttemptResult, int]:
     """Run attempts until one succeeds or the budgets run out: (node phase, last result, attempt)."""
     node_dir = ctx.node_dir(reporter.node_id)
-    node_retries = node.metadata.retries.retries if node.metadata.HasField("retries") else None
-    user_budget = user_retries(node_retries, template)
+    user_budget = user_retries(node.metadata, template)
     system_budget = SYSTEM_RETRIES
-    timeout_s = timeout_seconds(template, node.metadata.timeout if node.metadata.HasField("timeout") else None)
+    timeout_s = timeout_seconds(node.metadata)
     attempt = 0
     while True:
         if cancel.is_set():
@@ -199,6 +215,7 @@ def run_task_node(
 
         result, attempt_dir = run_one_attempt(ctx, template, spec, inputs, cancel, timeout_s, on_start=started)
         result = _check_outputs(template, result)
+        reporter.deck_uri = deck_of(template, attempt_dir) or reporter.deck_uri
         _report_attempt(ctx, template, reporter, attempt, result, attempt_dir)
         if result.cancelled:
             return NodePhase.ABORTED, result, attempt

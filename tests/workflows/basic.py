@@ -9,7 +9,7 @@ import time
 import typing
 from dataclasses import dataclass
 
-from flytekit import WorkflowFailurePolicy, task, workflow
+from flytekit import Deck, WorkflowFailurePolicy, task, workflow
 from flytekit.exceptions.user import FlyteRecoverableException
 from flytekit.types.error import FlyteError
 
@@ -205,3 +205,40 @@ def clean_up(x: int, marker: str, err: typing.Optional[FlyteError] = None) -> No
 @workflow(on_failure=clean_up)
 def with_cleanup(x: int = 5, marker: str = "/nonexistent/marker") -> int:
     return double(x=explode(x=x))
+
+
+@workflow
+def timeout_overridden(seconds: int = 4) -> int:
+    """``slow`` declares 2 s; the node's longer timeout is the one that counts."""
+    return slow(seconds=seconds).with_overrides(timeout=datetime.timedelta(seconds=120))
+
+
+@workflow(on_failure=clean_up)
+def sub_with_cleanup(x: int, marker: str) -> int:
+    return double(x=explode(x=x))
+
+
+@workflow
+def calls_sub_with_cleanup(x: int = 5, marker: str = "/nonexistent/marker") -> int:
+    return sub_with_cleanup(x=x, marker=marker)
+
+
+@workflow
+def clean_up_workflow(x: int, marker: str, err: typing.Optional[FlyteError] = None):
+    clean_up(x=x, marker=marker, err=err)
+
+
+@workflow(on_failure=clean_up_workflow)
+def with_cleanup_workflow(x: int = 5, marker: str = "/nonexistent/marker") -> int:
+    return double(x=explode(x=x))
+
+
+@task(enable_deck=True)
+def with_deck(x: int) -> int:
+    Deck("numbers", f"<h1>deck of {x}</h1>")
+    return x
+
+
+@workflow
+def decked(x: int = 7) -> int:
+    return with_deck(x=x)

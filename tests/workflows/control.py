@@ -136,3 +136,34 @@ square_plus_lp = LaunchPlan.get_or_create(square_plus, name="tests.workflows.con
 @workflow
 def mapped_launch_plan(xs: typing.List[int] = [1, 2, 3], plus: typing.List[int] = [10, 20, 30]) -> int:
     return total(xs=map_task(square_plus_lp)(x=xs, plus=plus))
+
+
+def _first_attempt_fails(x: int) -> int:
+    import os
+
+    from flytekit.exceptions.user import FlyteRecoverableException
+
+    attempt = int(os.environ.get("FLYTE_ATTEMPT_NUMBER", "0"))
+    if attempt < 1:
+        raise FlyteRecoverableException(f"transient failure of element {x} on attempt {attempt}")
+    return 10 * x + attempt
+
+
+@task(retries=2)
+def flaky_element(x: int) -> int:
+    return _first_attempt_fails(x)
+
+
+@task
+def flaky_element_no_retries(x: int) -> int:
+    return _first_attempt_fails(x)
+
+
+@workflow
+def mapped_retried(xs: typing.List[int] = [1, 2]) -> typing.List[int]:
+    return map_task(flaky_element)(x=xs)
+
+
+@workflow
+def mapped_retries_overridden(xs: typing.List[int] = [1, 2]) -> typing.List[int]:
+    return map_task(flaky_element_no_retries)(x=xs).with_overrides(retries=2)
