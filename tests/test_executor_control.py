@@ -10,6 +10,13 @@ from tests.workflows import basic, control
 from tests.workflows.harness import ExecutorHarness, NodePhase, Run, TaskPhase, WorkflowPhase, processes_of
 
 
+def wait_started(name: str, timeout: float = 30) -> list[int]:
+    end = time.monotonic() + timeout
+    while not processes_of(name) and time.monotonic() < end:
+        time.sleep(0.05)
+    return processes_of(name)
+
+
 def wait_gone(name: str, timeout: float = 30) -> list[int]:
     end = time.monotonic() + timeout
     while processes_of(name) and time.monotonic() < end:
@@ -26,7 +33,7 @@ def harness(tmp_path):
 def test_terminate_kills_the_task_tree_and_reports_aborted(harness):
     execution_id = harness.submit(basic.long_running, seconds=300)
     harness.wait_task_running(execution_id)
-    assert processes_of(execution_id.name), "the task process should be running"
+    assert wait_started(execution_id.name), "the task process should be running"
     harness.executor.terminate(execution_id, "stopped by the test")
     run = Run(harness, basic.long_running, execution_id, harness.sink.wait_end(execution_id.name, timeout=60))
     assert run.phase == WorkflowPhase.ABORTED

@@ -14,7 +14,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 from flyteidl.service import dataproxy_pb2
+from flytekit.configuration import Config
 from flytekit.exceptions.user import FlyteInvalidInputException
+from flytekit.remote import FlyteRemote
 from grpc import StatusCode
 from google.protobuf.duration_pb2 import Duration
 
@@ -216,11 +218,15 @@ def total(df: pd.DataFrame) -> int:
 
 
 @pytest.mark.slow
-def test_a_dataframe_input_launched_from_a_local_value_succeeds(remote, tmp_path):
+def test_a_dataframe_input_launched_from_a_local_value_succeeds(sandbox, tmp_path):
     """A local pandas DataFrame input: flytekit encodes it to parquet and uploads it through
     HttpFileWriter (filename_root, no content_md5) before CreateExecution."""
     import pandas as pd
 
+    # A FlyteRemote built now: flytekit binds the process-wide flyte:// protocol to the FlyteRemote
+    # built last, and other tests build theirs for sandboxes that are gone by now.
+    remote = FlyteRemote(Config.auto(config_file=str(sandbox.config_file)), default_project="flytesnacks",
+                         default_domain="development", interactive_mode_enabled=False)
     module = write_module(tmp_path, DATAFRAME_TASK)
     version = f"df-{uuid.uuid4().hex[:8]}"
     remote.register_script(module.total, version=version, source_path=str(tmp_path),
