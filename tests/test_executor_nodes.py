@@ -258,6 +258,14 @@ def test_failure_node_runs_with_the_error(harness, tmp_path):
     assert "ValueError: x must not be positive, got 5" in message
 
 
+def test_a_failure_node_that_fails_gives_the_run_its_error(harness):
+    """As propeller's handleFailureNode: the handler's own failure is what the workflow fails with."""
+    run = harness.run(basic.with_cleanup, x=5)  # the default marker path cannot be written
+    assert run.phase == WorkflowPhase.FAILED
+    assert run.node_phases("fn0")[-1] == NodePhase.FAILED
+    assert "/nonexistent/marker" in run.error and "x must not be positive" not in run.error
+
+
 def test_map_over_a_launch_plan_starts_a_child_per_element(harness):
     run = run_of(harness, "mapped_launch_plan")
     assert run.outputs() == {"o0": (1 + 10) + (4 + 20) + (9 + 30)}

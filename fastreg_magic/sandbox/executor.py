@@ -149,7 +149,9 @@ def run_execution(ctx: RunContext) -> None:
     if outcome.phase == NodePhase.FAILED and template.HasField("failure_node"):
         from fastreg_magic.sandbox.nodes import run_failure_node
 
-        run_failure_node(ctx, template.failure_node, job.inputs, outcome, ctx.cancel)
+        handled = run_failure_node(ctx, template.failure_node, job.inputs, outcome, ctx.cancel)
+        if handled.phase == NodePhase.FAILED:
+            outcome = handled  # propeller's handleFailureNode: the handler's failure is the workflow's
     if outcome.phase == NodePhase.SUCCEEDED:
         outputs = outcome.outputs or literals_pb2.LiteralMap()
         end = NodeReporter(sink, exe, END_NODE, spec_node_id=END_NODE, node_name=END_NODE)
