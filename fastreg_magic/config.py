@@ -75,6 +75,13 @@ def resolve_backend(endpoint: str | None = None, config_file: str | None = None)
         return _backend_for_endpoint(endpoint, config_file)
     if config_file is not None:
         return _backend_from_config(str(Path(config_file).expanduser().resolve()))
+    named = os.environ.get("FLYTECTL_CONFIG")
+    if named and not Path(named).expanduser().is_file():
+        # flytekit would only warn and look elsewhere: the cell would go to the embedded sandbox
+        raise BackendError(
+            f"FLYTECTL_CONFIG names {named}, which does not exist.",
+            "Point FLYTECTL_CONFIG at your Flyte config file, or unset it (del os.environ['FLYTECTL_CONFIG']).",
+        )
     discovered = _discovered_config_file()
     if discovered is not None or os.environ.get("FLYTE_PLATFORM_URL"):
         return _backend_from_config(discovered)
@@ -91,20 +98,38 @@ def _discovered_config_file() -> str | None:
 
 
 def _backend_for_endpoint(endpoint: str, config_file: str | None) -> Backend:
-    host, insecure = _split_endpoint(endpoint)
-    return _make_backend(host, config_file, insecure, console_endpoint=None)
+    """``--endpoint`` replaces the config file's endpoint only, as flytectl's ``--admin.endpoint`` does:
+    the file's ``insecure`` (unless the endpoint says ``http://``/``https://``) and console still count."""
+    host, insecure, explicit = _split_endpoint(endpoint)
+    console = None
+    if config_file is not None:
+        path = str(Path(config_file).expanduser().resolve())
+        platform = _platform_config(path)
+        console = platform.console_endpoint
+        if not explicit and _sets_insecure(path):
+            insecure = platform.insecure
+    return _make_backend(host, config_file, insecure, console_endpoint=console)
 
 
-def _split_endpoint(endpoint: str) -> tuple[str, bool]:
-    """``http://h:p`` → insecure, ``https://h:p``/``dns:///h:p`` → TLS; bare ``h:p`` → insecure only on loopback."""
+def _split_endpoint(endpoint: str) -> tuple[str, bool, bool]:
+    """``(host:port, insecure, said so)``: ``http://h:p`` → insecure, ``https://h:p`` → TLS (said so);
+    ``dns:///h:p`` → TLS, bare ``h:p`` → insecure only on loopback (guessed)."""
     text = endpoint.strip()
-    for prefix, insecure in (("http://", True), ("https://", False), ("dns:///", False)):
+    for prefix, insecure, explicit in (("http://", True, True), ("https://", False, True), ("dns:///", False, False)):
         if text.startswith(prefix):
-            return text[len(prefix):].rstrip("/"), insecure
+            return text[len(prefix):].rstrip("/"), insecure, explicit
     if not text or "/" in text or " " in text:
         raise BackendError(f"Endpoint `{endpoint}` is not HOST:PORT.", "Pass e.g. --endpoint flyte.example.com:443.")
     host = text.rsplit(":", 1)[0] if ":" in text else text
-    return text, host in ("localhost", "127.0.0.1", "::1", "[::1]")
+    return text, host in ("localhost", "127.0.0.1", "::1", "[::1]"), False
+
+
+def _sets_insecure(config_file: str) -> bool:
+    """Whether the config file (or FLYTE_PLATFORM_INSECURE) says `insecure` at all."""
+    from flytekit.configuration.file import ConfigFile
+    from flytekit.configuration.internal import Platform
+
+    return Platform.INSECURE.read(ConfigFile(config_file)) is not None
 
 
 def _backend_from_config(config_file: str | None) -> Backend:
@@ -122,25 +147,46 @@ def _platform_config(config_file: str | None):
     changed, and only then (every cell resolves its backend; parsing the YAML each time costs more
     than the rest of it)."""
     from flytekit.configuration import PlatformConfig
-    from flytekit.configuration.file import ConfigFile
 
-    try:
-        st = os.stat(config_file) if config_file is not None else None
-    except OSError:
-        st = None
-    signature = (st.st_size, st.st_mtime_ns, st.st_ino) if st is not None else None
-    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLYTE")))
-    key = (config_file, signature, environment)
+    key = settings_key(config_file)
     if key in _platform_configs:
         return _platform_configs[key]
-    # A fresh ConfigFile: flytekit keeps the first one it read per path for the whole process.
-    platform = PlatformConfig.auto(ConfigFile(config_file) if config_file is not None else None)
+    platform = PlatformConfig.auto(fresh_config_file(config_file))
+    st = _stat(config_file)
     # A file changed in the last two seconds may change again within one timestamp tick: not remembered.
     if st is None or time.time_ns() - st.st_mtime_ns > 2_000_000_000:
         if len(_platform_configs) > 64:
             _platform_configs.clear()
         _platform_configs[key] = platform
     return platform
+
+
+def settings_key(config_file: str | None) -> tuple:
+    """What flytekit's settings for a backend are read from, as it is now: the config file (its
+    identity and stamp) and the FLYTE_* variables. A client or config built under another key is stale."""
+    st = _stat(config_file)
+    signature = (st.st_size, st.st_mtime_ns, st.st_ino) if st is not None else None
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLYTE")))
+    return (config_file, signature, environment)
+
+
+def _stat(config_file: str | None):
+    try:
+        return os.stat(config_file) if config_file is not None else None
+    except OSError:
+        return None
+
+
+def fresh_config_file(config_file: str | None):
+    """flytekit's ConfigFile for ``config_file``, read now. flytekit keeps the first ConfigFile it read
+    per path (and the first one it found, for none) for the whole process: an edited file, or a
+    FLYTECTL_CONFIG unset since, would not count."""
+    from flytekit.configuration.file import ConfigFile, get_config_file
+
+    if config_file is not None:
+        return ConfigFile(config_file)
+    get_config_file.cache_clear()  # for none, flytekit looks again, as our own discovery just did
+    return None
 
 
 def _written_by_sandbox(config_file: str) -> bool:
@@ -209,7 +255,7 @@ def flytekit_config(backend: Backend, rpc_retries: int | None = None):
     """flytekit's ``Config`` for this backend: the config file's settings, our endpoint."""
     from flytekit.configuration import Config
 
-    cfg = Config.auto(backend.config_file)
+    cfg = Config.auto(fresh_config_file(backend.config_file))
     platform = replace(cfg.platform, endpoint=backend.endpoint, insecure=backend.insecure)
     if rpc_retries is not None:
         platform = replace(platform, rpc_retries=rpc_retries)
@@ -220,8 +266,12 @@ _lock = threading.Lock()
 _checked: dict[Backend, Backend] = {}  # a backend as configured → as identified by its GetVersion
 
 
-@functools.lru_cache(maxsize=32)
 def _remote(backend: Backend, project: str, domain: str) -> "FlyteRemote":
+    return _remote_for(backend, project, domain, settings_key(backend.config_file))
+
+
+@functools.lru_cache(maxsize=32)
+def _remote_for(backend: Backend, project: str, domain: str, settings: tuple) -> "FlyteRemote":
     from fastreg_magic.connection import SharedClientRemote
 
     # interactive_mode_enabled=False: flytekit's interactive mode pickles the code and overrides the
@@ -243,18 +293,18 @@ def connect(backend: Backend, project: str, domain: str) -> "FlyteRemote":
 def shared_client(backend: Backend):
     """The one flytekit client of this backend in this process (see ``connection.py``): one channel,
     one login, whatever the project, domain or caller."""
-    return _shared_client(backend.endpoint, backend.config_file, backend.insecure)
+    return _shared_client(backend.endpoint, backend.config_file, backend.insecure, settings_key(backend.config_file))
 
 
 @functools.lru_cache(maxsize=16)
-def _shared_client(endpoint: str, config_file: str | None, insecure: bool):
+def _shared_client(endpoint: str, config_file: str | None, insecure: bool, settings: tuple):
+    """Built again when the settings changed (a CA or a secret fixed in the config file)."""
     from fastreg_magic.connection import open_client
 
     backend = Backend(endpoint, config_file, insecure, is_sandbox=False, label=endpoint, console_url=None)
     return open_client(flytekit_config(backend, rpc_retries=0).platform)
 
 
-@functools.lru_cache(maxsize=16)
 def admin_client(backend: Backend) -> "RawCalls":
     """flytekit's raw FlyteAdmin calls (protos in, protos out) on the backend's shared client.
 
@@ -262,9 +312,9 @@ def admin_client(backend: Backend) -> "RawCalls":
     RPC (ALREADY_EXISTS, NOT_FOUND, ...) ``rpc_retries`` times; registration treats ALREADY_EXISTS as
     success and maps the rest itself, so one try is right.
     """
-    from fastreg_magic.connection import RawCalls
+    from fastreg_magic.connection import raw_calls
 
-    return RawCalls(shared_client(backend))
+    return raw_calls(shared_client(backend))
 
 
 def ensure_reachable(backend: Backend) -> Backend:
@@ -279,7 +329,8 @@ def ensure_reachable(backend: Backend) -> Backend:
     if known is not None:
         return known
     _check_tcp(backend)
-    identified = _identify(backend)
+    client = _open_client(backend)
+    identified = _identify(backend, client)
     if not identified.is_sandbox:
         _probe_credentials(identified)
     with _lock:
@@ -309,17 +360,51 @@ def _check_tcp(backend: Backend) -> None:
         raise BackendError(f"Flyte backend {backend.label} is unreachable ({exc.strerror or exc}).", _unreachable_hint(backend)) from exc
 
 
+_TLS_HINT = (
+    "Check the TLS settings of your Flyte config: `insecure: true` (or --endpoint http://HOST:PORT) for a "
+    "backend without TLS; `caCertFilePath: CA.pem` for one whose certificate a private CA signed (or "
+    "`insecureSkipVerify: true` to skip checking it)."
+)
+# What gRPC says when the two ends disagree about TLS, or the certificate is not trusted.
+_TLS_FAILURES = ("handshake", "ssl", "certificate", "socket closed", "wrong_version_number", "tls")
+
+
+def _looks_like_tls(error, detail: str) -> bool:
+    debug = getattr(error, "debug_error_string", None)
+    text = f"{detail} {debug() if callable(debug) else ''}".lower()
+    return any(marker in text for marker in _TLS_FAILURES)
+
+
 def _unreachable_hint(backend: Backend) -> str:
     if backend.is_sandbox:
         return "The embedded sandbox stopped; re-run the cell to start it again, or run `fastreg sandbox`."
     return _CONFIGURE_HINT
 
 
-def _identify(backend: Backend) -> Backend:
+def _open_client(backend: Backend):
+    """The backend's shared client; a TLS setting that cannot work is one message naming it.
+
+    Opening it may read the CA file, and with ``insecureSkipVerify`` fetches the server's certificate
+    with no timeout (flytekit's ``bootstrap_creds_from_server``): a server that accepts the connection
+    but never answers the handshake would hang the cell, so that handshake is tried first, timed.
+    """
+    settings = flytekit_config(backend).platform
+    try:
+        if not backend.insecure and settings.insecure_skip_verify:
+            import ssl
+
+            ssl.get_server_certificate(host_and_port(backend), timeout=REACHABILITY_TIMEOUT_S)
+        return shared_client(backend)
+    except (OSError, ValueError) as exc:  # ssl.SSLError, a timeout and a missing CA file are OSErrors
+        raise BackendError(
+            f"Cannot open a TLS connection to Flyte backend {backend.label}: {exc}.", _TLS_HINT
+        ) from exc
+
+
+def _identify(backend: Backend, client) -> Backend:
     """GetVersion under a short deadline: proves the protocol, and tells the embedded sandbox apart."""
     from flyteidl.admin import version_pb2
 
-    client = shared_client(backend)
     try:
         with _deadline():
             # flytekit's get_control_plane_version returns only `.Version`; `.Build` is what names the
@@ -376,5 +461,5 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
         detail = error.details() if error is not None else str(exc) or type(exc).__name__
         raise BackendError(
             f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
-            _unreachable_hint(backend),
+            _TLS_HINT if _looks_like_tls(error, detail) else _unreachable_hint(backend),
         ) from exc

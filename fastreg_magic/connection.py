@@ -50,6 +50,12 @@ class SharedClientRemote(FlyteRemote):
         return self._shared_client
 
 
+@functools.lru_cache(maxsize=16)
+def raw_calls(client: SynchronousFlyteClient) -> "RawCalls":
+    """One RawCalls per client, so what is remembered per client (projects checked) is kept."""
+    return RawCalls(client)
+
+
 class RawCalls:
     """flytekit's raw FlyteAdmin calls (protos in, protos out) over a shared client's connection.
 

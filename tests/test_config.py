@@ -9,6 +9,18 @@ import pytest
 from fastreg_magic import config
 from fastreg_magic.errors import BackendError
 
+CELL = """
+from flytekit import task, workflow
+
+@task
+def add_one(x: int) -> int:
+    return x + 1
+
+@workflow
+def plus_one(x: int = 1) -> int:
+    return add_one(x=x)
+"""
+
 
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch):
@@ -240,3 +252,113 @@ def test_a_real_flyteadmin_is_not_taken_for_the_sandbox(clean_env):
         assert backend.console_url == f"http://127.0.0.1:{port}/console"
     finally:
         server.stop(0)
+
+
+# --- a cluster's settings, as a notebook user changes them ---------------------------------------
+
+
+@pytest.fixture
+def cluster(sandbox, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tls_backend import ClusterAdmin
+
+    admin = ClusterAdmin(sandbox, tmp_path / "certs")
+    try:
+        yield admin
+    finally:
+        admin.stop()
+
+
+def _backdated(path, seconds=10):
+    """As a file edited a while ago (a stamp that differs from the previous version's)."""
+    import os
+    import time
+
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return str(path)
+
+
+def test_a_tls_cluster_with_a_private_ca_registers_and_runs(clean_env, cluster):
+    from fastreg_magic import api
+
+    cfg = _backdated(cluster.config_file(clean_env / "cluster.yaml", ca=cluster.ca))
+    reg = api.fast_register(CELL, module="tls_flow", config_file=cfg, source_root=clean_env)
+    assert not reg.backend.is_sandbox and reg.backend.console_url == f"https://localhost:{cluster.port}/console"
+    run = reg.launch("plus_one", x=1).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 2}), run.error
+
+
+def test_a_config_file_fixed_in_place_counts_at_the_next_cell(clean_env, cluster):
+    """The CA file was the wrong one; the user fixes that line of the same file and re-runs."""
+    from flyteidl.admin import project_pb2
+
+    path = clean_env / "cluster.yaml"
+    cfg = _backdated(cluster.config_file(path, ca=cluster.wrong_ca), seconds=20)
+    with pytest.raises(BackendError) as caught:
+        config.connect(config.resolve_backend(config_file=cfg), "flytesnacks", "development")
+    assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message and "caCertFilePath" in caught.value.hint
+    cfg = _backdated(cluster.config_file(path, ca=cluster.ca))
+    backend = config.ensure_reachable(config.resolve_backend(config_file=cfg))
+    assert config.admin_client(backend).list_projects(project_pb2.ProjectListRequest()).projects
+
+
+@pytest.mark.parametrize("setting", ["missing CA file", "skip verification of a plaintext port", "no handshake"])
+def test_tls_settings_that_cannot_work_are_one_message(clean_env, cluster, sandbox, setting):
+    import threading
+
+    if setting == "missing CA file":
+        text = f"admin:\n  endpoint: dns:///localhost:{cluster.port}\n  caCertFilePath: {clean_env}/no-such-ca.pem\n"
+        expected = "No such file or directory"
+    elif setting == "skip verification of a plaintext port":
+        text = f"admin:\n  endpoint: dns:///localhost:{sandbox.port}\n  insecureSkipVerify: true\n"
+        expected = "WRONG_VERSION_NUMBER"
+    else:  # accepts the connection, never answers the handshake (a stuck load balancer)
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        held = []
+        threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(4)], daemon=True).start()
+        text = f"admin:\n  endpoint: dns:///localhost:{silent.getsockname()[1]}\n  insecureSkipVerify: true\n"
+        expected = "timed out"
+    (clean_env / "c.yaml").write_text(text)
+    with pytest.raises(BackendError) as caught:
+        config.connect(config.resolve_backend(config_file=str(clean_env / "c.yaml")), "flytesnacks", "development")
+    assert caught.value.message.startswith("Cannot open a TLS connection to Flyte backend localhost:")
+    assert expected in caught.value.message and "TLS settings" in caught.value.hint
+
+
+def test_endpoint_with_a_config_file_keeps_the_files_insecure_and_console(clean_env):
+    secure = _config_file(clean_env / "secure.yaml", endpoint="flyte.acme.io:443", console="https://ui.acme.io")
+    backend = config.resolve_backend(endpoint="localhost:8089", config_file=secure)
+    assert (backend.endpoint, backend.insecure) == ("localhost:8089", False)  # the file says TLS, loopback or not
+    assert backend.console_url == "https://ui.acme.io/console"
+    plain = _config_file(clean_env / "plain.yaml", endpoint="flyte.acme.io:80", insecure=True)
+    assert config.resolve_backend(endpoint="10.0.0.7:80", config_file=plain).insecure is True
+    assert config.resolve_backend(endpoint="https://10.0.0.7:443", config_file=plain).insecure is False  # said so
+
+
+def test_settings_of_a_config_file_no_longer_named_do_not_linger(clean_env, monkeypatch):
+    """flytekit remembers the first config file it found; an environment-only backend reads none."""
+    from flytekit.configuration import Config
+    from flytekit.configuration.file import get_config_file
+
+    named = _config_file(clean_env / "a.yaml", endpoint="a.acme.io:443", console="https://console-of-a.acme.io")
+    monkeypatch.setenv("FLYTECTL_CONFIG", named)
+    get_config_file.cache_clear()  # as in a kernel that imported flytekit while FLYTECTL_CONFIG was set:
+    Config.auto()  # flytekit's own code looks for a config file, and remembers the one it found
+    assert config.resolve_backend().console_url == "https://console-of-a.acme.io/console"
+    monkeypatch.delenv("FLYTECTL_CONFIG")
+    monkeypatch.setenv("FLYTE_PLATFORM_URL", "127.0.0.1:30080")
+    monkeypatch.setenv("FLYTE_PLATFORM_INSECURE", "true")
+    backend = config.resolve_backend()
+    assert backend.config_file is None and backend.console_url == "http://127.0.0.1:30080/console"
+
+
+def test_flytectl_config_naming_a_missing_file_is_an_error_not_the_sandbox(clean_env, monkeypatch):
+    monkeypatch.setenv("FLYTECTL_CONFIG", str(clean_env / "company-cluster.yaml"))
+    with pytest.raises(BackendError, match=r"FLYTECTL_CONFIG names .*company-cluster\.yaml, which does not exist"):
+        config.resolve_backend()
