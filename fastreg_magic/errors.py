@@ -11,6 +11,7 @@ its traceback.
      ├── UploadError         the archive could not be stored (refused, interrupted)
      ├── BackendError        Flyte could not be reached, or refused who we are
      ├── RegistrationError   Flyte refused an entity (unknown project, version conflict, ...)
+     │    └── VersionConflict    that version exists with a different structure
      ├── RunError            launching, watching or terminating a run failed
      ├── SandboxError        the embedded sandbox could not start or serve
      ├── NotYetSupported     a capability that is not built yet
@@ -63,6 +64,10 @@ class BackendError(FastRegError):
 
 class RegistrationError(FastRegError):
     """The backend refused an entity: unknown project/domain, version conflict, ..."""
+
+
+class VersionConflict(RegistrationError):
+    """The version is registered already, with a different structure (versions are immutable)."""
 
 
 class RunError(FastRegError):

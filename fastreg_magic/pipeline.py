@@ -26,7 +26,7 @@ from typing import Any, Callable, MutableMapping
 
 from fastreg_magic import api, register, specs, version_check
 from fastreg_magic import config as _config
-from fastreg_magic.errors import CollectError
+from fastreg_magic.errors import CollectError, VersionConflict
 
 MANIFEST_NAME = "fastreg-manifest.json"
 
@@ -120,15 +120,37 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     register.check_project_domain(client, options.project, options.domain)
     archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings)
     with api.timed(timings, "register"):
-        hydrated = [_hydrate(spec, options, stored.uri) for spec in prepared.specs]
-        if options.version:  # a content-derived version cannot hold a different structure
-            version_check.check_version_free(client, hydrated)
-        register.register_specs(client, hydrated, activate=options.activate)
+        try:
+            _register(client, prepared, options, stored.uri)
+        except VersionConflict:
+            if options.version:
+                raise
+            # Same files, yet another structure: a default computed when the module runs (a local
+            # file uploaded under a new name, datetime.now()). The version then covers the structure too.
+            prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True)
+            _register(client, prepared, options, stored.uri)
     reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
                         remote=remote)
     reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
     api._memo[key] = reg
     return reg
+
+
+def _register(client, prepared: Prepared, options: Options, archive_uri: str) -> None:
+    hydrated = [_hydrate(spec, options, archive_uri) for spec in prepared.specs]
+    if options.version:  # a content-derived version holds one structure, unless a default varies (above)
+        version_check.check_version_free(client, hydrated)
+    register.register_specs(client, hydrated, activate=options.activate)
+
+
+def _versioned_by_structure(prepared: Prepared) -> Prepared:
+    """``prepared`` under a version derived from its files and from what its specs hold."""
+    import hashlib
+
+    structure = hashlib.sha256()
+    for spec in prepared.specs:
+        structure.update(spec.proto.SerializeToString(deterministic=True))
+    return dataclasses.replace(prepared, version=api.derive_version(prepared.version, structure.hexdigest()))
 
 
 def _unscheduled(registered, options: Options, backend) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ import weakref
 from types import ModuleType
 from typing import Iterable, Sequence
 
-from fastreg_magic.errors import BackendError, FastRegError, RegistrationError
+from fastreg_magic.errors import BackendError, FastRegError, RegistrationError, VersionConflict
 from fastreg_magic.specs import DOMAIN_PLACEHOLDER, PROJECT_PLACEHOLDER, Spec, dependencies, identity_key
 
 # Creates in flight at once. Each waits a network round trip on a sender thread (flytekit's interceptors
@@ -326,7 +326,7 @@ def error_for(exc: BaseException, spec: Spec | None = None) -> FastRegError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return BackendError(f"The Flyte backend stopped answering while registering {what}: {details}", "Check that it is running, then re-run the cell.")
     if "different structure" in details.lower():
-        return RegistrationError(
+        return VersionConflict(
             f"{what} already exists with a different structure; FlyteAdmin says: {details}",
             "A registered version is immutable: drop --version to use the content-derived one, or pass a new --version.",
         )

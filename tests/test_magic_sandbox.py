@@ -614,3 +614,46 @@ def test_hand_written_config_of_the_sandbox_is_recognised(shell, sandbox, workdi
     assert reg.backend.label == f"embedded sandbox ({sandbox.endpoint})"
     assert all(e.url is None for e in reg.entities)
 
+
+
+def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(sandbox, tmp_path):
+    """A workflow default computed when the module runs (a local file, uploaded under a new name each
+    time): the same cell in a second kernel serializes another launch plan for the same files. It
+    gets a version of its own instead of FlyteAdmin's "different structure" refusal, and runs."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "greeting.txt").write_text("hello from a default file")
+    code = textwrap.dedent(
+        f"""
+        import json
+        from fastreg_magic import fast_register
+        source = '''
+        from flytekit import task, workflow
+        from flytekit.types.file import FlyteFile
+
+        @task
+        def head(ff: FlyteFile) -> str:
+            with open(ff) as handle:
+                return handle.read()
+
+        @workflow
+        def first_line(ff: FlyteFile = {str(tmp_path / "greeting.txt")!r}) -> str:
+            return head(ff=ff)
+        '''
+        reg = fast_register(source, module="default_file_flow", config_file={str(sandbox.config_file)!r},
+                            source_root={str(tmp_path)!r})
+        run = reg.launch("first_line").wait(timeout=300)
+        print(json.dumps([reg.version, run.phase, run.outputs]))
+        """
+    )
+    kernels = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+               for _ in range(2)]
+    results = []
+    for kernel in kernels:
+        assert kernel.returncode == 0, kernel.stderr[-3000:]
+        results.append(json.loads(kernel.stdout.strip().splitlines()[-1]))
+    (first, *ran_first), (second, *ran_second) = results
+    assert ran_first == ran_second == ["SUCCEEDED", {"o0": "hello from a default file"}]
+    assert first != second
