@@ -64,12 +64,12 @@ class LaunchForm(widgets.VBox):
             self.problems[field.name] = problem
             rows.append(
                 widgets.HBox(
-                    [editor, widgets.HTML(f"<span style='color:#757575'>{esc(note)}</span>"), problem],
+                    [editor, widgets.HTML(f"<span style='color:var(--jp-content-font-color2,#757575)'>{esc(note)}</span>"), problem],
                     layout=widgets.Layout(align_items="center"),
                 )
             )
         if not self.fields:
-            rows.append(widgets.HTML("<i style='color:#757575'>no inputs</i>"))
+            rows.append(widgets.HTML("<i style='color:var(--jp-content-font-color2,#757575)'>no inputs</i>"))
         self.launch_button = widgets.Button(description="Launch", button_style="primary", tooltip="Start a run with these inputs")
         self.launch_button.on_click(self.launch_clicked)
         self.message = widgets.HTML()

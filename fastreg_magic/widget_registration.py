@@ -48,7 +48,7 @@ class RegistrationWidget(widgets.VBox):
         if self.forms:
             children.append(self._forms_panel())
         elif not launchable:
-            children.append(widgets.HTML("<i style='color:#757575'>not registered (dry run or --serialize-to): nothing to launch</i>"))
+            children.append(widgets.HTML("<i style='color:var(--jp-content-font-color2,#757575)'>not registered (dry run or --serialize-to): nothing to launch</i>"))
         children.append(self.runs_box)
         super().__init__(children, **kwargs)
         self.add_class("fastreg-registration")

@@ -78,7 +78,7 @@ class RunView(widgets.VBox):
         )
         super().__init__(
             [bar, self.graph, self.node_table, self.outputs, self.error, self.relaunches],
-            layout=widgets.Layout(border="1px solid #e0e0e0", padding="4px 8px", margin="4px 0"),
+            layout=widgets.Layout(border="1px solid var(--jp-border-color2,#e0e0e0)", padding="4px 8px", margin="4px 0"),
             **kwargs,
         )
         self.add_class("fastreg-run")
@@ -132,7 +132,7 @@ class RunView(widgets.VBox):
         phase = run.phase  # read once: the run may be refreshed meanwhile
         done = phase in RUN_TERMINAL
         self.badge.value = badge_html(phase)
-        self.elapsed.value = f"<span class='fastreg-elapsed' style='color:#616161'>{duration_text(run.elapsed) or '0s'}</span>"
+        self.elapsed.value = f"<span class='fastreg-elapsed' style='color:var(--jp-content-font-color2,#616161)'>{duration_text(run.elapsed) or '0s'}</span>"
         self.outputs.value = outputs_html(run.outputs) if phase == "SUCCEEDED" else ""
         self.error.value = error_html(run.error)
         self.terminate_button.disabled = done or self.terminate_button.description != "Terminate"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import pprint
+import re
 from typing import Any, Iterable
 
 from fastreg_magic.runs_data import NOT_STARTED, NodeStatus
@@ -149,7 +150,7 @@ def _short_repr(value: Any, limit: int = 2000) -> str:
 def title_html(run_label: str, name: str | None, url: str | None) -> str:
     what = f"<b>{esc(short_name(run_label) or run_label)}</b>"
     if not name:
-        return f"{what} <span style='color:#757575'>launching…</span>"
+        return f"{what} <span style='color:var(--jp-content-font-color2,#757575)'>launching…</span>"
     ident = f"<code>{esc(name)}</code>"
     if url:
         ident = f'<a href="{esc(url)}" target="_blank" rel="noopener">{ident} ↗</a>'
@@ -160,21 +161,21 @@ def nodes_html(rows: Iterable[NodeStatus]) -> str:
     """The node table; the nodes inside a sub-workflow, dynamic task or map task are indented under it."""
     rows = list(rows)
     if not rows:
-        return "<i style='color:#757575'>no nodes yet</i>"
+        return "<i style='color:var(--jp-content-font-color2,#757575)'>no nodes yet</i>"
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in ("node", "task", "phase", "duration", "retries"))
     body = [_node_row(depth, r) for depth, r in flatten(rows)]
     return f"<table class='fastreg-nodes' style='{TABLE}'><tr>{head}</tr>{''.join(body)}</table>"
 
 
-_CACHED_HTML = " <span class='fastreg-cached' style='color:#757575' title='outputs from the task cache'>cached</span>"
+_CACHED_HTML = " <span class='fastreg-cached' style='color:var(--jp-content-font-color2,#757575)' title='outputs from the task cache'>cached</span>"
 
 
 def _node_row(depth: int, r: NodeStatus) -> str:
     task = esc(short_name(r.task))
     if r.child_run:  # a launch-plan node: name the run it started, and how to watch it
-        task += f" → run <code>{esc(r.child_run)}</code> <span style='color:#757575'>(<code>%flyte_watch {esc(r.child_run)}</code>)</span>"
+        task += f" → run <code>{esc(r.child_run)}</code> <span style='color:var(--jp-content-font-color2,#757575)'>(<code>%flyte_watch {esc(r.child_run)}</code>)</span>"
     if r.truncated:
-        task += " <i style='color:#757575'>(deeper nodes not shown)</i>"
+        task += " <i style='color:var(--jp-content-font-color2,#757575)'>(deeper nodes not shown)</i>"
     error = f" title='{esc(r.error)}'" if r.error else ""
     return (
         f"<tr class='fastreg-node' data-depth='{depth}' data-path='{esc(r.label)}' data-phase='{esc(r.phase)}'>"
@@ -201,23 +202,51 @@ def outputs_html(outputs: dict | None) -> str:
     return f"<div><b>outputs</b><table class='fastreg-outputs' style='{TABLE}'>{''.join(rows)}</table></div>"
 
 
+# Long values wrap instead of stretching the run view sideways.
+_WRAPPED = "margin:0;white-space:pre-wrap;overflow-wrap:anywhere"
+
+
 def _value_html(value: Any) -> str:
-    text = _short_repr(value)
     if isinstance(value, str) and value.startswith(("http://", "https://")):
         return f'<a href="{esc(value)}" target="_blank" rel="noopener">{esc(value)}</a>'
-    if "\n" in text:
-        return f"<pre style='margin:0'>{esc(text)}</pre>"
+    text = _shown_text(value)
+    if "\n" in text or len(text) > 100:
+        return f"<pre style='{_WRAPPED}'>{esc(text)}</pre>"
     return f"<code>{esc(text)}</code>"
 
 
+def _shown_text(value: Any, limit: int = 2000) -> str:
+    """A long or multi-line string as itself (copied, it is the value: pprint would cut it into
+    quoted pieces with escaped line breaks); anything else, short strings included, as its repr."""
+    if isinstance(value, str) and ("\n" in value or len(value) > 100):
+        return value if len(value) <= limit else value[: limit - 1] + "…"
+    return _short_repr(value, limit)
+
+
 def error_html(error: str | None) -> str:
+    """The error's one-line cause first, then the whole text; readable in light and dark themes."""
     if not error:
         return ""
+    summary = error_summary(error)
+    cause = f" <span class='fastreg-error-summary'>{esc(summary)}</span>" if summary and summary != error.strip() else ""
     return (
-        "<div class='fastreg-error'><b style='color:#c62828'>error</b>"
-        "<pre style='white-space:pre-wrap;background:#fff5f5;border-left:3px solid #c62828;padding:6px;"
-        f"max-height:24em;overflow:auto'>{esc(error)}</pre></div>"
+        f"<div class='fastreg-error'><b style='color:var(--jp-error-color1,#c62828)'>error</b>{cause}"
+        "<pre style='white-space:pre-wrap;color:var(--jp-content-font-color1,#212121);"
+        "background:var(--jp-rendermime-error-background,#fff5f5);border-left:3px solid var(--jp-error-color1,#c62828);"
+        f"padding:6px;max-height:24em;overflow:auto'>{esc(error)}</pre></div>"
     )
+
+
+_EXCEPTION_LINE = re.compile(r"(?m)^\s*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")
+
+
+def error_summary(error: str) -> str:
+    """What went wrong in one line: the last exception line of a traceback, else the last line."""
+    found = _EXCEPTION_LINE.findall(error)
+    if found:
+        return found[-1].strip()
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def connection_html(problem: str | None) -> str:
@@ -277,7 +306,7 @@ def timings_text(timings) -> str:
 
 def registration_header_html(reg) -> str:
     rows = "".join(
-        f"<tr><td style='padding:1px 8px;color:#616161'>{esc(k)}</td><td style='padding:1px 8px'>{esc(v)}</td></tr>"
+        f"<tr><td style='padding:1px 8px;color:var(--jp-content-font-color2,#616161)'>{esc(k)}</td><td style='padding:1px 8px'>{esc(v)}</td></tr>"
         for k, v in registration_facts(reg)
         if k not in ("module", "version")  # the title line shows them
     )
@@ -304,7 +333,7 @@ def entities_html(reg) -> str:
         name = f"<code>{esc(ref.name)}</code>"
         if ref.url:
             name = f'<a href="{esc(ref.url)}" target="_blank" rel="noopener">{name} ↗</a>'
-        rows.append(f"<tr><td style='padding:1px 8px;color:#616161'>{esc(ref.kind.replace('_', ' '))}</td><td>{name}</td></tr>")
+        rows.append(f"<tr><td style='padding:1px 8px;color:var(--jp-content-font-color2,#616161)'>{esc(ref.kind.replace('_', ' '))}</td><td>{name}</td></tr>")
     return f"<table class='fastreg-entities' style='{TABLE}'>{''.join(rows)}</table>"
 
 

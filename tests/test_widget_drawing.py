@@ -127,6 +127,26 @@ def test_outputs_show_files_as_paths_and_urls_as_links():
     assert "/tmp/sandbox/model.bin" in html
 
 
+def test_long_and_multi_line_strings_show_as_the_text_they_are():
+    report = "line one\n" + "x" * 500
+    html = outputs_html({"report": report, "label": "ok"})
+    shown = re.search(r"<pre[^>]*>(.*?)</pre>", html, re.S).group(1)
+    assert shown == report  # copied from the view, it is the value: no quotes, no escaped line breaks
+    assert "overflow-wrap:anywhere" in html  # wraps instead of stretching the view sideways
+    assert "<code>&#x27;ok&#x27;</code>" in html  # a short string keeps its quotes: '3' is not 3
+
+
+def test_an_error_shows_its_cause_first_and_reads_in_any_theme():
+    error = ("Traceback (most recent call last):\n  File \"flows.py\", line 3, in picky\n"
+             "    raise ValueError('x must not be positive')\nValueError: x must not be positive\n\nUser error.")
+    html = error_html(error)
+    summary = re.search(r"fastreg-error-summary'>(.*?)</span>", html).group(1)
+    assert summary == "ValueError: x must not be positive"
+    assert html.index(summary) < html.index("Traceback")
+    pre_style = re.search(r"<pre style='([^']*)'", html).group(1)
+    assert "color:var(--jp-content-font-color1" in pre_style and "background:var(--jp-rendermime-error-background" in pre_style
+
+
 def fake_run(**over):
     base = dict(
         name="abc123", project="flytesnacks", domain="development", label="pipe.wf", phase="SUCCEEDED",
