@@ -112,8 +112,11 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     if cached is not None:  # same content, same place: nothing to upload or create
         prepared = load(prepared, options, namespace, timings)
         timings.update(upload=0.0, register=0.0)
+        # The release's runs are one list, shared: the re-run cell's view shows the runs started from
+        # the one it replaces (those still going too, with their Terminate button), and vice versa.
         return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
-                                   registered=False, timings=dict(timings), lifted=module_source.lifted, runs=[])
+                                   registered=False, timings=dict(timings), lifted=module_source.lifted,
+                                   runs=cached.runs)
     backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
     remote = _config.connect(backend, options.project, options.domain)
     client = _config.admin_client(backend)

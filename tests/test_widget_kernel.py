@@ -228,6 +228,8 @@ def test_the_magic_cell_shows_the_widget_whose_launch_button_runs_the_workflow(k
 
     displayed_widget(kernel, kernel.run(cell), "again")  # the same cell, unchanged
     assert "unchanged: nothing uploaded or registered" in kernel.eval("again.header.value")
+    # the re-run cell's view still shows the run started from the view it replaced
+    assert kernel.eval("[v.run.name for v in again.run_views]") == [kernel.eval("mw.run_views[0].run.name")]
 
 
 def test_several_runs_at_once_each_follow_their_own_run(kernel):
