@@ -90,9 +90,15 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+_MAP_TASK = re.compile(r"map_(?P<task>.+)_[0-9a-f]{32}-arraynode")
+
+
 def short_name(name: str | None) -> str:
-    """``pipeline.train`` -> ``train``: the module is the same for every node of a cell."""
-    return (name or "").rsplit(".", 1)[-1]
+    """``pipeline.train`` -> ``train``: the module is the same for every node of a cell; flytekit's
+    ``pipeline.map_square_<hash>-arraynode`` -> ``map_task(square)``."""
+    short = (name or "").rsplit(".", 1)[-1]
+    mapped = _MAP_TASK.fullmatch(short)
+    return f"map_task({mapped.group('task')})" if mapped else short
 
 
 # ---------------------------------------------------------------------------------------------

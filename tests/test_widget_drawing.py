@@ -127,6 +127,12 @@ def test_outputs_show_files_as_paths_and_urls_as_links():
     assert "/tmp/sandbox/model.bin" in html
 
 
+def test_a_map_task_node_shows_the_task_it_maps():
+    rows = [NodeStatus("n0", "flows.map_square_6b3bd0353da5de6e84d7982921ead2b3-arraynode", "SUCCEEDED")]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", nodes_html(rows))
+    assert cells[1] == "map_task(square)"
+
+
 def test_long_and_multi_line_strings_show_as_the_text_they_are():
     report = "line one\n" + "x" * 500
     html = outputs_html({"report": report, "label": "ok"})
