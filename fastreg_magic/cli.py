@@ -8,13 +8,20 @@
 Each entry of ``COMMANDS`` names a module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; the module is imported only when its command runs, so
 ``fastreg --help`` stays fast.
+
+Every failure is one line on stderr (what went wrong, what to do) and exit status 1; a usage
+error is argparse's, with status 2. An unexpected exception is a bug: one line too, unless
+``FASTREG_TRACEBACK=1`` asks for its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+TRACEBACK_ENV = "FASTREG_TRACEBACK"  # set (to anything) to see the traceback of an unexpected error
 
 COMMANDS = {
     "sandbox": ("fastreg_magic.sandbox.command", "run the embedded Flyte sandbox on loopback (foreground)"),
@@ -54,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+        except Exception as err:  # a bug of ours: still one line, with the way to the traceback
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            text = " ".join(str(err).split())
+            print(f"fastreg {argv[0]}: unexpected {type(err).__name__}{': ' + text if text else ''}. "
+                  f"This is a bug in fastreg: re-run with {TRACEBACK_ENV}=1 for the traceback, and report it.",
+                  file=sys.stderr)
+            return 1
     parser.parse_args(argv)  # prints usage / errors
     return 2
 

@@ -8,21 +8,41 @@
 launch plan, in registration order), the archive ``fast<digest>.tar.gz`` and ``fastreg-manifest.json``;
 it registers nothing. A notebook with several ``%%flyte_fast`` cells gets one sub-directory per cell.
 For a notebook, the cells before each ``%%flyte_fast`` cell are executed in a real IPython shell
-first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter.
-``register-files`` uploads each archive and registers the files.
+first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter; as with
+Jupyter's "Run All", the first failing cell stops it.
+
+Serializing into DIR leaves exactly what that run wrote: everything is written to a staging folder,
+and only once every cell has serialized does it replace what earlier serializations wrote there
+(their .pb files, archive and manifest, and their cellNNN folders; files fastreg did not write stay).
+A failure leaves DIR as it was. ``register-files`` checks every folder first (a damaged manifest or
+archive, .pb files its manifest does not list, a release next to cell folders are refused), then
+uploads each archive and registers the files. Every failure is one line naming the file (and line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
+import shutil
 import tarfile
+import tempfile
+import traceback
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastreg_magic import register, specs, version_check
-from fastreg_magic.errors import CollectError, FastRegError, RegistrationError
+from fastreg_magic.errors import CollectError, FastRegError, PackageError, RegistrationError, VersionConflict
 
 MAGIC_PREFIX = "%%flyte_fast"
+MANIFEST = "fastreg-manifest.json"  # pipeline.MANIFEST_NAME, without importing the pipeline (and flytekit)
+CELL_FOLDER = re.compile(r"cell\d{3,}")  # serialize's folder per %%flyte_fast cell: cell000, cell001, ...
+ARCHIVE_NAME = re.compile(r"fast[0-9a-f]+\.tar\.gz")  # the archive write_serialized names
+PB_NAME = re.compile(r"\d+_.+_[123]\.pb")  # specs.write_specs' file names
+DONE_HINT = "Nothing was written; fix it and re-run `fastreg serialize`."
 
 
 # ---------------------------------------------------------------- fastreg serialize
@@ -42,15 +62,19 @@ def run_serialize(args) -> int:
     source = Path(args.source).expanduser().resolve()
     if not source.is_file():
         raise CollectError(f"{args.source} does not exist.", "Pass a notebook (.ipynb) or a Python module (.py).")
-    output = Path(args.output).expanduser().resolve()
-    if source.suffix == ".ipynb":
-        results = serialize_notebook(source, output)
-    elif source.suffix == ".py":
-        results = [serialize_module(source, output, args)]
-    else:
+    if source.suffix not in (".ipynb", ".py"):
         raise CollectError(f"{source.name} is neither a notebook nor a Python module.", "Pass a .ipynb or a .py file.")
+    output = Path(args.output).expanduser().resolve()
+    # Everything is written to a staging folder first and moved into DIR only once every cell has
+    # serialized: a failing cell leaves DIR as it was, never half-written.
+    with staged_output(output, args.output) as staging:
+        if source.suffix == ".ipynb":
+            results = serialize_notebook(source, staging)
+        else:
+            results = [serialize_module(source, staging, args)]
     for folder, reg in results:
-        print(f"{folder}: module {reg.module}, version {reg.version}, {len(reg.entities)} entities, {len(reg.files)} files")
+        shown = output / folder.relative_to(staging)
+        print(f"{shown}: module {reg.module}, version {reg.version}, {len(reg.entities)} entities, {len(reg.files)} files")
     return 0
 
 
@@ -73,8 +97,16 @@ def serialize_module(path: Path, output: Path, args):
         activate=False,
     )
     module_source = collect.module_from_file(path)
-    reg = pipeline.run_module(module_source, options, namespace=None, dry_run=False, serialize_to=output,
-                              backend_fn=_no_backend, timings={}, module_file=path)
+    try:
+        reg = pipeline.run_module(module_source, options, namespace=None, dry_run=False, serialize_to=output,
+                                  backend_fn=_no_backend, timings={}, module_file=path)
+    except FastRegError:
+        raise
+    except Exception as exc:
+        raised = _raised_by_module(exc, module_source, path.name, source_root)
+        if raised is None:
+            raise
+        raise raised from exc
     return output, reg
 
 
@@ -82,15 +114,66 @@ def _no_backend():  # pragma: no cover - serialize never asks for a backend
     raise AssertionError("serialize does not talk to a backend")
 
 
+def _one_line(exc: BaseException) -> str:
+    """``RuntimeError: boom.``, on one line whatever the message holds, ended as a sentence."""
+    text = " ".join(str(exc.msg if isinstance(exc, SyntaxError) and exc.msg else exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if line.endswith((".", "!", "?")) else line + "."
+
+
+def _raised_by_module(exc: Exception, module_source, where: str, source_root: Path,
+                      line_offset: int = 0) -> CollectError | None:
+    """The module's own code failing while it runs (``raise`` at module level, a failing import, a
+    local module raising as it is imported) as one line naming the file and line; None when the
+    error did not come from running the module (a bug of ours, which keeps its traceback).
+
+    ``where`` names the module's source (``flows.py``, ``Cell 3 of nb.ipynb``); ``line_offset`` is
+    added to its line numbers (a cell's first line is its ``%%flyte_fast`` line).
+    """
+    from fastreg_magic import api
+
+    generated = str(api.module_dir() / f"{module_source.name}.py")
+    frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
+    if not any(filename == generated for filename, _ in frames):
+        return None
+    root = str(Path(source_root).resolve())
+
+    def is_users(filename: str) -> bool:
+        if filename == generated:
+            return True
+        inside = filename[len(root):]
+        return filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside
+
+    place = None
+    if isinstance(exc, SyntaxError) and exc.filename and is_users(exc.filename) and exc.filename != generated:
+        place = f"{_relative(exc.filename, root)} line {exc.lineno}"  # a local module that does not compile
+    else:
+        filename, lineno = [(f, n) for f, n in frames if is_users(f)][-1]
+        if filename != generated:
+            place = f"{_relative(filename, root)} line {lineno} (imported by {where})"
+        else:
+            line = module_source.cell_line(lineno)
+            place = f"{where}{',' if line_offset else ''} line {line + line_offset}" if line is not None \
+                else f"{where} (in code carried over from an earlier cell)"
+    return CollectError(f"{place}: {_one_line(exc)}", DONE_HINT)
+
+
+def _relative(filename: str, root: str) -> str:
+    try:
+        return Path(filename).relative_to(root).as_posix()
+    except ValueError:
+        return filename
+
+
 def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:
     """``(index, options line, body)`` of every ``%%flyte_fast`` code cell, and the code cells before them."""
     try:
         cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CollectError(f"{notebook} is not a readable notebook: {exc}", "Pass a Jupyter .ipynb file.") from exc
     found = []
     for index, cell in enumerate(cells):
-        if cell.get("cell_type") != "code":
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         text = "".join(cell.get("source", "")) if isinstance(cell.get("source"), list) else cell.get("source", "")
         first, _, body = text.lstrip().partition("\n")
@@ -102,7 +185,11 @@ def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:
 
 
 def serialize_notebook(notebook: Path, output: Path) -> list:
-    """Run the notebook's code cells up to its last ``%%flyte_fast`` cell; serialize each of those cells."""
+    """Run the notebook's code cells up to its last ``%%flyte_fast`` cell; serialize each of those cells.
+
+    Like Jupyter's "Run All", the first cell that fails stops it: the cells after it would only
+    fail on the names it did not define.
+    """
     cells = magic_cells(notebook)
     magic_indexes = [i for i, (_, line, _) in enumerate(cells) if line is not None]
     if not magic_indexes:
@@ -111,11 +198,48 @@ def serialize_notebook(notebook: Path, output: Path) -> list:
     results = []
     for index, line, body in cells[: magic_indexes[-1] + 1]:
         if line is None:
-            shell.run_cell(body, silent=True, store_history=True)  # earlier cells: their names feed lifting
+            _run_earlier_cell(shell, body, notebook, index)  # earlier cells: their names feed lifting
             continue
         folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
         results.append((folder, _serialize_cell(magics, line, body, folder, notebook, index)))
     return results
+
+
+_SHOW_ERROR = ("showtraceback", "showsyntaxerror", "showindentationerror")
+
+
+def _run_earlier_cell(shell, body: str, notebook: Path, index: int) -> None:
+    """Run a plain cell as Jupyter would; its failure is one line naming the cell, line and error."""
+    for name in _SHOW_ERROR:  # the error is reported below, once, rather than as IPython's traceback
+        setattr(shell, name, lambda *args, **kwargs: None)
+    try:
+        result = shell.run_cell(body, silent=True, store_history=True)
+    finally:
+        for name in _SHOW_ERROR:
+            shell.__dict__.pop(name, None)
+    error = result.error_before_exec or result.error_in_exec
+    if error is None:
+        return
+    line = _cell_line(error)
+    at = f", line {line}," if line else ""
+    raise CollectError(
+        f"Cell {index} of {notebook.name}{at} failed: {_one_line(error)}",
+        "Fix that cell (the %%flyte_fast cells after it may need what it defines) and re-run "
+        "`fastreg serialize`; nothing was written.",
+    )
+
+
+def _cell_line(error: BaseException) -> int | None:
+    """The line of the cell's own code where ``error`` arose (its call into other code, if it was raised there)."""
+    if isinstance(error, SyntaxError):
+        return error.lineno
+    import IPython
+
+    ipython_dir = str(Path(IPython.__file__).parent)
+    frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(error.__traceback__)]
+    cell = next((f for f, _ in frames if not f.startswith(ipython_dir)), None)
+    lines = [n for f, n in frames if f == cell]
+    return lines[-1] if lines else None
 
 
 def _notebook_shell(notebook: Path):
@@ -148,6 +272,158 @@ def _serialize_cell(magics, line: str, body: str, folder: Path, notebook: Path, 
         return api.fast_register(body, namespace=magics.shell.user_ns, serialize_to=folder, **options)
     except FastRegError as err:
         raise type(err)(f"Cell {index} of {notebook.name}: {err.message}", err.hint) from err
+    except Exception as exc:
+        raised = _cell_raised(exc, body, options, magics.shell.user_ns, f"Cell {index} of {notebook.name}")
+        if raised is None:
+            raise
+        raise raised from exc
+
+
+def _cell_raised(exc: Exception, body: str, options: dict, namespace, where: str) -> CollectError | None:
+    """The cell's module failing as it runs, as one line (see ``_raised_by_module``)."""
+    from fastreg_magic import collect
+
+    try:  # the module the cell became, again: it maps the module's lines back to the cell's
+        module_source = collect.module_from_cell(body, options["module"], namespace)
+    except Exception:  # noqa: BLE001 - it was built once already; without it, no line number
+        return CollectError(f"{where}: {_one_line(exc)}", DONE_HINT)
+    # The cell's body starts on its second line, below %%flyte_fast.
+    return _raised_by_module(exc, module_source, where, Path(options["source_root"]), line_offset=1)
+
+
+# ---------------------------------------------------------------- the output folder
+
+
+@contextlib.contextmanager
+def staged_output(output: Path, shown: str | None = None):
+    """A fresh staging folder to serialize into; on success its content replaces what earlier
+    serializations left in ``output``; on any failure ``output`` is left as it was.
+
+    Checked before anything runs: ``output`` can be created and written, and holds no ``.pb`` files
+    that a serialization of fastreg did not write (they would be registered with ours).
+    """
+    shown = shown or str(output)
+    created = _make_folder(output, shown)
+    try:
+        _refuse_foreign_files(output)
+        staging = Path(tempfile.mkdtemp(prefix="fastreg-serialize-"))
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        yield staging
+        install(staging, output)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _make_folder(output: Path, shown: str) -> list[Path]:
+    """Create ``output`` (and its missing parents); returns the folders created, innermost first."""
+    created = [p for p in [output, *output.parents] if not p.exists() and not p.is_symlink()]
+    if output.exists() and not output.is_dir():
+        raise PackageError(f"-o {shown} is a file, not a directory.",
+                           "Pass a directory to -o; it is created if missing.")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        _remove_empty(created)
+        raise PackageError(f"cannot write to the output directory {shown} ({_reason(err)}).",
+                           "Pass -o a directory you can write to.") from err
+    return created
+
+
+def _reason(err: OSError) -> str:
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename:
+        return f"{err.filename} is a file"
+    return err.strerror or str(err)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def release_files(folder: Path) -> list[Path] | None:
+    """The files of the serialized release in ``folder`` (its .pb files, archive, manifest last), as
+    far as they can be told from files fastreg did not write; None if it holds no manifest."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        manifest = None
+    manifest = manifest if isinstance(manifest, dict) else {}
+    listed = manifest.get("files")
+    if isinstance(listed, list):  # the manifest names its .pb files
+        pbs = [folder / name for name in listed if isinstance(name, str) and PB_NAME.fullmatch(name)]
+    else:  # written before manifests listed them, when every .pb beside the manifest was the release's
+        pbs = [p for p in folder.glob("*.pb") if PB_NAME.fullmatch(p.name)]
+    archive = manifest.get("archive")
+    archives = [folder / archive] if isinstance(archive, str) and ARCHIVE_NAME.fullmatch(archive) else []
+    return [p for p in pbs + archives if p.is_file()] + [manifest_path]
+
+
+def clear_releases(output: Path) -> None:
+    """Remove what earlier serializations wrote into ``output``: its release, and its cellNNN
+    folders' releases (a folder left empty goes too). Files fastreg did not write stay."""
+    for path in release_files(output) or ():
+        path.unlink(missing_ok=True)
+    for sub in sorted(output.iterdir()) if output.is_dir() else ():
+        if CELL_FOLDER.fullmatch(sub.name) and sub.is_dir() and not sub.is_symlink():
+            for path in release_files(sub) or ():
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+
+
+def _refuse_foreign_files(output: Path) -> None:
+    """``.pb`` files in ``output`` (or a cellNNN folder of it) that no release of fastreg wrote."""
+    for folder in [output, *(p for p in sorted(output.iterdir()) if CELL_FOLDER.fullmatch(p.name) and p.is_dir())]:
+        ours = set(release_files(folder) or ())
+        foreign = sorted(p.name for p in folder.glob("*.pb") if p not in ours)
+        if foreign:
+            names = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise PackageError(
+                f"{folder} holds .pb files that `fastreg serialize` did not write ({names}); they would be "
+                "registered with this release.",
+                "Pass -o a new or empty directory, or remove them.",
+            )
+
+
+def install(staged: Path, output: Path) -> None:
+    """Replace what earlier serializations left in ``output`` with the release(s) in ``staged``
+    (its files, and its sub-folders' files). Each folder's manifest is moved last, so an
+    interrupted install leaves no folder that register-files would take for a release."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        clear_releases(output)
+        folders = [(staged, output)] + [(d, output / d.name) for d in sorted(staged.iterdir()) if d.is_dir()]
+        for source_dir, target_dir in folders:
+            target_dir.mkdir(exist_ok=True)
+            files = sorted((p for p in source_dir.iterdir() if p.is_file()), key=lambda p: (p.name == MANIFEST, p.name))
+            for path in files:
+                _move(path, target_dir / path.name)
+    except OSError as err:
+        raise PackageError(f"cannot write the serialized files to {output} ({_reason(err)}).",
+                           "Pass -o a directory you can write to.") from err
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError:  # another file system: copy next to the target, then rename over it
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
 
 
 # ---------------------------------------------------------------- fastreg register-files
@@ -168,43 +444,116 @@ def add_register_files_arguments(parser: argparse.ArgumentParser) -> None:
 def run_register_files(args) -> int:
     from fastreg_magic import config
 
-    folders = serialized_folders(Path(args.directory))
+    # Every folder is checked before the backend is asked anything: a damaged one registers nothing.
+    releases = [load_release(folder) for folder in serialized_folders(Path(args.directory))]
     backend = config.ensure_reachable(config.resolve_backend(endpoint=args.endpoint, config_file=args.config))
-    for folder in folders:
+    for release in releases:
+        folder = release.folder
         version, count = register_folder(
             folder, backend, project=args.project, domain=args.domain, service_account=args.service_account,
             raw_output_prefix=args.raw_output_prefix, distribution_dir=args.additional_distribution_dir,
-            activate=args.activate,
+            activate=args.activate, release=release,
         )
         print(f"{folder}: registered {count} entities as version {version} in {args.project}/{args.domain} on {backend.label}")
     return 0
 
 
 def serialized_folders(directory: Path) -> list[Path]:
-    from fastreg_magic.pipeline import MANIFEST_NAME
-
     directory = directory.expanduser().resolve()
-    if (directory / MANIFEST_NAME).is_file():
+    if not directory.is_dir():
+        raise RegistrationError(
+            f"{directory} {'is not a directory' if directory.exists() else 'does not exist'}.",
+            "Pass the directory written by `fastreg serialize NOTEBOOK.ipynb|MODULE.py -o DIR`.",
+        )
+    # Hidden folders are no releases (a copy in progress, an editor's backup).
+    found = sorted(p.parent for p in directory.glob(f"*/{MANIFEST}") if not p.parent.name.startswith("."))
+    if (directory / MANIFEST).is_file():
+        if found:
+            names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
+            raise RegistrationError(
+                f"{directory} holds both a serialized release ({MANIFEST}) and folders of releases ({names}); "
+                "it is unclear which to register.",
+                f"Re-run `fastreg serialize ... -o {directory}` (it clears what earlier runs left there), "
+                "or pass one of the folders.",
+            )
         return [directory]
-    found = sorted(p.parent for p in directory.glob(f"*/{MANIFEST_NAME}"))
     if not found:
         raise RegistrationError(
-            f"{directory} holds no serialized release ({MANIFEST_NAME} not found).",
+            f"{directory} holds no serialized release ({MANIFEST} not found).",
             "Create it with `fastreg serialize NOTEBOOK.ipynb|MODULE.py -o DIR`.",
         )
     return found
 
 
-def register_folder(folder: Path, backend, *, project, domain, service_account=None, raw_output_prefix=None,
-                    distribution_dir=None, activate=False) -> tuple[str, int]:
-    """Validate, upload and register one serialized release; nothing is created if anything is off."""
-    from fastreg_magic import config, pipeline
+_MANIFEST_KEYS = {"module": str, "version": str, "archive": str, "digest": str, "destination_dir": str}
 
-    manifest = json.loads((folder / pipeline.MANIFEST_NAME).read_text())
+
+def read_manifest(folder: Path) -> dict:
+    """The folder's manifest, checked: a damaged one is a one-line RegistrationError."""
+    path = folder / MANIFEST
+
+    def damaged(why: str) -> RegistrationError:
+        return RegistrationError(f"{path} is damaged ({why}).", "Re-run `fastreg serialize` into this directory.")
+
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise RegistrationError(f"cannot read {path} ({err.strerror or err}).", "Check its permissions.") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise damaged(f"not valid JSON: {err}") from err
+    if not isinstance(manifest, dict):
+        raise damaged("not a JSON object")
+    missing = sorted(k for k, kind in _MANIFEST_KEYS.items()
+                     if not isinstance(manifest.get(k), kind) or (not manifest[k] and k != "destination_dir"))
+    if missing:
+        raise damaged(f"missing {', '.join(missing)}")
+    if not ARCHIVE_NAME.fullmatch(manifest["archive"]):
+        raise damaged(f"the archive {manifest['archive']!r} is not one `fastreg serialize` writes")
+    images = manifest.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise damaged("images is not a list of names")
+    listed = manifest.get("files")
+    if listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise damaged("files is not a list of names")
+        present = sorted(p.name for p in folder.glob("*.pb"))
+        if present != sorted(listed):
+            extra = sorted(set(present) - set(listed))
+            gone = sorted(set(listed) - set(present))
+            what = f"{', '.join(extra)} not written by it" if extra else f"{', '.join(gone)} missing"
+            raise RegistrationError(
+                f"{folder} does not hold the .pb files its manifest lists ({what}).",
+                "Re-run `fastreg serialize` into this directory, or remove the files it did not write.",
+            )
+    return manifest
+
+
+@dataclass(frozen=True)
+class Release:
+    """A serialized folder, read and checked: its manifest, entity specs and archive."""
+
+    folder: Path
+    manifest: dict
+    specs: tuple
+    archive: object  # package.Archive
+
+
+def load_release(folder: Path) -> Release:
+    """Read and check a serialized folder; a damaged one is a one-line RegistrationError."""
+    manifest = read_manifest(folder)
     serialized = specs.read_specs(folder)
     if not serialized:
         raise RegistrationError(f"{folder} holds no .pb files.", "Re-run `fastreg serialize`.")
-    archive = _archive_of(folder / manifest["archive"], manifest["digest"])
+    return Release(folder, manifest, serialized, _archive_of(folder / manifest["archive"], manifest["digest"]))
+
+
+def register_folder(folder: Path, backend, *, project, domain, service_account=None, raw_output_prefix=None,
+                    distribution_dir=None, activate=False, release: Release | None = None) -> tuple[str, int]:
+    """Validate, upload and register one serialized release; nothing is created if anything is off."""
+    from fastreg_magic import config, pipeline
+
+    release = release or load_release(folder)
+    manifest, serialized, archive = release.manifest, release.specs, release.archive
     remote = config.connect(backend, project, domain)
     client = config.admin_client(backend)
     register.check_project_domain(client, project, domain)
@@ -216,10 +565,26 @@ def register_folder(folder: Path, backend, *, project, domain, service_account=N
     )
     stored = pipeline.upload_archive(archive, options, remote)
     hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in serialized]
-    # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
-    version_check.check_version_free(client, hydrated)
-    register.register_specs(client, hydrated, activate=activate)
+    try:
+        # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
+        version_check.check_version_free(client, hydrated)
+        register.register_specs(client, hydrated, activate=activate)
+    except RegistrationError as err:
+        if not _is_conflict(err):
+            raise
+        # Here the version is the folder's, fixed by `fastreg serialize`: only a new serialization changes it.
+        raise VersionConflict(
+            err.message,
+            f"A registered version is immutable, and this folder's version comes from `fastreg serialize`: register "
+            "it with the same --additional-distribution-dir, --service-account and --raw-output-prefix as before, "
+            "or re-run `fastreg serialize` with --version NEW and register that.",
+        ) from err
     return manifest["version"], len(hydrated)
+
+
+def _is_conflict(err: RegistrationError) -> bool:
+    """A version registered already with another structure (version_check says so in words)."""
+    return isinstance(err, VersionConflict) or "different structure" in err.message
 
 
 def _archive_of(path: Path, digest: str):
@@ -227,7 +592,10 @@ def _archive_of(path: Path, digest: str):
 
     if not path.is_file():
         raise RegistrationError(f"The archive {path} is missing.", "Re-run `fastreg serialize` into this directory.")
-    with tarfile.open(path, "r:gz") as tar:
-        members = tuple(m.name for m in tar.getmembers() if m.isfile())
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = tuple(m.name for m in tar.getmembers() if m.isfile())
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise RegistrationError(f"The archive {path} is damaged ({err or type(err).__name__}).",
+                                "Re-run `fastreg serialize` into this directory.") from err
     return package.Archive(path=path, digest=digest, size=path.stat().st_size, members=members)
-

@@ -424,23 +424,38 @@ def _fileset_names(fileset) -> list[str]:
 
 
 def write_serialized(prepared: Prepared, options: Options, archive, folder: Path) -> str:
-    """Write ``NN_<name>_<k>.pb`` files, the archive and a manifest into ``folder``; return the archive's URI."""
+    """Write ``NN_<name>_<k>.pb`` files, the archive and a manifest into ``folder``; return the archive's URI.
+
+    What earlier serializations wrote into ``folder`` (its release, its cellNNN folders' releases) is
+    replaced, other files are left alone. The files are written to a staging folder first and moved
+    in with the manifest last: a failure leaves no folder that ``register-files`` would accept.
+    """
+    import tempfile
+
+    from fastreg_magic import files
+    from fastreg_magic.errors import PackageError
+
     folder = Path(folder).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in list(folder.glob("*.pb")) + [folder / MANIFEST_NAME]:
-        stale.unlink(missing_ok=True)  # a previous serialization must not leak into this one
-    specs.write_specs(prepared.specs, folder)
     archive_name = f"fast{archive.digest}.tar.gz"
-    if Path(archive.path).resolve() != folder / archive_name:
-        shutil.copyfile(archive.path, folder / archive_name)
-    manifest = {
-        "module": options.module,
-        "version": prepared.version,
-        "archive": archive_name,
-        "digest": archive.digest,
-        "destination_dir": options.destination_dir,
-        "images": list(prepared.images),
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-    }
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    staging = Path(tempfile.mkdtemp(prefix="fastreg-serialize-"))
+    try:
+        written = specs.write_specs(prepared.specs, staging)
+        shutil.copyfile(archive.path, staging / archive_name)
+        manifest = {
+            "module": options.module,
+            "version": prepared.version,
+            "archive": archive_name,
+            "digest": archive.digest,
+            "destination_dir": options.destination_dir,
+            "images": list(prepared.images),
+            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "files": [path.name for path in written],  # so a later serialization removes exactly these
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        files.install(staging, folder)
+    except OSError as err:
+        raise PackageError(f"cannot write the serialized files to {folder} ({err.strerror or err}).",
+                           "Pass a directory you can write to.") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return (folder / archive_name).as_uri()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -183,3 +184,197 @@ def test_register_files_refuses_a_taken_version_before_creating_anything(project
     assert "pinned_flows.greet" in result.stderr and "--version" in result.stderr
     with pytest.raises(Exception, match="added"):
         remote.fetch_task(name="pinned_flows.added", version="pinned-7")
+
+
+# ---------------------------------------------------------------- failures: one line, nothing wrong registered
+
+
+def one_line(result) -> str:
+    """The single line a failing command printed on stderr (no traceback, nothing else)."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TASK_CELL = "%%flyte_fast -m {module}\nfrom flytekit import task\n\n@task\ndef {name}(x: int) -> int:\n    return x\n"
+
+
+def test_reserializing_into_a_folder_replaces_what_the_earlier_run_wrote(project, tmp_path, sandbox, remote):
+    first = TASK_CELL.format(module="stale_first", name="one")
+    second = TASK_CELL.format(module="stale_second", name="two")
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "v1.ipynb", [first]), "-o", out)
+    assert (out / MANIFEST_NAME).is_file()
+    (out / "notes.txt").write_text("mine")  # not fastreg's: stays
+    run_cli("serialize", _notebook(project / "v2.ipynb", [first, second]), "-o", out)
+    assert sorted(p.name for p in out.iterdir()) == ["cell000", "cell001", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    result = run_cli("register-files", out, "--config", sandbox.config_file)
+    manifests = [json.loads((out / cell / MANIFEST_NAME).read_text()) for cell in ("cell000", "cell001")]
+    assert [m["module"] for m in manifests] == ["stale_first", "stale_second"]
+    assert f"{out / 'cell000'}: registered 1 entities" in result.stdout
+    assert f"{out / 'cell001'}: registered 1 entities" in result.stdout
+    remote.fetch_task(name="stale_second.two", version=manifests[1]["version"])  # the new cell is registered
+    # and back to one cell: the cell folders go, the release is at the top again
+    run_cli("serialize", _notebook(project / "v3.ipynb", [second]), "-o", out)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []
+    assert json.loads((out / MANIFEST_NAME).read_text())["module"] == "stale_second"
+    assert len(list(out.glob("*.pb"))) == 1 and len(list(out.glob("*.tar.gz"))) == 1
+
+
+def test_register_files_refuses_a_release_next_to_cell_folders(project, tmp_path):
+    module = project / "mixed_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    (out / "cell001").mkdir()
+    for path in list(out.iterdir()):  # a cell folder beside the release, as an older fastreg left them
+        if path.is_file():
+            (out / "cell001" / path.name).write_bytes(path.read_bytes())
+    result = run_cli("register-files", out, "--endpoint", "127.0.0.1:1", check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "holds both a serialized release" in line and "cell001" in line and "fastreg serialize" in line
+
+
+def test_serialize_refuses_pb_files_it_did_not_write(project, tmp_path):
+    module = project / "foreign_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "00_other.wf_2.pb").write_bytes(b"pyflyte's")
+    result = run_cli("serialize", module, "-o", out, check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "00_other.wf_2.pb" in line and "did not write" in line
+    assert _tree(out) == {"00_other.wf_2.pb": b"pyflyte's"}
+
+
+def test_serialize_names_the_line_a_module_or_cell_raises_at(project, tmp_path):
+    module = project / "modraise.py"
+    module.write_text("from flytekit import task\n\nraise RuntimeError('boom')\n")
+    result = run_cli("serialize", module, "-o", tmp_path / "m", check=False)
+    assert result.returncode == 1
+    assert one_line(result).startswith("fastreg serialize: modraise.py line 3: RuntimeError: boom.")
+    assert not (tmp_path / "m").exists()  # nothing written, not even the folder
+
+    (project / "helpers" / "boom.py").write_text("import os\nraise ValueError('bad helper')\n")
+    module.write_text("from flytekit import task\nimport helpers.boom\n")
+    line = one_line(run_cli("serialize", module, "-o", tmp_path / "m", check=False))
+    assert "helpers/boom.py line 2 (imported by modraise.py): ValueError: bad helper." in line
+
+    cell = TASK_CELL.format(module="cellraise", name="t5") + "raise RuntimeError('cell fails')\n"
+    notebook = _notebook(project / "cellraise.ipynb", ["x = 1", cell])
+    result = run_cli("serialize", notebook, "-o", tmp_path / "n", check=False)
+    assert result.returncode == 1
+    assert "Cell 1 of cellraise.ipynb, line 7: RuntimeError: cell fails." in one_line(result)
+
+
+def test_serialize_stops_at_a_failing_earlier_cell(project, tmp_path):
+    cells = [
+        "import os\nLIMIT = int(os.environ['NO_SUCH_SETTING_FOR_FASTREG'])\n",
+        "%%flyte_fast\nfrom flytekit import task\n\n@task\ndef capped(x: int) -> int:\n    return min(x, LIMIT)\n",
+    ]
+    out = tmp_path / "out"
+    result = run_cli("serialize", _notebook(project / "early.ipynb", cells), "-o", out, check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "Cell 0 of early.ipynb, line 2, failed: KeyError: 'NO_SUCH_SETTING_FOR_FASTREG'." in line
+    assert "defined neither" not in line and not out.exists()
+
+
+def test_a_failing_cell_leaves_the_output_folder_as_it_was(project, tmp_path):
+    good = [TASK_CELL.format(module="kept_one", name="one"), TASK_CELL.format(module="kept_two", name="two")]
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "good.ipynb", good), "-o", out)
+    before = _tree(out)
+    bad = [TASK_CELL.format(module="new_one", name="one"), good[1] + "raise RuntimeError('late')\n"]
+    result = run_cli("serialize", _notebook(project / "bad.ipynb", bad), "-o", out, check=False)
+    assert result.returncode == 1 and "Cell 1 of bad.ipynb, line 7: RuntimeError: late." in one_line(result)
+    assert _tree(out) == before  # the first cell's new folder was not written over the complete release
+
+
+def test_serialize_output_that_cannot_be_a_folder_is_one_line(project, tmp_path):
+    module = project / "okmod.py"
+    module.write_text(CELL)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    line = one_line(run_cli("serialize", module, "-o", afile, check=False))
+    assert f"-o {afile} is a file, not a directory." in line
+    result = run_cli("serialize", module, "-o", afile / "sub", check=False)
+    assert result.returncode == 1 and f"cannot write to the output directory {afile / 'sub'}" in one_line(result)
+    assert afile.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_serialize_into_a_read_only_folder_is_one_line(project, tmp_path):
+    module = project / "okmod.py"
+    module.write_text(CELL)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_cli("serialize", module, "-o", locked / "out", check=False)
+    assert result.returncode == 1 and "cannot write to the output directory" in one_line(result)
+
+
+@pytest.mark.parametrize("damage", ["unparseable manifest", "manifest without keys", "corrupt archive",
+                                   "unlisted .pb file"])
+def test_register_files_on_a_damaged_folder_is_one_line(project, tmp_path, damage):
+    module = project / "damaged_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    manifest = out / MANIFEST_NAME
+    if damage == "unparseable manifest":
+        manifest.write_text("{oops")
+    elif damage == "manifest without keys":
+        manifest.write_text("{}")
+    elif damage == "corrupt archive":
+        (out / json.loads(manifest.read_text())["archive"]).write_text("garbage")
+    else:
+        (out / "09_extra.t_1.pb").write_bytes((sorted(out.glob("*.pb"))[0]).read_bytes())
+    # checked before the backend is asked anything: the unreachable endpoint is never dialed
+    result = run_cli("register-files", out, "--endpoint", "127.0.0.1:1", check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "re-run `fastreg serialize`" in line.lower(), line
+    assert "127.0.0.1:1" not in line
+
+
+def test_register_files_hint_for_a_folder_registered_with_another_distribution_dir(project, tmp_path, sandbox):
+    module = project / "hint_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    run_cli("register-files", out, "--config", sandbox.config_file)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    result = run_cli("register-files", out, "--config", sandbox.config_file, "--additional-distribution-dir",
+                     dist.as_uri(), check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "different structure" in line and "re-run `fastreg serialize` with --version NEW" in line
+    assert "drop --version" not in line
+
+
+def test_an_unexpected_error_is_one_line_too(monkeypatch, capsys, tmp_path):
+    from fastreg_magic import cli, files
+
+    def broken(args):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(files, "run_register_files", broken)
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    assert cli.main(["register-files", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "fastreg register-files: unexpected KeyError: 'oops'. This is a bug in fastreg: re-run with "
+        "FASTREG_TRACEBACK=1 for the traceback, and report it."
+    ]
+    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    with pytest.raises(KeyError):
+        cli.main(["register-files", str(tmp_path)])

@@ -194,3 +194,29 @@ def test_status_and_stop_find_the_background_sandbox(tmp_path):
     status = cli("--status")
     assert status.returncode == 1 and "no sandbox is running" in status.stdout
     assert "no sandbox is running" in cli("--stop").stdout
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--port", "99999", "argument --port: 99999 is out of range; pass 1-65535, or 0 for any free port"),
+    ("--port", "-5", "argument --port: -5 is out of range; pass 1-65535, or 0 for any free port"),
+    ("--port", "http", "argument --port: 'http' is not a port number"),
+    ("--workers", "-1", "argument --workers: -1 is too few; pass 1 or more"),
+    ("--workers", "0", "argument --workers: 0 is too few; pass 1 or more"),
+])
+def test_a_port_or_worker_count_out_of_range_is_refused_before_starting(tmp_path, flag, value, says):
+    data_dir = tmp_path / "d"
+    done = subprocess.run([*FASTREG, "sandbox", flag, value, "--data-dir", str(data_dir)], capture_output=True,
+                          text=True, timeout=DEADLINE_SECONDS)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"fastreg sandbox: error: {says}"), done.stderr
+    assert not data_dir.exists()  # refused before anything started
+
+
+def test_start_refuses_a_port_out_of_range(tmp_path):
+    from fastreg_magic.errors import SandboxError
+    from fastreg_magic.sandbox.server import _port_free, start
+
+    assert _port_free(70000) is False  # not a port: no OverflowError
+    with pytest.raises(SandboxError, match="port 70000 is out of range"):
+        start(tmp_path / "d", port=70000)

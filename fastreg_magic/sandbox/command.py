@@ -24,17 +24,43 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=0, help="gRPC port on 127.0.0.1 (default 0: any free port)")
+    parser.add_argument("--port", type=port_number, default=0,
+                        help="gRPC port on 127.0.0.1, 1-65535 (default 0: any free port)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where entities, executions and uploads are kept (default: a per-user data dir)")
     parser.add_argument("--config-out", type=Path, default=None,
                         help="also write the flytekit/flytectl config (pyflyte -c FILE) to FILE")
-    parser.add_argument("--workers", type=int, default=None, help="most task processes run at once")
+    parser.add_argument("--workers", type=worker_count, default=None,
+                        help="most task processes run at once, at least 1 (default: two per CPU)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--stop", action="store_true",
                         help="stop the sandbox running on this data dir (e.g. the one the magic started) and exit")
     action.add_argument("--status", action="store_true",
                         help="say whether a sandbox runs on this data dir, and where; exit 1 if none")
+
+
+def port_number(text: str) -> int:
+    """argparse type of --port: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number; pass 1-65535, or 0 for any free port") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; pass 1-65535, or 0 for any free port")
+    return port
+
+
+def worker_count(text: str) -> int:
+    """argparse type of --workers: a positive number of task processes."""
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; pass how many task processes may run at once (1 or more)") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"{workers} is too few; pass 1 or more (omit --workers for two per CPU)")
+    return workers
 
 
 def run(args: argparse.Namespace) -> int:

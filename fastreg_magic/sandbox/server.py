@@ -153,6 +153,8 @@ def _bind(admin, dataproxy, port: int, data_dir: Path) -> tuple[grpc.Server, int
     A port asked for must be free (SandboxError if not); the previous port is only a
     preference, so losing it to another process between the check and the bind is no error.
     """
+    if not 0 <= port <= 65535:
+        raise SandboxError(f"port {port} is out of range.", "Pick one of 1-65535 with --port, or --port 0 for any free port.")
     preferred = port or _previous_port(data_dir)
     if port and not _port_free(port):
         raise _busy(port)
@@ -222,7 +224,7 @@ def _port_free(port: int) -> bool:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
-        except OSError:
+        except (OSError, OverflowError):  # OverflowError: not a port number at all
             return False
     return True
 
