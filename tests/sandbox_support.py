@@ -41,6 +41,20 @@ def sleepy(seconds: int = 600) -> int:
 """
 
 
+# A one-task workflow cell for the tests that are about the connection, not the code.
+PLUS_ONE_CELL = """
+from flytekit import task, workflow
+
+@task
+def add_one(x: int) -> int:
+    return x + 1
+
+@workflow
+def plus_one(x: int = 1) -> int:
+    return add_one(x=x)
+"""
+
+
 def write_module(directory: Path, source: str, name: str | None = None):
     """Write ``source`` as a fresh module under ``directory`` and import it (unique name per call)."""
     name = name or f"wf_{uuid.uuid4().hex[:10]}"

@@ -16,18 +16,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 sys.path.insert(0, str(Path(__file__).parent))
 from auth_backend import AuthenticatedAdmin  # noqa: E402
+from sandbox_support import PLUS_ONE_CELL as CELL  # noqa: E402
 
-CELL = """
-from flytekit import task, workflow
-
-@task
-def add_one(x: int) -> int:
-    return x + 1
-
-@workflow
-def plus_one(x: int = 1) -> int:
-    return add_one(x=x)
-"""
 
 
 @pytest.fixture

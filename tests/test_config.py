@@ -8,18 +8,8 @@ import pytest
 
 from fastreg_magic import config
 from fastreg_magic.errors import BackendError
+from sandbox_support import PLUS_ONE_CELL as CELL
 
-CELL = """
-from flytekit import task, workflow
-
-@task
-def add_one(x: int) -> int:
-    return x + 1
-
-@workflow
-def plus_one(x: int = 1) -> int:
-    return add_one(x=x)
-"""
 
 
 @pytest.fixture
