@@ -72,6 +72,7 @@ def launch(
         fields = {f.name: f for f in entity_fields(local)}
         _check_input_names(entity, fields, inputs)
         inputs = _ready_inputs(entity, fields, inputs)
+    given = dict(inputs)  # as the user gave them (and a task's defaults), for the run's view
     target = _remote_target(remote, entity)
     try:
         with _uploads_through(remote):
@@ -93,6 +94,7 @@ def launch(
         label=entity.name,
         output_types=dict(local.python_interface.outputs) if local is not None else None,
         console_url=console_url or _console_from_entity_url(getattr(entity, "url", None)),
+        inputs=given,
     )
     run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
     return run
@@ -145,8 +147,10 @@ def attach(
 class Run:
     """One execution on a Flyte backend, as last seen. Safe to read from any thread."""
 
-    def __init__(self, remote, execution_id, *, label=None, output_types=None, console_url=None):
+    def __init__(self, remote, execution_id, *, label=None, output_types=None, console_url=None, inputs=None):
         self._remote = remote
+        # The inputs it was launched with, as Python values; None for a run attached to (not launched here).
+        self.inputs = dict(inputs) if inputs is not None else None
         self._client = remote.client
         self._id = execution_id
         self._lock = threading.RLock()
@@ -303,7 +307,8 @@ class Run:
         """Start the same launch plan again with the same inputs; returns the new run."""
         request = execution_pb2.ExecutionRelaunchRequest(id=self._id)
         response = rpc(self._client, "relaunch_execution", request, what=f"Relaunching run {self.name}", remote=self._remote)
-        run = Run(self._remote, response.id, label=self.label, output_types=self._output_types, console_url=self._console)
+        run = Run(self._remote, response.id, label=self.label, output_types=self._output_types, console_url=self._console,
+                  inputs=self.inputs)
         run.refresh()
         return run
 

@@ -23,6 +23,7 @@ from fastreg_magic.widget_text import (
     connection_html,
     duration_text,
     error_html,
+    inputs_html,
     nodes_html,
     outputs_html,
     run_text,
@@ -67,6 +68,7 @@ class RunView(widgets.VBox):
         self.relaunch_button = widgets.Button(description="Relaunch", disabled=True)
         self.terminate_button.on_click(self._terminate_clicked)
         self.relaunch_button.on_click(self._relaunch_clicked)
+        self.inputs = widgets.HTML()
         self.graph = widgets.HTML()
         self.node_table = widgets.HTML()
         self.outputs = widgets.HTML()
@@ -77,7 +79,7 @@ class RunView(widgets.VBox):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
-            [bar, self.graph, self.node_table, self.outputs, self.error, self.relaunches],
+            [bar, self.inputs, self.graph, self.node_table, self.outputs, self.error, self.relaunches],
             layout=widgets.Layout(border="1px solid var(--jp-border-color2,#e0e0e0)", padding="4px 8px", margin="4px 0"),
             **kwargs,
         )
@@ -92,6 +94,7 @@ class RunView(widgets.VBox):
         self.run = run
         self.label = self.label or run.label or ""
         self.title.value = title_html(self.label, run.name, run.url)
+        self.inputs.value = inputs_html(getattr(run, "inputs", None))
         self._draw_run(run)
         self._watch = runs_watch.watch(run, self.apply)
 

@@ -125,6 +125,8 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
     """A run as terminal text: phase, elapsed, where to look, outputs or error."""
     s = run_summary(run)
     lines = [f"Run {s['name']} ({s['label']}) in {s['project']}/{s['domain']}: {s['phase']}, {s['elapsed'] or '0s'}"]
+    if inputs_text(getattr(run, "inputs", None)):
+        lines.append(f"  inputs: {inputs_text(run.inputs)}")
     if s["url"]:
         lines.append(f"  console: {s['url']}")
     for depth, row in flatten(nodes or ()):
@@ -192,6 +194,20 @@ def _node_row(depth: int, r: NodeStatus) -> str:
         f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
         "</tr>"
     )
+
+
+def inputs_text(inputs: dict | None, limit: int = 60) -> str:
+    """``n=3, name='x'``: what a run was launched with, each value cut short; "" when not known."""
+    if not inputs:
+        return ""
+    return ", ".join(f"{name}={_short_repr(value, limit)}" for name, value in inputs.items())
+
+
+def inputs_html(inputs: dict | None) -> str:
+    text = inputs_text(inputs)
+    if not text:
+        return ""
+    return f"<div class='fastreg-inputs' style='color:var(--jp-content-font-color2,#616161)'>inputs <code>{esc(text)}</code></div>"
 
 
 def outputs_html(outputs: dict | None) -> str:

@@ -15,6 +15,7 @@ from fastreg_magic.widget_text import (
     badge_html,
     entities_html,
     error_html,
+    inputs_html,
     files_html,
     nodes_html,
     outputs_html,
@@ -125,6 +126,15 @@ def test_outputs_show_files_as_paths_and_urls_as_links():
     html = outputs_html({"report": "https://bucket.example/report.html", "model": "/tmp/sandbox/model.bin"})
     assert '<a href="https://bucket.example/report.html"' in html
     assert "/tmp/sandbox/model.bin" in html
+
+
+def test_a_run_shows_what_it_was_launched_with():
+    html = inputs_html({"n": 3, "name": XSS, "rows": list(range(1000))})
+    assert "n=3" in html and "&lt;img" in html and "<img" not in html
+    assert len(html) < 400  # a long value is cut short
+    assert inputs_html(None) == "" and inputs_html({}) == ""  # attached runs: not known
+    text = run_text(fake_run(inputs={"n": 3})).splitlines()
+    assert text[1] == "  inputs: n=3"
 
 
 def test_a_map_task_node_shows_the_task_it_maps():

@@ -247,6 +247,9 @@ def test_several_runs_at_once_each_follow_their_own_run(kernel):
     assert [kernel.eval(f"{v}.phase") for v in views] == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
     assert [kernel.eval(f"{v}.run.outputs") for v in views[:2]] == [{"o0": 81}, {"o0": 256}]
     assert len({kernel.eval(f"{v}.run.name") for v in views}) == 3
+    # each view says what its run was launched with: the two runs of one form are told apart
+    assert ["<code>n=3</code>" in kernel.eval(f"{views[0]}.inputs.value"),
+            "<code>n=4</code>" in kernel.eval(f"{views[1]}.inputs.value")] == [True, True]
 
 
 def test_a_run_launched_from_code_joins_the_displayed_widget(kernel):
