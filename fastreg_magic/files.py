@@ -569,9 +569,7 @@ def register_folder(folder: Path, backend, *, project, domain, service_account=N
         # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
         version_check.check_version_free(client, hydrated)
         register.register_specs(client, hydrated, activate=activate)
-    except RegistrationError as err:
-        if not _is_conflict(err):
-            raise
+    except VersionConflict as err:
         # Here the version is the folder's, fixed by `fastreg serialize`: only a new serialization changes it.
         raise VersionConflict(
             err.message,
@@ -580,11 +578,6 @@ def register_folder(folder: Path, backend, *, project, domain, service_account=N
             "or re-run `fastreg serialize` with --version NEW and register that.",
         ) from err
     return manifest["version"], len(hydrated)
-
-
-def _is_conflict(err: RegistrationError) -> bool:
-    """A version registered already with another structure (version_check says so in words)."""
-    return isinstance(err, VersionConflict) or "different structure" in err.message
 
 
 def _archive_of(path: Path, digest: str):

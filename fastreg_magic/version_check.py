@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from fastreg_magic.errors import RegistrationError
+from fastreg_magic.errors import VersionConflict
 from fastreg_magic.specs import Spec
 
 # Node ids the workflow compiler adds to every compiled template (flytepropeller's compiler).
@@ -28,7 +28,7 @@ _NAMED = 6  # entities named in the refusal; more would bury the hint
 
 
 def check_version_free(client, specs: Sequence[Spec]) -> None:
-    """Raise RegistrationError naming the entities that exist under this version with another structure."""
+    """Raise VersionConflict naming the entities that exist under this version with another structure."""
     from fastreg_magic import register
 
     lookups = [(spec, register.worker_pool().submit(_registered, client, spec)) for spec in specs]
@@ -39,7 +39,7 @@ def check_version_free(client, specs: Sequence[Spec]) -> None:
     names = ", ".join(f"{s.kind.replace('_', ' ')} {s.name!r}" for s in changed[:_NAMED])
     if len(changed) > _NAMED:
         names += f" and {len(changed) - _NAMED} more"
-    raise RegistrationError(
+    raise VersionConflict(
         f"Version {version!r} is already registered with a different structure for {names}; nothing was registered.",
         "A registered version is immutable: pass a new --version, or drop --version to use the content-derived one.",
     )
