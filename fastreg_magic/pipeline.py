@@ -98,7 +98,8 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     prepared = prepare_files(module_source, options, timings, module_file)
     if dry_run or serialize_to is not None:
         where = module_file.name if module_file is not None else "the cell"
-        prepared = serialized(load(prepared, options, namespace, timings, where=where), options, timings)
+        loaded = load(prepared, options, namespace, timings, where=where, build_images=not dry_run)
+        prepared = serialized(loaded, options, timings)
         if dry_run:
             return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
         archive = _package(prepared, options, timings)
@@ -121,7 +122,9 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     remote = _config.connect(backend, options.project, options.domain)
     client = _config.admin_client(backend)
     register.check_project_domain(client, options.project, options.domain)
-    archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings)
+    # The embedded sandbox runs tasks on this machine: an ImageSpec's image is never pulled there, so not built.
+    archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
+                                                     build_images=not backend.is_sandbox)
     with api.timed(timings, "register"):
         try:
             _register(client, prepared, options, stored.uri)
@@ -168,7 +171,8 @@ def _unscheduled(registered, options: Options, backend) -> tuple[str, ...]:
     )
 
 
-def _store_while_loading(prepared: Prepared, options: Options, namespace, remote, timings: dict):
+def _store_while_loading(prepared: Prepared, options: Options, namespace, remote, timings: dict, *,
+                         build_images: bool):
     """Package and upload the archive while the module runs and its entities are serialized.
 
     The version depends only on the files, so the archive need not wait for the module; the specs
@@ -184,13 +188,15 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
         if archive.size > upload.PROGRESS_MIN_BYTES:
             with api.timed(timings, "upload"):
                 stored = upload_archive(archive, options, remote)
-            return archive, stored, serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
+            loaded = load(prepared, options, namespace, timings, build_images=build_images)
+            return archive, stored, serialized(loaded, options, timings, for_place=True)
     else:
         archive = None
     background: dict[str, float] = {}
     stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
-        prepared = serialized(load(prepared, options, namespace, timings), options, timings, for_place=True)
+        loaded = load(prepared, options, namespace, timings, build_images=build_images)
+        prepared = serialized(loaded, options, timings, for_place=True)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
@@ -229,10 +235,12 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
     return Prepared(module_source, None, (), fileset, measured, images, image_config, version, content_version, ())
 
 
-def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell") -> Prepared:
+def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell",
+         build_images: bool = True) -> Prepared:
     """Run the module in this process (as the container will) and push its entities into ``namespace``.
 
-    ``where`` names the source in messages: the cell, or the module file's name.
+    ``where`` names the source in messages: the cell, or the module file's name. Without
+    ``build_images`` the ImageSpecs the entities run on are only named, never looked up or built.
     """
     with api.timed(timings, "collect"):
         shipped = _local_module_files(prepared.fileset, options.module)
@@ -254,7 +262,8 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             )
         if namespace is not None:
             namespace.update({_local_name(module, e): e for e in entities})
-    return dataclasses.replace(prepared, module=module, entities=entities)
+    image_config = prepared.image_config if build_images else register.naming_image_specs(prepared.image_config, entities)
+    return dataclasses.replace(prepared, module=module, entities=entities, image_config=image_config)
 
 
 def _refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:

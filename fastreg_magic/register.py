@@ -116,6 +116,41 @@ def image_names(config) -> tuple[str, ...]:
     return tuple(f"{image.name}={image.full}" for image in (config.images or []))
 
 
+def naming_image_specs(config, entities: Iterable):
+    """``config`` plus each ``ImageSpec`` the entities run on, named by the spec's own image name.
+
+    flytekit looks an ImageSpec up in the image config first and, when it is missing there, checks a
+    registry for the image and builds it with Docker. That is right for a cluster (it is what
+    ``pyflyte register`` does) but not for the embedded sandbox, which runs tasks on this machine in
+    no image, nor for a dry run: there the image is only a name, and a build would take minutes.
+    """
+    from flytekit.configuration import Image, ImageConfig
+
+    specs = _image_specs(entities)
+    if not specs:
+        return config
+    named = [Image.look_up_image_info(spec_id, spec.image_name()) for spec_id, spec in specs.items()]
+    return ImageConfig(default_image=config.default_image, images=[*(config.images or []), *named])
+
+
+def _image_specs(entities: Iterable) -> dict:
+    """id → ImageSpec of every task the entities run, through workflows, launch plans and map tasks."""
+    from flytekit.image_spec.image_spec import ImageSpec
+
+    found, seen, stack = {}, set(), list(entities)
+    while stack:
+        entity = stack.pop()
+        if entity is None or id(entity) in seen:
+            continue
+        seen.add(id(entity))
+        image = getattr(entity, "container_image", None)
+        if isinstance(image, ImageSpec):
+            found[image.id] = image
+        stack.extend(getattr(node, "flyte_entity", None) for node in getattr(entity, "nodes", None) or ())
+        stack.extend(getattr(entity, attr, None) for attr in ("python_function_task", "workflow"))
+    return found
+
+
 def serialization_settings(config, version: str, destination_dir: str, project: str = PROJECT_PLACEHOLDER,
                            domain: str = DOMAIN_PLACEHOLDER):
     """Fast-registration settings; project/domain stay placeholders unless given (``hydrate`` fills them)."""

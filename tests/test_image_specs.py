@@ -1,0 +1,103 @@
+"""Tasks whose image is an ``ImageSpec``: built (flytekit's way) only where the image will be pulled.
+
+A recording image builder, registered with flytekit's own ``ImageBuildEngine``, tells whether
+flytekit was asked to check or build the image.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+
+import pytest
+from flytekit.image_spec.image_spec import ImageBuildEngine, ImageSpecBuilder
+
+
+class RecordingBuilder(ImageSpecBuilder):
+    """Says every image exists, and remembers which ones it was asked about."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def should_build(self, image_spec) -> bool:
+        self.asked.append(image_spec.image_name())
+        return False
+
+    def build_image(self, image_spec):
+        raise AssertionError("no image is built in these tests")
+
+
+@pytest.fixture
+def builder():
+    recorder = RecordingBuilder()
+    ImageBuildEngine.register("fastreg-recorder", recorder)
+    yield recorder
+    ImageBuildEngine._REGISTRY.pop("fastreg-recorder", None)
+
+
+@pytest.fixture(scope="module")
+def shell(sandbox):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "fastreg_magic")
+    ip.run_line_magic("config", f"FlyteFast.config_file = {str(sandbox.config_file)!r}")
+    yield ip
+    ip.run_line_magic("config", "FlyteFast.config_file = ''")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def image_spec_cell(image_name: str) -> str:
+    return textwrap.dedent(
+        f"""
+        from flytekit import ImageSpec, task, workflow
+
+        image = ImageSpec(name={image_name!r}, registry="registry.example.com/acme", packages=["numpy"],
+                          builder="fastreg-recorder")
+
+        @task(container_image=image)
+        def shout(word: str) -> str:
+            return word.upper()
+
+        @workflow
+        def loud(word: str = "hi") -> str:
+            return shout(word=word)
+        """
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_on_the_sandbox_an_image_spec_is_only_named_and_the_task_runs(shell, remote, workdir, builder):
+    name = unique("img")
+    reg = shell.run_cell_magic("flyte_fast", f"-m {unique('spec')}", image_spec_cell(name))
+    expected = sys.modules[reg.module].image.image_name()
+    assert builder.asked == [], "the sandbox runs no image: flytekit must not check or build it"
+    task = remote.fetch_task(name=f"{reg.module}.shout", version=reg.version)
+    assert task.template.container.image == expected
+    assert expected.startswith(f"registry.example.com/acme/{name}:")
+    run = reg.launch("loud", word="abc").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": "ABC"}
+
+
+def test_a_dry_run_does_not_build_the_image(shell, workdir, builder, capsys):
+    reg = shell.run_cell_magic("flyte_fast", f"-m {unique('dry')} --dry-run", image_spec_cell(unique("img")))
+    assert builder.asked == []
+    assert not reg.registered
+
+
+def test_serializing_for_a_cluster_asks_flytekit_for_the_image_as_pyflyte_does(shell, workdir, builder, tmp_path):
+    """--serialize-to writes what a cluster registers: there the image must exist, so flytekit checks it."""
+    module = unique("ser")
+    shell.run_cell_magic("flyte_fast", f"-m {module} --serialize-to {tmp_path / 'out'}", image_spec_cell(unique("img")))
+    expected = sys.modules[module].image.image_name()
+    assert builder.asked == [expected]
