@@ -209,13 +209,15 @@ def fast_register(
     backend: _config.Backend | Callable[[], _config.Backend] | None = None,
     max_archive_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    first_line: int = 1,
 ) -> Registration:
     """Turn ``source`` (a cell's code) into module ``module`` and fast-register its entities.
 
     ``backend`` (a Backend, or a function returning one) overrides ``endpoint``/``config_file``; it is
     resolved only once the cell and its files are collected, so a cell that does not compile (or
     imports a missing local module) never starts or contacts a backend.
-    ``progress(sent, total)`` is called while a large archive uploads.
+    ``progress(sent, total)`` is called while a large archive uploads. ``first_line`` numbers
+    ``source``'s first line in messages (2 for the body of a ``%%flyte_fast`` cell).
     """
     from fastreg_magic import pipeline
 
@@ -242,6 +244,7 @@ def fast_register(
         dry_run=dry_run,
         serialize_to=Path(serialize_to) if serialize_to else None,
         backend_fn=functools.partial(_resolve, backend, endpoint, config_file),
+        first_line=first_line,
     )
 
 

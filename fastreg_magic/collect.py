@@ -48,13 +48,15 @@ class ModuleSource:
     head_lines: int = field(default=0, compare=False, repr=False)
     body_start: int = field(default=1, compare=False, repr=False)
     body_cell_line: int = field(default=1, compare=False, repr=False)
+    first_line: int = field(default=1, compare=False, repr=False)  # the number the user sees on the source's first line
 
     def cell_line(self, module_line: int) -> int | None:
-        """The cell's line at ``module_line`` of the module; None inside the lifted code."""
+        """The cell's line at ``module_line`` of the module, as the user's editor numbers it; None
+        inside the lifted code."""
         if module_line <= self.head_lines:
-            return module_line
+            return module_line + self.first_line - 1
         if module_line >= self.body_start:
-            return self.body_cell_line + module_line - self.body_start
+            return self.body_cell_line + module_line - self.body_start + self.first_line - 1
         return None
 
 
@@ -82,19 +84,24 @@ class FileSet:
 # --- cell -> module ------------------------------------------------------------------------
 
 
-def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None = None) -> ModuleSource:
+def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None = None, *,
+                     first_line: int = 1) -> ModuleSource:
     """The module a cell becomes. Free names are resolved against ``namespace`` (the notebook's
-    user namespace); without one, the cell must stand on its own and nothing is lifted."""
+    user namespace); without one, the cell must stand on its own and nothing is lifted.
+
+    ``first_line`` is the number of the cell's first line in messages: 2 for the body of a
+    ``%%flyte_fast`` cell, whose line 1, in the editor, is the magic's.
+    """
     check_module_name(name)
-    tree = _parse_cell(cell)
+    tree = _parse_cell(cell, first_line)
     if namespace is None:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree)
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
     lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree)
+        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
     source, head_lines, body_start, body_cell_line = _insert_lifted(cell, tree, lifted.source)
     return ModuleSource(name=name, source=source, lifted=lifted.lines, head_lines=head_lines, body_start=body_start,
-                        body_cell_line=body_cell_line)
+                        body_cell_line=body_cell_line, first_line=first_line)
 
 
 def module_from_file(path: Path) -> ModuleSource:
@@ -124,7 +131,7 @@ def check_module_name(name: str, what: str | None = None) -> None:
         )
 
 
-def _parse_cell(cell: str) -> ast.Module:
+def _parse_cell(cell: str, first_line: int = 1) -> ast.Module:
     """Parse and compile the cell (compiling finds `return` outside a function, a misplaced
     `from __future__`, ...); IPython syntax (%magic, !shell) gets its own message, since it
     cannot run remotely."""
@@ -135,12 +142,13 @@ def _parse_cell(cell: str) -> ast.Module:
     except SyntaxError as exc:
         lines = cell.splitlines()
         line = lines[exc.lineno - 1] if exc.lineno and 0 < exc.lineno <= len(lines) else ""
+        shown = exc.lineno + first_line - 1 if exc.lineno else exc.lineno
         if line.lstrip().startswith(("%", "!")):
             raise CollectError(
-                f"Line {exc.lineno} of the cell is IPython syntax, not Python: `{line.strip()}`.",
+                f"Line {shown} of the cell is IPython syntax, not Python: `{line.strip()}`.",
                 "Magics and shell commands cannot run in a task; move them to another cell.",
             ) from None
-        raise _syntax_error(exc, "the cell", line) from None
+        raise _syntax_error(exc, "the cell", line, shown) from None
 
 
 def _parse(source: str, where: str) -> ast.Module:
@@ -152,9 +160,9 @@ def _parse(source: str, where: str) -> ast.Module:
         raise _syntax_error(exc, where, line) from None
 
 
-def _syntax_error(exc: SyntaxError, where: str, line: str) -> CollectError:
+def _syntax_error(exc: SyntaxError, where: str, line: str, shown_line: int | None = None) -> CollectError:
     return CollectError(
-        f"Syntax error on line {exc.lineno} of {where}: {exc.msg}: `{line.strip()}`.",
+        f"Syntax error on line {shown_line or exc.lineno} of {where}: {exc.msg}: `{line.strip()}`.",
         "Fix the line and run the cell again.",
     )
 

@@ -122,13 +122,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _raised_by_module(exc: Exception, module_source, where: str, source_root: Path,
-                      line_offset: int = 0) -> CollectError | None:
+                      in_cell: bool = False) -> CollectError | None:
     """The module's own code failing while it runs (``raise`` at module level, a failing import, a
     local module raising as it is imported) as one line naming the file and line; None when the
     error did not come from running the module (a bug of ours, which keeps its traceback).
 
-    ``where`` names the module's source (``flows.py``, ``Cell 3 of nb.ipynb``); ``line_offset`` is
-    added to its line numbers (a cell's first line is its ``%%flyte_fast`` line).
+    ``where`` names the module's source (``flows.py``, ``Cell 3 of nb.ipynb``, ``in_cell``).
     """
     from fastreg_magic import api
 
@@ -153,7 +152,7 @@ def _raised_by_module(exc: Exception, module_source, where: str, source_root: Pa
             place = f"{_relative(filename, root)} line {lineno} (imported by {where})"
         else:
             line = module_source.cell_line(lineno)
-            place = f"{where}{',' if line_offset else ''} line {line + line_offset}" if line is not None \
+            place = f"{where}{',' if in_cell else ''} line {line}" if line is not None \
                 else f"{where} (in code carried over from an earlier cell)"
     return CollectError(f"{place}: {_one_line(exc)}", DONE_HINT)
 
@@ -269,7 +268,7 @@ def _serialize_cell(magics, line: str, body: str, folder: Path, notebook: Path, 
     options = magics._options(args)
     options["source_root"] = args.source_root or magics.source_root or str(notebook.parent)
     try:
-        return api.fast_register(body, namespace=magics.shell.user_ns, serialize_to=folder, **options)
+        return api.fast_register(body, namespace=magics.shell.user_ns, serialize_to=folder, first_line=2, **options)
     except FastRegError as err:
         raise type(err)(f"Cell {index} of {notebook.name}: {err.message}", err.hint) from err
     except Exception as exc:
@@ -284,11 +283,11 @@ def _cell_raised(exc: Exception, body: str, options: dict, namespace, where: str
     from fastreg_magic import collect
 
     try:  # the module the cell became, again: it maps the module's lines back to the cell's
-        module_source = collect.module_from_cell(body, options["module"], namespace)
+        # The cell's body starts on its second line, below %%flyte_fast.
+        module_source = collect.module_from_cell(body, options["module"], namespace, first_line=2)
     except Exception:  # noqa: BLE001 - it was built once already; without it, no line number
         return CollectError(f"{where}: {_one_line(exc)}", DONE_HINT)
-    # The cell's body starts on its second line, below %%flyte_fast.
-    return _raised_by_module(exc, module_source, where, Path(options["source_root"]), line_offset=1)
+    return _raised_by_module(exc, module_source, where, Path(options["source_root"]), in_cell=True)
 
 
 # ---------------------------------------------------------------- the output folder

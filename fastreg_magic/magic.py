@@ -115,6 +115,7 @@ class FlyteFast(Magics):
                 serialize_to=args.serialize_to,
                 backend=backend,
                 progress=progress,
+                first_line=2,  # the editor's line 1 is %%flyte_fast: messages number lines as it does
                 **options,
             )
         finally:

@@ -82,13 +82,15 @@ def run(
     dry_run: bool,
     serialize_to: Path | None,
     backend_fn: Callable[[], _config.Backend],
+    first_line: int = 1,
 ) -> api.Registration:
     from fastreg_magic import collect
 
     timings: dict[str, float] = {}
     with api.timed(timings, "collect"):
         # Without a namespace the source must stand alone; an empty one makes collect report free names now.
-        module_source = collect.module_from_cell(source, options.module, namespace if namespace is not None else {})
+        module_source = collect.module_from_cell(source, options.module, namespace if namespace is not None else {},
+                                                 first_line=first_line)
     return run_module(module_source, options, namespace=namespace, dry_run=dry_run, serialize_to=serialize_to,
                       backend_fn=backend_fn, timings=timings)
 

@@ -378,3 +378,24 @@ def test_an_unexpected_error_is_one_line_too(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
     with pytest.raises(KeyError):
         cli.main(["register-files", str(tmp_path)])
+
+
+@pytest.mark.parametrize("body, line, faulty, text", [
+    ("x = 1\ndef broken(:\n", 3, "def broken(:", "Syntax error on line 3 of the cell"),
+    ("from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    print(n)\n", 4, "@task",
+     "Line 4 of the cell: t function must return a value"),
+])
+def test_serialize_and_the_magic_number_a_cells_lines_as_the_editor_does(project, tmp_path, body, line, faulty, text):
+    """Line 1 of a cell is its %%flyte_fast line, in the notebook, in the magic's message and in the CLI's."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    cell = "%%flyte_fast --dry-run -m numbered\n" + body
+    assert cell.splitlines()[line - 1] == faulty  # the editor's line `line` is the faulty one
+    cli = one_line(run_cli("serialize", _notebook(project / "numbered.ipynb", [cell]), "-o", tmp_path / "o", check=False))
+    assert f"Cell 0 of numbered.ipynb: {text}" in cli
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    with pytest.raises(UsageError) as info:
+        shell.run_cell_magic("flyte_fast", "--dry-run -m numbered", body)
+    assert str(info.value).startswith(text)

@@ -224,13 +224,14 @@ def test_bad_image_is_a_usage_error(shell, project_dir):
 
 
 def test_syntax_error_is_one_line(shell, project_dir):
-    with pytest.raises(UsageError, match="Syntax error on line 2"):
+    # Lines are numbered as the editor shows them: line 1 is the %%flyte_fast line.
+    with pytest.raises(UsageError, match="Syntax error on line 3 of the cell"):
         magic(shell, "--dry-run -m synmod", "x = 1\ndef broken(:\n")
 
 
 def test_a_broken_cell_contacts_no_backend(shell, project_dir, capsys):
     """The cell is checked before any backend is resolved: its own error, not an unreachable endpoint's."""
-    with pytest.raises(UsageError, match="Syntax error on line 2"):
+    with pytest.raises(UsageError, match="Syntax error on line 3"):
         magic(shell, "-m synmod2 --endpoint 127.0.0.1:1", "x = 1\ndef broken(:\n")
     with pytest.raises(UsageError, match="IPython syntax"):
         magic(shell, "-m bangmod2 --config does-not-exist.yaml", "!ls\n" + CELL)
@@ -293,9 +294,9 @@ def test_error_in_user_code_keeps_its_traceback(shell, project_dir):
 
 @pytest.mark.parametrize("cell, message", [
     ("from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    print(n)\n",
-     "Line 3 of the cell: t function must return a value"),
+     "Line 4 of the cell: t function must return a value"),
     ("from flytekit import task\n\n\n@task\ndef t(n) -> int:\n    return n\n",
-     "Line 4 of the cell: 'n' has no type"),
+     "Line 5 of the cell: 'n' has no type"),
 ])
 def test_a_definition_flytekit_refuses_is_one_line_naming_the_cell_line(shell, project_dir, cell, message):
     with pytest.raises(UsageError) as info:
@@ -317,7 +318,7 @@ def test_lines_are_the_cells_own_when_code_is_carried_over(shell, project_dir):
     shell.run_cell("OFFSET = 3\n")
     cell = '"""Steps."""\nfrom flytekit import task\n\n\n@task\ndef ok(n: int) -> int:\n    return n + OFFSET\n\n' \
            '@task\ndef broken(n: int) -> int:\n    n\n'
-    with pytest.raises(UsageError, match="^Line 9 of the cell: broken function must return a value"):
+    with pytest.raises(UsageError, match="^Line 10 of the cell: broken function must return a value"):
         magic(shell, "--dry-run -m carriedmod", cell)
 
 
