@@ -42,6 +42,18 @@ def remote(sandbox):
     )
 
 
+@pytest.fixture(scope="module")
+def sandbox_shell(sandbox):
+    """A real InteractiveShell with the extension loaded, registering on the session sandbox."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "fastreg_magic")
+    ip.run_line_magic("config", f"FlyteFast.config_file = {str(sandbox.config_file)!r}")
+    yield ip
+    ip.run_line_magic("config", "FlyteFast.config_file = ''")
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

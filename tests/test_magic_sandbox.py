@@ -50,14 +50,8 @@ class CallCounter(grpc.UnaryUnaryClientInterceptor):
 
 
 @pytest.fixture(scope="module")
-def shell(sandbox):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "fastreg_magic")
-    ip.run_line_magic("config", f"FlyteFast.config_file = {str(sandbox.config_file)!r}")
-    yield ip
-    ip.run_line_magic("config", "FlyteFast.config_file = ''")
+def shell(sandbox_shell):
+    return sandbox_shell
 
 
 @pytest.fixture(scope="module")
