@@ -100,8 +100,8 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     prepared = prepare_files(module_source, options, timings, module_file)
     if dry_run or serialize_to is not None:
         where = module_file.name if module_file is not None else "the cell"
-        loaded = load(prepared, options, namespace, timings, where=where, build_images=not dry_run)
-        prepared = serialized(loaded, options, timings)
+        loaded = load(prepared, options, namespace, timings, where=where)
+        prepared = serialized(loaded, options, timings, build_images=not dry_run)
         if dry_run:
             return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
         archive = _package(prepared, options, timings)
@@ -135,7 +135,8 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
                 raise
             # Same files, yet another structure: a default computed when the module runs (a local
             # file uploaded under a new name, datetime.now()). The version then covers the structure too.
-            prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True)
+            prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True,
+                                  build_images=not backend.is_sandbox)
             _register(client, prepared, options, stored.uri)
     reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
                         remote=remote)
@@ -190,15 +191,15 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
         if archive.size > upload.PROGRESS_MIN_BYTES:
             with api.timed(timings, "upload"):
                 stored = upload_archive(archive, options, remote)
-            loaded = load(prepared, options, namespace, timings, build_images=build_images)
-            return archive, stored, serialized(loaded, options, timings, for_place=True)
+            loaded = load(prepared, options, namespace, timings)
+            return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images)
     else:
         archive = None
     background: dict[str, float] = {}
     stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
-        loaded = load(prepared, options, namespace, timings, build_images=build_images)
-        prepared = serialized(loaded, options, timings, for_place=True)
+        loaded = load(prepared, options, namespace, timings)
+        prepared = serialized(loaded, options, timings, for_place=True, build_images=build_images)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
@@ -237,12 +238,10 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
     return Prepared(module_source, None, (), fileset, measured, images, image_config, version, content_version, ())
 
 
-def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell",
-         build_images: bool = True) -> Prepared:
+def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell") -> Prepared:
     """Run the module in this process (as the container will) and push its entities into ``namespace``.
 
-    ``where`` names the source in messages: the cell, or the module file's name. Without
-    ``build_images`` the ImageSpecs the entities run on are only named, never looked up or built.
+    ``where`` names the source in messages: the cell, or the module file's name.
     """
     with api.timed(timings, "collect"):
         shipped = _local_module_files(prepared.fileset, options.module)
@@ -264,8 +263,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             )
         if namespace is not None:
             namespace.update({_local_name(module, e): e for e in entities})
-    image_config = prepared.image_config if build_images else register.naming_image_specs(prepared.image_config, entities)
-    return dataclasses.replace(prepared, module=module, entities=entities, image_config=image_config)
+    return dataclasses.replace(prepared, module=module, entities=entities)
 
 
 def _refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:
@@ -302,17 +300,20 @@ def _shown_path(filename: str, source_root: Path) -> str:
         return filename
 
 
-def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False) -> Prepared:
+def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False,
+               build_images: bool = True) -> Prepared:
     """``prepared`` with its specs: every entity serialized (validated) for Flyte.
 
     ``for_place``: serialize straight for ``options``' project/domain (saves hydrating identifiers);
-    otherwise the specs are place-independent, as ``--serialize-to`` writes them.
+    otherwise the specs are place-independent, as ``--serialize-to`` writes them. Without
+    ``build_images``, the ImageSpecs tasks run on are only named: never looked up in a registry or built.
     """
     with api.timed(timings, "serialize"):
         place = {"project": options.project, "domain": options.domain} if for_place else {}
         settings = register.serialization_settings(prepared.image_config, prepared.version, options.destination_dir,
                                                    **place)
-        return dataclasses.replace(prepared, specs=register.serialize(prepared.entities, settings))
+        specs = register.serialize(prepared.entities, settings, build_images=build_images)
+        return dataclasses.replace(prepared, specs=specs)
 
 
 def _local_module_files(fileset, generated: str) -> dict[str, Path]:

@@ -18,6 +18,7 @@ Every gRPC failure is mapped to a typed error in :func:`error_for`.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import re
 import threading
@@ -116,8 +117,8 @@ def image_names(config) -> tuple[str, ...]:
     return tuple(f"{image.name}={image.full}" for image in (config.images or []))
 
 
-def naming_image_specs(config, entities: Iterable):
-    """``config`` plus each ``ImageSpec`` the entities run on, named by the spec's own image name.
+def naming_image_specs(config, entity):
+    """``config`` plus each ``ImageSpec`` the entity runs on, named by the spec's own image name.
 
     flytekit looks an ImageSpec up in the image config first and, when it is missing there, checks a
     registry for the image and builds it with Docker. That is right for a cluster (it is what
@@ -126,18 +127,19 @@ def naming_image_specs(config, entities: Iterable):
     """
     from flytekit.configuration import Image, ImageConfig
 
-    specs = _image_specs(entities)
+    specs = _image_specs(entity)
     if not specs:
         return config
     named = [Image.look_up_image_info(spec_id, spec.image_name()) for spec_id, spec in specs.items()]
     return ImageConfig(default_image=config.default_image, images=[*(config.images or []), *named])
 
 
-def _image_specs(entities: Iterable) -> dict:
-    """id → ImageSpec of every task the entities run, through workflows, launch plans and map tasks."""
+def _image_specs(entity) -> dict:
+    """id → ImageSpec of every task the entity runs, through workflows, launch plans and map tasks.
+    Compiles a workflow (flytekit does so on first use), so may raise the workflow's own error."""
     from flytekit.image_spec.image_spec import ImageSpec
 
-    found, seen, stack = {}, set(), list(entities)
+    found, seen, stack = {}, set(), [entity]
     while stack:
         entity = stack.pop()
         if entity is None or id(entity) in seen:
@@ -167,8 +169,11 @@ def serialization_settings(config, version: str, destination_dir: str, project: 
     )
 
 
-def serialize(entities: Iterable, settings) -> tuple[Spec, ...]:
-    """Serialize entities and everything they reference; default launch plans included. No RPC."""
+def serialize(entities: Iterable, settings, *, build_images: bool = True) -> tuple[Spec, ...]:
+    """Serialize entities and everything they reference; default launch plans included. No RPC.
+
+    Without ``build_images``, an ImageSpec is only named (see :func:`naming_image_specs`).
+    """
     from collections import OrderedDict
 
     from flytekit.core.launch_plan import LaunchPlan
@@ -181,6 +186,8 @@ def serialize(entities: Iterable, settings) -> tuple[Spec, ...]:
         try:
             from flytekit.tools.translator import get_serializable
 
+            if not build_images:
+                settings = dataclasses.replace(settings, image_config=naming_image_specs(settings.image_config, entity))
             get_serializable(mapping, settings, entity)
             if isinstance(entity, WorkflowBase):
                 # LaunchPlan.CACHE would hand back the default launch plan of an earlier run's workflow

@@ -95,3 +95,25 @@ def test_serializing_for_a_cluster_asks_flytekit_for_the_image_as_pyflyte_does(s
     shell.run_cell_magic("flyte_fast", f"-m {module} --serialize-to {tmp_path / 'out'}", image_spec_cell(unique("img")))
     expected = sys.modules[module].image.image_name()
     assert builder.asked == [expected]
+
+
+def test_a_workflow_that_does_not_compile_is_one_message_every_time(shell, workdir):
+    """flytekit compiles a workflow on first use, and only then: looking for images must not be that first use."""
+    from IPython.core.error import UsageError
+
+    cell = textwrap.dedent(
+        """
+        from flytekit import task, workflow
+
+        @task
+        def count(word: str) -> int:
+            return len(word)
+
+        @workflow
+        def wrong(word: str = "hi") -> int:
+            return "not a promise"
+        """
+    )
+    for _ in range(2):
+        with pytest.raises(UsageError, match=r"wrong cannot be serialized for Flyte: .*Failed to bind output o0"):
+            shell.run_cell_magic("flyte_fast", f"-m {unique('broken')}", cell)
