@@ -24,6 +24,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping, MutableMapping
 
 from fastreg_magic import config as _config
@@ -386,7 +387,7 @@ _FINGERPRINT = GENERATED_MARK  # collect tells generated modules from local ones
 _local_stamps: dict[str, tuple] = {}  # local module name -> (file, mtime_ns, size) when we last saw it loaded
 
 
-def refresh_local_modules(shipped: dict[str, Path]) -> None:
+def refresh_local_modules(shipped: dict[str, Path]) -> dict[str, ModuleType]:
     """Forget the imported local modules when any of them may be out of date, so the cell's next
     execution imports what the archive ships: the same code locally as in the container.
 
@@ -395,16 +396,51 @@ def refresh_local_modules(shipped: dict[str, Path]) -> None:
     module is stale when its file changed since the magic last saw it loaded, when it was loaded from
     another file, or when the magic has never seen it loaded (it was imported in a plain cell, maybe
     before an edit). ``shipped`` maps module names (``mylib.features``) to their file under the
-    source root.
+    source root. Returns the modules forgotten, by name (see :func:`rebind_notebook_names`).
     """
     loaded = {name: sys.modules[name] for name in shipped if name in sys.modules}
     if not any(_is_stale(name, module, shipped[name]) for name, module in loaded.items()):
-        return
+        return {}
+    forgotten = {}
     for name in loaded:
         for other in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-            sys.modules.pop(other, None)
+            forgotten[other] = sys.modules.pop(other)
             _local_stamps.pop(other, None)
     importlib.invalidate_caches()  # a new file under the source root must be found by the next import
+    return forgotten
+
+
+def rebind_notebook_names(namespace: MutableMapping[str, Any] | None, forgotten: dict[str, ModuleType]) -> None:
+    """Point the notebook's names at the local modules imported anew, and at what they define.
+
+    Names bound in plain cells (``import mylib.features as F``, ``from mylib.features import clean``)
+    still hold the forgotten modules' objects: plain cells would run the old code while the cell
+    ships the new, ``%autoreload`` would no longer see those modules, and the next cell could not
+    carry ``clean`` over as an import (it is no longer what its module holds). A module the cell did
+    not import again is imported here, so none is left out of ``sys.modules``.
+    """
+    if namespace is None or not forgotten:
+        return
+    fresh = {}
+    for name in forgotten:
+        try:
+            fresh[name] = sys.modules.get(name) or importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - it no longer imports (deleted, broken): its names stay as they were
+            continue
+    by_id = {id(module): fresh[name] for name, module in forgotten.items() if name in fresh}
+    for key, value in list(namespace.items()):
+        if id(value) in by_id:
+            namespace[key] = by_id[id(value)]
+            continue
+        home = fresh.get(getattr(value, "__module__", None) or "") if callable(value) else None
+        qualname = getattr(value, "__qualname__", None)
+        if home is None or not isinstance(qualname, str) or "<locals>" in qualname:
+            continue
+        current = home
+        for part in qualname.split("."):
+            current = getattr(current, part, None)
+        if current is not None and type(current) is type(value):
+            namespace[key] = current
 
 
 def _is_stale(name: str, module, path: Path) -> bool:

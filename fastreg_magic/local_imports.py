@@ -240,6 +240,14 @@ def _not_local(
     if dotted not in outside:
         outside[dotted] = _find_outside_root(dotted)
     spec = outside[dotted]
+    if spec is not None and spec.has_location and spec.origin and not Path(spec.origin).exists():
+        if imp.required:  # Python would not import it again: the kernel holds it from before its file went
+            raise CollectError(
+                f"`{dotted}` is imported by {who}, but its file {spec.origin} no longer exists; the kernel "
+                "still holds the module from before.",
+                f"Restore the file under {root}, or drop the import.",
+            )
+        return
     if spec is None:
         if imp.required:
             raise CollectError(

@@ -245,7 +245,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
     """
     with api.timed(timings, "collect"):
         shipped = _local_module_files(prepared.fileset, options.module)
-        api.refresh_local_modules(shipped)
+        forgotten = api.refresh_local_modules(shipped)
         try:
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
@@ -254,6 +254,8 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             if refused is None:
                 raise  # the cell's own code failed: its traceback is what to debug
             raise refused from exc
+        finally:
+            api.rebind_notebook_names(namespace, forgotten)
         api.remember_local_modules(shipped)
         entities = tuple(register.module_entities(module))
         if not entities:

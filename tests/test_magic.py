@@ -404,6 +404,47 @@ def test_a_local_module_imported_in_a_plain_cell_then_edited_runs_as_shipped(she
     assert shell.user_ns["uses_steps"](n=1) == 101  # what the archive ships, not what was imported before
 
 
+def test_names_a_plain_cell_imported_from_a_local_module_keep_working_and_follow_edits(shell, project_dir):
+    """`clean` imported in a plain cell and used by the cell: every re-run carries it over, and after an edit
+    plain cells, the cell and %autoreload all run the new code."""
+    import time
+
+    pkg = project_dir / "namelib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "features.py").write_text("def clean(n):\n    return n + 1\n")
+    shell.run_cell(f"import sys; sys.path.insert(0, {str(project_dir)!r})")
+    assert shell.run_cell("from namelib.features import clean\nimport namelib.features as F").success
+    cell = CELL + "\n@task\ndef cleaned(n: int) -> int:\n    return clean(n)\n"
+    for _ in range(2):  # unchanged re-runs
+        reg = magic(shell, "--dry-run -m namemod", cell)
+        assert "namelib/features.py" in reg.files
+    time.sleep(0.01)
+    (pkg / "features.py").write_text("def clean(n):\n    return n + 3\n")
+    magic(shell, "--dry-run -m namemod", cell)
+    assert shell.user_ns["cleaned"](n=10) == 13
+    assert shell.user_ns["clean"](10) == 13 and shell.user_ns["F"].clean(10) == 13  # plain cells: the same code
+    shell.run_line_magic("load_ext", "autoreload")
+    shell.run_line_magic("autoreload", "2")
+    try:
+        (pkg / "features.py").write_text("def clean(n):\n    return n + 5\n")
+        shell.run_cell("pass")  # autoreload reloads before a cell runs
+        assert shell.user_ns["F"].clean(10) == 15, "autoreload still sees the module"
+    finally:
+        shell.run_line_magic("autoreload", "0")
+
+
+def test_a_local_module_deleted_after_it_was_imported_is_refused(shell, project_dir):
+    """The kernel still holds it, the container would not find it: refused, not registered to fail remotely."""
+    (project_dir / "gonemod_lib.py").write_text("def g(x):\n    return x\n")
+    shell.run_cell(f"import sys; sys.path.insert(0, {str(project_dir)!r}); import gonemod_lib")
+    (project_dir / "gonemod_lib.py").unlink()
+    cell = "from gonemod_lib import g\n" + CELL
+    with pytest.raises(UsageError, match=r"`gonemod_lib` is imported by this cell, but its file .*gonemod_lib.py no "
+                                         r"longer exists.*Restore the file"):
+        magic(shell, "--dry-run -m gonemod", cell)
+
+
 def test_a_local_file_named_like_a_loaded_stdlib_module_is_refused(shell, project_dir):
     import random
 
