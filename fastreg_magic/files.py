@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import traceback
@@ -195,13 +196,30 @@ def serialize_notebook(notebook: Path, output: Path) -> list:
         raise CollectError(f"{notebook.name} has no %%flyte_fast cell.", "Start a code cell with %%flyte_fast.")
     shell, magics = _notebook_shell(notebook)
     results = []
-    for index, line, body in cells[: magic_indexes[-1] + 1]:
-        if line is None:
-            _run_earlier_cell(shell, body, notebook, index)  # earlier cells: their names feed lifting
-            continue
-        folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
-        results.append((folder, _serialize_cell(magics, line, body, folder, notebook, index)))
+    with _in_notebook_folder(notebook):
+        for index, line, body in cells[: magic_indexes[-1] + 1]:
+            if line is None:
+                _run_earlier_cell(shell, body, notebook, index)  # earlier cells: their names feed lifting
+                continue
+            folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
+            results.append((folder, _serialize_cell(magics, line, body, folder, notebook, index)))
     return results
+
+
+@contextlib.contextmanager
+def _in_notebook_folder(notebook: Path):
+    """Where Jupyter runs a notebook's cells: in its folder, which is also first on sys.path, so a
+    plain cell's ``from mylib import x`` and ``open("data.csv")`` work as they do there."""
+    folder = str(notebook.parent)
+    before = os.getcwd()
+    os.chdir(folder)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
 
 
 _SHOW_ERROR = ("showtraceback", "showsyntaxerror", "showindentationerror")

@@ -399,3 +399,15 @@ def test_serialize_and_the_magic_number_a_cells_lines_as_the_editor_does(project
     with pytest.raises(UsageError) as info:
         shell.run_cell_magic("flyte_fast", "--dry-run -m numbered", body)
     assert str(info.value).startswith(text)
+
+
+def test_a_notebook_whose_plain_cell_imports_a_local_module_serializes_from_anywhere(project, tmp_path):
+    """Jupyter runs a notebook's cells in its folder: `fastreg serialize` too, wherever it is started."""
+    cells = ["from helpers.text import shout\nGREETING = shout('hi')\n",
+             "%%flyte_fast -m shouter\nfrom flytekit import task\n\n@task\ndef greet() -> str:\n    return GREETING\n"]
+    notebook = _notebook(project / "plain_import.ipynb", cells)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_cli("serialize", notebook, "-o", "out", cwd=elsewhere)
+    manifest = json.loads((elsewhere / "out" / MANIFEST_NAME).read_text())
+    assert manifest["module"] == "shouter"
