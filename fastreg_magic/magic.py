@@ -164,13 +164,36 @@ class FlyteFast(Magics):
         return runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url)
 
     def _guarded(self, action):
-        """The error boundary: our typed errors become one line; anything else keeps its traceback."""
+        """The error boundary: our typed errors become one line; anything else keeps its traceback,
+        from the cell's own code on when the cell raised it."""
         try:
             return action()
         except FastRegError as err:
             if self.show_traceback:
                 raise
             raise UsageError(str(err)) from None
+        except Exception as exc:
+            if not self.show_traceback:
+                _show_from_the_cell(self.shell, exc)
+            raise
+
+
+def _show_from_the_cell(shell, exc: Exception) -> None:
+    """Show an error the cell's code raised as IPython shows a plain cell's: the frames of the user's
+    code only (not the magic's, the pipeline's and importlib's that ran it), then the cell's line as
+    the editor numbers it (the module's own numbers count code carried over from earlier cells)."""
+    from fastreg_magic.pipeline import RAISED_BY_THE_CELL
+
+    raised = getattr(exc, RAISED_BY_THE_CELL, None)
+    if raised is None:
+        return
+
+    def render():
+        # IPython's own formatter (colours, source context) on the trimmed traceback.
+        lines = shell.InteractiveTB.structured_traceback(type(exc), exc, raised.traceback)
+        return [*lines, f"({raised.place})"]
+
+    exc._render_traceback_ = render  # IPython's hook for how an exception shows in a cell
 
 
 def _parse_options(magic, usage: str, line: str):

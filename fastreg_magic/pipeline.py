@@ -252,6 +252,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         except Exception as exc:
             refused = _refused_definition(exc, prepared.module_source, where, Path(options.source_root))
             if refused is None:
+                _mark_raised_by_the_cell(exc, prepared.module_source, where)
                 raise  # the cell's own code failed: its traceback is what to debug
             raise refused from exc
         finally:
@@ -266,6 +267,36 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         if namespace is not None:
             namespace.update({_local_name(module, e): e for e in entities})
     return dataclasses.replace(prepared, module=module, entities=entities)
+
+
+@dataclass(frozen=True)
+class RaisedByTheCell:
+    """Where the cell's own code failed as its module ran: the traceback from the module's first
+    frame on (without the frames that ran it), and the line, numbered as the user's editor does."""
+
+    traceback: Any
+    place: str  # "raised at line 6 of the cell", "raised in code carried over from an earlier cell, called at ..."
+
+
+RAISED_BY_THE_CELL = "_fastreg_raised_by_the_cell"  # the exception's attribute holding a RaisedByTheCell
+
+
+def _mark_raised_by_the_cell(exc: BaseException, module_source, where: str) -> None:
+    generated = str(api.module_dir() / f"{module_source.name}.py")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != generated:
+        tb = tb.tb_next
+    if tb is None:
+        return  # raised before the module ran any of its lines
+    lines = [module_source.cell_line(n) for frame, n in traceback.walk_tb(tb) if frame.f_code.co_filename == generated]
+    cell_lines = [line for line in lines if line is not None]
+    place = f"raised at line {cell_lines[-1]} of {where}" if cell_lines else "raised in code carried over from an earlier cell"
+    if cell_lines and lines[-1] is None:
+        place = f"raised in code carried over from an earlier cell, called at line {cell_lines[-1]} of {where}"
+    try:
+        setattr(exc, RAISED_BY_THE_CELL, RaisedByTheCell(tb, place))
+    except AttributeError:  # an exception type without instance attributes: shown as Python shows it
+        pass
 
 
 def _refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:

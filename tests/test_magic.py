@@ -292,6 +292,22 @@ def test_error_in_user_code_keeps_its_traceback(shell, project_dir):
         magic(shell, "--dry-run -m boommod", "x = 1 / 0\n" + CELL)
 
 
+def test_an_error_the_cells_code_raises_shows_the_users_frames_and_the_editors_line(shell, project_dir, capsys):
+    """Like a plain cell's: the cell's frames and those of code it calls, not the frames that ran the module."""
+    shell.run_cell("def halve_badly(x):\n    return x / 0\n")
+    result = shell.run_cell("%%flyte_fast --dry-run -m tbmod\n" + CELL + "\nsettings = {}\nprint(settings['depth'])\n")
+    assert isinstance(result.error_in_exec, KeyError)  # the cell failed: "Run All" stops here
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # without IPython's colours
+    assert "print(settings['depth'])" in shown and "KeyError" in shown
+    assert f"(raised at line {len(CELL.splitlines()) + 4} of the cell)" in shown
+    assert "pipeline.py" not in shown and "importlib" not in shown and "magic.py" not in shown
+    shell.run_cell("%%flyte_fast --dry-run -m tbmod2\n" + CELL + "x = halve_badly(3)\n")
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "return x / 0" in shown and "ZeroDivisionError" in shown
+    assert (f"(raised in code carried over from an earlier cell, called at line {len(CELL.splitlines()) + 2} "
+            "of the cell)") in shown
+
+
 @pytest.mark.parametrize("cell, message", [
     ("from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    print(n)\n",
      "Line 4 of the cell: t function must return a value"),
