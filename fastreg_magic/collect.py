@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from fastreg_magic.errors import CollectError
 from fastreg_magic.ignore import SECRET, Found, IgnoreRules, Skipped, classify_file, iter_dir_files, walk
-from fastreg_magic.lift import has_star_import, lift_free_names
+from fastreg_magic.lift import has_star_import, lift_free_names, scope_names
 from fastreg_magic.local_imports import local_modules
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024
@@ -49,6 +49,7 @@ class ModuleSource:
     body_start: int = field(default=1, compare=False, repr=False)
     body_cell_line: int = field(default=1, compare=False, repr=False)
     first_line: int = field(default=1, compare=False, repr=False)  # the number the user sees on the source's first line
+    binds: frozenset[str] = field(default=frozenset(), compare=False, repr=False)  # names the cell binds at its top level
 
     def cell_line(self, module_line: int) -> int | None:
         """The cell's line at ``module_line`` of the module, as the user's editor numbers it; None
@@ -94,14 +95,16 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
     """
     check_module_name(name)
     tree = _parse_cell(cell, first_line)
+    as_is = dict(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
     if namespace is None:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
+        return ModuleSource(**as_is)
+    binds = scope_names(cell, tree)[1]
     lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
-        return ModuleSource(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
+        return ModuleSource(**as_is, binds=binds)
     source, head_lines, body_start, body_cell_line = _insert_lifted(cell, tree, lifted.source)
     return ModuleSource(name=name, source=source, lifted=lifted.lines, head_lines=head_lines, body_start=body_start,
-                        body_cell_line=body_cell_line, first_line=first_line)
+                        body_cell_line=body_cell_line, first_line=first_line, binds=binds)
 
 
 def module_from_file(path: Path) -> ModuleSource:

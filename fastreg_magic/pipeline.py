@@ -239,7 +239,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
 
 
 def load(prepared: Prepared, options: Options, namespace, timings: dict, *, where: str = "the cell") -> Prepared:
-    """Run the module in this process (as the container will) and push its entities into ``namespace``.
+    """Run the module in this process (as the container will) and put what it defines into ``namespace``.
 
     ``where`` names the source in messages: the cell, or the module file's name.
     """
@@ -264,7 +264,9 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
                 f"The cell defines no Flyte task, workflow or launch plan (module {options.module!r}).",
                 "Decorate a function with @task or @workflow in this cell.",
             )
-        if namespace is not None:
+        if namespace is not None:  # what the cell defines is the notebook's, as a plain cell's would be
+            defined = vars(module)
+            namespace.update({name: defined[name] for name in prepared.module_source.binds if name in defined})
             namespace.update({_local_name(module, e): e for e in entities})
     return dataclasses.replace(prepared, module=module, entities=entities)
 

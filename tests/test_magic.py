@@ -461,6 +461,35 @@ def test_a_local_module_deleted_after_it_was_imported_is_refused(shell, project_
         magic(shell, "--dry-run -m gonemod", cell)
 
 
+def test_what_the_cell_defines_is_the_notebooks_as_after_a_plain_cell(shell, project_dir):
+    cell = textwrap.dedent(
+        """
+        from dataclasses import dataclass
+        from flytekit import task, workflow
+
+        SCALE = 3
+
+        @dataclass
+        class Params:
+            k: int
+
+        def scaled(x: int) -> int:
+            return x * SCALE
+
+        @task
+        def apply(p: Params) -> int:
+            return scaled(p.k)
+        """
+    )
+    magic(shell, "--dry-run -m definesmod", cell)
+    assert shell.run_cell("result = apply(p=Params(k=2)), scaled(1), SCALE").success
+    assert shell.user_ns["result"] == (6, 3, 3)
+    later = "from flytekit import task\n\n@task\ndef tripled(n: int) -> int:\n    return scaled(n)\n"
+    reg = magic(shell, "--dry-run -m laterdefmod", later)  # a helper of an earlier %%flyte_fast cell is carried over
+    assert any("scaled" in line for line in reg.lifted)
+    assert shell.user_ns["tripled"](n=2) == 6
+
+
 def test_a_local_file_named_like_a_loaded_stdlib_module_is_refused(shell, project_dir):
     import random
 
