@@ -251,8 +251,9 @@ def _not_local(
     if spec is None:
         if imp.required:
             raise CollectError(
-                f"`{dotted}` is imported by {who} but was not found under {root}.",
-                "Start Jupyter in the project root or pass --source-root.",
+                f"`{dotted}` is imported by {who} but was not found under {root}, nor installed in this kernel.",
+                "If it is your own code, start Jupyter in the project root or pass --source-root; if it is a "
+                "package, install it (`%pip install ...`): the image must have it too.",
             )
         return
     warning = _outside_root_warning(dotted, spec, root)
