@@ -36,7 +36,7 @@ from fastreg_magic.errors import CollectError
 from fastreg_magic.lift_imports import (
     import_statement,
     is_named_definition,
-    module_has_file,
+    is_importable_module,
     wrapped_function,
 )
 
@@ -287,7 +287,7 @@ class _Found:
     definitions: dict[str, _Definition]
 
     def add_import_of(self, name: str, namespace: Mapping[str, Any]) -> None:
-        statement = import_statement(name, namespace[name]) if name in namespace else None
+        statement = import_statement(name, namespace[name], namespace) if name in namespace else None
         if statement is not None:
             self.imports[name] = statement
 
@@ -315,7 +315,7 @@ def _resolve(name: str, namespace: Mapping[str, Any], strict: bool, found: _Foun
             )
         return None
     value = namespace[name]
-    statement = import_statement(name, value)
+    statement = import_statement(name, value, namespace)
     if statement is not None:
         found.imports[name] = statement
         return None
@@ -457,6 +457,8 @@ def _constant_assignment(name: str, literal: str) -> str:
 
 def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definition:
     target = wrapped_function(value) or value
+    if is_named_definition(target) and _MADE_INSIDE in target.__qualname__:
+        raise _made_by_a_call(name, target)
     if not is_named_definition(target) or not _defined_in_kernel(target):
         raise CollectError(
             f"`{name}` ({_describe(value)}) comes from the notebook namespace and cannot be shipped as source.",
@@ -477,6 +479,46 @@ def _definition(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definit
     return _Definition(name=name, source=source, uses=frozenset(uses), scope=_scope_of(target, namespace))
 
 
+# In the qualified name of a function or class made while another function ran.
+_MADE_INSIDE = ".<locals>."
+
+
+def _made_by_a_call(name: str, target: Any) -> CollectError:
+    """Why ``name`` cannot be lifted: its value was made by a call (``add3 = make_adder(3)``, or a
+    decorator whose wrapper does not say which function it wraps), so no cell has its source."""
+    qualname = target.__qualname__
+    maker = qualname.split(_MADE_INSIDE)[0]
+    if not _wraps_function_named(target, name):
+        kind = "class" if isinstance(target, type) else "function"
+        return CollectError(
+            f"`{name}` is a {kind} made by calling `{maker}` (it is `{qualname}`): no cell has its source, "
+            "and what it kept from that call cannot be written as source.",
+            f"Define `{name}` in this cell (e.g. `{name} = {maker}(...)`), or in a module next to the notebook "
+            "and import it.",
+        )
+    fix = "Define"
+    if _defined_in_kernel(target):  # a decorator of the notebook's, which the user can change
+        fix = (f"In `{maker}`, decorate the wrapper with `@functools.wraps(...)`, so `{name}` is carried over "
+               "with its decorator; or define")
+    return CollectError(
+        f"`{name}` is wrapped by the decorator `{maker}`, whose wrapper (`{qualname}`) hides the function: "
+        "its source cannot be found from the wrapper.",
+        f"{fix} `{name}` in this cell, or in a module next to the notebook and import it.",
+    )
+
+
+def _wraps_function_named(wrapper: Any, name: str) -> bool:
+    """Whether ``wrapper`` closes over a function called ``name``: ``@timer def slow`` made it."""
+    for cell in getattr(wrapper, "__closure__", None) or ():
+        try:
+            inner = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if getattr(wrapped_function(inner) or inner, "__name__", None) == name:
+            return True
+    return False
+
+
 def _scope_of(target: Any, namespace: Mapping[str, Any]) -> Mapping[str, Any]:
     """The globals ``target``'s code reads (its module's), then the notebook's namespace."""
     own = getattr(target, "__globals__", None)
@@ -489,7 +531,7 @@ def _scope_of(target: Any, namespace: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _defined_in_kernel(target: Any) -> bool:
     module_name = getattr(target, "__module__", None)
-    return module_name == "__main__" or (isinstance(module_name, str) and not module_has_file(module_name))
+    return module_name == "__main__" or (isinstance(module_name, str) and not is_importable_module(module_name))
 
 
 def _describe(value: Any) -> str:
