@@ -158,6 +158,7 @@ class FlyteFast(Magics):
         project = args.project or self.project
         domain = args.domain or self.domain
         backend = config.ensure_reachable(self._backend(args))
+        runs.refuse_other_backend(args.execution, backend)  # not a same-named run here, under that cluster's link
         remote = config.connect(backend, project, domain)
         # The Run is the cell's value: Jupyter displays it as its live view (Run._ipython_display_),
         # so displaying it here too would show the view twice.
@@ -275,6 +276,7 @@ _SHELL_HOOKS = ("showtraceback", "_showtraceback", "showsyntaxerror")
 def _import_flytekit_keeping_the_shell(shell) -> None:
     """Import flytekit (the first cell does), then undo what its import does to the notebook."""
     if "flytekit" in sys.modules:
+        _drop_rich_tracebacks(shell)  # imported in a plain cell: its display may be in the shell already
         return
     before = {name: shell.__dict__.get(name) for name in _SHELL_HOOKS}
     excepthook = sys.excepthook
@@ -290,6 +292,16 @@ def _import_flytekit_keeping_the_shell(shell) -> None:
     sys.excepthook = excepthook
     if on_main_thread and ctrl_c is not None:
         signal.signal(signal.SIGINT, ctrl_c)
+
+
+def _drop_rich_tracebacks(shell) -> None:
+    """Take out rich's traceback display, which flytekit's import puts into the shell when a plain cell
+    imported it first: it ignores IPython's ``_render_traceback_`` hook, so the magic's one-line errors and
+    the cell's own trimmed tracebacks would show as full panels of our frames."""
+    for name in _SHELL_HOOKS:
+        hook = shell.__dict__.get(name)
+        if hook is not None and (getattr(hook, "__module__", None) or "").startswith("rich."):
+            del shell.__dict__[name]
 
 
 def _keep_from_autoreload(shell, module: str) -> None:

@@ -69,6 +69,24 @@ def test_load_ext_is_cheap_and_does_not_import_flytekit():
     assert "flyte_watch" in result["line"]
 
 
+def test_errors_stay_short_when_a_plain_cell_imported_flytekit_first(tmp_path):
+    """flytekit's import installs rich's traceback display in the shell, which ignores IPython's
+    `_render_traceback_`: the cell's errors would be panels of the magic's frames."""
+    code = textwrap.dedent(
+        """
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_cell("from flytekit import task, workflow")
+        ip.run_line_magic("load_ext", "fastreg_magic")
+        ip.run_cell("%%flyte_fast --dry-run -m richmod\\n@task\\ndef t(n: int) -> int:\\n    return n\\n\\nx = 1 / 0\\n")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    assert "ZeroDivisionError" in shown and "(raised at line 6 of the cell)" in shown, shown
+    assert "pipeline.py" not in shown and "magic.py" not in shown, shown
+
+
 def test_extension_loads_from_ipython_config(tmp_path):
     profile = tmp_path / "profile_default"
     profile.mkdir()
