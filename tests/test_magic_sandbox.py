@@ -313,7 +313,7 @@ def test_a_cell_builds_on_a_task_of_an_earlier_cell_of_the_same_module(shell, wo
             return shifted(n)
         """
     ))
-    assert "shifted" not in shell.user_ns  # only the cell's Flyte entities are pushed to the notebook
+    assert shell.user_ns["shifted"](1) == 11  # what the cell defines is the notebook's, as after a plain cell
     second = magic(shell, f"-m {mod}", textwrap.dedent(
         """
         from flytekit import task, workflow
@@ -651,3 +651,26 @@ def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(
     (first, *ran_first), (second, *ran_second) = results
     assert ran_first == ran_second == ["SUCCEEDED", {"o0": "hello from a default file"}]
     assert first != second
+
+
+def test_a_workflow_returning_a_list_or_dict_of_task_outputs_registers_and_runs(shell, workdir):
+    """Outputs bound to a collection of promises: FlyteAdmin compiles them; so must the sandbox."""
+    reg = magic(shell, f"-m {unique('fan')}", textwrap.dedent(
+        """
+        from flytekit import task, workflow
+
+        @task
+        def step(a: int) -> int:
+            return a + 2
+
+        @workflow
+        def fan(a: int = 0, b: int = 0) -> list[int]:
+            return [step(a=a), step(a=b)]
+
+        @workflow
+        def named(a: int = 0, b: int = 0) -> dict[str, int]:
+            return {"x": step(a=a), "y": step(a=b)}
+        """
+    ))
+    assert reg.launch("fan", a=1, b=2).wait(timeout=300).outputs == {"o0": [3, 4]}
+    assert reg.launch("named", a=1, b=2).wait(timeout=300).outputs == {"o0": {"x": 3, "y": 4}}

@@ -243,3 +243,172 @@ def test_pyflyte_register_fast_uploads_the_archive_through_dataproxy(sandbox, re
     changed = pyflyte(sandbox, project_dir, "register", "--version", v, f"{module}.py")
     assert changed.returncode != 0
     assert "different structure already exists" in changed.stdout + changed.stderr
+
+
+# -- bindings are type-checked, as FlyteAdmin's compiler does ---------------------------------
+
+TYPED = """
+import enum
+import typing
+from dataclasses import dataclass
+
+from flytekit import LaunchPlan, conditional, map_task, task, workflow
+
+
+@task
+def to_text(x: int) -> str:
+    return str(x)
+
+
+@task
+def texts(n: int) -> typing.List[str]:
+    return [str(i) for i in range(n)]
+
+
+@task
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@task
+def total(xs: typing.List[int]) -> int:
+    return sum(xs)
+
+
+@task
+def total_named(named: typing.Dict[str, int]) -> int:
+    return sum(named.values())
+
+
+@dataclass
+class Point:
+    x: int
+    label: str
+
+
+@task
+def make_point(x: int) -> Point:
+    return Point(x=x, label=str(x))
+
+
+@workflow
+def text_as_output(x: int = 3) -> int:
+    return to_text(x=x)
+
+
+@workflow
+def text_into_int(x: int = 3) -> int:
+    return plus_one(x=to_text(x=x))
+
+
+@workflow
+def field_into_int(x: int = 3) -> int:
+    return plus_one(x=make_point(x=x).label)
+
+
+@workflow
+def text_in_a_list(x: int = 3) -> int:
+    return total(xs=[x, to_text(x=x)])
+
+
+@workflow
+def text_in_a_dict(x: int = 3) -> int:
+    return total_named(named={"a": x, "b": to_text(x=x)})
+
+
+@workflow
+def inner(x: int) -> int:
+    return plus_one(x=x)
+
+
+@workflow
+def text_into_sub_workflow(x: int = 3) -> int:
+    return inner(x=to_text(x=x))
+
+
+inner_lp = LaunchPlan.get_or_create(inner, name="{module}.inner_lp")
+
+
+@workflow
+def text_into_launch_plan(x: int = 3) -> int:
+    return inner_lp(x=to_text(x=x))
+
+
+@workflow
+def text_into_branch(x: int = 3) -> int:
+    s = to_text(x=x)
+    return conditional("sign").if_(x > 0).then(plus_one(x=s)).else_().then(plus_one(x=x))
+
+
+@workflow
+def texts_into_map_task(n: int = 3) -> typing.List[int]:
+    return map_task(plus_one)(x=texts(n=n))
+
+
+# what FlyteAdmin accepts, and so must the sandbox
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass
+class LabelledPoint(Point):
+    colour: str = "red"
+
+
+@task
+def describe(n: typing.Optional[int], c: Color, name: str, p: Point,
+             ns: typing.List[typing.Optional[int]], empty: typing.List[str]) -> str:
+    return f"{n} {c} {name} {p} {ns} {empty}"
+
+
+@task
+def make_labelled(x: int) -> LabelledPoint:
+    return LabelledPoint(x=x, label="l")
+
+
+@task
+def colour() -> Color:
+    return Color.BLUE
+
+
+@workflow
+def castable(x: int = 3, c: str = "red") -> str:
+    return describe(n=x, c=c, name=colour(), p=make_labelled(x=x), ns=[x, plus_one(x=x)], empty=[])
+"""
+
+
+@pytest.mark.parametrize("workflow, node, fragments", [
+    ("text_as_output", "end-node", ["'to_text.o0' has type [simple:STRING]", "'o0' which has type [simple:INTEGER]"]),
+    ("text_into_int", "n1", ["'to_text.o0' has type [simple:STRING]", "'plus_one.x' which has type [simple:INTEGER]"]),
+    ("field_into_int", "n1", ["'make_point.o0' has type [simple:STRING]", "'plus_one.x'"]),
+    ("text_in_a_list", "n1", ["'to_text.o0' has type [simple:STRING]", "'total.xs' which has type [simple:INTEGER]"]),
+    ("text_in_a_dict", "n1", ["'to_text.o0' has type [simple:STRING]", "'total_named.named'"]),
+    ("text_into_sub_workflow", "n1", ["'to_text.o0' has type [simple:STRING]", "which has type [simple:INTEGER]"]),
+    ("text_into_launch_plan", "n1", ["'to_text.o0' has type [simple:STRING]", "which has type [simple:INTEGER]"]),
+    ("text_into_branch", "n1-n0", ["'to_text.o0' has type [simple:STRING]", "'plus_one.x'"]),
+    ("texts_into_map_task", "n1", ["has type [collection_type:{simple:STRING}]",
+                                   "which has type [collection_type:{simple:INTEGER}]"]),
+])
+def test_bindings_that_do_not_type_check_are_refused_naming_node_variable_and_types(
+        remote, tmp_path, workflow, node, fragments):
+    name = f"typed_{uuid.uuid4().hex[:8]}"
+    module = write_module(tmp_path, TYPED.replace("{module}", name), name)
+    v = version()
+    with pytest.raises(FlyteInvalidInputException) as info:
+        remote.register_workflow(getattr(module, workflow), serialization_settings=settings(), version=v)
+    details = grpc_details(info.value)
+    assert details.startswith(f"failed to compile workflow for [flytesnacks/development/{name}.{workflow}/{v}]")
+    assert f"Code: MismatchingTypes, Node Id: {node}," in details
+    for fragment in fragments:
+        assert fragment in details
+    with pytest.raises(FlyteEntityNotExistException):
+        remote.fetch_workflow(name=f"{name}.{workflow}", version=v)  # nothing was stored
+
+
+def test_bindings_flyteadmin_casts_are_accepted(remote, tmp_path):
+    # int -> Optional[int], str -> enum, enum -> str, a child dataclass for its parent, [] for any list
+    name = f"typed_{uuid.uuid4().hex[:8]}"
+    module = write_module(tmp_path, TYPED.replace("{module}", name), name)
+    fetched = remote.register_workflow(module.castable, serialization_settings=settings(), version=version())
+    assert fetched.id.name == f"{name}.castable"

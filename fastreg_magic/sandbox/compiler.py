@@ -6,11 +6,12 @@ derives every node's upstream nodes from its bindings, records the upstream/down
 connections, and gathers the templates of every task the workflow and its sub-workflows
 reference. ``FlyteWorkflow.promote_from_closure`` and the executor both read the result.
 
-    closure = compile_workflow(spec, find_task=store_lookup, launch_plan_exists=lp_lookup)
+    closure = compile_workflow(spec, find_task=store_lookup, find_launch_plan=lp_lookup)
 
 A reference that cannot be resolved (an unregistered task, a sub-workflow missing from the
 spec, an unregistered launch plan, a node that depends on an unknown node) is an
-``INVALID_ARGUMENT`` naming it; so is a dependency cycle.
+``INVALID_ARGUMENT`` naming it; so is a dependency cycle, and so are bindings that do not
+type-check (``typecheck``), with FlyteAdmin's "failed to compile workflow" message.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
+from flyteidl.admin import launch_plan_pb2
 from flyteidl.admin import workflow_pb2 as admin_workflow_pb2
 from flyteidl.core import compiler_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2, workflow_pb2
 
+from fastreg_magic.sandbox.typecheck import binding_errors, failure_message
 from fastreg_magic.sandbox.validation import id_text, invalid
 
 START_NODE = "start-node"
 END_NODE = "end-node"
 
 TaskLookup = Callable[[identifier_pb2.Identifier], "tasks_pb2.TaskTemplate | None"]
-LaunchPlanLookup = Callable[[identifier_pb2.Identifier], bool]
+# a registered launch plan's closure (its expected_inputs and expected_outputs), None when unknown
+LaunchPlanLookup = Callable[[identifier_pb2.Identifier], "launch_plan_pb2.LaunchPlanClosure | None"]
 
 
 def id_key(identifier: identifier_pb2.Identifier) -> tuple:
@@ -35,19 +39,18 @@ def id_key(identifier: identifier_pb2.Identifier) -> tuple:
 
 
 def compile_workflow(
-    spec: admin_workflow_pb2.WorkflowSpec, find_task: TaskLookup, launch_plan_exists: LaunchPlanLookup
+    spec: admin_workflow_pb2.WorkflowSpec, find_task: TaskLookup, find_launch_plan: LaunchPlanLookup
 ) -> compiler_pb2.CompiledWorkflowClosure:
     """The compiled closure of a workflow and its sub-workflows."""
-    sub_workflows = {id_key(sw.id): sw for sw in spec.sub_workflows}
-    tasks: dict[tuple, compiler_pb2.CompiledTask] = {}
-    primary = _compile_one(spec.template, sub_workflows, find_task, launch_plan_exists, tasks)
-    compiled_subs = [
-        _compile_one(sw, sub_workflows, find_task, launch_plan_exists, tasks) for sw in spec.sub_workflows
-    ]
-    return compiler_pb2.CompiledWorkflowClosure(primary=primary, sub_workflows=compiled_subs, tasks=list(tasks.values()))
+    refs = _References({id_key(sw.id): sw for sw in spec.sub_workflows}, find_task, find_launch_plan)
+    primary = _compile_one(spec.template, refs)
+    compiled_subs = [_compile_one(sw, refs) for sw in spec.sub_workflows]
+    return compiler_pb2.CompiledWorkflowClosure(
+        primary=primary, sub_workflows=compiled_subs, tasks=list(refs.tasks.values())
+    )
 
 
-def _compile_one(template, sub_workflows, find_task, launch_plan_exists, tasks) -> compiler_pb2.CompiledWorkflow:
+def _compile_one(template, refs: "_References") -> compiler_pb2.CompiledWorkflow:
     compiled = workflow_pb2.WorkflowTemplate()
     compiled.CopyFrom(template)
     workflow_name = id_text(template.id)
@@ -60,8 +63,11 @@ def _compile_one(template, sub_workflows, find_task, launch_plan_exists, tasks) 
 
     for node in _all_nodes(compiled.nodes, compiled.failure_node if compiled.HasField("failure_node") else None):
         _rewrite_global_inputs(node.inputs)
-        _resolve_references(node, workflow_name, sub_workflows, find_task, launch_plan_exists, tasks)
+        refs.resolve(node, workflow_name)
     _rewrite_global_inputs(compiled.outputs)
+    errors = binding_errors(compiled, refs.interface_of)
+    if errors:
+        raise invalid(failure_message(template.id, errors))
 
     known = set(node_ids)
     upstream: dict[str, set[str]] = {}
@@ -77,7 +83,7 @@ def _compile_one(template, sub_workflows, find_task, launch_plan_exists, tasks) 
         node.upstream_node_ids.extend(sorted(deps))
     _check_acyclic(upstream, workflow_name)
 
-    end_deps = {b.binding.promise.node_id for b in compiled.outputs} | _promises_in(compiled.outputs)
+    end_deps = _promises_in(compiled.outputs)  # also those inside a list or dict of outputs
     end_deps.discard(START_NODE)
     if end_deps - known:
         raise invalid(f"workflow {workflow_name} outputs refer to unknown node(s): {', '.join(sorted(end_deps - known))}")
@@ -137,29 +143,70 @@ def _all_nodes(nodes, failure_node=None) -> Iterator[workflow_pb2.Node]:
             yield from _all_nodes([node.array_node.node])
 
 
-def _resolve_references(node, workflow_name, sub_workflows, find_task, launch_plan_exists, tasks) -> None:
-    kind = node.WhichOneof("target")
-    if kind == "task_node":
+class _References:
+    """What a workflow's nodes refer to: tasks (gathered into the closure), sub-workflows, launch plans."""
+
+    def __init__(self, sub_workflows: dict, find_task: TaskLookup, find_launch_plan: LaunchPlanLookup):
+        self.sub_workflows, self.find_task, self.find_launch_plan = sub_workflows, find_task, find_launch_plan
+        self.tasks: dict[tuple, compiler_pb2.CompiledTask] = {}
+        self.launch_plans: dict[tuple, launch_plan_pb2.LaunchPlanClosure] = {}
+
+    def resolve(self, node, workflow_name: str) -> None:
+        kind = node.WhichOneof("target")
+        if kind == "task_node":
+            self._resolve_task(node, workflow_name)
+        elif kind == "workflow_node":
+            self._resolve_workflow(node, workflow_name)
+        elif kind is None:
+            raise invalid(f"node {node.id} of workflow {workflow_name} has no target (task, workflow, branch, gate or array)")
+
+    def _resolve_task(self, node, workflow_name: str) -> None:
         ref = node.task_node.reference_id
-        if id_key(ref) not in tasks:
-            template = find_task(ref)
+        if id_key(ref) not in self.tasks:
+            template = self.find_task(ref)
             if template is None:
                 raise invalid(f"task {id_text(ref)} referenced by node {node.id} of workflow {workflow_name} is not registered")
-            tasks[id_key(ref)] = compiler_pb2.CompiledTask(template=template)
-    elif kind == "workflow_node":
+            self.tasks[id_key(ref)] = compiler_pb2.CompiledTask(template=template)
+
+    def _resolve_workflow(self, node, workflow_name: str) -> None:
         target = node.workflow_node.WhichOneof("reference")
-        if target == "sub_workflow_ref" and id_key(node.workflow_node.sub_workflow_ref) not in sub_workflows:
+        if target == "sub_workflow_ref" and id_key(node.workflow_node.sub_workflow_ref) not in self.sub_workflows:
             raise invalid(
                 f"sub-workflow {id_text(node.workflow_node.sub_workflow_ref)} referenced by node {node.id} "
                 f"of workflow {workflow_name} is not part of the workflow spec"
             )
-        if target == "launchplan_ref" and not launch_plan_exists(node.workflow_node.launchplan_ref):
-            raise invalid(
-                f"launch plan {id_text(node.workflow_node.launchplan_ref)} referenced by node {node.id} "
-                f"of workflow {workflow_name} is not registered"
-            )
-    elif kind is None:
-        raise invalid(f"node {node.id} of workflow {workflow_name} has no target (task, workflow, branch, gate or array)")
+        if target == "launchplan_ref":
+            ref = node.workflow_node.launchplan_ref
+            plan = self.launch_plans[id_key(ref)] if id_key(ref) in self.launch_plans else self.find_launch_plan(ref)
+            if plan is None:
+                raise invalid(
+                    f"launch plan {id_text(ref)} referenced by node {node.id} of workflow {workflow_name} is not registered"
+                )
+            self.launch_plans[id_key(ref)] = plan
+
+    def interface_of(self, node) -> interface_pb2.TypedInterface | None:
+        """The interface of a task or workflow node's target, as the node sees it."""
+        kind = node.WhichOneof("target")
+        if kind == "task_node":
+            compiled = self.tasks.get(id_key(node.task_node.reference_id))
+            return compiled.template.interface if compiled else None
+        if kind != "workflow_node":
+            return None
+        if node.workflow_node.HasField("sub_workflow_ref"):
+            sub = self.sub_workflows.get(id_key(node.workflow_node.sub_workflow_ref))
+            return sub.interface if sub else None
+        plan = self.launch_plans.get(id_key(node.workflow_node.launchplan_ref))
+        return _launch_plan_node_interface(plan, node) if plan else None
+
+
+def _launch_plan_node_interface(plan, node) -> interface_pb2.TypedInterface:
+    """A launch plan node takes the plan's required inputs, and those of its defaults the node sets."""
+    bound = {binding.var for binding in node.inputs}
+    interface = interface_pb2.TypedInterface(outputs=plan.expected_outputs)
+    for name, parameter in plan.expected_inputs.parameters.items():
+        if parameter.required or name in bound:
+            interface.inputs.variables[name].CopyFrom(parameter.var)
+    return interface
 
 
 def _rewrite_global_inputs(bindings) -> None:

@@ -113,7 +113,7 @@ class EntityRpcs:
         spec = workflow_pb2.WorkflowSpec()
         spec.CopyFrom(request.spec)
         spec.template.id.CopyFrom(request.id)
-        closure = compiler.compile_workflow(spec, self.find_task, self._launch_plan_exists)
+        closure = compiler.compile_workflow(spec, self.find_task, self._find_launch_plan)
         entity = workflow_pb2.Workflow(
             id=request.id,
             closure=workflow_pb2.WorkflowClosure(compiled_workflow=closure),
@@ -131,8 +131,9 @@ class EntityRpcs:
     def ListWorkflowIds(self, request, context):
         return self._list_ids(WORKFLOW, request)
 
-    def _launch_plan_exists(self, identifier) -> bool:
-        return self.store.get_entity(LAUNCH_PLAN, key_of(identifier), launch_plan_pb2.LaunchPlan) is not None
+    def _find_launch_plan(self, identifier) -> launch_plan_pb2.LaunchPlanClosure | None:
+        found = self.store.get_entity(LAUNCH_PLAN, key_of(identifier), launch_plan_pb2.LaunchPlan)
+        return found[0].closure if found else None
 
     # -- launch plans ----------------------------------------------------------------------
 

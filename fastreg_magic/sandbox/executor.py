@@ -12,7 +12,8 @@ Task nodes run their registered container command (see ``taskrun``); sub-workflo
 and dynamic jobs run as nested graphs (``graph``, ``nodes``); map tasks in ``arrays``; launch
 plans start child executions through the control plane's ``ChildLauncher``. Every task process is
 told how to reach the sandbox itself (``task_env``), so an eager workflow's task launches its
-sub-executions here. Tasks declared with ``cache=True`` are looked up in ``taskcache`` first.
+sub-executions here. Tasks declared with ``cache=True`` are looked up in ``taskcache`` first;
+tasks that request secrets get them from ``secrets_dir`` or the environment (``secrets``).
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class Executor:
     """Runs submitted executions concurrently; at most ``max_workers`` task processes at a time."""
 
     def __init__(self, sink: EventSink, children: ChildLauncher, *, max_workers: int | None = None,
-                 task_env: Mapping[str, str] | None = None, cache_dir: Path | None = None):
+                 task_env: Mapping[str, str] | None = None, cache_dir: Path | None = None,
+                 secrets_dir: Path | None = None):
         self._sink = SafeSink(sink)
         self._task_env = dict(task_env or {})  # every task process gets these (how to reach the sandbox)
         self._cache_dir = cache_dir  # cached tasks' outputs, shared by every execution
+        self._secrets_dir = secrets_dir  # secrets that tasks request, one file each
         self._children = children
         self._max_workers = max_workers or default_max_workers()
         self._slots = threading.BoundedSemaphore(self._max_workers)
@@ -73,7 +76,8 @@ class Executor:
     def submit(self, job: ExecutionJob) -> None:
         own = threading.BoundedSemaphore(job.max_parallelism) if job.max_parallelism > 0 else None
         ctx = RunContext(job=job, sink=self._sink, children=self._children, slots=Slots(self._slots, own),
-                         guard=self._guard, task_env=self._task_env, cache_dir=self._cache_dir)
+                         guard=self._guard, task_env=self._task_env, cache_dir=self._cache_dir,
+                         secrets_dir=self._secrets_dir)
         thread = threading.Thread(target=self._run, args=(ctx,), name=f"execution-{job.execution_id.name}",
                                   daemon=True)
         with self._lock:

@@ -130,6 +130,7 @@ class RunContext:
     guard: ArchiveGuard
     task_env: Mapping[str, str] = field(default_factory=dict)  # for every task process: how to reach the sandbox
     cache_dir: Path | None = None  # where cached tasks' outputs are kept (taskcache); None: no caching
+    secrets_dir: Path | None = None  # where requested secrets may be kept as files (secrets); None: env only
     cancel: Cancel = field(default_factory=Cancel)
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -10,6 +10,7 @@ executor), then the servers, and keeps the data dir.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -283,10 +284,14 @@ def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
 def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str]) -> None:
     try:
         from fastreg_magic.sandbox.executor import Executor
+        from fastreg_magic.sandbox.secrets import SECRETS_DIR
         from fastreg_magic.sandbox.taskcache import CACHE_DIR
     except ImportError as err:
         admin.executor = None
         admin.executor_error = f"its executor could not be loaded ({err})"
         return
+    secrets_dir = store.data_dir / SECRETS_DIR
+    with contextlib.suppress(OSError):  # without it, tasks still get secrets from the environment
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)  # there to be found, readable by its owner only
     admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers, task_env=task_env,
-                              cache_dir=store.data_dir / CACHE_DIR)
+                              cache_dir=store.data_dir / CACHE_DIR, secrets_dir=secrets_dir)

@@ -6,7 +6,8 @@ recoverable system error has its own budget; any other error fails the node at o
 propeller's compiler (``transformers/k8s/utils.go``), the budget is the node's ``retries`` when
 not zero, else the task's; the timeout is the node's ``timeout`` alone (flytekit copies the task's
 timeout there, and ``with_overrides`` replaces it). A task that wrote a deck gets its node's
-``deck_uri`` (propeller's task handler, ``AddDeckURI``).
+``deck_uri`` (propeller's task handler, ``AddDeckURI``). A task that requests a secret the sandbox
+does not have fails before its process starts (``secrets``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flyteidl.core import literals_pb2, tasks_pb2, workflow_pb2
 from fastreg_magic.sandbox import reporting as events
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase
 from fastreg_magic.sandbox.runstate import Cancel, RunContext
+from fastreg_magic.sandbox.secrets import MissingSecret, secrets_env
 from fastreg_magic.sandbox.taskrun import AttemptPaths, AttemptResult, render_args, run_attempt, task_environment
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,12 @@ def run_one_attempt(
     if problem:
         error = core_exec.ExecutionError(code="UnsafeCodeArchive", message=problem, kind=core_exec.ExecutionError.USER)
         return AttemptResult(error=error), attempt_dir
-    env = task_environment(template, {**flyte_env(ctx, template, spec.attempt), **spec.extra_env})
+    try:
+        secrets = secrets_env(template, ctx.secrets_dir)
+    except MissingSecret as missing:
+        error = core_exec.ExecutionError(code="SecretNotFound", message=str(missing), kind=core_exec.ExecutionError.USER)
+        return AttemptResult(error=error), attempt_dir
+    env = task_environment(template, {**flyte_env(ctx, template, spec.attempt), **spec.extra_env, **secrets})
     if not ctx.slots.acquire(cancel):
         return AttemptResult(cancelled=True), attempt_dir
     try:

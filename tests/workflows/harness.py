@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+from flyteidl.admin import launch_plan_pb2
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import identifier_pb2, literals_pb2
 
@@ -47,13 +48,16 @@ def compile_entity(entity, settings: SerializationSettings = SETTINGS):
     """The compiled closure of a flytekit workflow, as the control plane would store it."""
     mapping: OrderedDict = OrderedDict()
     spec = get_serializable(mapping, settings, entity)
-    tasks = {}
-    for model in mapping.values():
+    tasks, plans = {}, {}
+    for entity, model in mapping.items():
         proto = model.to_flyte_idl()
         if type(proto).__name__ == "TaskSpec":
             tasks[_key(proto.template.id)] = proto.template
+        elif isinstance(entity, LaunchPlan):  # what the control plane derives when it registers the plan
+            plans[_key(proto.id)] = launch_plan_pb2.LaunchPlanClosure(
+                expected_inputs=proto.spec.default_inputs, expected_outputs=entity.interface.to_flyte_idl().outputs)
     return compile_workflow(spec.to_flyte_idl(), find_task=lambda ref: tasks.get(_key(ref)),
-                            launch_plan_exists=lambda ref: True), mapping
+                            find_launch_plan=lambda ref: plans.get(_key(ref))), mapping
 
 
 def _key(identifier) -> tuple:
