@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import io
 import tarfile
 import uuid
@@ -154,4 +156,19 @@ def test_missing_remote_archive_fails_clearly(harness, s3):
     missing = f"s3://{s3.bucket}/nothing-here.tar.gz"
     run = harness.run(basic.linear, x=1, settings=fast_settings(missing), envs={})
     assert run.phase == WorkflowPhase.FAILED
-    assert "could not be fetched" in run.error and missing in run.error
+    assert f"The code archive {missing} does not exist (any more)" in run.error
+    assert "re-run the %%flyte_fast cell" in run.error
+
+
+def test_remote_archives_are_fetched_with_flytekits_storage_settings(harness, tmp_path, s3, monkeypatch):
+    """FLYTE_AWS_* (what flytekit's own download in the task reads) are enough, without AWS_*."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FLYTE_AWS_ENDPOINT", endpoint)
+    monkeypatch.setenv("FLYTE_AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("FLYTE_AWS_SECRET_ACCESS_KEY", "testing")
+    good = code_archive(tmp_path / "fast-flyte-env.tar.gz")
+    s3.put(str(good), f"{s3.bucket}/fast-flyte-env.tar.gz")
+    run = harness.run(basic.linear, x=1, settings=fast_settings(f"s3://{s3.bucket}/fast-flyte-env.tar.gz"), envs={})
+    assert run.phase == WorkflowPhase.SUCCEEDED, run.error

@@ -42,9 +42,17 @@ class ArchiveGuard:
         if not target.exists():
             try:
                 _fetch(archive, target)
-            except Exception as exc:  # any fsspec backend error: unreachable, missing, no credentials
+            except FileNotFoundError:
                 return archive, (
-                    f"The code archive {archive} could not be fetched to check it before the task ran: {exc}"
+                    f"The code archive {archive} does not exist (any more): it was deleted from where it was "
+                    "stored. Restart the kernel and re-run the %%flyte_fast cell: it uploads what is missing."
+                )
+            except Exception as exc:  # any fsspec backend error: unreachable, no credentials
+                return archive, (
+                    f"The code archive {archive} could not be fetched to check it before the task ran: "
+                    f"{type(exc).__name__}: {exc}. The sandbox reads it with its own environment's settings, "
+                    "flytekit's way (FLYTE_AWS_ENDPOINT, FLYTE_AWS_ACCESS_KEY_ID, FLYTE_AWS_SECRET_ACCESS_KEY, or "
+                    "AWS_* and AWS_ENDPOINT_URL): start `fastreg sandbox` with them set."
                 )
         return str(target), self.problem(str(target))
 
@@ -68,11 +76,18 @@ class ArchiveGuard:
 
 
 def _fetch(uri: str, target: Path) -> None:
+    """Copy ``uri`` to ``target`` with the storage settings flytekit's own download in the task would
+    use (``FLYTE_AWS_*``, ``FLYTE_GCP_*``, ``FLYTE_AZURE_*`` from the environment)."""
     import fsspec  # only for remote distributions
+    import fsspec.utils
+    from flytekit.configuration import DataConfig
+    from flytekit.core.data_persistence import get_fsspec_storage_options
 
+    options = get_fsspec_storage_options(fsspec.utils.get_protocol(uri), DataConfig.auto())
+    options["skip_instance_cache"] = True  # settings or endpoints changed since the last fetch count
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    with fsspec.open(uri, "rb") as source, open(partial, "wb") as sink:
+    with fsspec.open(uri, "rb", **options) as source, open(partial, "wb") as sink:
         while chunk := source.read(1 << 20):
             sink.write(chunk)
     partial.rename(target)
