@@ -236,7 +236,22 @@ def _embedded_sandbox() -> Backend:
 
     info = sandbox.ensure_running()
     _last_sandbox_started = bool(getattr(info, "started", False))
-    return sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None)
+    backend = sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None)
+    if _last_sandbox_started:
+        _wait_for_channel(backend)
+    return backend
+
+
+def _wait_for_channel(backend: Backend) -> None:
+    """After starting the sandbox again behind an address the kernel used before: its channel failed
+    while nothing listened there and waits out a reconnect backoff (up to 3 s); the runs, launches and
+    registrations that share it would fail meanwhile. Wait until it is connected."""
+    import grpc
+
+    try:
+        grpc.channel_ready_future(shared_client(backend)._channel).result(timeout=REACHABILITY_TIMEOUT_S * 2)
+    except grpc.FutureTimeoutError:
+        pass  # ensure_reachable names the problem next
 
 
 def sandbox_backend(endpoint: str, config_file: str | None) -> Backend:

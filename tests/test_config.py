@@ -180,6 +180,55 @@ def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
             _wait_until_gone(pid)
 
 
+def test_a_launch_right_after_the_cell_restarted_the_sandbox_goes_through(tmp_path):
+    """The sandbox died; the next cell starts it again behind the same address. The kernel's connection,
+    which failed meanwhile, must not make the very next launch fail while it waits to reconnect."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "FLYTECTL", "XDG_"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
+    code = textwrap.dedent(
+        """
+        import json, os, pathlib, signal, time
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "fastreg_magic")
+        cell = "from flytekit import task\\n\\n@task\\ndef hi() -> str:\\n    return 'hi'\\n"
+        reg = ip.run_cell_magic("flyte_fast", "-m restarted_cell", cell)
+        assert reg.launch().wait(timeout=120).phase == "SUCCEEDED"
+        state = next(pathlib.Path(os.environ["XDG_DATA_HOME"]).rglob("sandbox.json"))
+        os.kill(json.loads(state.read_text())["pid"], signal.SIGKILL)
+        time.sleep(2)
+        try:
+            reg.launch()
+        except Exception as exc:
+            print("WHILE DOWN", type(exc).__name__)
+        reg = ip.run_cell_magic("flyte_fast", "-m restarted_cell", cell)  # starts it again, same data dir
+        print("RESULT", reg.launch().wait(timeout=120).phase)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    try:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "WHILE DOWN" in result.stdout and "RESULT SUCCEEDED" in result.stdout, result.stdout
+    finally:
+        for state in (home / "data").rglob("sandbox.json"):
+            pid = json.loads(state.read_text())["pid"]
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            _wait_until_gone(pid)
+
+
 def _wait_until_gone(pid: int, seconds: float = 15.0) -> None:
     import os
     import time
