@@ -60,9 +60,12 @@ def _fastreg_quickstart_report():
             seen.add(id(value))
             releases.append(dict(name=name, module=value.module, version=value.version, uploaded=value.uploaded,
                                  registered=value.registered, timings=dict(value.timings or {{}})))
-            for run in value.runs:
+            for run in value.runs:  # a cell's versions share one list of runs: each once, with its own version
+                if run.name in seen:
+                    continue
+                seen.add(run.name)
                 run.wait(timeout={DEFAULT_CELL_TIMEOUT_S})
-                runs.append(dict(name=run.name, release=value.version, phase=str(run.phase), error=run.error,
+                runs.append(dict(name=run.name, release=run.version or value.version, phase=str(run.phase), error=run.error,
                                  outputs={{key: repr(item) for key, item in (run.outputs or {{}}).items()}}))
     return json.dumps(dict(releases=releases, runs=runs), default=str)
 print({REPORT_MARKER!r} + _fastreg_quickstart_report())

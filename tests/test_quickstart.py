@@ -104,6 +104,8 @@ def test_quickstart_prints_version_and_outputs(tmp_path):
     assert "SUCCEEDED" in out
     assert "HELLO, FLYTE" in out  # the workflow's output, computed by its tasks on the sandbox
     assert "nothing uploaded or registered" in out  # the unchanged re-run
+    runs = re.findall(r"^run (\S+) \(version (\S+)\)", out, re.MULTILINE)
+    assert runs and len(runs) == len({name for name, _ in runs}), out  # each run once, under the version it ran
     executed = nbformat.read(executed_copy, as_version=4)
     assert version.group(1) in json.dumps(executed.cells[-1].outputs)
 
