@@ -221,6 +221,7 @@ def fast_register(
     ``source``'s first line in messages (2 for the body of a ``%%flyte_fast`` cell).
     """
     from fastreg_magic import pipeline
+    from fastreg_magic import upload as _upload
 
     options = pipeline.Options(
         module=validate_module_name(module or DEFAULT_MODULE),
@@ -233,7 +234,7 @@ def fast_register(
         destination_dir=destination_dir,
         service_account=service_account,
         raw_output_prefix=raw_output_prefix,
-        distribution_dir=distribution_dir,
+        distribution_dir=_upload.distribution_dir(distribution_dir),
         activate=activate,
         max_archive_bytes=max_archive_bytes,
         progress=progress,

@@ -205,11 +205,9 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto") -
         raise CollectError(f"--copy {copy!r} is not a copy mode.", "Use --copy auto or --copy all.")
     _check_clash(module, root)
     rules = IgnoreRules(root)
+    found, skipped, warnings = _auto_files(module, root, rules)
     if copy == "all":
-        found, skipped = walk(root, rules)
-        warnings: list[str] = []
-    else:
-        found, skipped, warnings = _auto_files(module, root, rules)
+        found, skipped = _everything(root, rules, found, skipped)
     generated = ShippedFile(relpath=f"{module.name}.py", data=module.source.encode("utf-8"))
     found = [f for f in found if f.relpath != generated.relpath]
     _check_stdlib_shadows(found)
@@ -279,12 +277,9 @@ def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[l
     warnings = list(needed.warnings)
     for relpath, path in sorted(needed.files.items()):
         item = classify_file(path, relpath, rules)
-        if isinstance(item, Found):
-            found.append(item)
-        elif item is not None:
-            skipped.append(item)
-            if item.reason != SECRET:
-                warnings.append(f"{relpath} is imported but {item.reason}: it is not shipped.")
+        if not isinstance(item, Found):
+            raise _imported_but_left_out(relpath, item, rules)
+        found.append(item)
     # Secrets are reported wherever something is shipped from, so a `.env` beside the
     # notebook is mentioned even though auto mode would not have picked it up.
     for reldir in sorted({f.relpath.rpartition("/")[0] for f in found} | {""}):
@@ -294,14 +289,66 @@ def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[l
     return found, skipped, warnings
 
 
+def _imported_but_left_out(relpath: str, item: Skipped | None, rules: IgnoreRules) -> CollectError:
+    """The container could not import a module the cell needs: refuse now rather than register a
+    release whose runs fail with ModuleNotFoundError."""
+    module = relpath.split(".", 1)[0].removesuffix("/__init__").replace("/", ".")  # package folders hold no dots
+    why, what_to_do = _why_left_out(relpath, item, rules)
+    return CollectError(
+        f"{relpath} is imported by the cell (or a local module it imports) but is never shipped: {why}. "
+        f"In the container `import {module}` would fail, so nothing was registered.",
+        what_to_do,
+    )
+
+
+def _why_left_out(relpath: str, item: Skipped | None, rules: IgnoreRules) -> tuple[str, str]:
+    if item is None:
+        return ("it is in a folder or of a kind that is never shipped (caches, virtualenvs, compiled files)",
+                "Move the module's source (.py) into your project's own folders.")
+    if item.reason == SECRET and not rules.is_secret(relpath):
+        return ("it holds credentials (a private key, or an AWS secret key's value)",
+                "Take the credentials out of it and read them at run time (from the environment, or a Flyte "
+                "secret: @task(secret_requests=[Secret(...)])), then run the cell again.")
+    if item.reason == SECRET:
+        return ("its name or target is that of a credentials file",
+                "Rename it (or the file it links to) to a plain module name, then run the cell again.")
+    if item.reason.startswith("ignored by "):
+        ignore_file = item.reason.removeprefix("ignored by ")
+        return (f"it is {item.reason}",
+                f"Change {ignore_file} so it no longer matches {relpath}, or stop importing it.")
+    return (f"it is a {item.reason}" if "link" in item.reason else f"it is {item.reason}",
+            f"Make {relpath} a readable file, then run the cell again.")
+
+
+def _everything(root: Path, rules: IgnoreRules, imported: list[Found],
+                skipped: list[Skipped]) -> tuple[list[Found], list[Skipped]]:
+    """``--copy all``: every file under the root, and at least what ``--copy auto`` ships (a package
+    reached through a symbolic link to a directory, which the walk does not follow)."""
+    found, left_out = walk(root, rules)
+    shipped = {f.relpath: f for f in found}
+    for item in imported:
+        shipped.setdefault(item.relpath, item)
+    # A folder the walk left out (a link to a directory) whose imported modules ship is not left out.
+    kept = [s for s in left_out + skipped
+            if not any(item.relpath.startswith(s.relpath.rstrip("/") + "/") for item in imported)]
+    return sorted(shipped.values(), key=lambda f: f.relpath), kept
+
+
 def _size_warnings(found: list[Found], generated: ShippedFile) -> list[str]:
     sizes = [(f.relpath, f.size) for f in found] + [(generated.relpath, len(generated.data or b""))]
     return [
-        f"{relpath} is {_mib(size)} (over {_mib(LARGE_FILE_BYTES)})"
+        f"{relpath} is {_size(size)} (over {_mib(LARGE_FILE_BYTES)})"
         for relpath, size in sorted(sizes)
         if size > LARGE_FILE_BYTES
     ]
 
 
+def _size(size: int) -> str:
+    """A size over the limit, never shown as the limit itself (10.001 MiB is not "10 MiB")."""
+    shown = _mib(size)
+    return shown if shown != _mib(LARGE_FILE_BYTES) else f"{size:,} bytes"
+
+
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} MiB"
+    """``10.5 MiB``, ``42 MiB``: one decimal, none when it is 0."""
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MiB"

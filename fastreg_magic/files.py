@@ -6,7 +6,9 @@
 
 ``serialize`` writes, per cell or module, numbered ``NN_<name>_<1|2|3>.pb`` files (task, workflow,
 launch plan, in registration order), the archive ``fast<digest>.tar.gz`` and ``fastreg-manifest.json``;
-it registers nothing. A notebook with several ``%%flyte_fast`` cells gets one sub-directory per cell.
+it registers nothing; what it left out (secrets, ignored files) and its warnings (large files) go to
+stderr, as the magic lists them. A notebook with several ``%%flyte_fast`` cells gets one sub-directory
+per cell.
 For a notebook, the cells before each ``%%flyte_fast`` cell are executed in a real IPython shell
 first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter; as with
 Jupyter's "Run All", the first failing cell stops it.
@@ -16,7 +18,9 @@ and only once every cell has serialized does it replace what earlier serializati
 (their .pb files, archive and manifest, and their cellNNN folders; files fastreg did not write stay).
 A failure leaves DIR as it was. ``register-files`` checks every folder first (a damaged manifest or
 archive, .pb files its manifest does not list, a release next to cell folders are refused), then
-uploads each archive and registers the files. Every failure is one line naming the file (and line).
+uploads each archive (to the cell's own ``--distribution-dir``, which its version covers, unless
+``--additional-distribution-dir`` says otherwise) and registers the files. Every failure is one
+line naming the file (and line).
 """
 
 from __future__ import annotations
@@ -57,6 +61,19 @@ def add_serialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--copy", choices=("auto", "all"), default="auto")
     parser.add_argument("--version", help="version to register under (default: derived from the content)")
     parser.add_argument("--destination-dir", default=".", help="where the code is unpacked in the container")
+    parser.add_argument("--max-archive-mib", type=_positive_int, metavar="N",
+                        help="refuse archives larger than N MiB "
+                             "(default: 100, or the notebook's FlyteFast.max_archive_mib)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of MiB")
+    return value
 
 
 def run_serialize(args) -> int:
@@ -70,13 +87,22 @@ def run_serialize(args) -> int:
     # serialized: a failing cell leaves DIR as it was, never half-written.
     with staged_output(output, args.output) as staging:
         if source.suffix == ".ipynb":
-            results = serialize_notebook(source, staging)
+            results = serialize_notebook(source, staging, max_archive_mib=getattr(args, "max_archive_mib", None))
         else:
             results = [serialize_module(source, staging, args)]
     for folder, reg in results:
         shown = output / folder.relative_to(staging)
+        for notice in notices(reg):  # what the magic shows under its summary: on stderr, apart from the result
+            print(f"{shown}: {notice}", file=sys.stderr)
         print(f"{shown}: module {reg.module}, version {reg.version}, {len(reg.entities)} entities, {len(reg.files)} files")
     return 0
+
+
+def notices(reg) -> list[str]:
+    """What was left out and why (secrets, ignored files), and the warnings (large files, modules the
+    image must provide), as the magic lists them."""
+    left_out = [f"left out {item.relpath}: {item.reason}" for item in reg.left_out]
+    return left_out + [f"warning: {warning}" for warning in reg.warnings]
 
 
 def serialize_module(path: Path, output: Path, args):
@@ -96,6 +122,7 @@ def serialize_module(path: Path, output: Path, args):
         raw_output_prefix=None,
         distribution_dir=None,
         activate=False,
+        max_archive_bytes=args.max_archive_mib * 1024 * 1024 if getattr(args, "max_archive_mib", None) else None,
     )
     module_source = collect.module_from_file(path)
     try:
@@ -184,17 +211,21 @@ def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:
     return found
 
 
-def serialize_notebook(notebook: Path, output: Path) -> list:
+def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None = None) -> list:
     """Run the notebook's code cells up to its last ``%%flyte_fast`` cell; serialize each of those cells.
 
     Like Jupyter's "Run All", the first cell that fails stops it: the cells after it would only
-    fail on the names it did not define.
+    fail on the names it did not define. ``max_archive_mib`` (``--max-archive-mib``) is the
+    archive limit, as ``%config FlyteFast.max_archive_mib`` sets it in a notebook (a ``%config`` in
+    the notebook's own cells still has the last word, as it would in Jupyter).
     """
     cells = magic_cells(notebook)
     magic_indexes = [i for i, (_, line, _) in enumerate(cells) if line is not None]
     if not magic_indexes:
         raise CollectError(f"{notebook.name} has no %%flyte_fast cell.", "Start a code cell with %%flyte_fast.")
     shell, magics = _notebook_shell(notebook)
+    if max_archive_mib:
+        magics.max_archive_mib = max_archive_mib
     results = []
     with _in_notebook_folder(notebook):
         for index, line, body in cells[: magic_indexes[-1] + 1]:
@@ -416,10 +447,11 @@ def _refuse_foreign_files(output: Path) -> None:
             )
 
 
-def install(staged: Path, output: Path) -> None:
+def install(staged: Path, output: Path, option: str = "-o") -> None:
     """Replace what earlier serializations left in ``output`` with the release(s) in ``staged``
     (its files, and its sub-folders' files). Each folder's manifest is moved last, so an
-    interrupted install leaves no folder that register-files would take for a release."""
+    interrupted install leaves no folder that register-files would take for a release.
+    ``option`` names where the user gave ``output`` (``--serialize-to`` in the magic)."""
     try:
         output.mkdir(parents=True, exist_ok=True)
         clear_releases(output)
@@ -431,7 +463,7 @@ def install(staged: Path, output: Path) -> None:
                 _move(path, target_dir / path.name)
     except OSError as err:
         raise PackageError(f"cannot write the serialized files to {output} ({_reason(err)}).",
-                           "Pass -o a directory you can write to.") from err
+                           f"Pass {option} a directory you can write to.") from err
 
 
 def _move(source: Path, target: Path) -> None:
@@ -452,7 +484,9 @@ def add_register_files_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--domain", default="development")
     parser.add_argument("--service-account", help="Kubernetes service account of the runs")
     parser.add_argument("--raw-output-prefix", help="where runs write raw outputs, e.g. s3://bucket/raw")
-    parser.add_argument("--additional-distribution-dir", help="fsspec URL to upload archives to (default: the backend's signed URL)")
+    parser.add_argument("--additional-distribution-dir",
+                        help="fsspec URL to upload archives to (default: the --distribution-dir the cell "
+                             "was serialized with, else the backend's signed URL)")
     parser.add_argument("--config", help="Flyte config file")
     parser.add_argument("--endpoint", help="FlyteAdmin endpoint HOST:PORT")
     parser.add_argument("--activate", action="store_true", help="activate the launch plans")
@@ -468,8 +502,10 @@ def run_register_files(args) -> int:
         folder = release.folder
         version, count = register_folder(
             folder, backend, project=args.project, domain=args.domain, service_account=args.service_account,
-            raw_output_prefix=args.raw_output_prefix, distribution_dir=args.additional_distribution_dir,
-            activate=args.activate, release=release,
+            raw_output_prefix=args.raw_output_prefix, activate=args.activate, release=release,
+            # The cell's own --distribution-dir is part of its version: stored elsewhere, the same version
+            # would name another archive.
+            distribution_dir=args.additional_distribution_dir or release.manifest.get("distribution_dir"),
         )
         print(f"{folder}: registered {count} entities as version {version} in {args.project}/{args.domain} on {backend.label}")
     return 0
@@ -529,6 +565,8 @@ def read_manifest(folder: Path) -> dict:
     images = manifest.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise damaged("images is not a list of names")
+    if not isinstance(manifest.get("distribution_dir"), (str, type(None))):
+        raise damaged("distribution_dir is not a URL")
     listed = manifest.get("files")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):

@@ -3,8 +3,10 @@
 Four kinds of reasons, checked in this order:
 
     secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ..., and any
-                  file holding a private key or an AWS secret key, whatever its name;
-                  never shipped, whatever the copy mode; always reported
+                  file holding a private key or an AWS secret key's value, whatever its name;
+                  never shipped, whatever the copy mode; always reported. A Python module is
+                  judged by its content only: code that merely names a key (`id_rsa_tools.py`,
+                  `aws_secret_access_key=os.environ[...]`) is code, not a credential
     junk          .git, __pycache__, *.pyc, virtualenvs, .ipynb_checkpoints, node_modules, ...
                   left out silently
     .gitignore    gitignore semantics, nested .gitignore files and the ones above the root
@@ -40,12 +42,27 @@ SECRET_PATTERNS = (
     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh/",
     ".netrc", "_netrc", ".git-credentials", ".pgpass", ".htpasswd", ".npmrc", ".pypirc",
     "**/.aws/credentials", "**/.aws/config", "credentials.json", "client_secret*.json",
-    "application_default_credentials.json", "gcloud/", ".azure/", "**/.kube/config", "kubeconfig",
+    # gcloud's credentials live in ~/.config/gcloud/; a package of the project named `gcloud` is code.
+    "application_default_credentials.json", "**/.config/gcloud/", ".azure/", "**/.kube/config", "kubeconfig",
     "**/.docker/config.json", "**/.streamlit/secrets.toml", "secrets.toml", ".gnupg/",
 )  # fmt: skip
 # What gives away a credentials file whatever its name (a service-account key saved as `sa.json`, a
-# copy of ~/.aws/credentials): private key material and AWS secret keys. Files up to this size are read.
-SECRET_CONTENT = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|aws_secret_access_key")
+# copy of ~/.aws/credentials): secret VALUES, not the words that name them in code. Files up to this
+# size are read.
+#   a private key block: the PEM header, a line break, then a line of key material (also inside a JSON
+#   string, where line breaks are written \n), possibly after the headers of an encrypted key
+#   (Proc-Type, DEK-Info); not the header alone, as code that parses keys writes it
+_BREAK = rb"[ \t]*(?:\r?\n|(?:\\r)?\\n)\s*"
+_KEY_LINE = rb"[A-Za-z0-9+/]+={0,2}(?=[ \t]*(?:\r?\n|$)|\\[rn]|[\"',])"
+_PRIVATE_KEY = rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----" + _BREAK + rb"(?:[A-Za-z-]+: [^\n\\]*" + _BREAK + rb")*" + _KEY_LINE
+#   an AWS secret key given a value on a line of its own, as in ~/.aws/credentials, a .env file, YAML
+#   or JSON: `aws_secret_access_key = wJalr...`, `export AWS_SECRET_ACCESS_KEY="..."`, `"SecretAccessKey": "..."`
+_AWS_SECRET = (
+    rb"""^[ \t]*(?:export[ \t]+)?["']?(?:aws_)?secret_?access_?key["']?[ \t]*[=:][ \t]*"""
+    rb"""(?P<quote>["']?)[A-Za-z0-9/+=]+(?P=quote)[ \t]*,?[ \t]*\r?$"""
+)
+SECRET_CONTENT = re.compile(rb"(?P<key>" + _PRIVATE_KEY + rb")|(?P<aws>" + _AWS_SECRET + rb")",
+                            re.IGNORECASE | re.MULTILINE)
 SECRET_CONTENT_MAX_BYTES = 1024 * 1024
 
 JUNK_DIRS = frozenset(
@@ -105,7 +122,8 @@ class IgnoreRules:
         self._loaded_dirs: set[str] = set()
 
     def is_secret(self, relpath: str) -> bool:
-        return _SECRETS.match_file(relpath)
+        """Whether the path's name marks it as a credentials file (a Python module never does)."""
+        return not relpath.endswith(".py") and _SECRETS.match_file(relpath)
 
     def dir_reason(self, reldir: str, name: str, path: Path) -> str | None:
         """Why the walk should not descend into ``reldir`` (root-relative, no trailing slash)."""
@@ -207,23 +225,32 @@ def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipp
         return Skipped(relpath, SECRET)  # a link whose target is a credentials file
     if not stat.S_ISREG(st.st_mode):
         return None  # sockets, fifos, devices
-    if _holds_credentials(path, st):
+    if _holds_credentials(path, st, is_code=relpath.endswith(".py")):
         return Skipped(relpath, SECRET)
     return Found(relpath, path, st.st_size)
 
 
-# (file, size, mtime) -> whether it holds credentials: each file is read once until it changes.
-_CONTENT_VERDICTS: dict[tuple[str, int, int], bool] = {}
+# (file, size, mtime, is code) -> whether it holds credentials: each file is read once until it changes.
+_CONTENT_VERDICTS: dict[tuple[str, int, int, bool], bool] = {}
 
 
-def _holds_credentials(path: Path, st: os.stat_result) -> bool:
+def holds_credentials(data: bytes, is_code: bool = False) -> bool:
+    """Whether ``data`` holds a secret value (see SECRET_CONTENT). In Python code only a quoted
+    literal counts as a value: ``aws_secret_access_key = SECRET`` assigns a variable."""
+    for found in SECRET_CONTENT.finditer(data):
+        if found["key"] or not is_code or found["quote"]:
+            return True
+    return False
+
+
+def _holds_credentials(path: Path, st: os.stat_result, is_code: bool) -> bool:
     if st.st_size > SECRET_CONTENT_MAX_BYTES:
         return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_size, st.st_mtime_ns, is_code)
     verdict = _CONTENT_VERDICTS.get(key)
     if verdict is None:
         try:
-            verdict = SECRET_CONTENT.search(path.read_bytes()) is not None
+            verdict = holds_credentials(path.read_bytes(), is_code)
         except OSError:
             return False  # unreadable: packaging reports it
         if len(_CONTENT_VERDICTS) > 100_000:

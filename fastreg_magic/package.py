@@ -226,14 +226,21 @@ def _read_for_hash(file: ShippedFile) -> tuple[bytes, os.stat_result]:
 
 def _content(relpath: str, sha: bytes, size: int, executable: bool) -> _Content:
     mode = 0o755 if executable else 0o644
-    key = hashlib.sha256(_FORMAT + f"{relpath}\0{mode:o}\0{COMPRESS_LEVEL}\0".encode() + sha).hexdigest()
+    key = hashlib.sha256(_FORMAT + _name_bytes(relpath) + f"\0{mode:o}\0{COMPRESS_LEVEL}\0".encode() + sha).hexdigest()
     return _Content(relpath, sha, size, executable, key)
+
+
+def _name_bytes(relpath: str) -> bytes:
+    """A path's bytes as the file system has them: a name that is not valid UTF-8 (``caf\\xe9.txt``
+    from a Latin-1 system) comes out of ``os.scandir`` with surrogates, which go back to the same
+    bytes here and in the tar header (both use surrogateescape), so digest and archive agree."""
+    return relpath.encode("utf-8", "surrogateescape")
 
 
 def _digest(contents: list[_Content]) -> str:
     hasher = hashlib.sha256(_FORMAT)
     for c in contents:
-        hasher.update(f"{c.relpath}\0{'x' if c.executable else '-'}\0".encode())
+        hasher.update(_name_bytes(c.relpath) + f"\0{'x' if c.executable else '-'}\0".encode())
         hasher.update(c.sha256)
     return hasher.hexdigest()
 
@@ -320,7 +327,8 @@ def _too_large(total: int, max_bytes: int, sizes: list[tuple[str, int]], kind: s
     return PackageError(
         f"The archive would be {_mib(total)} ({kind}), over the {_mib(max_bytes)} limit. Largest: {listed}.",
         "Leave data out of the code archive (.flyteignore, or --copy auto), or raise the limit: "
-        "`%config FlyteFast.max_archive_mib = N`, or fast_register(max_archive_bytes=...).",
+        "`%config FlyteFast.max_archive_mib = N` in the notebook, `fastreg serialize --max-archive-mib N`, "
+        "or fast_register(max_archive_bytes=...).",
     )
 
 

@@ -115,8 +115,9 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     if cached is not None:  # same content, same place: nothing to upload or create
         prepared = load(prepared, options, namespace, timings)
         timings.update(upload=0.0, register=0.0)
-        # The release's runs are one list, shared: the re-run cell's view shows the runs started from
-        # the one it replaces (those still going too, with their Terminate button), and vice versa.
+        # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
+        # cell's view shows the runs started from the one it replaces (those still going too, with
+        # their Terminate button), and vice versa.
         return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
                                    registered=False, timings=dict(timings), lifted=module_source.lifted,
                                    runs=cached.runs)
@@ -460,7 +461,22 @@ def _registration(prepared: Prepared, options: Options, backend, *, archive, upl
         registered=registered,
         timings=dict(timings),
         remote=remote,
+        runs=_runs_of_the_cell(backend, options),
     )
+
+
+def _runs_of_the_cell(backend, options: Options) -> list:
+    """The runs list every registration of this module on this backend, project and domain shares.
+
+    A changed cell registers a new version; the runs started from the versions it replaces (those still
+    going too) stay in its widget, each marked with the version it runs, to be watched and terminated.
+    """
+    if backend is None:
+        return []
+    for key, reg in api._memo.items():
+        if key[:3] == (backend, options.project, options.domain) and reg.module == options.module:
+            return reg.runs
+    return []
 
 
 def _fileset_names(fileset) -> list[str]:
@@ -494,12 +510,13 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "archive": archive_name,
             "digest": archive.digest,
             "destination_dir": options.destination_dir,
+            "distribution_dir": options.distribution_dir,  # part of the version: register-files stores it there too
             "images": list(prepared.images),
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "files": [path.name for path in written],  # so a later serialization removes exactly these
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        files.install(staging, folder)
+        files.install(staging, folder, option="--serialize-to")
     except OSError as err:
         raise PackageError(f"cannot write the serialized files to {folder} ({err.strerror or err}).",
                            "Pass a directory you can write to.") from err

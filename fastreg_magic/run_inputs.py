@@ -30,6 +30,8 @@ from typing import Any, Mapping
 
 from fastreg_magic.run_inputs_json import (
     check_json,
+    int_range_problem,
+    int_range_problem_inside,
     json_checkable,
     jsonable,
     strip_annotated,
@@ -194,20 +196,21 @@ def parse_input(field: Field, raw: Any) -> Any:
     if field.kind == "enum":
         return _parse_enum(field, raw)
     text = "" if raw is None else str(raw)
+    parser = _PARSERS.get(field.kind)
     if not text.strip() and field.kind != "str":
         if field.optional:
             return None
         if field.has_default:
             return field.default
-        raise InputError(field.name, f"is required: enter {_article(field)}")
+        if parser is not None:
+            raise InputError(field.name, f"is required: enter {_article(field)}")
     if field.kind == "str":
         return None if (field.optional and text == "") else text
-    parser = _PARSERS.get(field.kind)
     if parser is None:
         raise InputError(
             field.name,
-            f"a {field.type_label} cannot be typed into the form; launch from code: "
-            f"reg.launch(..., {field.name}=value)",
+            f"is required, and {_article(field)} cannot be typed into the form: start this run from a code "
+            "cell, passing the value as a Python object",
         )
     return parser(field, text.strip())
 
@@ -250,6 +253,12 @@ def launch_value(field: Field, value: Any) -> Any:
         return _dataclass_from_dict(field, value)
     if field.kind in ("file", "directory"):
         _check_local_path(field, value)
+    if field.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        _check_int_range(field, value)
+    if field.kind == "json":
+        problem = int_range_problem_inside(value)
+        if problem:
+            raise InputError(field.name, problem)
     return value
 
 
@@ -290,9 +299,18 @@ def _article(field: Field) -> str:
 
 def _parse_int(field: Field, text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise InputError(field.name, f"expected a whole number (int), got {text!r}") from None
+    _check_int_range(field, value)
+    return value
+
+
+def _check_int_range(field: Field, value: int) -> None:
+    """Flyte carries an int as 64 bits: a bigger one would only fail inside the launch request."""
+    problem = int_range_problem(value)
+    if problem:
+        raise InputError(field.name, problem)
 
 
 def _parse_float(field: Field, text: str) -> float:
@@ -418,6 +436,7 @@ def _parse_path(field: Field, text: str):
     from flytekit.types.directory import FlyteDirectory
     from flytekit.types.file import FlyteFile
 
+    _check_local_path(field, text)  # said next to the field, not after a launch that cannot work
     return FlyteFile(text) if field.kind == "file" else FlyteDirectory(text)
 
 

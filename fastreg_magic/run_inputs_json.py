@@ -80,6 +80,35 @@ def _is_iso_datetime(value: Any) -> bool:
     return True
 
 
+# A Flyte integer is a 64-bit signed one (flyteidl's Primitive.integer is an int64).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int_range_problem(value: int, where: str = "") -> str | None:
+    """Why ``value`` cannot travel as a Flyte int (too big for 64 bits), or None."""
+    if INT64_MIN <= value <= INT64_MAX:
+        return None
+    return f"{value}{where} is out of range: a Flyte int holds whole numbers from {INT64_MIN} to {INT64_MAX}"
+
+
+def int_range_problem_inside(value: Any, path: str = "") -> str | None:
+    """The first int beyond 64 bits inside lists, dicts and dataclasses passed from code, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int_range_problem(value, f" at {path}" if path else "")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f"{path}.{f.name}" if path else f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, dict):
+        items = ((f"{path}[{json.dumps(k) if isinstance(k, str) else k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    problems = (int_range_problem_inside(v, p) for p, v in items)
+    return next((p for p in problems if p), None)
+
+
 # Scalar types: (accepts the decoded JSON value, what was expected, in the user's words).
 _SCALARS: dict[Any, tuple[typing.Callable[[Any], bool], str]] = {
     bool: (lambda v: isinstance(v, bool), "true/false"),
@@ -101,7 +130,9 @@ def check_json(value: Any, py_type, path: str = "") -> str | None:
         return None
     if inner in _SCALARS:
         accepts, expected = _SCALARS[inner]
-        return None if accepts(value) else f"expected {expected}{where}, got {json.dumps(value)}"
+        if not accepts(value):
+            return f"expected {expected}{where}, got {json.dumps(value)}"
+        return int_range_problem(value, where) if inner is int else None
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
         allowed = [m.value for m in inner]
         return None if value in allowed else f"expected one of {allowed}{where}, got {json.dumps(value)}"

@@ -14,8 +14,8 @@ ipywidgets. The background follower lives in `runs_watch`.
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
+import logging
 import threading
 import time
 import weakref
@@ -38,7 +38,9 @@ from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is pub
 from fastreg_magic.runs_errors import backend_endpoint, conversion_problem, is_backend_failure, reraise, rpc
 from fastreg_magic.runs_tree import NodeTree
 
-__all__ = ["Run", "NodeStatus", "launch", "attach", "poll_intervals", "is_loopback"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Run", "NodeStatus", "InputRefused", "launch", "attach", "poll_intervals", "is_loopback"]
 
 # Polling: fast at first (runs on the sandbox change phase within a fraction of a second),
 # then backing off to a ceiling that depends on what a poll costs the backend.
@@ -141,7 +143,56 @@ def attach(
         )
     run = Run(remote, wid, console_url=console or console_url)
     run.refresh()
+    run.inputs = _launched_with(run)
     return run
+
+
+def _launched_with(run: "Run") -> dict | None:
+    """The inputs of a run started elsewhere, for its view; None when they cannot be read."""
+    from fastreg_magic.runs_outputs import read_inputs
+
+    try:
+        return read_inputs(run)
+    except Exception:  # the run itself is there; only this extra line of its view is missing
+        log.debug("reading the inputs of run %s failed", run.name, exc_info=True)
+        return None
+
+
+def refuse_other_backend(execution_id_or_url: str, backend) -> None:
+    """A console URL of a cluster other than ``backend`` (a `config.Backend`) is refused, naming both:
+    its run name could exist here too, and the view would show that run under the other cluster's link."""
+    console = parse_execution_ref(execution_id_or_url)[3]
+    if console is None:
+        return
+    host = _host(console)
+    ours = {_host(backend.endpoint), _host(backend.console_url or "")} - {""}
+    if host in ours or (_is_loopback_host(host) and any(_is_loopback_host(h) for h in ours)):
+        return
+    where = getattr(backend, "label", None) or backend.endpoint
+    raise RunError(
+        f"{execution_id_or_url} is a run on {host}, but this kernel's Flyte backend is {where}.",
+        f"Watch it through that cluster: pass --config with its Flyte config file, or --endpoint HOST:PORT "
+        f"of its FlyteAdmin (e.g. --endpoint {host}:443).",
+    )
+
+
+def _host(address: str) -> str:
+    """``https://flyte.acme.dev/console`` / ``dns:///flyte.acme.dev:443`` / ``localhost:30080`` -> the host name."""
+    rest = address.strip().lower().split("://", 1)[-1].lstrip("/")
+    netloc = rest.split("/", 1)[0]
+    if netloc.startswith("["):  # [::1]:8089
+        return netloc[1:].split("]", 1)[0]
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def _is_loopback_host(host: str) -> bool:
+    return host in ("localhost", "::1", "0.0.0.0") or host.startswith("127.")
+
+
+_NO_SUCH_RUN = (
+    "Check the run's name, and that it is in {project}/{domain}: give its project and domain (-p/-d), "
+    "or its console URL."
+)
 
 
 class Run:
@@ -194,6 +245,12 @@ class Run:
     def endpoint(self) -> str:
         return backend_endpoint(self._remote)
 
+    @property
+    def version(self) -> str | None:
+        """The version of the launch plan (or task) it runs; None until the backend was first asked."""
+        spec = self._spec
+        return spec.launch_plan.version if spec is not None else None
+
     # -- state ------------------------------------------------------------------------------
     @property
     def phase(self) -> str:
@@ -230,7 +287,8 @@ class Run:
     def refresh(self) -> "Run":
         """Ask the backend for the run's phase (one GetExecution); read outputs once it has ended."""
         request = execution_pb2.WorkflowExecutionGetRequest(id=self._id)
-        execution = rpc(self._client, "get_execution", request, what=f"Reading run {self.name}", remote=self._remote)
+        execution = rpc(self._client, "get_execution", request, what=f"Reading run {self.name}", remote=self._remote,
+                        not_found=_NO_SUCH_RUN.format(project=self.project, domain=self.domain))
         self._seen(execution)
         return self
 
@@ -411,14 +469,23 @@ def _literal_inputs(remote, entity, target, python_types: Mapping[str, Any], inp
     return literals
 
 
-def _input_error(entity, name: str, label: str, problem: str) -> RunError:
+class InputRefused(RunError):
+    """One input's value cannot be sent; ``input`` and ``problem`` let the launch form show it by its field."""
+
+    def __init__(self, message: str, hint: str, *, input: str, problem: str):
+        super().__init__(message, hint)
+        self.input = input
+        self.problem = problem
+
+
+def _input_error(entity, name: str, label: str, problem: str) -> InputRefused:
     """``wf: input 'xs' (list[int]): expected a list, got the tuple (1, 2).`` and what to pass instead."""
     end = "" if problem.endswith((".", "!", "?")) else "."
     if label.split("[")[-1].rstrip("]") in ("FlyteFile", "FlyteDirectory"):
         hint = f"Pass a path that exists on this machine, or a remote URL: launch({name}=...)."
     else:
         hint = f"Pass a value of type {label}: launch({name}=...)."
-    return RunError(f"{entity.name}: input {name!r} ({label}): {problem}{end}", hint)
+    return InputRefused(f"{entity.name}: input {name!r} ({label}): {problem}{end}", hint, input=name, problem=problem)
 
 
 def _remote_target(remote, entity):

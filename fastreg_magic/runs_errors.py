@@ -24,10 +24,16 @@ def backend_endpoint(remote) -> str:
         return "the Flyte backend"
 
 
-def rpc(client, method: str, request, *, what: str, remote):
+# What to do when the backend has no such thing; callers that know what was looked for say better.
+NOT_FOUND_HINT = "Check the name, project and domain."
+NOT_REGISTERED_HINT = "Check the name, project and domain; re-run the %%flyte_fast cell if it was never registered here."
+
+
+def rpc(client, method: str, request, *, what: str, remote, not_found: str = NOT_FOUND_HINT):
     """One raw FlyteAdmin call (protos in, protos out) with a deadline and translated errors.
 
     Raw calls skip flytekit's model conversions: a poll only needs a few fields of the proto.
+    ``not_found`` is the hint when the backend answers that what was asked for does not exist.
     """
     from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
     from flytekit.clients.raw import RawSynchronousFlyteClient
@@ -37,12 +43,12 @@ def rpc(client, method: str, request, *, what: str, remote):
         with scoped_grpc_deadline(RPC_DEADLINE_S):
             return call(client, request)
     except Exception as exc:
-        reraise(exc, what, remote)
+        reraise(exc, what, remote, not_found=not_found)
 
 
-def reraise(exc: BaseException, what: str, remote) -> None:
+def reraise(exc: BaseException, what: str, remote, *, not_found: str = NOT_REGISTERED_HINT) -> None:
     """Raise the `FastRegError` for ``exc``, or ``exc`` itself when it is not a backend error (a bug)."""
-    err = translate(exc, what, remote)
+    err = translate(exc, what, remote, not_found=not_found)
     if err is None:
         raise exc
     raise err from exc
@@ -57,7 +63,7 @@ def is_not_found(exc: BaseException | None) -> bool:
     return isinstance(exc, user_errors.FlyteEntityNotExistException) or grpc_status(exc)[0] == grpc.StatusCode.NOT_FOUND
 
 
-def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
+def translate(exc: BaseException, what: str, remote, *, not_found: str = NOT_REGISTERED_HINT) -> FastRegError | None:
     if isinstance(exc, FastRegError):
         return exc
     from flytekit.core.type_engine import TypeTransformerFailedError
@@ -66,12 +72,9 @@ def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
 
     endpoint = backend_endpoint(remote)
     code, details = grpc_status(exc)
-    detail = f": {details}" if details else "."
+    detail = _sentence_end(f": {details.strip()}") if details.strip() else "."
     if is_not_found(exc):
-        return RunError(
-            f"{what}: not found on {endpoint}{detail}",
-            "Check the name, project and domain; re-run the %%flyte_fast cell if it was never registered here.",
-        )
+        return RunError(f"{what}: not found on {endpoint}{detail}", not_found)
     if isinstance(exc, user_errors.FlyteAuthenticationException) or code == grpc.StatusCode.UNAUTHENTICATED:
         return BackendError(
             f"{what}: {endpoint} refused our credentials{detail}",
@@ -102,6 +105,11 @@ def translate(exc: BaseException, what: str, remote) -> FastRegError | None:
     if isinstance(exc, (system_errors.FlyteSystemException, grpc.RpcError)) or code is not None:
         return RunError(f"{what}: {endpoint} failed{detail}", "Try again; if it persists, check the backend's logs.")
     return None
+
+
+def _sentence_end(text: str) -> str:
+    """The backend's details end our sentence: with a full stop, unless they bring their own."""
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def is_backend_failure(exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""A finished run's outputs as Python values, typed by the interface that produced them.
+"""A finished run's outputs (and a watched run's inputs) as Python values, typed by their interface.
 
 The types come from the local workflow when the run was launched from this notebook;
 for a run we only attached to, from the interface the backend registered. Files and
@@ -25,6 +25,40 @@ def read_outputs(run, execution) -> dict:
         return {}
     types = run._output_types or _registered_output_types(run, execution)
     return to_python_values(run._remote, literal_map, types)
+
+
+def read_inputs(run) -> dict:
+    """What a run started elsewhere was launched with, typed by its registered interface."""
+    request = execution_pb2.WorkflowExecutionGetDataRequest(id=run.id)
+    data = rpc(run._client, "get_execution_data", request, what=f"Reading the inputs of run {run.name}", remote=run._remote)
+    literal_map = data.full_inputs
+    if not literal_map.literals and data.inputs.url:
+        literal_map = _download_literal_map(run._remote, data.inputs.url)
+    if not literal_map.literals:
+        return {}
+    return to_python_values(run._remote, literal_map, _registered_input_types(run))
+
+
+def _registered_input_types(run) -> dict:
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.types import LiteralType
+
+    lp_id = run._spec.launch_plan
+    what = f"Reading the interface of run {run.name}"
+    request = common_pb2.ObjectGetRequest(id=lp_id)
+    if lp_id.resource_type == identifier_pb2.TASK:
+        task = rpc(run._client, "get_task", request, what=what, remote=run._remote)
+        variables = {k: v.type for k, v in task.closure.compiled_task.template.interface.inputs.variables.items()}
+    else:
+        lp = rpc(run._client, "get_launch_plan", request, what=what, remote=run._remote)
+        variables = {k: p.var.type for k, p in lp.closure.expected_inputs.parameters.items()}
+    types = {}
+    for name in sorted(variables, key=_natural_key):
+        try:
+            types[name] = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(variables[name]))
+        except Exception:  # a type flytekit cannot guess: the literal is shown as it is
+            types[name] = None
+    return types
 
 
 def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict) -> dict:

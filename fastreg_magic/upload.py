@@ -9,13 +9,17 @@
 Objects are named after the archive's digest, so an existing object is never sent twice.
 Transient failures (connection errors, timeouts, HTTP 5xx/429) are retried with exponential
 backoff; anything else (HTTP 4xx such as a bad signature or an MD5 mismatch, a missing
-bucket, denied access) fails at once. Every third-party exception becomes an
-``UploadError`` in one place, :func:`_upload_error`.
+bucket, denied access, missing credentials, a read-only or full disk) fails at once. An
+address where nothing answers is not retried on object stores reached through fsspec: their
+clients (botocore, gcsfs, adlfs) retry connecting already, and retrying their retries made a
+wrong endpoint take half a minute to report. Every third-party exception becomes an
+``UploadError`` in one place, :func:`_upload_error`, with a hint for its cause.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import posixpath
@@ -46,6 +50,15 @@ class Upload:
 
 class Uploader(Protocol):
     def upload(self, archive: Archive, progress: Progress | None = None) -> Upload: ...
+
+
+def distribution_dir(url: str | None) -> str | None:
+    """``url`` without trailing slashes: ``s3://bucket/`` and ``s3://bucket`` are one place, so they
+    give one version."""
+    if not url:
+        return None
+    scheme, sep, rest = str(url).rpartition("://")
+    return f"{scheme}{sep}{rest.rstrip('/') or rest}"
 
 
 def object_name(archive: Archive) -> str:
@@ -133,7 +146,7 @@ class FsspecUploader:
             report(archive.size)
             return Upload(uri=uri, uploaded=True)
         except Exception as exc:  # noqa: BLE001 - mapped in one place
-            if _is_transient(exc):
+            if _is_transient(exc) and (_is_local(fs) or not _cannot_connect(exc)):
                 raise _Transient(exc) from exc
             raise _upload_error(exc, f"Uploading to {uri}") from exc
 
@@ -370,10 +383,15 @@ class _HttpFailure(Exception):
 
 
 _PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, TypeError, ImportError)
+# File-system failures that trying again cannot cure.
+_PERMANENT_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                               errno.EISDIR, errno.ENOENT, errno.ENAMETOOLONG, errno.EEXIST})
+# What storage clients raise when no connection could be made at all (refused, unknown host).
+_CANNOT_CONNECT = ("EndpointConnectionError", "ClientConnectorError", "ServiceRequestError")
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT):
+    if isinstance(exc, _PERMANENT) or (isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS):
         return False
     name = type(exc).__name__
     if any(word in name for word in ("Credential", "Auth", "Forbidden", "Denied", "SSL")):
@@ -381,6 +399,60 @@ def _is_transient(exc: BaseException) -> bool:
     if any(word in name for word in ("Timeout", "Connection", "Endpoint", "ChunkedEncoding")):
         return True
     return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions behind it (clients wrap the socket's error in their own)."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    import socket
+
+    return any(
+        isinstance(cause, (ConnectionRefusedError, socket.gaierror))
+        or any(kind.__name__ in _CANNOT_CONNECT for kind in type(cause).__mro__)
+        for cause in _causes(exc)
+    )
+
+
+def _missing_credentials(exc: BaseException) -> str | None:
+    """A hint when the storage client found no credentials at all, by the client that says so."""
+    names = {kind.__name__ for cause in _causes(exc) for kind in type(cause).__mro__}
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        return ("No AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+                "or the storage section of your Flyte config, then run again.")
+    if "DefaultCredentialsError" in names:
+        return "No Google Cloud credentials were found: run `gcloud auth application-default login`, then run again."
+    if "CredentialUnavailableError" in names or "ClientAuthenticationError" in names:
+        return "No Azure credentials were accepted: run `az login` or set the storage account key, then run again."
+    return None
+
+
+def _file_system_error(exc: OSError, what: str) -> UploadError | None:
+    """A local directory that cannot take the archive; None for errors of other kinds."""
+    where = str(exc.filename or "the directory")
+    if ".partial-" in os.path.basename(where):  # the file written beside the target: name its directory
+        where = os.path.dirname(where)
+    hints = {
+        errno.EROFS: (f"{where} is on a read-only file system", "Pass a --distribution-dir you can write to."),
+        errno.ENOSPC: (f"the disk holding {where} is full", "Free some space, or pass another --distribution-dir."),
+        errno.EDQUOT: (f"your disk quota for {where} is used up",
+                       "Free some space, or pass another --distribution-dir."),
+        errno.EACCES: (f"you may not write to {where} ({exc.strerror})",
+                       "Check the directory's permissions, or pass a --distribution-dir you can write to."),
+        errno.EPERM: (f"you may not write to {where} ({exc.strerror})",
+                      "Check the directory's permissions, or pass a --distribution-dir you can write to."),
+    }
+    if exc.errno not in hints:
+        return None
+    why, hint = hints[exc.errno]
+    return UploadError(f"{what} failed: {why}.", hint)
 
 
 def _upload_error(exc: BaseException, what: str, attempts: int = 1) -> UploadError:
@@ -398,10 +470,22 @@ def _upload_error(exc: BaseException, what: str, attempts: int = 1) -> UploadErr
     code, details = _grpc_status(exc)
     if code is not None:
         return UploadError(f"{what} failed{tried}: {code} {details}".rstrip() + ".", _grpc_hint(code))
-    if isinstance(exc, PermissionError):
-        return UploadError(f"{what} was denied: {exc}.", "Check the credentials can write there.")
+    credentials = _missing_credentials(exc)
+    if credentials is not None:
+        return UploadError(f"{what} failed: {type(exc).__name__}: {exc}.", credentials)
+    local = _file_system_error(exc, what) if isinstance(exc, OSError) and exc.errno is not None else None
+    if local is not None:
+        return local
+    if isinstance(exc, PermissionError):  # the store refused these credentials (s3fs: AccessDenied)
+        return UploadError(f"{what} was denied: {exc}.", "Check the credentials may write to that bucket and path.")
     if isinstance(exc, FileNotFoundError):
         return UploadError(f"{what} failed: {exc}.", "Check the bucket or directory exists.")
+    if _cannot_connect(exc):
+        return UploadError(
+            f"{what} failed{tried}: {type(exc).__name__}: {exc}.",
+            "Nothing answers at that address: check the storage endpoint (AWS_ENDPOINT_URL, the storage section "
+            "of your Flyte config, or the backend's) and that the storage is up, then run again.",
+        )
     return UploadError(
         f"{what} failed{tried}: {type(exc).__name__}: {exc}.",
         "Check the storage is reachable, then run again." if attempts > 1 else "Check the destination and run again.",

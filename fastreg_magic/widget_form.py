@@ -15,13 +15,33 @@ import ipywidgets as widgets
 from fastreg_magic.run_inputs import Field, entity_fields, parse_inputs
 from fastreg_magic.widget_text import esc
 
-_WIDE = widgets.Layout(width="420px")
+# Sizes are ceilings, not demands: in a narrow notebook (600 px) every part of a row shrinks or wraps
+# to the next line instead of running past the form's right edge.
+_EDITOR_WIDTH = "420px"
 _LABEL_STYLE = {"description_width": "140px"}
+_SECONDARY = "color:var(--jp-content-font-color2,#757575)"
+# Widget HTML inherits the tall, single-line box of widget rows; a note or a message wraps instead.
+_WRAPPING = "display:block;white-space:normal;overflow-wrap:anywhere;line-height:1.35"
+
+
+def _editor_layout() -> widgets.Layout:
+    return widgets.Layout(width=_EDITOR_WIDTH, max_width="100%", min_width="0", flex="0 1 auto")
+
+
+def _row_layout() -> widgets.Layout:
+    return widgets.Layout(align_items="center", flex_flow="row wrap", width="100%", max_width="100%", min_width="0")
+
+
+def _note_layout(*, whole_line: bool = False) -> widgets.Layout:
+    """A type label beside its editor; a problem on a line of its own under it (hidden while empty)."""
+    if whole_line:
+        return widgets.Layout(flex="1 1 100%", max_width="100%", min_width="0", display="none")
+    return widgets.Layout(flex="0 1 auto", max_width="100%", min_width="0", margin="0 0 0 6px")
 
 
 def field_widget(field: Field) -> widgets.Widget:
     """The editor for one field, prefilled with its default (read-only when fixed)."""
-    common = dict(description=field.name, style=_LABEL_STYLE, layout=_WIDE, description_allow_html=False)
+    common = dict(description=field.name, style=_LABEL_STYLE, layout=_editor_layout(), description_allow_html=False)
     tooltip = f"{field.name}: {field.type_label}"
     if field.fixed:
         editor = widgets.Text(value=field.text, disabled=True, **common)
@@ -55,26 +75,29 @@ class LaunchForm(widgets.VBox):
         self._on_launch = on_launch
         self.editors: dict[str, widgets.Widget] = {}
         self.problems: dict[str, widgets.HTML] = {}
-        rows = []
-        for field in self.fields:
-            editor = field_widget(field)
-            note = "fixed by the launch plan" if field.fixed else field.type_label
-            problem = widgets.HTML()
-            self.editors[field.name] = editor
-            self.problems[field.name] = problem
-            rows.append(
-                widgets.HBox(
-                    [editor, widgets.HTML(f"<span style='color:var(--jp-content-font-color2,#757575)'>{esc(note)}</span>"), problem],
-                    layout=widgets.Layout(align_items="center"),
-                )
-            )
+        rows = [self._row(field) for field in self.fields]
         if not self.fields:
-            rows.append(widgets.HTML("<i style='color:var(--jp-content-font-color2,#757575)'>no inputs</i>"))
+            rows.append(widgets.HTML(f"<i style='{_SECONDARY}'>no inputs</i>"))
         self.launch_button = widgets.Button(description="Launch", button_style="primary", tooltip="Start a run with these inputs")
         self.launch_button.on_click(self.launch_clicked)
-        self.message = widgets.HTML()
-        super().__init__([*rows, widgets.HBox([self.launch_button, self.message])], **kwargs)
+        self.message = widgets.HTML(layout=widgets.Layout(flex="1 1 200px", min_width="0", max_width="100%"))
+        super().__init__([*rows, widgets.HBox([self.launch_button, self.message], layout=_row_layout())],
+                         layout=widgets.Layout(max_width="100%", min_width="0"), **kwargs)
         self.add_class("fastreg-launch-form")
+
+    def _row(self, field: Field) -> widgets.HBox:
+        """Editor, type label, and the problem with what was typed (on its own line, when there is one)."""
+        editor = field_widget(field)
+        note = "fixed by the launch plan" if field.fixed else field.type_label
+        type_note = widgets.HTML(f"<span class='fastreg-type' style='{_SECONDARY};{_WRAPPING}'>{esc(note)}</span>",
+                                 layout=_note_layout())
+        problem = widgets.HTML(layout=_note_layout(whole_line=True))
+        problem.add_class("fastreg-problem-box")
+        self.editors[field.name] = editor
+        self.problems[field.name] = problem
+        row = widgets.HBox([editor, type_note, problem], layout=_row_layout())
+        row.add_class("fastreg-input-row")
+        return row
 
     def raw_values(self) -> dict:
         return {name: editor.value for name, editor in self.editors.items()}
@@ -82,12 +105,26 @@ class LaunchForm(widgets.VBox):
     def launch_clicked(self, _button=None) -> dict | None:
         """Check every field; launch (in the background, via ``on_launch``) only if all are valid."""
         values, problems = parse_inputs(self.fields, self.raw_values())
-        for name, box in self.problems.items():
-            box.value = f"<span class='fastreg-problem' style='color:#c62828'>{esc(problems[name])}</span>" if name in problems else ""
+        self.show_problems(problems)
         if problems:
-            count = len(problems)
-            self.message.value = f"<span style='color:#c62828'>{count} input{'s' if count > 1 else ''} to fix: nothing launched</span>"
             return None
-        self.message.value = ""
         self._on_launch(self.ref, values)
         return values
+
+    def show_problems(self, problems: dict[str, str]) -> None:
+        """Each problem under its field, and a summary naming the fields beside the Launch button."""
+        for name, box in self.problems.items():
+            problem = problems.get(name)
+            box.value = (
+                f"<span class='fastreg-problem' style='color:#c62828;{_WRAPPING}'>{esc(problem)}</span>" if problem else ""
+            )
+            box.layout.display = "flex" if problem else "none"
+        if not problems:
+            self.message.value = ""
+            return
+        names = ", ".join(problems)
+        what = "input" if len(problems) == 1 else "inputs"
+        self.message.value = (
+            f"<span class='fastreg-summary' style='color:#c62828;{_WRAPPING}'>{len(problems)} {what} to fix "
+            f"({esc(names)}): nothing launched</span>"
+        )

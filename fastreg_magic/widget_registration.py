@@ -59,8 +59,37 @@ class RegistrationWidget(widgets.VBox):
             views.add(self)  # reg.launch(...) from code shows its run here too
 
     def show_run(self, run) -> None:
-        """Append a live view of a run started elsewhere (``reg.launch`` in a later cell)."""
-        self._add_view(RunView(run, on_new_run=self._relaunched))
+        """Append a live view of a run started elsewhere (``reg.launch`` in a later cell, or from a
+        version of the cell this one replaced)."""
+        self._add_view(RunView(run, on_new_run=self._relaunched, **self._previous_version(run)))
+
+    def _previous_version(self, run) -> dict:
+        """For a run of another version of the cell: a note saying which, and a Relaunch that starts this
+        version's workflow of the same name with the run's inputs when both are known (else the same run
+        again, on its own version); the button says which."""
+        if run.version in (None, self.reg.version):
+            return {}
+        note = f"v {run.version[:8]}… (previous version)"
+        target = self._same_target(run.label)
+        if target is None or run.inputs is None:
+            why = "its inputs are not known here" if target is not None else f"{short_name(run.label)} is not in this version"
+            return dict(note=note, relaunch_as=("Relaunch (previous version)",
+                                                f"Start it again on version {run.version}: {why}"))
+        inputs = dict(run.inputs)
+        return dict(
+            note=note,
+            relaunch=lambda: self.reg.start_run(target, inputs),
+            relaunch_as=("Relaunch on this version",
+                         f"Start {short_name(target.name)} of version {self.reg.version} with the same inputs"),
+        )
+
+    def _same_target(self, name: str | None):
+        """What this version registered under ``name``, as a launch picks it (launch plan, workflow, task)."""
+        for kind in ("launch_plan", "workflow", "task"):
+            for ref in self.reg.entities:
+                if ref.kind == kind and ref.name == name:
+                    return ref
+        return None
 
     def _forms_panel(self) -> widgets.Widget:
         if len(self.forms) == 1:
@@ -90,13 +119,24 @@ class RegistrationWidget(widgets.VBox):
         return view
 
     def _start(self, ref, values: dict, view: RunView) -> None:
+        from fastreg_magic.runs import InputRefused
+
         try:
             run = self.reg.start_run(ref, values)
+        except InputRefused as exc:  # a value only the conversion could refuse: shown by its field too
+            self._input_refused(ref, exc)
+            view.launch_failed(describe_failure(exc))
+            return
         except Exception as exc:  # shown in the run's view: the click has long returned
             view.launch_failed(describe_failure(exc))
             return
         self.reg.runs.append(run)
         view.attach(run)
+
+    def _input_refused(self, ref, exc) -> None:
+        form = next((f for f in self.forms if f.ref.name == ref.name), None)
+        if form is not None:
+            form.show_problems({exc.input: exc.problem})
 
     def _relaunched(self, run, view: RunView) -> None:
         if run is None:

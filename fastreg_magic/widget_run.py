@@ -43,6 +43,10 @@ def in_background(fn: Callable, *args, name: str = "fastreg-action") -> threadin
 
 
 def describe_failure(exc: BaseException) -> str:
+    from fastreg_magic.runs import InputRefused
+
+    if isinstance(exc, InputRefused):  # its hint is for code (launch(n=...)); here the form is at hand
+        return f"{exc.message} Correct it in the launch form and launch again."
     if isinstance(exc, FastRegError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -51,21 +55,30 @@ def describe_failure(exc: BaseException) -> str:
 class RunView(widgets.VBox):
     """One run, kept up to date in the background. ``RunView(None, label=...)`` waits for `attach`."""
 
-    def __init__(self, run=None, *, label: str = "", on_new_run: Callable | None = None, **kwargs):
+    def __init__(self, run=None, *, label: str = "", on_new_run: Callable | None = None, note: str = "",
+                 relaunch: Callable | None = None, relaunch_as: tuple[str, str] | None = None, **kwargs):
+        """``note`` follows the title (a run of a previous version says so); ``relaunch()`` starts the
+        run the Relaunch button starts (default: the same launch plan again, ``Run.relaunch``), and
+        ``relaunch_as`` is that button's (text, tooltip)."""
         self.run = None
         self.label = label
+        self.note = note
+        self._relaunch_run = relaunch
         self.nodes: list[NodeStatus] = []
         self.connection_problem: str | None = None
         self.updates = 0  # how many background updates were drawn (tests and benchmarks read it)
         self._watch = None
         self._shown_phase = "LAUNCHING"
         self._on_new_run = on_new_run
-        self.title = widgets.HTML()
+        # May shrink below its text's width (which it then cuts with "…"), so the phase beside it stays in sight.
+        self.title = widgets.HTML(layout=widgets.Layout(max_width="100%", min_width="0", flex="0 1 auto"))
         self.badge = widgets.HTML(badge_html("LAUNCHING"))
         self.elapsed = widgets.HTML()
         self.connection = widgets.HTML()
         self.terminate_button = widgets.Button(description="Terminate", button_style="danger", disabled=True)
-        self.relaunch_button = widgets.Button(description="Relaunch", disabled=True)
+        text, tooltip = relaunch_as or ("Relaunch", "Start it again with the same inputs")
+        self.relaunch_button = widgets.Button(description=text, tooltip=tooltip, disabled=True,
+                                              layout=widgets.Layout(width="auto", min_width="148px"))
         self.terminate_button.on_click(self._terminate_clicked)
         self.relaunch_button.on_click(self._relaunch_clicked)
         self.inputs = widgets.HTML()
@@ -84,7 +97,7 @@ class RunView(widgets.VBox):
             **kwargs,
         )
         self.add_class("fastreg-run")
-        self.title.value = title_html(label, None, None)
+        self.title.value = title_html(label, None, None, note)
         if run is not None:
             self.attach(run)
 
@@ -93,7 +106,7 @@ class RunView(widgets.VBox):
         """Show ``run`` and follow it in the background until it ends."""
         self.run = run
         self.label = self.label or run.label or ""
-        self.title.value = title_html(self.label, run.name, run.url)
+        self.title.value = title_html(self.label, run.name, run.url, self.note)
         self.inputs.value = inputs_html(getattr(run, "inputs", None))
         self._draw_run(run)
         self._watch = runs_watch.watch(run, self.apply)
@@ -178,7 +191,7 @@ class RunView(widgets.VBox):
 
     def _relaunch(self, placeholder: "RunView") -> None:
         try:
-            run = self.run.relaunch()
+            run = self._relaunch_run() if self._relaunch_run is not None else self.run.relaunch()
         except Exception as exc:
             placeholder.launch_failed(describe_failure(exc))
             return

@@ -155,14 +155,25 @@ def _short_repr(value: Any, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def title_html(run_label: str, name: str | None, url: str | None) -> str:
-    what = f"<b>{esc(short_name(run_label) or run_label)}</b>"
+def title_html(run_label: str, name: str | None, url: str | None, note: str = "") -> str:
+    """"train run abc123 ↗", cut with "…" where the view is too narrow (the whole of it in the tooltip).
+
+    ``note`` follows in grey: "(previous version 3d74…)" for a run of the version a re-run replaced.
+    """
+    label = short_name(run_label) or run_label
+    what = f"<b>{esc(label)}</b>"
+    tail = f" <span style='color:var(--jp-content-font-color2,#757575)'>{esc(note)}</span>" if note else ""
     if not name:
-        return f"{what} <span style='color:var(--jp-content-font-color2,#757575)'>launching…</span>"
+        body = f"{what} <span style='color:var(--jp-content-font-color2,#757575)'>launching…</span>"
+        return _fitted_title(body + tail, f"{label} launching… {note}".strip())
     ident = f"<code>{esc(name)}</code>"
     if url:
         ident = f'<a href="{esc(url)}" target="_blank" rel="noopener">{ident} ↗</a>'
-    return f"{what} run {ident}"
+    return _fitted_title(f"{what} run {ident}{tail}", f"{label} run {name} {note}".strip())
+
+
+def _fitted_title(body: str, whole: str) -> str:
+    return f"<div class='fastreg-title' style='{_CUT}' title='{esc(whole)}'>{body}</div>"
 
 
 def nodes_html(rows: Iterable[NodeStatus]) -> str:
@@ -170,9 +181,22 @@ def nodes_html(rows: Iterable[NodeStatus]) -> str:
     rows = list(rows)
     if not rows:
         return "<i style='color:var(--jp-content-font-color2,#757575)'>no nodes yet</i>"
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in ("node", "task", "phase", "duration", "retries"))
+    head = "".join(f"<th style='text-align:left;padding:2px 8px;{_CUT}'>{h}</th>" for h in ("node", "task", "phase", "duration", "retries"))
     body = [_node_row(depth, r) for depth, r in flatten(rows)]
-    return f"<table class='fastreg-nodes' style='{TABLE}'><tr>{head}</tr>{''.join(body)}</table>"
+    return (
+        f"<table class='fastreg-nodes' style='{TABLE};{_FITTED_TABLE}'>{_NODE_COLUMNS}<tr>{head}</tr>{''.join(body)}</table>"
+    )
+
+
+# The table takes the run view's width and no more: the task column gives way (its long names end in
+# "…", whole in the tooltip), so phase and duration stay in sight in a narrow notebook.
+_FITTED_TABLE = "table-layout:fixed;width:100%;max-width:64em"
+_NODE_COLUMNS = (
+    "<colgroup><col style='width:20%'><col><col style='width:8.5em'><col style='width:7em'>"
+    "<col style='width:5em'></colgroup>"
+)
+_CUT = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+_WRAP = "overflow-wrap:anywhere"
 
 
 _CACHED_HTML = " <span class='fastreg-cached' style='color:var(--jp-content-font-color2,#757575)' title='outputs from the task cache'>cached</span>"
@@ -185,11 +209,13 @@ def _node_row(depth: int, r: NodeStatus) -> str:
     if r.truncated:
         task += " <i style='color:var(--jp-content-font-color2,#757575)'>(deeper nodes not shown)</i>"
     error = f" title='{esc(r.error)}'" if r.error else ""
+    # A launch-plan node's cell says how to watch its run: that wraps rather than being cut.
+    task_fit = _WRAP if r.child_run or r.truncated else _CUT
     return (
         f"<tr class='fastreg-node' data-depth='{depth}' data-path='{esc(r.label)}' data-phase='{esc(r.phase)}'>"
-        f"<td style='padding:2px 8px 2px {8 + INDENT_PX * depth}px'><code>{esc(r.label)}</code></td>"
-        f"<td style='padding:2px 8px' title='{esc(r.task)}'>{task}</td>"
-        f"<td style='padding:2px 8px'{error}>{badge_html(r.phase)}{_CACHED_HTML if r.cached else ''}</td>"
+        f"<td style='padding:2px 8px 2px {8 + INDENT_PX * depth}px;{_CUT}' title='{esc(r.label)}'><code>{esc(r.label)}</code></td>"
+        f"<td style='padding:2px 8px;{task_fit}' title='{esc(r.task)}'>{task}</td>"
+        f"<td style='padding:2px 8px;{_WRAP}'{error}>{badge_html(r.phase)}{_CACHED_HTML if r.cached else ''}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"
         "</tr>"
@@ -207,7 +233,7 @@ def inputs_html(inputs: dict | None) -> str:
     text = inputs_text(inputs)
     if not text:
         return ""
-    return f"<div class='fastreg-inputs' style='color:var(--jp-content-font-color2,#616161)'>inputs <code>{esc(text)}</code></div>"
+    return f"<div class='fastreg-inputs' style='color:var(--jp-content-font-color2,#616161);line-height:1.45;overflow-wrap:anywhere'>inputs <code>{esc(text)}</code></div>"
 
 
 def outputs_html(outputs: dict | None) -> str:
@@ -371,5 +397,7 @@ def registration_text(reg) -> str:
     for note in (*(f"lifted {x}" for x in reg.lifted), *reg.warnings):
         lines.append(f"  note            {note}")
     for run in getattr(reg, "runs", ()) or ():
-        lines.append("  " + run_text(run).splitlines()[0])
+        version = getattr(run, "version", None)
+        previous = f" (previous version {version})" if version not in (None, reg.version) else ""
+        lines.append("  " + run_text(run).splitlines()[0] + previous)
     return "\n".join(lines)

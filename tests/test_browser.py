@@ -292,3 +292,144 @@ def test_quickstart_launch_button_runs_to_succeeded(lab, page, artifacts_dir):
 
     saved = save_and_read_back(page, lab, "quickstart.ipynb")
     assert cell_errors(saved) == [], json.dumps(cell_errors(saved), indent=2)
+
+
+NARROW_CELL = '''%%flyte_fast -m narrow_form
+from dataclasses import dataclass, field
+from flytekit import task, workflow
+
+@dataclass
+class Params:
+    rate: float = 0.5
+    tags: list[str] = field(default_factory=list)
+
+@task
+def a_task_whose_name_is_long_enough_to_push_every_other_column_out_of_sight(n: int, xs: list[int], d: dict[str, float], p: Params) -> int:
+    return n + len(xs) + len(d) + len(p.tags)
+
+@workflow
+def narrow(n: int, xs: list[int], d: dict[str, float], p: Params) -> int:
+    return a_task_whose_name_is_long_enough_to_push_every_other_column_out_of_sight(n=n, xs=xs, d=d, p=p)
+'''
+
+# Every element of the launch form (and of a run view) whose right edge lies past the form's own.
+OUTSIDE = """([container, selector]) => {
+    const box = container.getBoundingClientRect();
+    return [...container.querySelectorAll(selector)]
+        .filter(el => el.getClientRects().length > 0)
+        .filter(el => el.getBoundingClientRect().right > box.right + 1)
+        .map(el => `${el.className || el.tagName}: ${el.textContent.trim().slice(0, 60)} ` +
+                   `(right ${Math.round(el.getBoundingClientRect().right)} > ${Math.round(box.right)})`);
+}"""
+# Text cut short by its box (a type label shown as "list[").
+CUT = """(container) => [...container.querySelectorAll('.fastreg-type, .fastreg-problem, .fastreg-summary')]
+    .filter(el => el.scrollWidth > el.clientWidth + 1 || el.parentElement.scrollWidth > el.parentElement.clientWidth + 1)
+    .map(el => el.textContent)"""
+
+
+def fill_field(scope, name: str, value: str) -> None:
+    """Type into the launch form's field (a text line, or a JSON text area) labelled with the input's name."""
+    row = scope.locator(".fastreg-input-row", has=scope.page.locator("label", has_text=name))
+    field = row.locator("input, textarea").first
+    field.fill(value)
+    field.press("Tab")
+
+
+@pytest.fixture
+def narrow_page(browser, request, artifacts_dir):
+    """A browser tab 620 px wide: a notebook beside a side panel, or on a small laptop screen."""
+    context = browser.new_context(viewport={"width": 620, "height": 1100})
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(artifacts_dir / f"{request.node.name}-last.png"), full_page=True)
+        context.close()
+
+
+def test_the_launch_form_and_run_view_fit_a_600px_notebook(lab, narrow_page, artifacts_dir):
+    page = narrow_page
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext fastreg_magic"), nbformat.v4.new_code_cell(NARROW_CELL)]
+    nbformat.write(nb, lab.root / "narrow.ipynb")
+    open_notebook(page, lab, "narrow.ipynb")
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # the file browser gives way
+    run_all_cells(page)
+    registration = page.locator(".fastreg-registration").first
+    form = registration.locator(".fastreg-launch-form").first
+    form.scroll_into_view_if_needed()
+
+    fill_field(form, "n", "99999999999999999999999")
+    fill_field(form, "xs", "[1, 2.5]")
+    fill_field(form, "d", '{"a": "lots"}')
+    fill_field(form, "p", '{"rate": "fast", "colour": "a very long value that cannot fit on one line at all"}')
+    form.get_by_role("button", name="Launch", exact=True).click()
+    form.locator(".fastreg-summary").wait_for(timeout=30_000)
+    form.screenshot(path=str(artifacts_dir / "narrow_form_problems.png"))
+
+    summary = form.locator(".fastreg-summary").inner_text()
+    assert "4 inputs to fix (n, xs, d, p)" in summary
+    assert "out of range" in form.locator(".fastreg-input-row", has=page.locator("label", has_text="n")).first.inner_text()
+    assert "launch(" not in form.inner_text()
+    assert registration.locator(".fastreg-run").count() == 0  # nothing started
+    handle = form.element_handle()
+    assert page.evaluate(OUTSIDE, [handle, "*"]) == []
+    assert page.evaluate(CUT, handle) == []
+    types = form.locator(".fastreg-type").all_inner_texts()
+    assert {"list[int]", "dict[str, float]", "Params"} <= set(types)
+
+    fill_field(form, "n", "3")
+    fill_field(form, "xs", "[1, 2]")
+    fill_field(form, "d", '{"a": 1.5}')
+    fill_field(form, "p", '{"tags": ["x"]}')
+    form.get_by_role("button", name="Launch", exact=True).click()
+    run = registration.locator(".fastreg-run").first
+    run.locator(".fastreg-phase").first.and_(page.locator("[data-phase='SUCCEEDED']")).wait_for(timeout=RUN_FINISH_TIMEOUT_MS)
+    run.locator(".fastreg-nodes").wait_for(timeout=30_000)
+    run.scroll_into_view_if_needed()
+    run.screenshot(path=str(artifacts_dir / "narrow_run.png"))
+    assert page.evaluate(OUTSIDE, [run.element_handle(), ".fastreg-phase, .fastreg-elapsed, .fastreg-nodes td"]) == []
+    name_cell = run.locator(".fastreg-nodes td[title*='a_task_whose_name']").first
+    assert name_cell.get_attribute("title").endswith("push_every_other_column_out_of_sight")
+    assert form.locator(".fastreg-summary").count() == 0 or "to fix" not in form.inner_text()
+
+
+NAPS_CELL = '''%%flyte_fast -m naps
+import time
+from flytekit import task, workflow
+
+@task
+def nap(n: int) -> int:
+    time.sleep(n)
+    return n{change}
+
+@workflow
+def slow(n: int) -> int:
+    return nap(n=n)
+'''
+
+
+def test_a_changed_cell_still_shows_and_stops_the_run_of_the_version_it_replaced(lab, page, artifacts_dir):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext fastreg_magic"),
+        nbformat.v4.new_code_cell(NAPS_CELL.format(change="")),
+        nbformat.v4.new_code_cell("first = _\nfirst.launch(n=60).name"),
+        nbformat.v4.new_code_cell(NAPS_CELL.format(change=" + 1")),  # the cell, edited and run again
+    ]
+    nbformat.write(nb, lab.root / "edited.ipynb")
+    open_notebook(page, lab, "edited.ipynb")
+    run_all_cells(page)
+
+    edited = page.locator(".fastreg-registration").nth(1)
+    run = edited.locator(".fastreg-run").first
+    run.wait_for(timeout=60_000)
+    assert "(previous version)" in run.locator(".fastreg-title").inner_text()
+    run.locator("[data-phase='RUNNING']").first.wait_for(timeout=RUN_FINISH_TIMEOUT_MS)
+    run.scroll_into_view_if_needed()
+    run.screenshot(path=str(artifacts_dir / "edited_cell_previous_run.png"))
+    run.get_by_role("button", name="Terminate", exact=True).click()
+    run.locator(".fastreg-phase").first.and_(page.locator("[data-phase='ABORTED']")).wait_for(timeout=RUN_FINISH_TIMEOUT_MS)
+    assert run.get_by_role("button", name="Relaunch on this version").is_enabled()

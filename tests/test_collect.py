@@ -493,12 +493,11 @@ def test_auto_reports_secrets_next_to_shipped_code_and_never_ships_them(tmp_path
     assert not any(".env" in f or ".pem" in f for f in shipped(fileset))
 
 
-def test_auto_tells_when_an_imported_module_is_ignored(tmp_path):
+def test_auto_refuses_an_imported_module_that_is_ignored(tmp_path):
     tree = dict(PROJECT, **{".gitignore": "mylib/util.py\n"})
-    fileset = ship(tmp_path, tree, "from mylib import util\n")
-    assert "mylib/util.py" not in shipped(fileset)
-    assert left_out(fileset)["mylib/util.py"] == "ignored by .gitignore"
-    assert fileset.warnings == ("mylib/util.py is imported but ignored by .gitignore: it is not shipped.",)
+    with pytest.raises(CollectError, match=r"mylib/util.py is imported by the cell .* never shipped: it is ignored by "
+                       r"\.gitignore\. .*`import mylib.util` would fail.* Change \.gitignore so it no longer matches"):
+        ship(tmp_path, tree, "from mylib import util\n")
 
 
 def test_a_module_importable_only_from_outside_the_root_is_a_warning(tmp_path, monkeypatch):
@@ -681,3 +680,122 @@ def test_lifting_in_a_real_jupyter_kernel(tmp_path):
         "('import json', 'LIMIT = 5', 'class Marker (defined in an earlier cell)', 'def normalize (defined in an earlier cell)')",
         '["m", 5]',
     ]
+
+
+# --- what is never shipped: secret values, not words; imported modules left out refuse the cell --------
+
+
+def test_secret_values_give_a_file_away_not_the_words_that_name_them(tmp_path):
+    tree = {
+        "mylib/__init__.py": "",
+        "mylib/storage.py": 'import os\n\ndef client_kwargs():\n    return dict(aws_secret_access_key=os.environ.get("SECRET"))\n',
+        "mylib/hardcoded.py": 'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n',
+        "utils/__init__.py": "",
+        "utils/gcloud/__init__.py": "def bucket():\n    return 'gs://b'\n",
+        "id_rsa_tools.py": "def fingerprint(path):\n    return path\n",
+        "deploy/.env.production": "TOKEN=1\n",
+        "deploy/settings.ini": "[s3]\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG\n",
+        "home/.config/gcloud/credentials.db": b"\0",
+        "keys/sa.json": '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nabc"}',
+        "docs/howto.md": "Set `aws_secret_access_key` in ~/.aws/credentials, never here.\n",
+        "docs/pem.md": "A key file starts with -----BEGIN PRIVATE KEY----- and a line break.\n",
+        "mylib/pem.py": 'HEADER = "-----BEGIN RSA PRIVATE KEY-----"\n',
+    }
+    fileset = ship(tmp_path, tree, "x = 1\n", copy="all")
+    assert shipped(fileset) == [
+        "docs/howto.md", "docs/pem.md", "flow.py", "id_rsa_tools.py", "mylib/__init__.py", "mylib/pem.py",
+        "mylib/storage.py", "utils/__init__.py", "utils/gcloud/__init__.py",
+    ]  # fmt: skip
+    assert left_out(fileset) == {path: "secret (never shipped)" for path in (
+        "deploy/.env.production", "deploy/settings.ini", "home/.config/gcloud/credentials.db", "keys/sa.json",
+        "mylib/hardcoded.py")}
+
+
+def test_modules_that_read_credentials_from_the_environment_ship_and_run(sandbox_shell, tmp_path):
+    """The tester's two cases: a module naming `aws_secret_access_key` and a package named `gcloud`
+    were left out as secrets, registered anyway, and the run failed with ModuleNotFoundError."""
+    write_project(tmp_path, {
+        "credlib/__init__.py": "",
+        "credlib/storage.py": 'import os\n\ndef client_kwargs():\n    return dict(aws_secret_access_key='
+                              'os.environ.get("SECRET"))\n\ndef bucket():\n    return "my-bucket"\n',
+        "cloudutils/__init__.py": "",
+        "cloudutils/gcloud/__init__.py": "def prefix():\n    return 'gs://'\n",
+    })
+    cell = textwrap.dedent("""\
+        from flytekit import task, workflow
+        from credlib.storage import bucket
+        from cloudutils.gcloud import prefix
+
+        @task
+        def where() -> str:
+            return prefix() + bucket()
+
+        @workflow
+        def wf() -> str:
+            return where()
+        """)
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m creds_flow --source-root {tmp_path}", cell)
+    assert {"credlib/storage.py", "cloudutils/gcloud/__init__.py"} <= set(reg.files)
+    assert reg.left_out == ()
+    run = reg.launch("wf").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert list(run.outputs.values()) == ["gs://my-bucket"]
+
+
+def write_project(root: Path, tree: dict[str, str]) -> None:
+    for relpath, content in tree.items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_text(content)
+
+
+@pytest.fixture
+def magic_shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    return shell
+
+
+@pytest.mark.parametrize("copy", ["auto", "all"])
+def test_an_imported_module_holding_a_secret_refuses_the_cell(magic_shell, tmp_path, copy):
+    from IPython.core.error import UsageError
+
+    write_project(tmp_path, {"keyed/__init__.py": "", "keyed/aws.py": 'AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG"\n'})
+    cell = "from flytekit import task\nfrom keyed.aws import AWS_SECRET_ACCESS_KEY\n\n@task\ndef t() -> int:\n    return 1\n"
+    with pytest.raises(UsageError, match=r"keyed/aws.py is imported by the cell .* never shipped: it holds credentials .*"
+                                         r"`import keyed.aws` would fail.* Take the credentials out of it"):
+        magic_shell.run_cell_magic("flyte_fast", f"-m secret_flow --source-root {tmp_path} --copy {copy} --dry-run", cell)
+
+
+def test_an_imported_module_an_ignore_file_leaves_out_refuses_the_cell_with_copy_all_too(tmp_path):
+    tree = dict(PROJECT, **{".flyteignore": "mylib/\n"})
+    with pytest.raises(CollectError, match=r"mylib/__init__.py is imported .* ignored by \.flyteignore.*"
+                                           r"Change \.flyteignore so it no longer matches mylib/__init__.py"):
+        ship(tmp_path, tree, "from mylib import util\n", copy="all")
+
+
+def test_copy_all_ships_a_package_reached_through_a_directory_link_as_copy_auto_does(tmp_path):
+    tree = dict(PROJECT, **{"data/table.csv": "1\n"})
+    for relpath, content in tree.items():
+        (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relpath).write_text(content)
+    (tmp_path / "link_to_dir").symlink_to(tmp_path / "mylib", target_is_directory=True)
+    (tmp_path / "unused_link").symlink_to(tmp_path / "data", target_is_directory=True)
+    cell = "from link_to_dir import util\n"
+    auto = ship(tmp_path, {}, cell)
+    everything = ship(tmp_path, {}, cell, copy="all")
+    assert "link_to_dir/util.py" in shipped(auto)
+    assert set(shipped(auto)) <= set(shipped(everything))
+    assert left_out(everything) == {"unused_link": "symbolic link to a directory (not followed)"}
+
+
+def test_a_file_just_over_the_size_limit_is_not_said_to_be_the_limit(tmp_path):
+    for name, size in (("eleven_million.bin", 11_000_000), ("one_byte_over.bin", 10 * 1024 * 1024 + 1)):
+        with open(tmp_path / name, "wb") as handle:
+            handle.truncate(size)
+    fileset = ship(tmp_path, {}, "x = 1\n", copy="all")
+    assert fileset.warnings == (
+        "eleven_million.bin is 10.5 MiB (over 10 MiB)",
+        "one_byte_over.bin is 10,485,761 bytes (over 10 MiB)",
+    )

@@ -411,3 +411,80 @@ def test_a_notebook_whose_plain_cell_imports_a_local_module_serializes_from_anyw
     run_cli("serialize", notebook, "-o", "out", cwd=elsewhere)
     manifest = json.loads((elsewhere / "out" / MANIFEST_NAME).read_text())
     assert manifest["module"] == "shouter"
+
+
+# ---------------------------------------------------------------- what serialize tells, and where it stores
+
+
+def test_serialize_tells_on_stderr_what_it_left_out_and_its_warnings(project, tmp_path):
+    module = project / "noisy_flows.py"
+    module.write_text(CELL)
+    with open(project / "big.bin", "wb") as handle:
+        handle.truncate(11_000_000)
+    out = tmp_path / "out"
+    result = run_cli("serialize", module, "-o", out, "--copy", "all")
+    assert f"{out}: left out .env: secret (never shipped)" in result.stderr.splitlines()
+    assert f"{out}: warning: big.bin is 10.5 MiB (over 10 MiB)" in result.stderr.splitlines()
+    assert "left out" not in result.stdout and f"{out}: module noisy_flows" in result.stdout
+
+
+def test_serialize_over_the_size_limit_names_the_option_that_raises_it(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outputs")  # not under the project, which --copy all ships
+    module = project / "heavy_flows.py"
+    module.write_text(CELL)
+    (project / "blob.bin").write_bytes(os.urandom(2 * 1024 * 1024))  # incompressible
+    result = run_cli("serialize", module, "-o", outside / "out", "--copy", "all", "--max-archive-mib", "1", check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "over the 1.0 MiB limit" in line and "blob.bin" in line and "fastreg serialize --max-archive-mib N" in line
+    run_cli("serialize", module, "-o", outside / "out", "--copy", "all", "--max-archive-mib", "3")
+    notebook = _notebook(project / "heavy.ipynb", [f"%%flyte_fast -m heavy_cell --copy all\n{CELL}"])
+    result = run_cli("serialize", notebook, "-o", outside / "nb", "--max-archive-mib", "1", check=False)
+    assert result.returncode == 1 and "over the 1.0 MiB limit" in one_line(result)
+    run_cli("serialize", notebook, "-o", outside / "nb", "--max-archive-mib", "3")
+
+
+def test_register_files_stores_the_archive_in_the_cells_distribution_dir(project, tmp_path, sandbox, remote):
+    dist = tmp_path / "nbd"
+    notebook = _notebook(project / "dist.ipynb", [f"%%flyte_fast -m nbdist_flows --distribution-dir {dist.as_uri()}/\n{CELL}"])
+    out = tmp_path / "out"
+    run_cli("serialize", notebook, "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["distribution_dir"] == dist.as_uri()
+    result = run_cli("register-files", out, "--config", sandbox.config_file)
+    assert f"registered 3 entities as version {manifest['version']}" in result.stdout
+    uri = remote.fetch_task(name="nbdist_flows.greet", version=manifest["version"]).template.container.args[2]
+    assert uri == f"{dist.as_uri()}/fastreg-{manifest['digest']}.tar.gz" and (dist / uri.rsplit("/", 1)[-1]).is_file()
+    # An explicit --additional-distribution-dir still wins: the archive goes there (and the version,
+    # registered with the other location, is refused as taken).
+    other = tmp_path / "other"
+    again = run_cli("register-files", out, "--config", sandbox.config_file, "--additional-distribution-dir",
+                    other.as_uri(), check=False)
+    assert (other / uri.rsplit("/", 1)[-1]).is_file() and "different structure" in one_line(again)
+
+
+def test_the_magics_serialize_to_failure_names_serialize_to(tmp_path, monkeypatch):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    cell = "from flytekit import task\n\n@task\ndef t() -> int:\n    return 1\n"
+    with pytest.raises(UsageError, match=r"cannot write the serialized files to .*afile/sub .*Pass --serialize-to a directory"):
+        shell.run_cell_magic("flyte_fast", f"-m serialize_to_flow --serialize-to {afile / 'sub'}", cell)
+
+
+def test_serialize_copy_all_ships_a_file_whose_name_is_not_utf8(project, tmp_path):
+    module = project / "latin_flows.py"
+    module.write_text(CELL)
+    with open(os.path.join(os.fsencode(project), b"caf\xe9.csv"), "wb") as handle:
+        handle.write(b"latte,1\n")
+    out = tmp_path / "out"
+    result = run_cli("serialize", module, "-o", out, "--copy", "all")
+    assert "Traceback" not in result.stderr
+    archive = out / json.loads((out / MANIFEST_NAME).read_text())["archive"]
+    with tarfile.open(archive, "r:gz") as tar:
+        assert tar.extractfile(os.fsdecode(b"caf\xe9.csv")).read() == b"latte,1\n"

@@ -117,3 +117,15 @@ def test_a_local_file_that_is_not_there_is_refused_before_any_upload(tmp_path):
     missing.write_text("here now")
     assert launch_value(field_of(FlyteFile), str(missing)) == str(missing)
     assert launch_value(field_of(FlyteFile), "s3://bucket/key.txt") == "s3://bucket/key.txt"
+
+
+def test_a_refused_input_shown_in_the_widget_points_at_the_form_not_at_code():
+    from types import SimpleNamespace
+
+    from fastreg_magic.runs import _input_error
+    from fastreg_magic.widget_run import describe_failure
+
+    err = _input_error(SimpleNamespace(name="wf"), "n", "int", "too big")
+    assert str(err).endswith("Pass a value of type int: launch(n=...).")  # what reg.launch(n=...) says
+    shown = describe_failure(err)  # what a run view started from the form says
+    assert shown == "wf: input 'n' (int): too big. Correct it in the launch form and launch again."

@@ -265,6 +265,8 @@ def test_an_archive_over_the_limit_names_the_largest_files_the_limit_and_the_kno
     (root / "noise.bin").write_bytes(os.urandom(300_000))
     (root / "more.bin").write_bytes(os.urandom(200_000))
     (root / "small.py").write_text("x = 1\n")
+    (root / "app").mkdir()
+    (root / "app" / "core.py").write_text("def f():\n    return 1\n")  # what the cell imports
     with pytest.raises(PackageError) as caught:
         build_archive(fileset_of(root), cache_dir=cache, max_bytes=400_000)
     message = str(caught.value)
@@ -314,3 +316,27 @@ def test_digest_is_over_paths_and_contents_only(tmp_path):
     for name, data in (("a.py", b"A"), ("b.py", b"B")):
         expected.update(f"{name}\0-\0".encode() + hashlib.sha256(data).digest())
     assert digest_files(fileset) == expected.hexdigest()
+
+
+def test_a_file_name_that_is_not_utf8_ships_under_its_own_bytes(tmp_path, cache):
+    """A Latin-1 name (``caf\\xe9.csv``) from another system: the archive holds it byte for byte, GNU tar
+    unpacks it under that name, and the digest is over those bytes (the same in a second process)."""
+    project = write_tree(tmp_path / "project")
+    raw_name = b"caf\xe9.csv"
+    with open(os.path.join(os.fsencode(project), raw_name), "wb") as handle:
+        handle.write(b"latte,1\n")
+    fileset = fileset_of(project)
+    archive = build_archive(fileset, cache_dir=cache)
+    assert os.fsdecode(raw_name) in archive.members
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive.path), "-C", str(unpacked)], check=True)
+    assert open(os.path.join(os.fsencode(unpacked), raw_name), "rb").read() == b"latte,1\n"
+    in_a_new_process = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from fastreg_magic import collect, package; "
+         "m = collect.module_from_cell(sys.argv[2], 'flow', {}); "
+         "print(package.digest_files(collect.files_to_ship(m, Path(sys.argv[1]), copy='all'), cache_dir=Path(sys.argv[3])))",
+         str(project), CELL, str(tmp_path / "other-cache")],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert in_a_new_process == archive.digest == digest_files(fileset_of(unpacked))

@@ -242,7 +242,8 @@ def test_a_dict_for_a_dataclass_input_from_code_takes_the_dataclass_defaults(rem
         ),
         (
             {"s": {"x": 1}, "xs": [2**70], "label": "l"},
-            "input 'xs' (list[int]): Value out of range: 1180591620717411303424.",
+            "input 'xs' (list[int]): 1180591620717411303424 at [0] is out of range: a Flyte int holds whole numbers "
+            "from -9223372036854775808 to 9223372036854775807.",
             "Pass a value of type list[int]: launch(xs=...).",
         ),
         (
@@ -276,3 +277,58 @@ def test_a_value_that_cannot_be_converted_names_its_input(remote, typed_flows, t
     assert (info.value.message, info.value.hint) == (f"{target.name}: {message}", hint)
     assert "Flyte Serialized object" not in str(info.value)
     assert _count(remote) == before
+
+
+def test_an_int_beyond_64_bits_from_code_is_one_clear_error_and_starts_nothing(remote, typed_flows):
+    target = ref(typed_flows, "triple", "task")
+    before = _count(remote)
+    with pytest.raises(RunError) as info:
+        runs.launch(remote, target, {"n": 99999999999999999999999})
+    assert str(info.value) == (
+        f"{target.name}: input 'n' (int): 99999999999999999999999 is out of range: a Flyte int holds whole numbers "
+        "from -9223372036854775808 to 9223372036854775807. Pass a value of type int: launch(n=...)."
+    )
+    assert _count(remote) == before
+
+
+# -- %flyte_watch: a run started elsewhere, in a real InteractiveShell ---------------------------
+
+
+def test_flyte_watch_of_a_missing_run_says_so_in_a_sentence_with_a_hint_that_helps(sandbox_shell):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError) as info:
+        sandbox_shell.run_line_magic("flyte_watch", "nosuchrun123")
+    message = str(info.value)
+    assert message.startswith("Reading run nosuchrun123: not found on ")
+    found = message.split(" Check ", 1)[0]
+    assert found.endswith("."), message  # the backend's words end the sentence
+    assert "flytesnacks/development" in message and "-p/-d" in message and "console URL" in message
+    assert "%%flyte_fast" not in message  # re-running a cell cannot bring back a run
+
+
+def test_flyte_watch_shows_what_the_run_was_launched_with(sandbox, sandbox_shell, remote, flows):
+    from fastreg_magic.widget_text import inputs_html, run_text
+
+    started = runs.launch(remote, ref(flows, "twice"), {"n": 3})
+    watched = sandbox_shell.run_line_magic("flyte_watch", started.name)
+    assert watched.inputs == {"n": 3}
+    assert "inputs: n=3" in run_text(watched)
+    assert "n=3" in inputs_html(watched.inputs)
+    # The sandbox's own address, as a console URL, is this backend.
+    url = f"http://{sandbox.endpoint}/console/projects/flytesnacks/domains/development/executions/{started.name}"
+    assert sandbox_shell.run_line_magic("flyte_watch", url).name == started.name
+    started.wait(timeout=300)
+
+
+def test_flyte_watch_of_another_clusters_url_is_refused_naming_both(sandbox_shell, remote, flows):
+    from IPython.core.error import UsageError
+
+    started = runs.launch(remote, ref(flows, "twice"), {"n": 2})  # the same name exists here: still not that run
+    url = f"https://flyte.example.com/console/projects/flytesnacks/domains/development/executions/{started.name}"
+    with pytest.raises(UsageError) as info:
+        sandbox_shell.run_line_magic("flyte_watch", url)
+    message = str(info.value)
+    assert "flyte.example.com" in message and "embedded sandbox" in message
+    assert "--config" in message and "--endpoint" in message
+    started.wait(timeout=300)

@@ -373,3 +373,94 @@ def test_signed_url_upload_to_the_sandbox(remote, tmp_path):
     with fsspec.open(first.uri, "rb") as handle:  # tasks read it with flytekit's file access the same way
         assert handle.read() == archive.path.read_bytes()
     assert SignedUrlUploader(remote.client, "flytesnacks", "development").upload(archive) == Upload(first.uri, False)
+
+
+# --- permanent failures: one attempt, a hint that fits -------------------------------------
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a real read-only file system (a tmpfs mounted read-only)."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only file system here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_a_read_only_file_system_is_said_so_at_once(read_only_dir, archive, sub):
+    target = read_only_dir / sub if sub else read_only_dir
+    with pytest.raises(UploadError) as caught:
+        FsspecUploader(target.as_uri(), **FAST).upload(archive)
+    message = str(caught.value)
+    assert f"failed: {target} is on a read-only file system." in message, message
+    assert "tried" not in message and "Pass a --distribution-dir you can write to." in message
+
+
+def test_a_directory_you_may_not_write_to_is_not_blamed_on_credentials(archive):
+    target = "/sys/fastreg-upload-test"
+    try:
+        os.mkdir(target)
+    except PermissionError:
+        pass
+    else:  # pragma: no cover - a /sys that takes new directories
+        os.rmdir(target)
+        pytest.skip("/sys is writable here")
+    with pytest.raises(UploadError) as caught:
+        FsspecUploader(f"file://{target}/dist", **FAST).upload(archive)
+    message = str(caught.value)
+    assert "you may not write to /sys/fastreg-upload-test" in message and "tried" not in message
+    assert "Check the directory's permissions" in message and "credentials" not in message
+
+
+def test_s3_without_credentials_says_where_they_come_from(s3, archive, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    anonymous = {"client_kwargs": s3["client_kwargs"], "skip_instance_cache": True}
+    with pytest.raises(UploadError) as caught:
+        FsspecUploader("s3://fastreg-bucket/dist", storage_options=anonymous, **FAST).upload(archive)
+    message = str(caught.value)
+    assert "NoCredentialsError" in message and "tried" not in message
+    assert "No AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
+
+
+def test_an_s3_endpoint_nobody_listens_on_is_not_retried_on_top_of_botocore(archive):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed when the block ends: nobody listens there
+    options = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    with pytest.raises(UploadError) as caught:
+        FsspecUploader("s3://fastreg-bucket/dist", storage_options=options, retries=4, backoff=0.01).upload(archive)
+    message = str(caught.value)
+    assert "EndpointConnectionError" in message and "tried" not in message  # botocore retried it already
+    assert "Nothing answers at that address: check the storage endpoint (AWS_ENDPOINT_URL" in message
+
+
+def test_a_trailing_slash_on_the_distribution_dir_gives_the_same_version(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    (tmp_path / "dist_flow_src").mkdir()
+    monkeypatch.chdir(tmp_path / "dist_flow_src")
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    cell = "from flytekit import task\n\n@task\ndef t() -> int:\n    return 1\n"
+    versions = {
+        url: shell.run_cell_magic("flyte_fast", f"-m dist_flow --dry-run --distribution-dir {url}", cell).version
+        for url in ("s3://bucket", "s3://bucket/", "s3://bucket//")
+    }
+    assert len(set(versions.values())) == 1, versions
+    other = shell.run_cell_magic("flyte_fast", "-m dist_flow --dry-run --distribution-dir s3://bucket/sub", cell)
+    assert other.version not in versions.values()

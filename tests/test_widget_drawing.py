@@ -57,6 +57,51 @@ def test_graph_places_each_node_right_of_what_it_waits_for():
     assert svg.count("marker-end=") == len(edges)
 
 
+NOTEBOOK_WIDTH_PX = 1000  # a notebook's output area on a laptop screen
+
+
+def svg_size(svg: str) -> tuple[float, float]:
+    root = ET.fromstring(svg)
+    return float(root.get("width")), float(root.get("height"))
+
+
+def assert_boxes_apart(drawn: dict[str, dict]) -> None:
+    from fastreg_magic.widget_graph import BOX_H, BOX_W
+
+    corners = sorted((d["x"], d["y"]) for d in drawn.values())
+    for i, (x, y) in enumerate(corners):
+        for x2, y2 in corners[i + 1:]:
+            assert abs(x - x2) >= BOX_W or abs(y - y2) >= BOX_H, f"boxes at {(x, y)} and {(x2, y2)} overlap"
+
+
+@pytest.mark.parametrize(
+    "shape, nodes, edges",
+    [
+        ("a chain of 30 steps", [f"n{i}" for i in range(30)], [(f"n{i}", f"n{i + 1}") for i in range(29)]),
+        ("30 steps side by side", [f"n{i}" for i in range(30)], []),
+        ("a fan-out of 30 steps", ["start", *(f"n{i}" for i in range(30)), "end"],
+         [*(("start", f"n{i}") for i in range(30)), *((f"n{i}", "end") for i in range(30))]),
+    ],
+)
+def test_a_30_node_graph_fits_a_notebooks_width_in_a_compact_picture(shape, nodes, edges):
+    svg = graph_svg([(n, "step") for n in nodes], edges, {})
+    width, height = svg_size(svg)
+    drawn = svg_nodes(svg)
+    assert width <= NOTEBOOK_WIDTH_PX, f"{shape}: {width} px wide"
+    assert height <= 1000, f"{shape}: {height} px tall"
+    assert all(d["x"] + 150 <= width and d["y"] + 42 <= height for d in drawn.values())
+    assert_boxes_apart(drawn)
+    assert "max-width:100%" in svg  # and narrower output areas scale it down
+    assert svg.count("marker-end=") == len(edges)
+
+
+def test_a_wrapped_chain_reads_left_to_right_then_down():
+    nodes = [f"n{i}" for i in range(12)]
+    drawn = svg_nodes(graph_svg([(n, n) for n in nodes], [(a, b) for a, b in zip(nodes, nodes[1:])], {}))
+    for a, b in zip(nodes, nodes[1:]):
+        assert drawn[b]["x"] > drawn[a]["x"] or drawn[b]["y"] > drawn[a]["y"], f"{b} is drawn before {a}"
+
+
 def test_layers_handle_unknown_edges_and_isolated_nodes():
     assert layers(["a", "b", "c"], [("a", "b"), ("zz", "c")]) == {"a": 0, "b": 1, "c": 0}
 

@@ -365,3 +365,55 @@ def test_annotated_and_bare_dict_inputs_are_typed_like_their_plain_types():
     assert problems == {}
     assert values == {"n": 3, "on": None, "d": {"a": [1, "b"]}, "xs": [1, None], "s": "hi"}
     assert parse_inputs([f["d"]], {"d": "[1]"})[1] == {"d": "expected a JSON object, got [1]"}
+
+
+BEYOND_INT64 = "99999999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "py_type, text, problem",
+    [
+        (int, BEYOND_INT64, f"{BEYOND_INT64} is out of range: a Flyte int holds whole numbers from "
+                            "-9223372036854775808 to 9223372036854775807"),
+        (int, str(-(2**63) - 1), "-9223372036854775809 is out of range"),
+        (list[int], f"[1, {BEYOND_INT64}]", f"{BEYOND_INT64} at [1] is out of range"),
+        (Point, '{"x": 1, "y": 2, "tags": []}', None),
+    ],
+)
+def test_an_int_beyond_64_bits_is_a_problem_next_to_its_field(py_type, text, problem):
+    (field_,) = form_fields(Interface(inputs={"n": py_type}))
+    values, problems = parse_inputs([field_], {"n": text})
+    if problem is None:
+        assert problems == {}
+    else:
+        assert problems["n"].startswith(problem) and values == {}
+    assert parse_input(fields_of(n=int)["n"], str(2**63 - 1)) == 2**63 - 1  # the largest one fits
+
+
+def test_the_form_names_the_fields_to_fix_and_never_talks_about_code():
+    from fastreg_magic.widget_form import LaunchForm
+
+    @workflow
+    def wide(n: int, xs: list[int], odd: Opaque) -> int:
+        return _square(n=n)
+
+    ref = type("Ref", (), {"entity": wide, "name": "tests.wide", "kind": "workflow"})()
+    launched = []
+    form = LaunchForm(ref, lambda r, values: launched.append(values))
+    form.editors["n"].value = BEYOND_INT64
+    form.editors["xs"].value = "[1.5]"
+    assert form.launch_clicked() is None and launched == []
+    assert "out of range" in form.problems["n"].value
+    assert "3 inputs to fix (n, xs, odd): nothing launched" in form.message.value
+    assert "cannot be typed into the form" in form.problems["odd"].value
+    shown = form.message.value + "".join(box.value for box in form.problems.values())
+    assert "launch(" not in shown
+    form.editors["n"].value = "3"
+    form.editors["xs"].value = "[1]"
+    form.launch_clicked()
+    assert form.problems["n"].layout.display == "none" and form.problems["odd"].layout.display != "none"
+    assert "1 input to fix (odd)" in form.message.value
+
+
+class Opaque:
+    """A type the form has no editor for."""

@@ -156,6 +156,20 @@ def test_invalid_input_is_shown_next_to_the_field_and_starts_nothing(kernel, rem
     assert _execution_count(remote) == before_runs
 
 
+def test_an_int_beyond_64_bits_is_refused_by_its_field_not_by_a_failed_launch(kernel, remote):
+    before_views = kernel.eval("len(w.run_views)")
+    before_runs = _execution_count(remote)
+    kernel.type_into("w.form('twice').editors['n']", "99999999999999999999999")
+    kernel.click("w.form('twice').launch_button")
+    kernel.run("pass")
+    problem = kernel.eval("w.form('twice').problems['n'].value")
+    assert "99999999999999999999999 is out of range: a Flyte int holds whole numbers" in problem
+    message = kernel.eval("w.form('twice').message.value")
+    assert "1 input to fix (n): nothing launched" in message and "launch(" not in problem + message
+    assert kernel.eval("len(w.run_views)") == before_views  # no "LAUNCH FAILED" run
+    assert _execution_count(remote) == before_runs
+
+
 def _execution_count(remote) -> int:
     executions, _ = remote.client.list_executions_paginated("flytesnacks", "development", limit=1000)
     return len(executions)
