@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import traceback
@@ -63,6 +64,7 @@ class Prepared:
     version: str
     content_version: str  # what the version would be without --version: the memo's key
     specs: tuple[specs.Spec, ...]
+    warnings: tuple[str, ...] = ()  # found while the module ran (a local module imported by name, not shipped)
 
     @property
     def digest(self) -> str:
@@ -247,6 +249,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
     with api.timed(timings, "collect"):
         shipped = _local_module_files(prepared.fileset, options.module)
         forgotten = api.refresh_local_modules(shipped)
+        imported_before = set(sys.modules)
         try:
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
@@ -259,6 +262,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         finally:
             api.rebind_notebook_names(namespace, forgotten)
         api.remember_local_modules(shipped)
+        unshipped = _imported_but_not_shipped(set(sys.modules) - imported_before, shipped, Path(options.source_root))
         entities = tuple(register.module_entities(module))
         if not entities:
             raise CollectError(
@@ -269,7 +273,25 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             defined = vars(module)
             namespace.update({name: defined[name] for name in prepared.module_source.binds if name in defined})
             namespace.update({_local_name(module, e): e for e in entities})
-    return dataclasses.replace(prepared, module=module, entities=entities)
+    return dataclasses.replace(prepared, module=module, entities=entities, warnings=unshipped)
+
+
+def _imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_root: Path) -> tuple[str, ...]:
+    """Modules from the source root that the module imported as it ran yet that are not shipped: loaded
+    by name (``importlib.import_module(f"plugins.{name}")``), which reading its imports cannot see.
+    In the container they would not be found."""
+    root = str(source_root.resolve())
+    found = []
+    for name in sorted(names - set(shipped)):
+        filename = getattr(sys.modules.get(name), "__file__", None) or ""
+        inside = filename[len(root):]
+        if filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside:
+            found.append(
+                f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
+                "shipped: an import by name at run time is not seen, so the container would not find it. "
+                "Import it in the cell or a local module, or pass --copy all."
+            )
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -455,7 +477,7 @@ def _registration(prepared: Prepared, options: Options, backend, *, archive, upl
         files=tuple(archive.members) if archive is not None else tuple(_fileset_names(fileset)),
         left_out=tuple(fileset.left_out),
         lifted=tuple(prepared.module_source.lifted),
-        warnings=tuple(fileset.warnings),
+        warnings=tuple(fileset.warnings) + prepared.warnings,
         entities=refs,
         uploaded=bool(upload.uploaded) if upload is not None else False,
         registered=registered,

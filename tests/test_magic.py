@@ -508,6 +508,20 @@ def test_what_the_cell_defines_is_the_notebooks_as_after_a_plain_cell(shell, pro
     assert shell.user_ns["tripled"](n=2) == 6
 
 
+def test_a_local_module_imported_by_name_as_the_cell_runs_is_named_as_not_shipped(shell, project_dir):
+    pkg = project_dir / "byname_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "alpha.py").write_text("FACTOR = 2\n")
+    cell = "import importlib\n" + CELL + "\nPLUGIN = importlib.import_module('byname_plugins.alpha')\n"
+    reg = magic(shell, "--dry-run -m bynamemod", cell)
+    assert "byname_plugins/alpha.py" not in reg.files
+    assert any(w.startswith("`byname_plugins.alpha` (byname_plugins/alpha.py) was imported as the cell ran but is "
+                            "not shipped") for w in reg.warnings), reg.warnings
+    everything = magic(shell, "--dry-run -m bynamemod --copy all", cell)
+    assert "byname_plugins/alpha.py" in everything.files and not any("byname" in w for w in everything.warnings)
+
+
 def test_a_local_file_named_like_a_loaded_stdlib_module_is_refused(shell, project_dir):
     import random
 
