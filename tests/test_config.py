@@ -140,8 +140,9 @@ def test_connect_to_sandbox_is_cached(sandbox):
     assert config.connect(backend, "flytesnacks", "staging") is not first
 
 
-def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
-    """A newcomer's first cell: no config anywhere, the magic starts the sandbox and says so once."""
+def _kernel_with_nothing_configured(tmp_path, code: str):
+    """Run ``code`` in a fresh interpreter whose user has no Flyte config and a home of its own; the
+    background sandbox it starts is stopped afterwards. Returns the finished process."""
     import json
     import os
     import signal
@@ -153,8 +154,22 @@ def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "FLYTECTL", "XDG_"))}
     env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
-    code = textwrap.dedent(
-        """
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        for state in (home / "data").rglob("sandbox.json"):  # stop the background sandbox, and see it gone
+            pid = json.loads(state.read_text())["pid"]
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            _wait_until_gone(pid)
+
+
+def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
+    """A newcomer's first cell: no config anywhere, the magic starts the sandbox and says so once."""
+    result = _kernel_with_nothing_configured(tmp_path, """
         from IPython.core.interactiveshell import InteractiveShell
         ip = InteractiveShell.instance()
         ip.run_line_magic("load_ext", "fastreg_magic")
@@ -162,40 +177,18 @@ def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
         reg = ip.run_cell_magic("flyte_fast", "-m first_cell", cell)
         again = ip.run_cell_magic("flyte_fast", "-m first_cell", cell)
         print("RESULT", reg.backend.is_sandbox, reg.backend.label, reg.registered, again.registered)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    state_files = list((home / "data").rglob("sandbox.json"))
-    try:
-        assert result.returncode == 0, result.stderr
-        lines = result.stdout.splitlines()
-        notices = [line for line in lines if line.startswith("No Flyte backend configured: using the embedded sandbox")]
-        assert len(notices) == 1 and "started it in the background" in notices[0]
-        assert any(line.startswith("RESULT True embedded sandbox (") and line.endswith("True False") for line in lines)
-    finally:
-        for state in state_files:  # stop the background sandbox this test started, and see it gone
-            pid = json.loads(state.read_text())["pid"]
-            os.kill(pid, signal.SIGTERM)
-            _wait_until_gone(pid)
+        """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    notices = [line for line in lines if line.startswith("No Flyte backend configured: using the embedded sandbox")]
+    assert len(notices) == 1 and "started it in the background" in notices[0]
+    assert any(line.startswith("RESULT True embedded sandbox (") and line.endswith("True False") for line in lines)
 
 
 def test_a_launch_right_after_the_cell_restarted_the_sandbox_goes_through(tmp_path):
     """The sandbox died; the next cell starts it again behind the same address. The kernel's connection,
     which failed meanwhile, must not make the very next launch fail while it waits to reconnect."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import textwrap
-
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "FLYTECTL", "XDG_"))}
-    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
-    code = textwrap.dedent(
-        """
+    result = _kernel_with_nothing_configured(tmp_path, """
         import json, os, pathlib, signal, time
         from IPython.core.interactiveshell import InteractiveShell
         ip = InteractiveShell.instance()
@@ -212,21 +205,9 @@ def test_a_launch_right_after_the_cell_restarted_the_sandbox_goes_through(tmp_pa
             print("WHILE DOWN", type(exc).__name__)
         reg = ip.run_cell_magic("flyte_fast", "-m restarted_cell", cell)  # starts it again, same data dir
         print("RESULT", reg.launch().wait(timeout=120).phase)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    try:
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "WHILE DOWN" in result.stdout and "RESULT SUCCEEDED" in result.stdout, result.stdout
-    finally:
-        for state in (home / "data").rglob("sandbox.json"):
-            pid = json.loads(state.read_text())["pid"]
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            _wait_until_gone(pid)
+        """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WHILE DOWN" in result.stdout and "RESULT SUCCEEDED" in result.stdout, result.stdout
 
 
 def _wait_until_gone(pid: int, seconds: float = 15.0) -> None:
