@@ -22,7 +22,7 @@ import keyword
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, MutableMapping
@@ -98,27 +98,51 @@ class Registration:
         from fastreg_magic import runs, runs_errors
 
         try:
-            return runs.launch(self.remote, target, inputs, console_url=self.console_url)
+            return runs.launch(self.remote, target, inputs, console_url=self.console_url, on_lost=self._forget_backend)
         except RunError as err:
             if not runs_errors.is_not_found(err.__cause__):
                 raise
             raise self._lost(target) from err.__cause__
 
+    def relaunch_run(self, run) -> Any:
+        """``run`` (one of this release's) started again with the same inputs, not yet kept or shown
+        anywhere; when the backend lost it, the same error as a launch of what it lost."""
+        from fastreg_magic.runs import RunLost
+
+        try:
+            return run.relaunch()
+        except RunLost as err:
+            raise self._lost(self._target_of(run)) from err
+
+    def _target_of(self, run) -> EntityRef:
+        """What ``run`` runs, as this release registered it (launch plan, workflow, task), at the run's version."""
+        version = run.version or self.version
+        for kind in ("launch_plan", "workflow", "task"):
+            for ref in self.entities:
+                if ref.kind == kind and ref.name == run.label:
+                    return replace(ref, version=version)
+        return EntityRef("launch_plan", run.label or run.name, version, self.project, self.domain, None)
+
     def _lost(self, target: EntityRef) -> RunError:
         """The backend no longer has what this cell registered (a reset sandbox, another data dir
         behind the same address): forget having registered and uploaded there, so re-running the
         cell sends everything again instead of answering from the memo."""
-        from fastreg_magic import runs
-
+        self._forget_backend()
         endpoint = self.backend.endpoint if self.backend is not None else None
-        forget_registrations(endpoint)
-        runs.forget_targets(self.remote)
         return RunError(
             f"{target.kind.replace('_', ' ')} {target.name} version {target.version} is not on "
             f"{endpoint or 'the backend'} any more: it lost what this cell registered there (a reset sandbox, or "
             "another one behind the same address).",
             "Re-run the %%flyte_fast cell: it uploads and registers the release again.",
         )
+
+    def _forget_backend(self) -> None:
+        """Forget what this process registered and uploaded on this release's backend, and the launch
+        targets read from it: the backend lost a run, or something registered, so it lost the rest too."""
+        from fastreg_magic import runs
+
+        forget_registrations(self.backend.endpoint if self.backend is not None else None)
+        runs.forget_targets(self.remote)
 
     @property
     def console_url(self) -> str | None:

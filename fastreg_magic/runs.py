@@ -3,12 +3,15 @@
     run = launch(remote, ref, {"n": 3})          # returns as soon as FlyteAdmin accepted it
     run.phase                                    # "QUEUED", "RUNNING", "SUCCEEDED", ...
     run.wait().outputs                           # {"o0": 6.0}
+    run.logs()                                   # {"n0": [("stderr.log (local file)", "file:///…")]}
     attach(remote, "https://flyte.acme.dev/console/projects/p/domains/d/executions/abc").error
 
 A `Run` is a thin, thread-safe view of one execution. ``refresh()`` is one GetExecution;
 outputs (or the error) are read once, when the run ends; the node table and the workflow
-graph are read on demand. Widgets and terminals draw runs; nothing here imports IPython or
-ipywidgets. The background follower lives in `runs_watch`.
+graph are read on demand. A run the backend answers for no longer (a sandbox started afresh
+behind the same address) is *lost*: `RunLost` says so once, instead of polling for ever.
+Widgets and terminals draw runs; nothing here imports IPython or ipywidgets. The background
+follower lives in `runs_watch`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2
@@ -35,12 +38,20 @@ from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is pub
     parse_execution_ref,
     workflow_graph,
 )
-from fastreg_magic.runs_errors import backend_endpoint, conversion_problem, is_backend_failure, reraise, rpc
-from fastreg_magic.runs_tree import NodeTree
+from fastreg_magic.runs_errors import (
+    backend_endpoint,
+    conversion_problem,
+    is_backend_failure,
+    is_not_found,
+    reraise,
+    rpc,
+)
+from fastreg_magic.runs_logs import TAIL_LINES, failure_tail, tail
+from fastreg_magic.runs_tree import NodeTree, flatten
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Run", "NodeStatus", "InputRefused", "launch", "attach", "poll_intervals", "is_loopback"]
+__all__ = ["Run", "NodeStatus", "InputRefused", "RunLost", "launch", "attach", "poll_intervals", "is_loopback"]
 
 # Polling: fast at first (runs on the sandbox change phase within a fraction of a second),
 # then backing off to a ceiling that depends on what a poll costs the backend.
@@ -61,13 +72,15 @@ def launch(
     *,
     execution_name: str | None = None,
     console_url: str | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> "Run":
     """Start a run of a registered task, workflow or launch plan (an `api.EntityRef`).
 
     ``inputs`` are Python values typed by the entity's interface (a dict for a dataclass input is
     accepted, as the form's JSON is). Names, missing inputs and values are checked, and converted one
     by one, before anything reaches the backend; a value that cannot be converted is a `RunError`
-    naming its input. Returns once FlyteAdmin has created the execution.
+    naming its input. Returns once FlyteAdmin has created the execution. ``on_lost()`` is called
+    once if the backend later loses the run (and then, most likely, what it ran).
     """
     local = getattr(entity, "entity", None)  # the flytekit object from the cell, when we have it
     if local is not None:
@@ -97,6 +110,7 @@ def launch(
         output_types=dict(local.python_interface.outputs) if local is not None else None,
         console_url=console_url or _console_from_entity_url(getattr(entity, "url", None)),
         inputs=given,
+        on_lost=on_lost,
     )
     run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
     return run
@@ -193,12 +207,20 @@ _NO_SUCH_RUN = (
     "Check the run's name, and that it is in {project}/{domain}: give its project and domain (-p/-d), "
     "or its console URL."
 )
+LOST_HINT = "Re-run the %%flyte_fast cell, then launch again."
+
+
+class RunLost(RunError):
+    """The backend answers, but no longer has a run it had: it is not the backend that ran it (a
+    sandbox started afresh, another data dir behind the same address). Nothing about the run can
+    be learnt or done there any more."""
 
 
 class Run:
     """One execution on a Flyte backend, as last seen. Safe to read from any thread."""
 
-    def __init__(self, remote, execution_id, *, label=None, output_types=None, console_url=None, inputs=None):
+    def __init__(self, remote, execution_id, *, label=None, output_types=None, console_url=None, inputs=None,
+                 on_lost: Callable[[], None] | None = None):
         self._remote = remote
         # The inputs it was launched with, as Python values; None for a run attached to (not launched here).
         self.inputs = dict(inputs) if inputs is not None else None
@@ -212,6 +234,9 @@ class Run:
         self._graph: Graph | None = None
         self._subgraphs: dict[str, Graph] = {}
         self._tree = NodeTree(self)
+        self._on_lost = on_lost
+        self._lost_at: dt.datetime | None = None  # when the backend was found to have lost it
+        self._failure_tail: str | None = None  # the end of a failed task's stderr, read once
         self.label = label
         console = (console_url or "").rstrip("/")
         self.url = f"{console}/projects/{self.project}/domains/{self.domain}/executions/{self.name}" if console else None
@@ -261,8 +286,20 @@ class Run:
         return self._state.phase in RUN_TERMINAL
 
     @property
+    def lost(self) -> bool:
+        """The backend answered that it no longer has this run (see `RunLost`)."""
+        return self._lost_at is not None
+
+    @property
     def error(self) -> str | None:
-        return self._state.error
+        """What went wrong: the backend's error, then the last lines of the failed task's stderr
+        when the backend left it in a file here; for a lost run, that it is lost."""
+        error = self._state.error
+        if error and self._failure_tail and self._failure_tail not in error:
+            error = f"{error.rstrip()}\n\n{self._failure_tail}"
+        if error is None and self.lost:
+            return str(self._lost_error())
+        return error
 
     @property
     def outputs(self) -> dict | None:
@@ -281,16 +318,45 @@ class Run:
         start = state.started or state.created
         if start is None:
             return 0.0
-        end = state.updated if self.done and state.updated else dt.datetime.now(dt.timezone.utc)
+        end = state.updated if self.done and state.updated else self._lost_at or dt.datetime.now(dt.timezone.utc)
         return max(0.0, (end - start).total_seconds())
 
     def refresh(self) -> "Run":
         """Ask the backend for the run's phase (one GetExecution); read outputs once it has ended."""
         request = execution_pb2.WorkflowExecutionGetRequest(id=self._id)
-        execution = rpc(self._client, "get_execution", request, what=f"Reading run {self.name}", remote=self._remote,
-                        not_found=_NO_SUCH_RUN.format(project=self.project, domain=self.domain))
+        try:
+            execution = rpc(self._client, "get_execution", request, what=f"Reading run {self.name}", remote=self._remote,
+                            not_found=_NO_SUCH_RUN.format(project=self.project, domain=self.domain))
+        except RunError as err:
+            self._check_lost(err)
+            raise
+        self._lost_at = None  # the backend that ran it is back (its data dir was started again)
         self._seen(execution)
         return self
+
+    def _check_lost(self, err: RunError) -> None:
+        """Raise `RunLost` when ``err`` is the backend answering that a run it had is not there.
+
+        Only for a run the backend once answered for: a name never seen may just be mistyped."""
+        if self._spec is None or not is_not_found(err.__cause__):
+            return
+        with self._lock:
+            first = self._lost_at is None
+            if first:
+                self._lost_at = dt.datetime.now(dt.timezone.utc)
+        if first and self._on_lost is not None:
+            try:
+                self._on_lost()
+            except Exception:  # forgetting what was registered is a courtesy; the run is lost either way
+                log.debug("on_lost of run %s failed", self.name, exc_info=True)
+        raise self._lost_error() from err.__cause__
+
+    def _lost_error(self) -> RunLost:
+        return RunLost(
+            f"Run {self.name} is not on {self.endpoint} any more: the backend there answers, but has lost it "
+            "(a sandbox started afresh, or another one behind the same address).",
+            LOST_HINT,
+        )
 
     def _seen(self, execution) -> None:
         """Take in what one GetExecution answered (``admin.Execution``)."""
@@ -304,7 +370,16 @@ class Run:
 
                 # Outputs first, so no reader sees SUCCEEDED without them.
                 self._outputs = read_outputs(self, execution)
+            if state.phase == "FAILED" and self._failure_tail is None:
+                self._failure_tail = self._read_failure_tail()  # before FAILED shows, as outputs are
             self._state = state
+
+    def _read_failure_tail(self) -> str:
+        try:
+            return failure_tail(self.nodes())
+        except Exception:  # the error itself is known: only the extra lines from the log are missing
+            log.debug("reading the stderr of failed run %s failed", self.name, exc_info=True)
+            return ""
 
     def nodes(self) -> list[NodeStatus]:
         """The node table as a tree: node, task, phase, started, duration, retries, and each node's
@@ -312,6 +387,32 @@ class Run:
         graph = self.graph()
         task = self._spec.launch_plan.name if self._spec.launch_plan.resource_type == identifier_pb2.TASK else None
         return self._tree.rows(graph, self._subgraphs, task_name=task)
+
+    def logs(self, node: str | None = None) -> dict[str, list[tuple[str, str]]]:
+        """Each node's logs as the backend names and links them: ``{"n0": [("stderr.log (local file)",
+        "file:///…/stderr.log"), ...]}``; a log service's links on a cluster (Kubernetes, CloudWatch, ...).
+
+        ``node`` is a node's path as the node table shows it (``"n1/n0"``, ``"n2[3]"``); nodes without
+        logs (not started, cached, sub-workflows) are left out. Read the end of a local file with `log`.
+        """
+        rows = [row for _, row in flatten(self.nodes())]
+        if node is None:
+            return {row.label: list(row.logs) for row in rows if row.logs}
+        for row in rows:
+            if row.label == node:
+                return {node: list(row.logs)}
+        known = ", ".join(row.label for row in rows) or "none yet"
+        raise RunError(f"Run {self.name} has no node {node!r}.", f"Its nodes are: {known}.")
+
+    def log(self, node: str, name: str = "stderr", lines: int = TAIL_LINES) -> str:
+        """The last ``lines`` lines of one of ``node``'s logs (the latest attempt's whose name contains ``name``),
+        when the backend left it in a file on this machine, as the embedded sandbox does."""
+        found = self.logs(node)[node]
+        matching = [(n, uri) for n, uri in found if name.lower() in n.lower()]
+        if not matching:
+            names = ", ".join(repr(n) for n, _ in found) or "none yet"
+            raise RunError(f"Node {node} of run {self.name} has no log named like {name!r}.", f"Its logs: {names}.")
+        return tail(matching[-1][1], lines=lines).text
 
     def graph(self) -> Graph:
         """The workflow's nodes and edges as registered (read once)."""
@@ -364,9 +465,14 @@ class Run:
     def relaunch(self) -> "Run":
         """Start the same launch plan again with the same inputs; returns the new run."""
         request = execution_pb2.ExecutionRelaunchRequest(id=self._id)
-        response = rpc(self._client, "relaunch_execution", request, what=f"Relaunching run {self.name}", remote=self._remote)
+        try:
+            response = rpc(self._client, "relaunch_execution", request, what=f"Relaunching run {self.name}",
+                           remote=self._remote)
+        except RunError as err:
+            self._check_lost(err)
+            raise
         run = Run(self._remote, response.id, label=self.label, output_types=self._output_types, console_url=self._console,
-                  inputs=self.inputs)
+                  inputs=self.inputs, on_lost=self._on_lost)
         run.refresh()
         return run
 

@@ -95,6 +95,8 @@ class NodeStatus:
     child_run: str | None = None  # the execution a launch-plan node started
     truncated: bool = False  # has children deeper than the table follows
     cached: bool = False  # its outputs came from the task cache: the task did not run
+    # Its task's logs as the backend names and links them: (name, URI), a retried task's attempts in order.
+    logs: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:

@@ -8,7 +8,8 @@ reads light for a follower that redraws the table about once a second:
 - a parent that has ended and not changed since the last read is served from memory (a finished
   sub-workflow costs nothing after its first read); a parent still running is read again, since
   its children change while the parent itself does not;
-- attempts (retries, the task's name) are asked once per change of a task node;
+- attempts (retries, the task's name, its log links) are asked once per change of a task node,
+  and again while a running node has no log links yet;
 - nesting is followed ``MAX_DEPTH`` levels down; deeper parents are marked ``truncated``.
 
     tree = NodeTree(run)
@@ -23,7 +24,7 @@ from flyteidl.admin import node_execution_pb2, task_execution_pb2
 from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 
-from fastreg_magic.runs_data import NODE_TERMINAL, END_NODE, START_NODE, Graph, NodeStatus, node_statuses
+from fastreg_magic.runs_data import NODE_TERMINAL, END_NODE, START_NODE, Graph, NodeStatus, node_phase_name, node_statuses
 from fastreg_magic.runs_errors import rpc
 
 # How many levels of nesting below the top the table follows (sub-workflow in a dynamic in ...).
@@ -88,7 +89,7 @@ class NodeTree:
             ne = by_node.get(row.node)
             found = attempts.get(row.node)
             task = row.task or (found.task if found else None) or default_task
-            row = replace(row, task=task, path=f"{prefix}{row.node}")
+            row = replace(row, task=task, path=f"{prefix}{row.node}", logs=found.logs if found else ())
             if ne is not None:
                 row = replace(row, child_run=_child_run(ne))
                 gnode = kinds.get(row.node)
@@ -146,15 +147,19 @@ class NodeTree:
         request = task_execution_pb2.TaskExecutionListRequest(node_execution_id=ne.id, limit=100)
         page = rpc(run._client, "list_task_executions_paginated", request, what=f"Reading the attempts of node {key}", remote=run._remote)
         found = Attempts.of(page.task_executions)
-        self._attempts[key] = (stamp, found)
+        # Log links arrive with the attempt's own events, which need not change the node: a running
+        # node without them yet is asked again next time.
+        if found.logs or node_phase_name(ne.closure.phase) in NODE_TERMINAL:
+            self._attempts[key] = (stamp, found)
         return found
 
 
 class Attempts:
-    """What a node's task executions say: how many retries, which task, a map task's elements."""
+    """What a node's task executions say: how many retries, which task, a map task's elements, the logs."""
 
-    def __init__(self, retries: int = 0, task: str | None = None, elements: tuple[NodeStatus, ...] = ()):
-        self.retries, self.task, self.elements = retries, task, elements
+    def __init__(self, retries: int = 0, task: str | None = None, elements: tuple[NodeStatus, ...] = (),
+                 logs: tuple[tuple[str, str], ...] = ()):
+        self.retries, self.task, self.elements, self.logs = retries, task, elements, logs
 
     @classmethod
     def of(cls, task_executions) -> "Attempts":
@@ -170,10 +175,23 @@ class Attempts:
                 retries=r.retry_attempt,
                 child_run=_element_run(r),
                 cached=r.cache_status == catalog_pb2.CACHE_HIT,
+                logs=_logs(r.logs),
             )
             for r in sorted(latest.closure.metadata.external_resources, key=lambda r: r.index)
         )
-        return cls(latest.id.retry_attempt, task, elements)
+        return cls(latest.id.retry_attempt, task, elements, _attempt_logs(task_executions))
+
+
+def _logs(task_logs, prefix: str = "") -> tuple[tuple[str, str], ...]:
+    return tuple((prefix + (log.name or "log"), log.uri) for log in task_logs if log.uri)
+
+
+def _attempt_logs(task_executions) -> tuple[tuple[str, str], ...]:
+    """Every attempt's logs, in order; an earlier attempt's names say which attempt they are of."""
+    ordered = sorted(task_executions, key=lambda te: te.id.retry_attempt)
+    if len(ordered) == 1:
+        return _logs(ordered[0].closure.logs)
+    return tuple(entry for te in ordered for entry in _logs(te.closure.logs, f"attempt {te.id.retry_attempt}: "))
 
 
 def _element_run(resource) -> str | None:

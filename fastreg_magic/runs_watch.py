@@ -10,7 +10,8 @@ not twenty sleeping threads. Each poll of a run is one GetExecution; the node ta
 ListNodeExecutions, plus one per running parent node: see `runs_tree`) is read at most once a
 second, whenever the run's phase changes, and at the end. Polls start every 0.1 s and back off (see `runs.poll_intervals`). A backend that
 stops answering is reported as ``connection="reconnecting…"`` and polled with a longer
-backoff; after a few failures the run opens a fresh connection.
+backoff; after a few failures the run opens a fresh connection. A backend that answers but
+no longer has the run (`runs.RunLost`) ends the watch: polling it again could never succeed.
 
 Callbacks run inside a copy of the `contextvars` context that was current when `watch` was
 called: on ipykernel 7 that carries the parent message of the cell (or button click) that
@@ -29,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from fastreg_magic.runs import Run, is_loopback, poll_intervals
+from fastreg_magic.runs import Run, RunLost, is_loopback, poll_intervals
 from fastreg_magic.runs_data import NodeStatus
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RunUpdate:
     run: Run
     nodes: list[NodeStatus] | None
     connection: str | None  # None while the backend answers; else what is wrong ("reconnecting…")
-    final: bool  # the run has ended and this is the last update
+    final: bool  # the run has ended (or is lost) and this is the last update
 
 
 class Watch:
@@ -82,6 +83,10 @@ class Watch:
             if self.run.done or self.run.phase != self._last_phase or now - self._last_nodes >= NODE_TABLE_EVERY_S:
                 nodes = self.run.nodes()
                 self._last_nodes = now
+        except RunLost:  # the run says so itself (run.lost, run.error): the last update
+            self._emit(RunUpdate(self.run, None, None, True))
+            self.stopped.set()
+            return None
         except Exception as exc:  # shown in the view, never raised in a background thread
             return self._failed(exc)
         self._failures = 0

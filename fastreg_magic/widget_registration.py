@@ -61,7 +61,8 @@ class RegistrationWidget(widgets.VBox):
     def show_run(self, run) -> None:
         """Append a live view of a run started elsewhere (``reg.launch`` in a later cell, or from a
         version of the cell this one replaced)."""
-        self._add_view(RunView(run, on_new_run=self._relaunched, **self._previous_version(run)))
+        self._add_view(RunView(run, on_new_run=self._relaunched,
+                               **{"relaunch": self.reg.relaunch_run, **self._previous_version(run)}))
 
     def _previous_version(self, run) -> dict:
         """For a run of another version of the cell: a note saying which, and a Relaunch that starts this
@@ -78,7 +79,7 @@ class RegistrationWidget(widgets.VBox):
         inputs = dict(run.inputs)
         return dict(
             note=note,
-            relaunch=lambda: self.reg.start_run(target, inputs),
+            relaunch=lambda _run: self.reg.start_run(target, inputs),
             relaunch_as=("Relaunch on this version",
                          f"Start {short_name(target.name)} of version {self.reg.version} with the same inputs"),
         )
@@ -113,7 +114,7 @@ class RegistrationWidget(widgets.VBox):
     # -- launching ---------------------------------------------------------------------------
     def launch(self, ref, values: dict) -> RunView:
         """Append a view for a new run of ``ref`` and start it in the background."""
-        view = RunView(None, label=ref.name, on_new_run=self._relaunched)
+        view = RunView(None, label=ref.name, on_new_run=self._relaunched, relaunch=self.reg.relaunch_run)
         self._add_view(view)
         in_background(self._start, ref, values, view, name="fastreg-launch")
         return view

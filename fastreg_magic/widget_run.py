@@ -1,8 +1,13 @@
-"""The live view of one run: phase badge, elapsed time, graph, node table, outputs or error, buttons.
+"""The live view of one run: phase badge, elapsed time, graph, node table, logs, outputs or error, buttons.
 
 Built once; afterwards only trait values change, from the background follower
 (`runs_watch`) or from the buttons' background work. Nothing here blocks the kernel: a click
-hands its RPC to a thread and returns.
+hands its RPC (or its read of a log file) to a thread and returns.
+
+Log links to a log service open in the browser. A ``file://`` link does not: browsers refuse to
+open local files from a page served over http (JupyterLab's), and JupyterLab serves only files under
+its root, which the sandbox's data dir is usually not. So a log in a file on this machine is shown in
+the view itself, its last lines read by the kernel, which runs where the file is.
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ import ipywidgets as widgets
 from fastreg_magic import runs_watch
 from fastreg_magic.errors import FastRegError
 from fastreg_magic.runs_data import RUN_TERMINAL, NodeStatus
+from fastreg_magic.runs_logs import local_path, tail
+from fastreg_magic.runs_tree import flatten
 from fastreg_magic.widget_graph import graph_svg
 from fastreg_magic.widget_text import (
+    LOST,
     badge_html,
     connection_html,
     duration_text,
     error_html,
     inputs_html,
+    log_links_html,
+    log_tail_html,
     nodes_html,
     outputs_html,
     run_text,
+    shown_phase,
     short_name,
     title_html,
 )
@@ -57,9 +68,9 @@ class RunView(widgets.VBox):
 
     def __init__(self, run=None, *, label: str = "", on_new_run: Callable | None = None, note: str = "",
                  relaunch: Callable | None = None, relaunch_as: tuple[str, str] | None = None, **kwargs):
-        """``note`` follows the title (a run of a previous version says so); ``relaunch()`` starts the
-        run the Relaunch button starts (default: the same launch plan again, ``Run.relaunch``), and
-        ``relaunch_as`` is that button's (text, tooltip)."""
+        """``note`` follows the title (a run of a previous version says so); ``relaunch(run)`` starts the
+        run the Relaunch button starts, given this view's run (default: the same launch plan again,
+        ``Run.relaunch``), and ``relaunch_as`` is that button's (text, tooltip)."""
         self.run = None
         self.label = label
         self.note = note
@@ -84,6 +95,7 @@ class RunView(widgets.VBox):
         self.inputs = widgets.HTML()
         self.graph = widgets.HTML()
         self.node_table = widgets.HTML()
+        self.logs = LogsPanel()
         self.outputs = widgets.HTML()
         self.error = widgets.HTML()
         self.relaunches = widgets.VBox()
@@ -92,7 +104,7 @@ class RunView(widgets.VBox):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
-            [bar, self.inputs, self.graph, self.node_table, self.outputs, self.error, self.relaunches],
+            [bar, self.inputs, self.graph, self.node_table, self.logs, self.outputs, self.error, self.relaunches],
             layout=widgets.Layout(border="1px solid var(--jp-border-color2,#e0e0e0)", padding="4px 8px", margin="4px 0"),
             **kwargs,
         )
@@ -145,8 +157,9 @@ class RunView(widgets.VBox):
 
     # -- drawing ----------------------------------------------------------------------------
     def _draw_run(self, run) -> None:
-        phase = run.phase  # read once: the run may be refreshed meanwhile
-        done = phase in RUN_TERMINAL
+        phase = shown_phase(run)  # read once: the run may be refreshed meanwhile
+        # a lost run is over for this view: nothing to terminate, and Relaunch says what to do
+        done = phase in RUN_TERMINAL or phase == LOST
         self.badge.value = badge_html(phase)
         self.elapsed.value = f"<span class='fastreg-elapsed' style='color:var(--jp-content-font-color2,#616161)'>{duration_text(run.elapsed) or '0s'}</span>"
         self.outputs.value = outputs_html(run.outputs) if phase == "SUCCEEDED" else ""
@@ -157,6 +170,7 @@ class RunView(widgets.VBox):
 
     def _draw_nodes(self, run, rows: list[NodeStatus]) -> None:
         self.node_table.value = nodes_html(rows)
+        self.logs.show(rows)
         graph = run.graph()
         phases = {r.node: r.phase for r in rows}
         self.graph.value = graph_svg([(r.node, short_name(r.task)) for r in rows], graph.edges, phases)
@@ -182,7 +196,7 @@ class RunView(widgets.VBox):
     def _relaunch_clicked(self, _button=None) -> None:
         if self.run is None:
             return
-        placeholder = RunView(None, label=self.label, on_new_run=self._on_new_run)
+        placeholder = RunView(None, label=self.label, on_new_run=self._on_new_run, relaunch=self._relaunch_run)
         if self._on_new_run is None:
             self.relaunches.children = (*self.relaunches.children, placeholder)
         in_background(self._relaunch, placeholder, name="fastreg-relaunch")
@@ -191,7 +205,7 @@ class RunView(widgets.VBox):
 
     def _relaunch(self, placeholder: "RunView") -> None:
         try:
-            run = self._relaunch_run() if self._relaunch_run is not None else self.run.relaunch()
+            run = self._relaunch_run(self.run) if self._relaunch_run is not None else self.run.relaunch()
         except Exception as exc:
             placeholder.launch_failed(describe_failure(exc))
             return
@@ -205,3 +219,52 @@ class RunView(widgets.VBox):
         if isinstance(bundle, dict) and self.run is not None:
             bundle["text/plain"] = run_text(self.run, self.nodes)
         return bundle
+
+
+class LogsPanel(widgets.VBox):
+    """The run's log links by node, and the end of a log file on this machine, shown on request.
+
+    Empty (and taking no room) until a node has logs. Choosing a local log and clicking Show reads
+    its last lines on a thread; the text is bounded (`runs_logs.tail`), however much the task printed.
+    """
+
+    def __init__(self):
+        self.links = widgets.HTML()
+        self.choice = widgets.Dropdown(layout=widgets.Layout(width="auto", max_width="100%"))
+        self.show_button = widgets.Button(description="Show log", tooltip="Show the last lines of the chosen log")
+        self.show_button.on_click(self._show_clicked)
+        self.text = widgets.HTML()
+        self.reader = widgets.HBox([self.choice, self.show_button], layout=widgets.Layout(display="none"))
+        self._logs: tuple = ()
+        super().__init__([self.links, self.reader, self.text])
+        self.add_class("fastreg-logs")
+
+    def show(self, rows: list[NodeStatus]) -> None:
+        """Draw the links of ``rows`` (a node tree); unchanged links leave the panel (and the choice) alone."""
+        logs = tuple((row.label, name, uri) for _, row in flatten(rows) for name, uri in row.logs)
+        if logs == self._logs:
+            return
+        self._logs = logs
+        self.links.value = log_links_html(logs)
+        local = [(f"{node} · {name}", (node, name, uri)) for node, name, uri in logs if local_path(uri) is not None]
+        if [label for label, _ in local] != [label for label, _ in self.choice.options]:
+            chosen = self.choice.label
+            self.choice.options = local
+            if local:  # the log shown last stays chosen; else the first (setting options chooses none)
+                self.choice.label = chosen if chosen in dict(local) else local[0][0]
+        self.reader.layout.display = "flex" if local else "none"
+
+    def _show_clicked(self, _button=None) -> None:
+        if self.choice.value is None:
+            return
+        self.show_button.disabled = True
+        in_background(self._read, self.choice.value, name="fastreg-log")
+
+    def _read(self, chosen: tuple[str, str, str]) -> None:
+        node, name, uri = chosen
+        try:
+            self.text.value = log_tail_html(node, name, tail(uri))
+        except Exception as exc:  # shown in the panel: a background read has no cell to raise in
+            self.text.value = connection_html(describe_failure(exc))
+        finally:
+            self.show_button.disabled = False

@@ -40,7 +40,11 @@ PHASE_COLOURS = {
     "SKIPPED": "#9e9e9e",
     "RETRYABLE_FAILED": "#e53935",
     "LAUNCH FAILED": "#c62828",
+    "LOST": "#6d4c41",
 }
+
+# What a run's badge says once the backend answers that it no longer has the run (`runs.RunLost`).
+LOST = "LOST"
 
 # Each level of nesting in the node table is indented by this much.
 INDENT_PX = 16
@@ -105,6 +109,11 @@ def short_name(name: str | None) -> str:
 # runs
 
 
+def shown_phase(run) -> str:
+    """The phase a run is shown in: the backend's last word, or LOST once the backend lost it."""
+    return LOST if getattr(run, "lost", False) else run.phase
+
+
 def run_summary(run) -> dict:
     """The run's visible state as plain values (what the run view and the terminal show)."""
     return {
@@ -112,7 +121,7 @@ def run_summary(run) -> dict:
         "project": run.project,
         "domain": run.domain,
         "label": getattr(run, "label", None) or "",
-        "phase": run.phase,
+        "phase": shown_phase(run),
         "done": run.done,
         "elapsed": duration_text(run.elapsed),
         "url": run.url,
@@ -138,6 +147,7 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
             + (f"  run {row.child_run} (%flyte_watch {row.child_run})" if row.child_run else "")
             + ("  (deeper nodes not shown)" if row.truncated else "")
         )
+        lines.extend(f"  {'  ' * depth}  log {name}: {uri}" for name, uri in row.logs)
     if s["outputs"]:
         lines.append("  outputs:")
         for name, value in s["outputs"].items():
@@ -145,7 +155,7 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
     if s["error"]:
         lines.append("  error:")
         lines.extend(f"    {line}" for line in str(s["error"]).splitlines())
-    if not s["done"] and not s["url"]:
+    if not s["done"] and not s["url"] and s["phase"] != LOST:
         lines.append("  follow it with run.wait() or run.refresh()")
     return "\n".join(lines)
 
@@ -295,6 +305,37 @@ def error_summary(error: str) -> str:
         return found[-1].strip()
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def log_links_html(logs) -> str:
+    """Each node's log links, as the backend names them: ``(node, name, uri)`` triples. A log service's
+    link opens in a new tab; a local file is named, its path in the tooltip (a browser will not open
+    it from the notebook's page: "Show log" reads it)."""
+    by_node: dict[str, list[str]] = {}
+    for node, name, uri in logs:
+        if uri.startswith(("http://", "https://")):
+            link = f'<a href="{esc(uri)}" target="_blank" rel="noopener">{esc(name)} ↗</a>'
+        else:
+            link = f"<span class='fastreg-log-file' title='{esc(uri)}'>{esc(name)}</span>"
+        by_node.setdefault(node, []).append(link)
+    if not by_node:
+        return ""
+    rows = "".join(
+        f"<div class='fastreg-log-links' data-node='{esc(node)}' style='{_WRAP}'><code>{esc(node)}</code> "
+        + " · ".join(links) + "</div>"
+        for node, links in by_node.items()
+    )
+    return f"<div style='line-height:1.45'><b>logs</b>{rows}</div>"
+
+
+def log_tail_html(node: str, name: str, found) -> str:
+    """The end of a log file (a `runs_logs.LogTail`), scrolled within the view, saying how much it shows."""
+    what = "all of it" if found.complete else f"its last {plural(found.lines, 'line')} of {size_text(found.size)}"
+    head = (f"<div style='color:var(--jp-content-font-color2,#616161);{_WRAP}'><code>{esc(node)}</code> "
+            f"{esc(name)}: {what} (<code>{esc(found.path)}</code>)</div>")
+    body = found.text or "(empty)"
+    return (f"<div class='fastreg-log'>{head}<pre style='{_WRAPPED};max-height:24em;overflow:auto;"
+            f"background:var(--jp-layout-color2,#f5f5f5);padding:6px'>{esc(body)}</pre></div>")
 
 
 def connection_html(problem: str | None) -> str:

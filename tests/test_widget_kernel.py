@@ -274,3 +274,52 @@ def test_a_run_launched_from_code_joins_the_displayed_widget(kernel):
     kernel.run(f"await settle(w.run_views[{before}], {END})")
     assert kernel.eval(f"w.run_views[{before}].phase") == "SUCCEEDED"
     assert "2401" in kernel.eval(f"w.run_views[{before}].outputs.value")
+
+
+CHATTY_CELL = """%%flyte_fast -m chattyflow --config {config} --source-root {root}
+import sys
+from flytekit import task, workflow
+
+
+@task
+def chatty(n: int) -> int:
+    for i in range(n):
+        print("line", i, file=sys.stderr)
+    if n > 0:
+        raise ValueError("printed " + str(n) + " lines")
+    return n
+
+
+@workflow
+def talk(n: int = 20000) -> int:
+    return chatty(n=n)
+"""
+
+
+def test_a_task_that_printed_20000_lines_shows_its_logs_without_flooding_the_notebook(kernel, sandbox, tmp_path):
+    kernel.run("%load_ext fastreg_magic")
+    displayed_widget(kernel, kernel.run(CHATTY_CELL.format(config=sandbox.config_file, root=tmp_path)), "cw")
+    kernel.click("cw.form().launch_button")
+    kernel.run("pass")
+    kernel.run(f"await settle(cw.run_views[0], {END})")
+    assert kernel.eval("cw.run_views[0].phase") == "FAILED"
+    error = kernel.eval("cw.run_views[0].error.value")
+    assert "ValueError: printed 20000 lines" in error and "line 19999" in error and len(error) < 20_000
+    links = kernel.eval("cw.run_views[0].logs.links.value")
+    assert "stdout.log (local file)" in links and "stderr.log (local file)" in links
+
+    logs = "cw.run_views[0].logs"
+    kernel.run(f"{logs}.choice.label = 'n0 · stderr.log (local file)'")
+    kernel.click(f"{logs}.show_button")
+    kernel.run(f"""
+waited = 0.0
+while 'line 19999' not in {logs}.text.value and waited < 60:
+    await asyncio.sleep(0.1)
+    waited += 0.1
+""")
+    shown = kernel.eval(f"{logs}.text.value")
+    assert "line 19999" in shown and "its last 200 lines of" in shown
+    # What the browser was sent for it: one small update, not 20,000 lines.
+    kernel.drain(0.5)
+    sent = [s["value"] for s in kernel.widget_updates(kernel.eval(f"{logs}.text.model_id")) if "value" in s]
+    assert sent and max(len(v) for v in sent) < 20_000
