@@ -137,6 +137,8 @@ def naming_image_specs(config, entity):
 def _image_specs(entity) -> dict:
     """id → ImageSpec of every task the entity runs, through workflows, launch plans and map tasks.
     Compiles a workflow (flytekit does so on first use), so may raise the workflow's own error."""
+    from flytekit.core.context_manager import FlyteEntities
+    from flytekit.core.python_function_task import PythonFunctionTask
     from flytekit.image_spec.image_spec import ImageSpec
 
     found, seen, stack = {}, set(), [entity]
@@ -148,6 +150,10 @@ def _image_specs(entity) -> dict:
         image = getattr(entity, "container_image", None)
         if isinstance(image, ImageSpec):
             found[image.id] = image
+        if getattr(entity, "execution_mode", None) == PythonFunctionTask.ExecutionBehavior.DYNAMIC:
+            # flytekit serializes a dynamic task with the images of every task defined in the process
+            # (its body may call any of them at run time), building each ImageSpec among them.
+            stack.extend(FlyteEntities.entities)
         stack.extend(getattr(node, "flyte_entity", None) for node in getattr(entity, "nodes", None) or ())
         stack.extend(getattr(entity, attr, None) for attr in ("python_function_task", "workflow"))
     return found

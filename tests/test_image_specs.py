@@ -28,12 +28,16 @@ class RecordingBuilder(ImageSpecBuilder):
         raise AssertionError("no image is built in these tests")
 
 
+# Registered for good: flytekit keeps every task ever defined in the process, and serializing any
+# dynamic task later (stock pyflyte code in other tests) builds the ImageSpecs of all of them.
+RECORDER = RecordingBuilder()
+ImageBuildEngine.register("fastreg-recorder", RECORDER)
+
+
 @pytest.fixture
 def builder():
-    recorder = RecordingBuilder()
-    ImageBuildEngine.register("fastreg-recorder", recorder)
-    yield recorder
-    ImageBuildEngine._REGISTRY.pop("fastreg-recorder", None)
+    RECORDER.asked.clear()
+    return RECORDER
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +121,28 @@ def test_a_workflow_that_does_not_compile_is_one_message_every_time(shell, workd
     for _ in range(2):
         with pytest.raises(UsageError, match=r"wrong cannot be serialized for Flyte: .*Failed to bind output o0"):
             shell.run_cell_magic("flyte_fast", f"-m {unique('broken')}", cell)
+
+
+def test_a_dynamic_task_does_not_build_the_image_specs_of_other_tasks_on_the_sandbox(shell, workdir, builder):
+    """flytekit serializes a dynamic task with the image of every task defined in the kernel."""
+    shell.run_cell_magic("flyte_fast", f"-m {unique('spec')} --dry-run", image_spec_cell(unique("img")))
+    cell = textwrap.dedent(
+        """
+        from flytekit import dynamic, task, workflow
+
+        @task
+        def inc(n: int) -> int:
+            return n + 1
+
+        @dynamic
+        def fan(n: int) -> list[int]:
+            return [inc(n=i) for i in range(n)]
+
+        @workflow
+        def fanned(n: int = 2) -> list[int]:
+            return fan(n=n)
+        """
+    )
+    reg = shell.run_cell_magic("flyte_fast", f"-m {unique('dyn')}", cell)
+    assert builder.asked == []
+    assert reg.launch("fanned", n=3).wait(timeout=300).outputs == {"o0": [1, 2, 3]}
