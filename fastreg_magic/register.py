@@ -153,7 +153,8 @@ def _image_specs(entity) -> dict:
         if getattr(entity, "execution_mode", None) == PythonFunctionTask.ExecutionBehavior.DYNAMIC:
             # flytekit serializes a dynamic task with the images of every task defined in the process
             # (its body may call any of them at run time), building each ImageSpec among them.
-            stack.extend(FlyteEntities.entities)
+            others = (getattr(e, "container_image", None) for e in list(FlyteEntities.entities))
+            found.update((image.id, image) for image in others if isinstance(image, ImageSpec))
         stack.extend(getattr(node, "flyte_entity", None) for node in getattr(entity, "nodes", None) or ())
         stack.extend(getattr(entity, attr, None) for attr in ("python_function_task", "workflow"))
     return found
