@@ -164,7 +164,8 @@ class RunView(widgets.VBox):
         self.elapsed.value = f"<span class='fastreg-elapsed' style='color:var(--jp-content-font-color2,#616161)'>{duration_text(run.elapsed) or '0s'}</span>"
         self.outputs.value = outputs_html(run.outputs) if phase == "SUCCEEDED" else ""
         self.error.value = error_html(run.error)
-        self.terminate_button.disabled = done or self.terminate_button.description != "Terminate"
+        stopping = phase == "ABORTING"  # terminated already: the backend is ending it
+        self.terminate_button.disabled = done or stopping or self.terminate_button.description != "Terminate"
         self.relaunch_button.disabled = not done
         self._shown_phase = phase
 

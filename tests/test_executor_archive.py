@@ -14,7 +14,7 @@ from flytekit.configuration import FastSerializationSettings
 
 from fastreg_magic.sandbox.archive_guard import ArchiveGuard
 from tests.workflows import basic
-from tests.workflows.harness import ROOT, SETTINGS, ExecutorHarness, WorkflowPhase
+from tests.workflows.harness import ROOT, SETTINGS, ExecutorHarness, TaskPhase, WorkflowPhase
 
 CATALOGUE = ROOT / "tests" / "workflows"
 
@@ -85,8 +85,8 @@ def test_unsafe_archive_fails_the_task_and_writes_nothing_outside(harness, tmp_p
     assert "was refused" in run.error and members[0][0].name in run.error
     assert list(outside.iterdir()) == []
     assert not (Path("/") / "escaped.txt").exists()
-    # refused before any process started: one failed attempt, no RUNNING
-    assert [e.phase for e in run.task_events("n0")] == [5]  # FAILED
+    # refused before any process started: one attempt, QUEUED then FAILED, never RUNNING
+    assert [e.phase for e in run.task_events("n0")] == [TaskPhase.QUEUED, TaskPhase.FAILED]
 
 
 def test_guard_accepts_links_that_stay_inside(tmp_path):

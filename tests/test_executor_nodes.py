@@ -75,7 +75,8 @@ def test_linear_workflow_runs_each_task_once_in_order(harness):
     assert n1_queued.input_data.literals["x"].scalar.primitive.integer == 3
     assert n0_done.target_entity.name == "tests.workflows.basic.add"
     attempts = run.task_events("n0")
-    assert [e.phase for e in attempts] == [TaskPhase.RUNNING, TaskPhase.SUCCEEDED]
+    # QUEUED until it holds a worker slot, RUNNING once its process starts (propeller's task phases)
+    assert [e.phase for e in attempts] == [TaskPhase.QUEUED, TaskPhase.RUNNING, TaskPhase.SUCCEEDED]
     assert all(e.HasField("occurred_at") for e in run.node_events() + attempts)
     assert attempts[-1].output_data.literals["o0"].scalar.primitive.integer == 3
 
@@ -120,7 +121,8 @@ def test_user_failure_carries_the_traceback_and_stops_downstream(harness):
 def test_recoverable_failure_is_retried(harness):
     run = run_of(harness, "retried")
     assert run.outputs() == {"o0": 2}
-    attempts = [(e.retry_attempt, e.phase) for e in run.task_events("n0") if e.phase != TaskPhase.RUNNING]
+    attempts = [(e.retry_attempt, e.phase) for e in run.task_events("n0")
+                if e.phase not in (TaskPhase.QUEUED, TaskPhase.RUNNING)]
     assert attempts == [(0, TaskPhase.FAILED), (1, TaskPhase.SUCCEEDED)]
 
 

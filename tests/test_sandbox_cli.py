@@ -76,14 +76,48 @@ def test_unwritable_data_dir_is_one_clear_line(tmp_path):
     assert "is not writable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_data_dir_that_is_a_file_is_one_clear_line(tmp_path):
+@pytest.mark.parametrize("where, says", [
+    ("{file}", "the data dir {file} is a file, not a directory."),
+    ("{file}/sandbox", "cannot create the data dir {file}/sandbox: {file} is a file, not a directory."),
+])
+def test_data_dir_that_is_a_file_is_one_clear_line(tmp_path, where, says):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    done = subprocess.run([*FASTREG, "sandbox", "--data-dir", str(blocker / "sandbox")],
+    done = subprocess.run([*FASTREG, "sandbox", "--data-dir", where.format(file=blocker)],
                           capture_output=True, text=True, timeout=DEADLINE_SECONDS)
     assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not writable" in lines[0] and str(blocker) in lines[0]
+    assert done.stderr.strip().splitlines() == [
+        f"fastreg sandbox: {says.format(file=blocker)} Pass --data-dir with a directory, or a path that does not "
+        "exist yet."
+    ]
+
+
+def test_the_magic_names_a_data_dir_that_is_a_file(tmp_path):
+    from fastreg_magic.errors import SandboxError
+    from fastreg_magic.sandbox import ensure_running
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(SandboxError, match="is a file, not a directory"):
+        ensure_running(blocker)
+
+
+def test_port_0_is_any_free_port_and_no_port_the_previous_one(tmp_path):
+    from fastreg_magic.sandbox.server import start
+
+    data_dir = tmp_path / "d"
+    with start(data_dir) as first:
+        previous = first.port
+    process = launch("--port", "0", "--data-dir", str(data_dir))
+    try:
+        line = ready_line(process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=DEADLINE_SECONDS)
+    any_free = int(line[len(READY):].split()[0])
+    assert any_free != previous  # as --help says: 0 is any free port, not the data dir's last one
+    with start(data_dir) as again:  # without a port: the last one, so config files stay valid
+        assert again.port == any_free
 
 
 def test_ensure_running_starts_once_then_reuses(tmp_path):

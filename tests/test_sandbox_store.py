@@ -117,3 +117,44 @@ def test_what_was_written_is_there_after_reopening_and_a_second_connection_can_r
     names = sorted(e.id.name for e in reopened.all_executions(execution_pb2.Execution))
     assert names == ["e0", "e1", "e2"]
     reopened.close()
+
+
+def test_a_restart_ends_a_run_being_aborted_aborted_and_others_failed(tmp_path):
+    from fastreg_magic.sandbox.recovery import RESTARTED_CODE, end_interrupted_executions
+
+    store = Store(tmp_path)
+    for i in range(2):
+        add_execution(store, i)
+
+    def aborting(record):
+        record.closure.phase = WF.ABORTING
+        record.closure.abort_metadata.cause = "stopped by the user"
+
+    store.update_execution(("flytesnacks", "development", "e0"), execution_pb2.Execution, aborting)
+    end_interrupted_executions(store)
+    aborted = store.get_execution(("flytesnacks", "development", "e0"), execution_pb2.Execution)
+    assert aborted.closure.phase == WF.ABORTED
+    assert aborted.closure.abort_metadata.cause == "stopped by the user"
+    failed = store.get_execution(("flytesnacks", "development", "e1"), execution_pb2.Execution)
+    assert failed.closure.phase == WF.FAILED and failed.closure.error.code == RESTARTED_CODE
+
+
+def test_a_run_being_aborted_takes_only_its_final_phase(tmp_path):
+    store = Store(tmp_path)
+    recorder = EventRecorder(store)
+    add_execution(store, 0)
+    key = ("flytesnacks", "development", "e0")
+
+    def aborting(record):
+        record.closure.phase = WF.ABORTING
+        record.closure.abort_metadata.cause = "stopped by the user"
+
+    store.update_execution(key, execution_pb2.Execution, aborting)
+    # its executor thread started just as it was terminated: FlyteAdmin refuses ABORTING -> RUNNING
+    recorder.on_workflow_event(event_pb2.WorkflowExecutionEvent(execution_id=execution_id(0), phase=WF.RUNNING,
+                                                                occurred_at=stamp(1)))
+    assert store.get_execution(key, execution_pb2.Execution).closure.phase == WF.ABORTING
+    recorder.on_workflow_event(event_pb2.WorkflowExecutionEvent(execution_id=execution_id(0), phase=WF.ABORTED,
+                                                                occurred_at=stamp(2)))
+    ended = store.get_execution(key, execution_pb2.Execution)
+    assert ended.closure.phase == WF.ABORTED and ended.closure.abort_metadata.cause == "stopped by the user"

@@ -7,11 +7,12 @@ A live sandbox holds its data dir's claim (``claim``: a lock the kernel drops wh
 process dies, however it dies) and announces itself in ``<data dir>/sandbox.json``
 (endpoint, pid, config file). ``ensure_running`` reuses the sandbox that holds the claim,
 waiting for it to answer a cheap RPC (GetVersion) if it is busy or still starting; only
-when nobody holds the claim does it start ``fastreg sandbox --port 0`` detached (own
-session, output to ``<data dir>/sandbox.log``). A file lock makes two kernels calling at
-once share one sandbox instead of starting two. A sandbox that was killed leaves its
-``sandbox.json`` behind: the next one to start on the data dir reads it as "ended without
-stopping" and ends the task processes the dead one left running.
+when nobody holds the claim does it start ``fastreg sandbox`` detached (own session,
+output to ``<data dir>/sandbox.log``), on the data dir's previous port if that is free. A
+file lock makes two kernels calling at once share one sandbox instead of starting two. A
+sandbox that was killed leaves its ``sandbox.json`` behind: the next one to start on the
+data dir reads it as "ended without stopping" and ends the task processes the dead one
+left running.
 """
 
 from __future__ import annotations
@@ -114,16 +115,28 @@ def ensure_running(data_dir: str | os.PathLike | None = None) -> SandboxInfo:
     from fastreg_magic.sandbox.server import default_data_dir
 
     data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).absolute()
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SandboxError(f"cannot create the sandbox data dir {data_dir} ({err.strerror}).",
-                           "Pass a writable data dir.") from err
+    make_data_dir(data_dir)
     with _locked(data_dir / LOCK_NAME):
         state = wait_answering(data_dir)
         if state:
             return SandboxInfo(state["endpoint"], Path(state["config_file"]), data_dir, started=False)
         return _start_detached(data_dir)
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """Create the data dir (and its parents); SandboxError saying why not, naming a file in the way."""
+    in_the_way = next((path for path in (data_dir, *data_dir.parents) if path.is_file()), None)
+    if in_the_way == data_dir:
+        raise SandboxError(f"the data dir {data_dir} is a file, not a directory.",
+                           "Pass --data-dir with a directory, or a path that does not exist yet.")
+    if in_the_way is not None:
+        raise SandboxError(f"cannot create the data dir {data_dir}: {in_the_way} is a file, not a directory.",
+                           "Pass --data-dir with a directory, or a path that does not exist yet.")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SandboxError(f"the data dir {data_dir} is not writable ({err.strerror or err}).",
+                           "Pass --data-dir with a directory you can write to.") from err
 
 
 def stop_running(data_dir: str | os.PathLike | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
@@ -154,7 +167,8 @@ def _start_detached(data_dir: Path) -> SandboxInfo:
         log.write(f"\n--- starting sandbox at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
         log.flush()
         process = subprocess.Popen(
-            [sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--port", "0", "--data-dir", str(data_dir)],
+            # no --port: the data dir's previous port if free, so the kernel's config keeps working
+            [sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data_dir,
             close_fds=True,
         )

@@ -24,8 +24,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=port_number, default=0,
-                        help="gRPC port on 127.0.0.1, 1-65535 (default 0: any free port)")
+    parser.add_argument("--port", type=port_number, default=None,
+                        help="gRPC port on 127.0.0.1, 1-65535, or 0 for any free port (default: the port this "
+                             "data dir's sandbox had last time if it is free, so config files stay valid; "
+                             "else any free port)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where entities, executions and uploads are kept (default: a per-user data dir)")
     parser.add_argument("--config-out", type=Path, default=None,

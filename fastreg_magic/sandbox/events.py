@@ -6,7 +6,8 @@ sets ``started_at`` on the first RUNNING, ``duration`` on the terminal phase, ke
 parent/child node relations (``parent_node_metadata``), the child execution of a
 launch-plan node, a dynamic node's compiled workflow, and every task attempt's logs.
 An event that would move a finished record to another phase is ignored, as FlyteAdmin
-refuses it (``AlreadyInTerminalState``).
+refuses it (``AlreadyInTerminalState``); so is a non-terminal event for an execution being
+aborted (ABORTING, set by TerminateExecution until the executor reports how it ended).
 
 It implements ``contract.EventSink``; the executor calls it from its worker threads.
 """
@@ -95,6 +96,10 @@ class EventRecorder:
             closure = execution.closure
             if closure.phase in WORKFLOW_TERMINAL and event.phase != closure.phase:
                 log.debug("ignoring %s for finished execution %s", WF.Phase.Name(event.phase), key)
+                return None
+            if closure.phase == WF.ABORTING and event.phase not in WORKFLOW_TERMINAL:
+                # FlyteAdmin: from ABORTING only a terminal phase is accepted (a run aborted before it started)
+                log.debug("ignoring %s for aborting execution %s", WF.Phase.Name(event.phase), key)
                 return None
             closure.phase = event.phase
             _apply_timing(closure, event.phase, event.occurred_at, {WF.RUNNING}, WORKFLOW_TERMINAL)

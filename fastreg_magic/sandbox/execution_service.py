@@ -299,30 +299,47 @@ class ExecutionRpcs:
         return execution_pb2.ExecutionTerminateResponse()
 
     def terminate_execution(self, execution_id, cause: str) -> None:
-        execution = self.get_execution(execution_id)
-        if execution.closure.phase in TERMINAL_PHASES:
+        """Mark the run ABORTING at once, as FlyteAdmin does, then have the executor end it ABORTED."""
+        if not self._mark_aborting(execution_id, cause):
+            execution = self.get_execution(execution_id)
             raise AdminError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"Cannot abort an already terminated workflow execution: {id_text(execution_id)} is "
                 f"{Phase.Phase.Name(execution.closure.phase)}",
             )
-
-        def record_cause(current):
-            current.closure.abort_metadata.cause = cause
-            current.closure.abort_metadata.principal = "sandbox"
-            return None
-
-        self.store.update_execution(execution_key(execution_id), execution_pb2.Execution, record_cause)
         if self.executor is not None:
             try:
-                self.executor.terminate(execution_id, cause)
-                # the executor reports ABORTED once the process tree is gone; should it never
-                # (it had lost track of the run), the record still ends instead of staying RUNNING
-                self._finish_later(execution_id, cause)
-                return
+                if self.executor.terminate(execution_id, cause):
+                    # the executor reports ABORTED once the process tree is gone; should it never
+                    # (it lost track of the run), the record still ends instead of staying ABORTING
+                    self._finish_later(execution_id, cause)
+                    return
             except Exception:  # noqa: BLE001 - still end the record below
                 log.exception("executor could not terminate %s", id_text(execution_id))
+        # nothing runs it any more (its last event came before ABORTING, or it never started)
         self.finish_execution(execution_id, Phase.ABORTED, "", cause)
+
+    def _mark_aborting(self, execution_id, cause: str) -> bool:
+        """ABORTING with the cause (FlyteAdmin's SetExecutionAborting); False if the run has already ended.
+
+        Checked and changed in one store update, so a run ending meanwhile keeps its final phase.
+        """
+        self.get_execution(execution_id)
+        marked = []
+
+        def abort(current):
+            if current.closure.phase in TERMINAL_PHASES:
+                return None
+            closure = current.closure
+            closure.phase = Phase.ABORTING
+            closure.abort_metadata.cause = cause
+            closure.abort_metadata.principal = "sandbox"
+            closure.updated_at.CopyFrom(now_timestamp())
+            marked.append(True)
+            return None
+
+        self.store.update_execution(execution_key(execution_id), execution_pb2.Execution, abort)
+        return bool(marked)
 
     def _finish_later(self, execution_id, cause: str) -> None:
         timer = threading.Timer(TERMINATE_GRACE_SECONDS, self._finish_quietly, (execution_id, Phase.ABORTED, "", cause))

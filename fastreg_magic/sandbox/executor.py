@@ -86,17 +86,21 @@ class Executor:
             self._runs[_key(job.execution_id)] = (ctx, thread)
         thread.start()
 
-    def terminate(self, execution_id: identifier_pb2.WorkflowExecutionIdentifier, cause: str) -> None:
-        """Abort a run: its task process trees are signalled now, its events follow from its thread."""
+    def terminate(self, execution_id: identifier_pb2.WorkflowExecutionIdentifier, cause: str) -> bool:
+        """Abort a run: its task process trees are signalled now, its ABORTED events follow from its thread.
+
+        False if no such run is going on (it has ended and reported its last event, or was never here).
+        """
         with self._lock:
             entry = self._runs.get(_key(execution_id))
         if entry is None:
-            return
+            return False
         ctx, _ = entry
         ctx.cancel.cancel(cause or "terminated")
         ctx.processes.signal_all(signal.SIGTERM)
         for child in ctx.take_children():
             self._terminate_child(child, cause)
+        return True
 
     def shutdown(self, timeout: float = 10) -> None:
         """End every running execution's process trees; wait up to ``timeout`` seconds for the runs."""

@@ -1,8 +1,9 @@
 """What a starting sandbox does about executions its previous process left unfinished.
 
 Nothing can resume after a crash, so every execution, node execution and task attempt
-still in a non-terminal phase ends FAILED with a message saying the sandbox restarted, and
-its duration runs to now. Finished records are left exactly as they were.
+still in a non-terminal phase ends FAILED with a message saying the sandbox restarted (an
+execution that was being aborted ends ABORTED), and its duration runs to now. Finished
+records are left exactly as they were.
 
     ended = recover(store, ended_without_stopping=True)   # at start, before serving
 
@@ -46,6 +47,19 @@ def _fail(closure, phase: int) -> None:
     closure.updated_at.CopyFrom(stamp)
 
 
+def _end_execution(execution) -> None:
+    """FAILED, saying the sandbox restarted; one that was being aborted ends ABORTED with its cause."""
+    closure = execution.closure
+    if closure.phase != core_execution_pb2.WorkflowExecution.ABORTING:
+        _fail(closure, core_execution_pb2.WorkflowExecution.FAILED)
+        return
+    stamp = now_timestamp()
+    closure.phase = core_execution_pb2.WorkflowExecution.ABORTED
+    start = closure.started_at if closure.started_at.seconds else closure.created_at
+    closure.duration.FromNanoseconds(max(0, stamp.ToNanoseconds() - start.ToNanoseconds()))
+    closure.updated_at.CopyFrom(stamp)
+
+
 def end_interrupted_executions(store: Store) -> list[str]:
     """End every unfinished execution (and its unfinished nodes and attempts) FAILED; returns their ids."""
     ended = []
@@ -53,8 +67,7 @@ def end_interrupted_executions(store: Store) -> list[str]:
         if execution.closure.phase in WORKFLOW_TERMINAL:
             continue
         key = (execution.id.project, execution.id.domain, execution.id.name)
-        store.update_execution(key, execution_pb2.Execution,
-                               lambda current: _fail(current.closure, core_execution_pb2.WorkflowExecution.FAILED))
+        store.update_execution(key, execution_pb2.Execution, _end_execution)
         _end_nodes(store, key)
         ended.append(id_text(execution.id))
     return ended

@@ -27,7 +27,7 @@ from flyteidl.service import admin_pb2_grpc, dataproxy_pb2_grpc
 
 from fastreg_magic.errors import SandboxError
 from fastreg_magic.sandbox.admin_service import AdminService
-from fastreg_magic.sandbox.background import clear_state, read_state, write_state
+from fastreg_magic.sandbox.background import clear_state, make_data_dir, read_state, write_state
 from fastreg_magic.sandbox.blobserver import BlobServer
 from fastreg_magic.sandbox.claim import DataDirClaim
 from fastreg_magic.sandbox.dataproxy import DataProxyService
@@ -115,9 +115,13 @@ class Sandbox:
         self.stop()
 
 
-def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_out: str | os.PathLike | None = None,
-          max_workers: int | None = None) -> Sandbox:
-    """Start a sandbox in this process; returns when it serves. Raises SandboxError if it cannot."""
+def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
+          config_out: str | os.PathLike | None = None, max_workers: int | None = None) -> Sandbox:
+    """Start a sandbox in this process; returns when it serves. Raises SandboxError if it cannot.
+
+    ``port``: 1-65535 to bind that one, 0 for any free port, None (default) for the port this
+    data dir's sandbox had last time if it is free, else any free port.
+    """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     with ExitStack() as undo:  # everything started so far is stopped again if a later step fails
         _prepare_data_dir(data_dir)
@@ -148,24 +152,30 @@ def start(data_dir: str | os.PathLike | None = None, port: int = 0, *, config_ou
     return sandbox
 
 
-def _bind(admin, dataproxy, port: int, data_dir: Path) -> tuple[grpc.Server, int]:
-    """The gRPC server bound to ``port``, or to this data dir's previous port, or to any free one.
+def _bind(admin, dataproxy, port: int | None, data_dir: Path) -> tuple[grpc.Server, int]:
+    """The gRPC server bound to ``port``; with None, to this data dir's previous port or any free one.
 
     A port asked for must be free (SandboxError if not); the previous port is only a
     preference, so losing it to another process between the check and the bind is no error.
     """
-    if not 0 <= port <= 65535:
+    if port is not None and not 0 <= port <= 65535:
         raise SandboxError(f"port {port} is out of range.", "Pick one of 1-65535 with --port, or --port 0 for any free port.")
-    preferred = port or _previous_port(data_dir)
-    if port and not _port_free(port):
-        raise _busy(port)
+    if port:
+        if not _port_free(port):
+            raise _busy(port)
+        return _bound_or_busy(*_grpc_server(admin, dataproxy, port), port)
+    preferred = _previous_port(data_dir) if port is None else 0
     server, bound = _grpc_server(admin, dataproxy, preferred)
-    if not bound and not port and preferred:
+    if not bound and preferred:
         server.stop(None)
         server, bound = _grpc_server(admin, dataproxy, 0)
+    return _bound_or_busy(server, bound, preferred)
+
+
+def _bound_or_busy(server: grpc.Server, bound: int, port: int) -> tuple[grpc.Server, int]:
     if not bound:
         server.stop(None)
-        raise _busy(preferred)
+        raise _busy(port)
     return server, bound
 
 
@@ -235,8 +245,8 @@ def _busy(port: int) -> SandboxError:
 
 
 def _prepare_data_dir(data_dir: Path) -> None:
+    make_data_dir(data_dir)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()

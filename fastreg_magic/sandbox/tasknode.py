@@ -7,7 +7,8 @@ propeller's compiler (``transformers/k8s/utils.go``), the budget is the node's `
 not zero, else the task's; the timeout is the node's ``timeout`` alone (flytekit copies the task's
 timeout there, and ``with_overrides`` replaces it). A task that wrote a deck gets its node's
 ``deck_uri`` (propeller's task handler, ``AddDeckURI``). A task that requests a secret the sandbox
-does not have fails before its process starts (``secrets``).
+does not have fails before its process starts (``secrets``). Node and attempt stay QUEUED until
+a worker slot is free and the attempt's process starts; they are RUNNING (and timed) from then.
 """
 
 from __future__ import annotations
@@ -210,11 +211,15 @@ def run_task_node(
     while True:
         if cancel.is_set():
             return NodePhase.ABORTED, AttemptResult(cancelled=True), attempt
-        if reporter.last_phase != NodePhase.RUNNING:
-            reporter.emit(NodePhase.RUNNING)
+        # QUEUED until a worker slot (`fastreg sandbox --workers`) is free, as propeller reports a
+        # task whose pod has not started
+        ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.QUEUED, input_data=inputs))
         spec = AttemptSpec(attempt, node_dir, ctx.raw_output_dir(reporter.node_id), node_dir / "inputs.pb", {})
 
         def started(attempt_dir: Path, attempt: int = attempt) -> None:
+            # the node runs (and its started_at counts) from when its first process starts
+            if reporter.last_phase != NodePhase.RUNNING:
+                reporter.emit(NodePhase.RUNNING)
             # the image is recorded, not pulled: this machine's Python environment runs the command
             ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.RUNNING, input_data=inputs,
                                       logs=logs_of(attempt_dir),

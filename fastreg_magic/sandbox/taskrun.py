@@ -29,6 +29,8 @@ TERMINATE_GRACE_S = 3.0
 POLL_INTERVAL_S = 0.1
 # How much of a crashed process's stderr goes into the error message.
 STDERR_TAIL_CHARS = 4000
+# The highest signal number an exit status can carry (Linux real-time signals end at 64).
+MAX_SIGNAL = 64
 
 _PLACEHOLDER = re.compile(r"{{\s*[.$](\w+)\s*}}")
 _INPUT_VALUE = re.compile(r"(?i){{\s*[.$]Inputs\.([^}\s]+)\s*}}")
@@ -257,10 +259,45 @@ def read_result(output_prefix: Path, returncode: int, stderr_path: Path) -> Atte
         recoverable=True,
         error=core_exec.ExecutionError(
             code="ContainerFailed",
-            message=f"The task process exited with code {returncode} without writing a result.\n{tail}",
+            message=f"{how_it_ended(returncode)}\n{tail}",
             kind=core_exec.ExecutionError.USER,
         ),
     )
+
+
+def killing_signal(returncode: int) -> signal.Signals | None:
+    """The signal behind an exit status, if it reads as one; None for a plain exit code.
+
+    Negative: the process itself was killed. 256-N: ``pyflyte-fast-execute`` passes on its
+    child's status with ``exit(-N)``, which the system reports as 256-N. 128+N: a shell in
+    between (Kubernetes reports an OOM-killed container as 137 the same way). 255 stays a
+    plain ``exit(-1)``.
+    """
+    if returncode < 0:
+        number = -returncode
+    elif 256 - MAX_SIGNAL <= returncode < 255:
+        number = 256 - returncode
+    elif 128 < returncode <= 128 + MAX_SIGNAL:
+        number = returncode - 128
+    else:
+        return None
+    try:
+        return signal.Signals(number)
+    except ValueError:
+        return None
+
+
+def how_it_ended(returncode: int) -> str:
+    """What to tell the user about an attempt that ended without writing a result."""
+    sig = killing_signal(returncode)
+    if sig is None:
+        return f"The task process exited with code {returncode} without writing a result."
+    killed = f"The task process was killed by signal {sig.value} ({sig.name}) without writing a result"
+    status = f" (exit code {returncode})" if returncode > 0 else ""
+    if sig == signal.SIGKILL:
+        return (f"{killed}, likely by the out-of-memory killer{status}. "
+                "Give it less data per task or run it on a machine with more memory.")
+    return f"{killed}{status}."
 
 
 def _first_existing(directory: Path, name: str, pattern: str) -> Path | None:
