@@ -61,8 +61,14 @@ _AWS_SECRET = (
     rb"""^[ \t]*(?:export[ \t]+)?["']?(?:aws_)?secret_?access_?key["']?[ \t]*[=:][ \t]*"""
     rb"""(?P<quote>["']?)[A-Za-z0-9/+=]+(?P=quote)[ \t]*,?[ \t]*\r?$"""
 )
-SECRET_CONTENT = re.compile(rb"(?P<key>" + _PRIVATE_KEY + rb")|(?P<aws>" + _AWS_SECRET + rb")",
-                            re.IGNORECASE | re.MULTILINE)
+#   an AWS secret key's value written inline, in code or config: a quoted 40-character key after its name
+#   (`boto3.client(..., aws_secret_access_key="wJalr...")`, `{"key": ..., "secret": "wJalr..."}`), whatever
+#   follows it on the line
+_AWS_SECRET_INLINE = rb"""(?:secret_?access_?key|["']secret)["']?[ \t]*[=:][ \t]*(?P<quote2>["'])[A-Za-z0-9/+]{40}(?P=quote2)"""
+SECRET_CONTENT = re.compile(
+    rb"(?P<key>" + _PRIVATE_KEY + rb")|(?P<aws>" + _AWS_SECRET + rb")|(?P<inline>" + _AWS_SECRET_INLINE + rb")",
+    re.IGNORECASE | re.MULTILINE,
+)
 SECRET_CONTENT_MAX_BYTES = 1024 * 1024
 
 JUNK_DIRS = frozenset(
@@ -238,7 +244,7 @@ def holds_credentials(data: bytes, is_code: bool = False) -> bool:
     """Whether ``data`` holds a secret value (see SECRET_CONTENT). In Python code only a quoted
     literal counts as a value: ``aws_secret_access_key = SECRET`` assigns a variable."""
     for found in SECRET_CONTENT.finditer(data):
-        if found["key"] or not is_code or found["quote"]:
+        if found["key"] or found["inline"] or not is_code or found["quote"]:
             return True
     return False
 

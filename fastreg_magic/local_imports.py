@@ -240,12 +240,13 @@ def _not_local(
     if dotted not in outside:
         outside[dotted] = _find_outside_root(dotted)
     spec = outside[dotted]
-    if spec is not None and spec.has_location and spec.origin and not Path(spec.origin).exists():
-        if imp.required:  # Python would not import it again: the kernel holds it from before its file went
+    gone = _gone_location(spec)
+    if gone is not None:
+        if imp.required:  # Python would not import it again: the kernel holds it from before its files went
             raise CollectError(
-                f"`{dotted}` is imported by {who}, but its file {spec.origin} no longer exists; the kernel "
-                "still holds the module from before.",
-                f"Restore the file under {root}, or drop the import.",
+                f"`{dotted}` is imported by {who}, but {gone} no longer exists; the kernel still holds the "
+                "module from before.",
+                f"Restore it under {root}, or drop the import.",
             )
         return
     if spec is None:
@@ -259,6 +260,19 @@ def _not_local(
     warning = _outside_root_warning(dotted, spec, root)
     if warning and warning not in result.warnings:
         result.warnings.append(warning)
+
+
+def _gone_location(spec: ModuleSpec | None) -> str | None:
+    """What a module the kernel imported earlier was loaded from, when that is gone from disk: its file,
+    or the folders of a namespace package (which has no file)."""
+    if spec is None:
+        return None
+    if spec.has_location and spec.origin:
+        return None if Path(spec.origin).exists() else f"its file {spec.origin}"
+    folders = list(spec.submodule_search_locations or [])
+    if folders and not any(Path(folder).exists() for folder in folders):
+        return f"its folder {folders[0]}"
+    return None
 
 
 def _find_outside_root(top: str) -> ModuleSpec | None:

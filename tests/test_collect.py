@@ -711,6 +711,18 @@ def test_secret_values_give_a_file_away_not_the_words_that_name_them(tmp_path):
         "mylib/hardcoded.py")}
 
 
+@pytest.mark.parametrize("line", [
+    'def opts():\n    return dict(aws_secret_access_key="{key}", key="AKIAZ7QW3RT5YU8OP2LK")\n',
+    'client = boto3.client("s3", aws_access_key_id="AKIAZ7QW3RT5YU8OP2LK", aws_secret_access_key="{key}")\n',
+    'AWS_SECRET_ACCESS_KEY = "{key}"  # prod\n',
+    'STORAGE = {{"key": "AKIAZ7QW3RT5YU8OP2LK", "secret": "{key}"}}\n',
+])
+def test_an_aws_secret_key_written_inline_in_code_is_never_shipped(tmp_path, line):
+    tree = {"mylib/__init__.py": "", "mylib/store.py": line.format(key="q8Zr3vT1xY9wK2mN5pL7sD4fG6hJ0aB3cE8uI1oP")}
+    fileset = ship(tmp_path, tree, "x = 1\n", copy="all")
+    assert left_out(fileset) == {"mylib/store.py": "secret (never shipped)"}
+
+
 def test_modules_that_read_credentials_from_the_environment_ship_and_run(sandbox_shell, tmp_path):
     """The tester's two cases: a module naming `aws_secret_access_key` and a package named `gcloud`
     were left out as secrets, registered anyway, and the run failed with ModuleNotFoundError."""

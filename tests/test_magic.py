@@ -475,8 +475,16 @@ def test_a_local_module_deleted_after_it_was_imported_is_refused(shell, project_
     (project_dir / "gonemod_lib.py").unlink()
     cell = "from gonemod_lib import g\n" + CELL
     with pytest.raises(UsageError, match=r"`gonemod_lib` is imported by this cell, but its file .*gonemod_lib.py no "
-                                         r"longer exists.*Restore the file"):
+                                         r"longer exists.*Restore it"):
         magic(shell, "--dry-run -m gonemod", cell)
+    (project_dir / "gonens_pkg").mkdir()  # a namespace package: a folder without __init__.py
+    (project_dir / "gonens_pkg" / "helper.py").write_text("def h(x):\n    return x\n")
+    shell.run_cell("import gonens_pkg.helper")
+    (project_dir / "gonens_pkg" / "helper.py").unlink()
+    (project_dir / "gonens_pkg").rmdir()
+    with pytest.raises(UsageError, match=r"`gonens_pkg` is imported by this cell, but its folder .*gonens_pkg no "
+                                         r"longer exists"):
+        magic(shell, "--dry-run -m gonemod", "from gonens_pkg.helper import h\n" + CELL)
 
 
 def test_what_the_cell_defines_is_the_notebooks_as_after_a_plain_cell(shell, project_dir):
