@@ -491,7 +491,8 @@ class Run:
     # -- helpers ----------------------------------------------------------------------------
     def __repr__(self) -> str:
         where = f" {self.url}" if self.url else ""
-        return f"<Run {self.project}/{self.domain}/{self.name} {self.phase}{where}>"
+        phase = f"LOST (last seen {self.phase})" if self.lost else self.phase
+        return f"<Run {self.project}/{self.domain}/{self.name} {phase}{where}>"
 
     def _ipython_display_(self) -> None:
         from fastreg_magic.widget import display_run

@@ -93,6 +93,7 @@ def test_a_running_run_whose_backend_was_replaced_is_shown_lost_not_running(shel
             assert view.terminate_button.disabled
             until(lambda: not view._watch.active, "the view to stop polling")
             assert run.lost and run.elapsed == run.elapsed  # the clock stopped with the run
+            assert "LOST (last seen RUNNING)" in repr(run)
 
             with pytest.raises(RunError) as waited:
                 run.wait(timeout=60)
