@@ -7,6 +7,11 @@ the address) still shows "reconnecting…". A real InteractiveShell registers th
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -56,16 +61,41 @@ def shell():
     return ip
 
 
+class CrashingSandbox:
+    """`fastreg sandbox` in a process of its own, which ``stop()`` kills as a crash would: a stop would end
+    its runs ABORTED first, and a view that saw that would rightly show ABORTED, not an outage."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.log = data_dir.parent / "first-sandbox.log"
+        with open(self.log, "w") as log:  # a file, not a pipe nobody reads
+            self.process = subprocess.Popen([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--port", "0",
+                                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=log,
+                                            text=True, start_new_session=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("fastreg sandbox ready on"), line + self.log.read_text()
+        self.config_file = data_dir / "config.yaml"
+        self.endpoint = re.search(r"127\.0\.0\.1:\d+", self.config_file.read_text()).group(0)
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=60)
+
+
 @pytest.fixture
 def first_sandbox(tmp_path):
-    """A sandbox whose config file the cell names; the test stops it and starts a fresh one on its port."""
-    box = sandbox_api.start(tmp_path / "first", port=0)
+    """A sandbox whose config file the cell names; the test crashes it and starts a fresh one on its port."""
+    box = CrashingSandbox(tmp_path / "first")
     config = tmp_path / "sandbox.yaml"
     config.write_text(box.config_file.read_text())
     try:
         yield box, config
     finally:
         box.stop()
+        # The crash left its task processes running, as a real one does; starting it again ends them.
+        sandbox_api.start(box.data_dir, port=0).stop()
 
 
 def test_a_running_run_whose_backend_was_replaced_is_shown_lost_not_running(shell, first_sandbox, tmp_path):
