@@ -193,8 +193,9 @@ def serialize(entities: Iterable, settings, *, build_images: bool = True) -> tup
         try:
             from flytekit.tools.translator import get_serializable
 
-            if not build_images:
-                settings = dataclasses.replace(settings, image_config=naming_image_specs(settings.image_config, entity))
+            named = settings.image_config if build_images else naming_image_specs(settings.image_config, entity)
+            if named is not settings.image_config:
+                settings = dataclasses.replace(settings, image_config=named)
             get_serializable(mapping, settings, entity)
             if isinstance(entity, WorkflowBase):
                 # LaunchPlan.CACHE would hand back the default launch plan of an earlier run's workflow
