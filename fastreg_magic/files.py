@@ -158,6 +158,7 @@ def _raised_by_module(exc: Exception, module_source, where: str, source_root: Pa
     ``where`` names the module's source (``flows.py``, ``Cell 3 of nb.ipynb``, ``in_cell``).
     """
     from fastreg_magic import api
+    from fastreg_magic.cell_errors import is_users_file, shown_path
 
     generated = str(api.module_dir() / f"{module_source.name}.py")
     frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
@@ -166,30 +167,20 @@ def _raised_by_module(exc: Exception, module_source, where: str, source_root: Pa
     root = str(Path(source_root).resolve())
 
     def is_users(filename: str) -> bool:
-        if filename == generated:
-            return True
-        inside = filename[len(root):]
-        return filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside
+        return filename == generated or is_users_file(filename, root)
 
     place = None
     if isinstance(exc, SyntaxError) and exc.filename and is_users(exc.filename) and exc.filename != generated:
-        place = f"{_relative(exc.filename, root)} line {exc.lineno}"  # a local module that does not compile
+        place = f"{shown_path(exc.filename, root)} line {exc.lineno}"  # a local module that does not compile
     else:
         filename, lineno = [(f, n) for f, n in frames if is_users(f)][-1]
         if filename != generated:
-            place = f"{_relative(filename, root)} line {lineno} (imported by {where})"
+            place = f"{shown_path(filename, root)} line {lineno} (imported by {where})"
         else:
             line = module_source.cell_line(lineno)
             place = f"{where}{',' if in_cell else ''} line {line}" if line is not None \
                 else f"{where} (in code carried over from an earlier cell)"
     return CollectError(f"{place}: {_one_line(exc)}", DONE_HINT)
-
-
-def _relative(filename: str, root: str) -> str:
-    try:
-        return Path(filename).relative_to(root).as_posix()
-    except ValueError:
-        return filename
 
 
 def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:

@@ -183,7 +183,7 @@ def _show_from_the_cell(shell, exc: Exception) -> None:
     """Show an error the cell's code raised as IPython shows a plain cell's: the frames of the user's
     code only (not the magic's, the pipeline's and importlib's that ran it), then the cell's line as
     the editor numbers it (the module's own numbers count code carried over from earlier cells)."""
-    from fastreg_magic.pipeline import RAISED_BY_THE_CELL
+    from fastreg_magic.cell_errors import RAISED_BY_THE_CELL
 
     raised = getattr(exc, RAISED_BY_THE_CELL, None)
     if raised is None:

@@ -17,15 +17,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
-import os
 import shutil
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
-from fastreg_magic import api, register, specs, version_check
+from fastreg_magic import api, cell_errors, register, specs, version_check
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError, VersionConflict
 
@@ -254,15 +252,16 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
         except Exception as exc:
-            refused = _refused_definition(exc, prepared.module_source, where, Path(options.source_root))
+            refused = cell_errors.refused_definition(exc, prepared.module_source, where, Path(options.source_root))
             if refused is None:
-                _mark_raised_by_the_cell(exc, prepared.module_source, where)
+                cell_errors.mark_raised_by_the_cell(exc, prepared.module_source, where)
                 raise  # the cell's own code failed: its traceback is what to debug
             raise refused from exc
         finally:
             api.rebind_notebook_names(namespace, forgotten)
         api.remember_local_modules(shipped)
-        unshipped = _imported_but_not_shipped(set(sys.modules) - imported_before, shipped, Path(options.source_root))
+        unshipped = cell_errors.imported_but_not_shipped(set(sys.modules) - imported_before, shipped,
+                                                          Path(options.source_root))
         entities = tuple(register.module_entities(module))
         if not entities:
             raise CollectError(
@@ -274,88 +273,6 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             namespace.update({name: defined[name] for name in prepared.module_source.binds if name in defined})
             namespace.update({_local_name(module, e): e for e in entities})
     return dataclasses.replace(prepared, module=module, entities=entities, warnings=unshipped)
-
-
-def _imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_root: Path) -> tuple[str, ...]:
-    """Modules from the source root that the module imported as it ran yet that are not shipped: loaded
-    by name (``importlib.import_module(f"plugins.{name}")``), which reading its imports cannot see.
-    In the container they would not be found."""
-    root = str(source_root.resolve())
-    found = []
-    for name in sorted(names - set(shipped)):
-        filename = getattr(sys.modules.get(name), "__file__", None) or ""
-        inside = filename[len(root):]
-        if filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside:
-            found.append(
-                f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
-                "shipped: an import by name at run time is not seen, so the container would not find it. "
-                "Import it in the cell or a local module, or pass --copy all."
-            )
-    return tuple(found)
-
-
-@dataclass(frozen=True)
-class RaisedByTheCell:
-    """Where the cell's own code failed as its module ran: the traceback from the module's first
-    frame on (without the frames that ran it), and the line, numbered as the user's editor does."""
-
-    traceback: Any
-    place: str  # "raised at line 6 of the cell", "raised in code carried over from an earlier cell, called at ..."
-
-
-RAISED_BY_THE_CELL = "_fastreg_raised_by_the_cell"  # the exception's attribute holding a RaisedByTheCell
-
-
-def _mark_raised_by_the_cell(exc: BaseException, module_source, where: str) -> None:
-    generated = str(api.module_dir() / f"{module_source.name}.py")
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != generated:
-        tb = tb.tb_next
-    if tb is None:
-        return  # raised before the module ran any of its lines
-    lines = [module_source.cell_line(n) for frame, n in traceback.walk_tb(tb) if frame.f_code.co_filename == generated]
-    cell_lines = [line for line in lines if line is not None]
-    place = f"raised at line {cell_lines[-1]} of {where}" if cell_lines else "raised in code carried over from an earlier cell"
-    if cell_lines and lines[-1] is None:
-        place = f"raised in code carried over from an earlier cell, called at line {cell_lines[-1]} of {where}"
-    try:
-        setattr(exc, RAISED_BY_THE_CELL, RaisedByTheCell(tb, place))
-    except AttributeError:  # an exception type without instance attributes: shown as Python shows it
-        pass
-
-
-def _refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:
-    """flytekit refusing one of the definitions (a missing return, a missing type hint) as one line
-    naming the line; None for anything else, which keeps its traceback."""
-    import flytekit
-    from flytekit.exceptions.user import FlyteUserException
-
-    if not isinstance(exc, (FlyteUserException, TypeError, ValueError, AssertionError)):
-        return None
-    flytekit_dir = str(Path(flytekit.__file__).parent)
-    frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
-    if not frames or not frames[-1][0].startswith(flytekit_dir):
-        return None  # raised by the cell's own code, not by flytekit
-    # The innermost line of user code: in the module (the cell, or code carried over), or in a local
-    # module it imports.
-    user = [(f, n) for f, n in frames if not f.startswith((flytekit_dir, "<frozen"))]
-    if not user:
-        return None
-    filename, lineno = user[-1]
-    if filename == str(api.module_dir() / f"{module_source.name}.py"):
-        line = module_source.cell_line(lineno)
-        place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
-    else:
-        place = f"Line {lineno} of {_shown_path(filename, source_root)}"
-    return CollectError(f"{place}: {str(exc).strip()}",
-                        "Fix the definition and try again; nothing was registered.")
-
-
-def _shown_path(filename: str, source_root: Path) -> str:
-    try:
-        return Path(filename).relative_to(source_root).as_posix()
-    except ValueError:
-        return filename
 
 
 def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False,

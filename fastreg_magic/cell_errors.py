@@ -1,0 +1,108 @@
+"""Where the user's code went wrong, in the user's terms: the cell's line as the editor numbers it, a
+local module's path under the source root.
+
+Used by the pipeline (the magic's messages) and by ``fastreg serialize`` (its one-line errors), which
+words them each for its own reader.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastreg_magic import api
+from fastreg_magic.errors import CollectError
+
+
+def is_users_file(filename: str, root: str) -> bool:
+    """Whether ``filename`` is the user's own code under the source root ``root``: not a package
+    installed there (a virtualenv in the project) nor a hidden folder's."""
+    inside = filename[len(root):]
+    return filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside
+
+
+def imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_root: Path) -> tuple[str, ...]:
+    """Modules from the source root that the module imported as it ran yet that are not shipped: loaded
+    by name (``importlib.import_module(f"plugins.{name}")``), which reading its imports cannot see.
+    In the container they would not be found."""
+    root = str(source_root.resolve())
+    found = []
+    for name in sorted(names - set(shipped)):
+        filename = getattr(sys.modules.get(name), "__file__", None) or ""
+        if is_users_file(filename, root):
+            found.append(
+                f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
+                "shipped: an import by name at run time is not seen, so the container would not find it. "
+                "Import it in the cell or a local module, or pass --copy all."
+            )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class RaisedByTheCell:
+    """Where the cell's own code failed as its module ran: the traceback from the module's first
+    frame on (without the frames that ran it), and the line, numbered as the user's editor does."""
+
+    traceback: Any
+    place: str  # "raised at line 6 of the cell", "raised in code carried over from an earlier cell, called at ..."
+
+
+RAISED_BY_THE_CELL = "_fastreg_raised_by_the_cell"  # the exception's attribute holding a RaisedByTheCell
+
+
+def mark_raised_by_the_cell(exc: BaseException, module_source, where: str) -> None:
+    """Note on ``exc`` (as RAISED_BY_THE_CELL) where the cell's module raised it, for the magic to show."""
+    generated = str(api.module_dir() / f"{module_source.name}.py")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != generated:
+        tb = tb.tb_next
+    if tb is None:
+        return  # raised before the module ran any of its lines
+    lines = [module_source.cell_line(n) for frame, n in traceback.walk_tb(tb) if frame.f_code.co_filename == generated]
+    cell_lines = [line for line in lines if line is not None]
+    place = f"raised at line {cell_lines[-1]} of {where}" if cell_lines else "raised in code carried over from an earlier cell"
+    if cell_lines and lines[-1] is None:
+        place = f"raised in code carried over from an earlier cell, called at line {cell_lines[-1]} of {where}"
+    try:
+        setattr(exc, RAISED_BY_THE_CELL, RaisedByTheCell(tb, place))
+    except AttributeError:  # an exception type without instance attributes: shown as Python shows it
+        pass
+
+
+def refused_definition(exc: Exception, module_source, where: str, source_root: Path) -> CollectError | None:
+    """flytekit refusing one of the definitions (a missing return, a missing type hint) as one line
+    naming the line; None for anything else, which keeps its traceback."""
+    import flytekit
+    from flytekit.exceptions.user import FlyteUserException
+
+    if not isinstance(exc, (FlyteUserException, TypeError, ValueError, AssertionError)):
+        return None
+    flytekit_dir = str(Path(flytekit.__file__).parent)
+    frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
+    if not frames or not frames[-1][0].startswith(flytekit_dir):
+        return None  # raised by the cell's own code, not by flytekit
+    # The innermost line of user code: in the module (the cell, or code carried over), or in a local
+    # module it imports.
+    user = [(f, n) for f, n in frames if not f.startswith((flytekit_dir, "<frozen"))]
+    if not user:
+        return None
+    filename, lineno = user[-1]
+    if filename == str(api.module_dir() / f"{module_source.name}.py"):
+        line = module_source.cell_line(lineno)
+        place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
+    else:
+        place = f"Line {lineno} of {shown_path(filename, source_root)}"
+    return CollectError(f"{place}: {str(exc).strip()}",
+                        "Fix the definition and try again; nothing was registered.")
+
+
+def shown_path(filename: str, source_root: Path | str) -> str:
+    """``filename`` relative to the source root when it is under it, else as it is."""
+    try:
+        return Path(filename).relative_to(source_root).as_posix()
+    except ValueError:
+        return filename
