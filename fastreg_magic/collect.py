@@ -277,9 +277,13 @@ def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[l
     warnings = list(needed.warnings)
     for relpath, path in sorted(needed.files.items()):
         item = classify_file(path, relpath, rules)
-        if not isinstance(item, Found):
+        if isinstance(item, Found):
+            found.append(item)
+        elif relpath in needed.unguarded:
             raise _imported_but_left_out(relpath, item, rules)
-        found.append(item)
+        elif item is not None:  # imported only inside a `try`: the code expects the import may fail
+            skipped.append(item)
+            warnings.append(f"{relpath} is imported inside a `try` but {item.reason}: it is not shipped.")
     # Secrets are reported wherever something is shipped from, so a `.env` beside the
     # notebook is mentioned even though auto mode would not have picked it up.
     for reldir in sorted({f.relpath.rpartition("/")[0] for f in found} | {""}):

@@ -40,12 +40,16 @@ class Import:
     required: bool
     maybe_attribute: bool = False  # `from pkg import x`: x may be a submodule or just a name
     line: int = 0
+    guarded: bool = False  # inside a `try`: the code expects it may fail
 
 
 @dataclass
 class LocalModules:
     files: dict[str, Path] = field(default_factory=dict)  # root-relative posix path -> file
     warnings: list[str] = field(default_factory=list)
+    # the files reached through imports none of which is inside a `try`: leaving one out breaks the code
+    # when that import runs (as the module is imported, or in a task calling the function holding it)
+    unguarded: set[str] = field(default_factory=set)
 
 
 def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = None) -> LocalModules:
@@ -57,6 +61,8 @@ def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = 
     queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False, tree))]
     parsed = {name}
     outside: dict[str, ModuleSpec | None] = {}
+    edges: dict[str, set[tuple[str, bool]]] = collections.defaultdict(set)  # module -> (imported, required)
+    files_of: dict[str, list[str]] = collections.defaultdict(list)  # module -> the relpaths it brought
     while queue:
         module, imports = queue.pop(0)
         for imp in imports:
@@ -72,17 +78,31 @@ def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = 
                     who = "this cell" if module == name else f"`{module}`"
                     _not_local(dotted, imp, who, root, result, outside)
                     break
+                edges[module].add((spec.name, not imp.guarded))
                 if spec.name in parsed:
                     continue  # its files are taken already
                 for relpath, path in _spec_files(spec, root):
                     if relpath in result.files:
                         continue
                     result.files[relpath] = path
+                    files_of[spec.name].append(relpath)
                     if path.suffix == ".py" and spec.name not in parsed:
                         parsed.add(spec.name)
                         is_package = spec.submodule_search_locations is not None
                         queue.append((spec.name, _file_imports(path, relpath, spec.name, is_package)))
+    result.unguarded = {relpath for module in _unguarded_modules(name, edges) for relpath in files_of[module]}
     return result
+
+
+def _unguarded_modules(start: str, edges: dict[str, set[tuple[str, bool]]]) -> set[str]:
+    """The modules ``start`` reaches through imports none of which is inside a `try`."""
+    reached, pending = {start}, [start]
+    while pending:
+        for imported, unguarded in edges.get(pending.pop(), ()):
+            if unguarded and imported not in reached:
+                reached.add(imported)
+                pending.append(imported)
+    return reached
 
 
 def _forget_listings_under(root: Path) -> None:
@@ -101,21 +121,36 @@ def imports_of(source: str, module: str, is_package: bool, tree: ast.Module | No
     """Every module the source's import statements name, absolute, in source order."""
     tree = tree if tree is not None else ast.parse(source)
     top_level = {id(node) for node in tree.body}
+    guarded = _in_try(tree)
     found: list[Import] = []
     for node in _statements(tree):
         required = id(node) in top_level
         if isinstance(node, ast.Import):
-            found.extend(Import(a.name, required, line=node.lineno) for a in node.names)
+            found.extend(Import(a.name, required, line=node.lineno, guarded=id(node) in guarded) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
             base = _absolute_base(node, module, is_package)
             if node.module or node.level:
-                found.append(Import(base, required, line=node.lineno))
+                found.append(Import(base, required, line=node.lineno, guarded=id(node) in guarded))
             found.extend(
-                Import(f"{base}.{a.name}", required, maybe_attribute=True, line=node.lineno)
+                Import(f"{base}.{a.name}", required, maybe_attribute=True, line=node.lineno, guarded=id(node) in guarded)
                 for a in node.names
                 if a.name != "*"
             )
     return found
+
+
+def _in_try(tree: ast.Module) -> set[int]:
+    """ids of the statements inside the body of a ``try`` (at any depth)."""
+    inside: set[int] = set()
+    for node in _statements(tree):
+        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            pending = list(node.body)
+            while pending:
+                statement = pending.pop()
+                inside.add(id(statement))
+                for name in _STATEMENT_FIELDS:
+                    pending.extend(getattr(statement, name, None) or ())
+    return inside
 
 
 # The fields that hold statements (or handlers/cases holding them), in the order ast.walk visits them.

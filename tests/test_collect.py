@@ -500,6 +500,17 @@ def test_auto_refuses_an_imported_module_that_is_ignored(tmp_path):
         ship(tmp_path, tree, "from mylib import util\n")
 
 
+def test_an_ignored_module_imported_inside_try_is_left_out_with_a_warning_and_elsewhere_refused(tmp_path):
+    tree = dict(PROJECT, **{".gitignore": "mylib/util.py\n"})
+    guarded = "try:\n    from mylib import util\nexcept ImportError:\n    util = None\n"
+    fileset = ship(tmp_path, tree, guarded)
+    assert "mylib/util.py" not in shipped(fileset)
+    assert fileset.warnings == ("mylib/util.py is imported inside a `try` but ignored by .gitignore: it is not shipped.",)
+    in_a_function = "def load():\n    from mylib import util\n    return util\n"  # runs in the task: it would fail
+    with pytest.raises(CollectError, match=r"mylib/util.py is imported by the cell .* never shipped"):
+        ship(tmp_path, {}, in_a_function)
+
+
 def test_a_module_importable_only_from_outside_the_root_is_a_warning(tmp_path, monkeypatch):
     outside = tmp_path / "elsewhere"
     (outside / "extlib_for_test").mkdir(parents=True)
