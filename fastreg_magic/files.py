@@ -491,11 +491,13 @@ def run_register_files(args) -> int:
     backend = config.ensure_reachable(config.resolve_backend(endpoint=args.endpoint, config_file=args.config))
     for release in releases:
         folder = release.folder
+        # The cell's own --distribution-dir, --service-account and --raw-output-prefix are part of its version:
+        # registered with others, the same version would name another archive or other settings.
         version, count = register_folder(
-            folder, backend, project=args.project, domain=args.domain, service_account=args.service_account,
-            raw_output_prefix=args.raw_output_prefix, activate=args.activate, release=release,
-            # The cell's own --distribution-dir is part of its version: stored elsewhere, the same version
-            # would name another archive.
+            folder, backend, project=args.project, domain=args.domain,
+            service_account=args.service_account or release.manifest.get("service_account"),
+            raw_output_prefix=args.raw_output_prefix or release.manifest.get("raw_output_prefix"),
+            activate=args.activate, release=release,
             distribution_dir=args.additional_distribution_dir or release.manifest.get("distribution_dir"),
         )
         print(f"{folder}: registered {count} entities as version {version} in {args.project}/{args.domain} on {backend.label}")
@@ -556,8 +558,9 @@ def read_manifest(folder: Path) -> dict:
     images = manifest.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise damaged("images is not a list of names")
-    if not isinstance(manifest.get("distribution_dir"), (str, type(None))):
-        raise damaged("distribution_dir is not a URL")
+    for key in ("distribution_dir", "service_account", "raw_output_prefix"):
+        if not isinstance(manifest.get(key), (str, type(None))):
+            raise damaged(f"{key} is not a string")
     listed = manifest.get("files")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):

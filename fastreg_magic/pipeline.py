@@ -449,7 +449,10 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "archive": archive_name,
             "digest": archive.digest,
             "destination_dir": options.destination_dir,
-            "distribution_dir": options.distribution_dir,  # part of the version: register-files stores it there too
+            # Part of the version: register-files stores the archive there too, and applies the launch-plan settings.
+            "distribution_dir": options.distribution_dir,
+            "service_account": options.service_account,
+            "raw_output_prefix": options.raw_output_prefix,
             "images": list(prepared.images),
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "files": [path.name for path in written],  # so a later serialization removes exactly these

@@ -463,6 +463,20 @@ def test_register_files_stores_the_archive_in_the_cells_distribution_dir(project
     assert (other / uri.rsplit("/", 1)[-1]).is_file() and "different structure" in one_line(again)
 
 
+def test_register_files_applies_the_cells_service_account_and_raw_output_prefix(project, tmp_path, sandbox, remote):
+    line = "%%flyte_fast -m nbsettings_flows --service-account nb-runner --raw-output-prefix file:///tmp/nb-raw"
+    notebook = _notebook(project / "settings.ipynb", [f"{line}\n{CELL}"])
+    out = tmp_path / "out"
+    run_cli("serialize", notebook, "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert (manifest["service_account"], manifest["raw_output_prefix"]) == ("nb-runner", "file:///tmp/nb-raw")
+    run_cli("register-files", out, "--config", sandbox.config_file)
+    plan = remote.client.get_launch_plan(remote.fetch_launch_plan(name="nbsettings_flows.hello",
+                                                                  version=manifest["version"]).id)
+    assert plan.spec.security_context.run_as.k8s_service_account == "nb-runner"
+    assert plan.spec.raw_output_data_config.output_location_prefix == "file:///tmp/nb-raw"
+
+
 def test_the_magics_serialize_to_failure_names_serialize_to(tmp_path, monkeypatch):
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
