@@ -70,6 +70,16 @@ class VersionConflict(RegistrationError):
     """The version is registered already, with a different structure (versions are immutable)."""
 
 
+def causes(exc: BaseException | None):
+    """``exc`` and the exceptions behind it, outermost first (libraries wrap the error that matters:
+    flytekit a gRPC error, storage clients a socket's), each once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 class RunError(FastRegError):
     """Launching, watching or terminating a run failed."""
 

@@ -26,7 +26,7 @@ import weakref
 from types import ModuleType
 from typing import Iterable, Sequence
 
-from fastreg_magic.errors import BackendError, FastRegError, RegistrationError, VersionConflict
+from fastreg_magic.errors import BackendError, FastRegError, RegistrationError, VersionConflict, causes
 from fastreg_magic.specs import DOMAIN_PLACEHOLDER, PROJECT_PLACEHOLDER, Spec, dependencies, identity_key
 
 # Creates in flight at once. Each waits a network round trip on a sender thread (flytekit's interceptors
@@ -328,13 +328,7 @@ def grpc_error_of(exc: BaseException | None):
     """The ``grpc.RpcError`` behind an exception (flytekit wraps them), or None."""
     import grpc
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, grpc.RpcError) and hasattr(e, "code")), None)
 
 
 def login_error_of(exc: BaseException | None):
@@ -342,13 +336,7 @@ def login_error_of(exc: BaseException | None):
     behind an exception, or None. flytekit raises it from inside its gRPC interceptor, wrapped."""
     from flytekit.clients.auth.exceptions import AuthenticationError
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, AuthenticationError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, AuthenticationError)), None)
 
 
 def login_failed(backend_label: str | None, error: BaseException) -> BackendError:

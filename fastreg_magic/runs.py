@@ -515,8 +515,7 @@ def poll_intervals(loopback: bool):
 
 
 def is_loopback(remote) -> bool:
-    host = backend_endpoint(remote).split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.")
+    return _is_loopback_host(_host(backend_endpoint(remote)))
 
 
 def _check_input_names(entity, fields, inputs: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ import re
 
 import grpc
 
-from fastreg_magic.errors import BackendError, FastRegError, NotYetSupported, RunError
+from fastreg_magic.errors import BackendError, FastRegError, NotYetSupported, RunError, causes
 
 # A poll that hangs longer than this is treated as the backend not answering.
 RPC_DEADLINE_S = 10.0
@@ -131,15 +131,12 @@ def conversion_problem(exc: BaseException) -> str:
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
     """The gRPC status code and details behind ``exc``, searching its chain of causes."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+    for cause in causes(exc):
+        if isinstance(cause, grpc.RpcError) and hasattr(cause, "code"):
             try:
-                return exc.code(), exc.details() or ""
+                return cause.code(), cause.details() or ""
             except Exception:  # a future that was never completed has no code to read
                 return None, ""
-        exc = exc.__cause__ or exc.__context__
     return None, ""
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from fastreg_magic.errors import UploadError
+from fastreg_magic.errors import UploadError, causes
 from fastreg_magic.package import ARCHIVE_PREFIX, ARCHIVE_SUFFIX, Archive
 
 Progress = Callable[[int, int], None]
@@ -401,29 +401,19 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, ConnectionError, TimeoutError))
 
 
-def _causes(exc: BaseException):
-    """``exc`` and the exceptions behind it (clients wrap the socket's error in their own)."""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _cannot_connect(exc: BaseException) -> bool:
     import socket
 
     return any(
         isinstance(cause, (ConnectionRefusedError, socket.gaierror))
         or any(kind.__name__ in _CANNOT_CONNECT for kind in type(cause).__mro__)
-        for cause in _causes(exc)
+        for cause in causes(exc)
     )
 
 
 def _missing_credentials(exc: BaseException) -> str | None:
     """A hint when the storage client found no credentials at all, by the client that says so."""
-    names = {kind.__name__ for cause in _causes(exc) for kind in type(cause).__mro__}
+    names = {kind.__name__ for cause in causes(exc) for kind in type(cause).__mro__}
     if names & {"NoCredentialsError", "PartialCredentialsError"}:
         return ("No AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
                 "or the storage section of your Flyte config, then run again.")
@@ -502,17 +492,13 @@ def _http_hint(status: int) -> str:
 
 def _grpc_status(exc: BaseException) -> tuple[str | None, str]:
     """The gRPC status behind an exception (flytekit wraps RpcError in its own exceptions)."""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         code = getattr(current, "code", None)
         if callable(code) and hasattr(current, "details"):
             try:
                 return code().name, current.details() or ""
             except Exception:  # noqa: BLE001 - not a real grpc.Call
                 pass
-        current = current.__cause__ or current.__context__
     return None, ""
 
 
