@@ -236,7 +236,8 @@ def _check_clash(module: ModuleSource, root: Path) -> None:
         candidate = candidate.parent if kind == "package" else candidate
         raise CollectError(
             f"The cell's module `{module.name}` clashes with the local {kind} {candidate}.",
-            f"Pass --module OTHER to name the cell's module differently (e.g. --module {module.name}_flow).",
+            f"Name the cell's module differently with -m/--module on its %%flyte_fast line "
+            f"(e.g. -m {module.name}_flow).",
         )
 
 

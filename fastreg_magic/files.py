@@ -10,8 +10,11 @@ it registers nothing; what it left out (secrets, ignored files) and its warnings
 stderr, as the magic lists them. A notebook with several ``%%flyte_fast`` cells gets one sub-directory
 per cell.
 For a notebook, the cells before each ``%%flyte_fast`` cell are executed in a real IPython shell
-first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter; as with
-Jupyter's "Run All", the first failing cell stops it.
+first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter; a cell's
+options are expanded as Jupyter expands them (``$NAME``, ``{expr}``) and a ``%%flyte_fast`` cell's value
+is ``_``, as there. A plain cell that fails (one that launches a run: nothing was registered) is
+reported on stderr and skipped; a ``%%flyte_fast`` cell that fails stops it, naming the plain cells
+that failed before it.
 
 Serializing into DIR leaves exactly what that run wrote: everything is written to a staging folder,
 and only once every cell has serialized does it replace what earlier serializations wrote there
@@ -56,11 +59,13 @@ DONE_HINT = "Nothing was written; fix it and re-run `fastreg serialize`."
 def add_serialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="NOTEBOOK.ipynb (its %%%%flyte_fast cells) or MODULE.py")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the .pb files and the archive")
-    parser.add_argument("-i", "--image", action="append", default=[], metavar="[NAME=]FQN", help="image (module only; notebooks use each cell's -i)")
+    # For a notebook, each of these given here applies to every %%flyte_fast cell, over the cell's own.
+    parser.add_argument("-i", "--image", action="append", default=[], metavar="[NAME=]FQN",
+                        help="image (repeatable; for a notebook: every cell's, over its own -i)")
     parser.add_argument("--source-root", help="directory of the local modules to ship (default: the source's directory)")
-    parser.add_argument("--copy", choices=("auto", "all"), default="auto")
+    parser.add_argument("--copy", choices=("auto", "all"), help="auto (default): imported local modules; all: every file")
     parser.add_argument("--version", help="version to register under (default: derived from the content)")
-    parser.add_argument("--destination-dir", default=".", help="where the code is unpacked in the container")
+    parser.add_argument("--destination-dir", help="where the code is unpacked in the container (default: .)")
     parser.add_argument("--max-archive-mib", type=_positive_int, metavar="N",
                         help="refuse archives larger than N MiB "
                              "(default: 100, or the notebook's FlyteFast.max_archive_mib)")
@@ -86,16 +91,28 @@ def run_serialize(args) -> int:
     # Everything is written to a staging folder first and moved into DIR only once every cell has
     # serialized: a failing cell leaves DIR as it was, never half-written.
     with staged_output(output, args.output) as staging:
+        skipped: list[str] = []
         if source.suffix == ".ipynb":
-            results = serialize_notebook(source, staging, max_archive_mib=getattr(args, "max_archive_mib", None))
+            results = serialize_notebook(source, staging, max_archive_mib=getattr(args, "max_archive_mib", None),
+                                         overrides=_cell_overrides(args), skipped=skipped)
         else:
             results = [serialize_module(source, staging, args)]
+    for message in skipped:
+        print(message, file=sys.stderr)
     for folder, reg in results:
         shown = output / folder.relative_to(staging)
         for notice in notices(reg):  # what the magic shows under its summary: on stderr, apart from the result
             print(f"{shown}: {notice}", file=sys.stderr)
         print(f"{shown}: module {reg.module}, version {reg.version}, {len(reg.entities)} entities, {len(reg.files)} files")
     return 0
+
+
+def _cell_overrides(args) -> dict:
+    """The command line's options that apply to every cell of a notebook, over the cell's own."""
+    overrides = {"images": tuple(args.image) or None, "copy": args.copy, "version": args.version,
+                 "destination_dir": args.destination_dir,
+                 "source_root": str(Path(args.source_root).expanduser().resolve()) if args.source_root else None}
+    return {name: value for name, value in overrides.items() if value}
 
 
 def notices(reg) -> list[str]:
@@ -115,9 +132,9 @@ def serialize_module(path: Path, output: Path, args):
         domain=specs.DOMAIN_PLACEHOLDER,
         images=tuple(args.image),
         source_root=source_root,
-        copy=args.copy,
+        copy=args.copy or "auto",
         version=args.version,
-        destination_dir=args.destination_dir,
+        destination_dir=args.destination_dir or ".",
         service_account=None,
         raw_output_prefix=None,
         distribution_dir=None,
@@ -202,13 +219,16 @@ def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:
     return found
 
 
-def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None = None) -> list:
+def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None = None, *,
+                       overrides: dict | None = None, skipped: list[str] | None = None) -> list:
     """Run the notebook's code cells up to its last ``%%flyte_fast`` cell; serialize each of those cells.
 
-    Like Jupyter's "Run All", the first cell that fails stops it: the cells after it would only
-    fail on the names it did not define. ``max_archive_mib`` (``--max-archive-mib``) is the
-    archive limit, as ``%config FlyteFast.max_archive_mib`` sets it in a notebook (a ``%config`` in
-    the notebook's own cells still has the last word, as it would in Jupyter).
+    ``max_archive_mib`` (``--max-archive-mib``) is the archive limit, as ``%config
+    FlyteFast.max_archive_mib`` sets it in a notebook (a ``%config`` in the notebook's own cells still
+    has the last word, as it would in Jupyter). ``overrides`` (the command line's ``-i``, ``--copy``...)
+    replace every cell's own options. A plain cell that fails is skipped, its failure appended to
+    ``skipped``: in a notebook that launches runs between its cells those cells cannot work here, where
+    nothing is registered; a ``%%flyte_fast`` cell failing after it names it as a likely cause.
     """
     cells = magic_cells(notebook)
     magic_indexes = [i for i, (_, line, _) in enumerate(cells) if line is not None]
@@ -217,14 +237,28 @@ def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None
     shell, magics = _notebook_shell(notebook)
     if max_archive_mib:
         magics.max_archive_mib = max_archive_mib
+    skipped = skipped if skipped is not None else []
+    failed: list[str] = []
     results = []
     with _in_notebook_folder(notebook):
         for index, line, body in cells[: magic_indexes[-1] + 1]:
-            if line is None:
-                _run_earlier_cell(shell, body, notebook, index)  # earlier cells: their names feed lifting
+            if line is None:  # earlier cells: their names feed lifting
+                failure = _run_earlier_cell(shell, body, notebook, index)
+                if failure is not None:
+                    failed.append(failure)
+                    skipped.append(f"{failure}; skipped it (nothing is registered while serializing).")
                 continue
             folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
-            results.append((folder, _serialize_cell(magics, line, body, folder, notebook, index)))
+            try:
+                reg = _serialize_cell(magics, line, body, folder, notebook, index, overrides or {})
+            except FastRegError as err:
+                if not failed:
+                    raise
+                earlier = " ".join(failed)
+                raise type(err)(err.message, f"{earlier} That may be why: it may define what this cell needs. "
+                                             f"{err.hint or ''}".strip()) from err
+            shell.displayhook.update_user_ns(reg)  # `reg = _` in the next cell, as in Jupyter
+            results.append((folder, reg))
     return results
 
 
@@ -247,9 +281,9 @@ def _in_notebook_folder(notebook: Path):
 _SHOW_ERROR = ("showtraceback", "showsyntaxerror", "showindentationerror")
 
 
-def _run_earlier_cell(shell, body: str, notebook: Path, index: int) -> None:
-    """Run a plain cell as Jupyter would; its failure is one line naming the cell, line and error."""
-    for name in _SHOW_ERROR:  # the error is reported below, once, rather than as IPython's traceback
+def _run_earlier_cell(shell, body: str, notebook: Path, index: int) -> str | None:
+    """Run a plain cell as Jupyter would; its failure as one line naming the cell, line and error."""
+    for name in _SHOW_ERROR:  # the error is reported by the caller, once, rather than as IPython's traceback
         setattr(shell, name, lambda *args, **kwargs: None)
     try:
         result = shell.run_cell(body, silent=True, store_history=True)
@@ -258,14 +292,10 @@ def _run_earlier_cell(shell, body: str, notebook: Path, index: int) -> None:
             shell.__dict__.pop(name, None)
     error = result.error_before_exec or result.error_in_exec
     if error is None:
-        return
+        return None
     line = _cell_line(error)
     at = f", line {line}," if line else ""
-    raise CollectError(
-        f"Cell {index} of {notebook.name}{at} failed: {_one_line(error)}",
-        "Fix that cell (the %%flyte_fast cells after it may need what it defines) and re-run "
-        "`fastreg serialize`; nothing was written.",
-    )
+    return f"Cell {index} of {notebook.name}{at} failed: {_one_line(error)}"
 
 
 def _cell_line(error: BaseException) -> int | None:
@@ -295,18 +325,24 @@ def _notebook_shell(notebook: Path):
     return shell, magics
 
 
-def _serialize_cell(magics, line: str, body: str, folder: Path, notebook: Path, index: int):
+def _serialize_cell(magics, line: str, body: str, folder: Path, notebook: Path, index: int, overrides: dict):
     from IPython.core.error import UsageError
     from IPython.core.magic_arguments import parse_argstring
+    from IPython.utils.text import DollarFormatter
 
     from fastreg_magic import api
 
+    try:  # `--config $CONFIG`, `-i {IMAGE}`: expanded from the notebook's names, as Jupyter does
+        line = DollarFormatter().vformat(line, args=[], kwargs=magics.shell.user_ns)
+    except Exception:  # noqa: BLE001 - as IPython: a line that does not expand is taken as written
+        pass
     try:
         args = parse_argstring(magics.flyte_fast, line)
     except UsageError as exc:
         raise CollectError(f"Cell {index} of {notebook.name}: bad %%flyte_fast options {line!r}: {exc}", "Fix the cell's options.") from exc
     options = magics._options(args)
     options["source_root"] = args.source_root or magics.source_root or str(notebook.parent)
+    options.update(overrides)
     try:
         return api.fast_register(body, namespace=magics.shell.user_ns, serialize_to=folder, first_line=2, **options)
     except FastRegError as err:

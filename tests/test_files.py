@@ -275,7 +275,7 @@ def test_serialize_names_the_line_a_module_or_cell_raises_at(project, tmp_path):
     assert "Cell 1 of cellraise.ipynb, line 7: RuntimeError: cell fails." in one_line(result)
 
 
-def test_serialize_stops_at_a_failing_earlier_cell(project, tmp_path):
+def test_a_failing_earlier_cell_is_named_when_a_later_cell_fails(project, tmp_path):
     cells = [
         "import os\nLIMIT = int(os.environ['NO_SUCH_SETTING_FOR_FASTREG'])\n",
         "%%flyte_fast\nfrom flytekit import task\n\n@task\ndef capped(x: int) -> int:\n    return min(x, LIMIT)\n",
@@ -284,8 +284,61 @@ def test_serialize_stops_at_a_failing_earlier_cell(project, tmp_path):
     result = run_cli("serialize", _notebook(project / "early.ipynb", cells), "-o", out, check=False)
     assert result.returncode == 1
     line = one_line(result)
-    assert "Cell 0 of early.ipynb, line 2, failed: KeyError: 'NO_SUCH_SETTING_FOR_FASTREG'." in line
-    assert "defined neither" not in line and not out.exists()
+    assert "`LIMIT` is used by this cell but is defined neither" in line  # what failed
+    assert "Cell 0 of early.ipynb, line 2, failed: KeyError: 'NO_SUCH_SETTING_FOR_FASTREG'." in line  # and why
+    assert not out.exists()
+
+
+def test_serialize_runs_a_notebook_that_uses_the_cells_value_and_launches(project, tmp_path):
+    """The shape of a working notebook: `reg = _` after a cell, a launch, then another cell. The launch
+    cannot happen while serializing (nothing is registered); it is skipped and said so."""
+    cells = [
+        "%load_ext fastreg_magic",
+        TASK_CELL.format(module="first_step", name="one"),
+        "reg = _\nVERSION = reg.version\n",
+        "run = reg.launch(x=1)\nrun.wait()\n",
+        "%%flyte_fast -m second_step\nfrom flytekit import task\n\n@task\ndef two(x: int) -> str:\n"
+        "    return VERSION\n",
+    ]
+    out = tmp_path / "out"
+    result = run_cli("serialize", _notebook(project / "steps.ipynb", cells), "-o", out)
+    first = json.loads((out / "cell001" / MANIFEST_NAME).read_text())
+    with tarfile.open(out / "cell004" / json.loads((out / "cell004" / MANIFEST_NAME).read_text())["archive"]) as tar:
+        source = tar.extractfile("second_step.py").read().decode()
+    assert f"VERSION = {first['version']!r}" in source  # `_` was the first cell's Registration
+    assert "Cell 3 of steps.ipynb, line 1, failed: RunError:" in result.stderr
+    assert "skipped it" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serialize_expands_a_cells_options_as_jupyter_does(project, tmp_path):
+    cells = [
+        f"STORE = {(tmp_path / 'store').as_uri()!r}\nACCOUNT = 'robot'\nimages = {{'gpu': 'ghcr.io/acme/gpu:3'}}\n",
+        "%%flyte_fast -m expanded --distribution-dir $STORE --service-account {ACCOUNT} -i {images['gpu']}\n"
+        "from flytekit import task\n\n@task\ndef one(x: int) -> int:\n    return x\n",
+    ]
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "expanded.ipynb", cells), "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["distribution_dir"] == (tmp_path / "store").as_uri()
+    assert manifest["service_account"] == "robot"
+    assert manifest["images"] == ["default=ghcr.io/acme/gpu:3"]
+
+
+def test_command_line_options_apply_to_every_cell_of_a_notebook(project, tmp_path):
+    (project / "notes.txt").write_text("not imported by anything\n")
+    cells = ["%%flyte_fast -m opt_one -i ghcr.io/acme/ml:cell\nfrom flytekit import task\n\n@task\n"
+             "def one(x: int) -> int:\n    return x\n",
+             TASK_CELL.format(module="opt_two", name="two")]
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "opts.ipynb", cells), "-o", out, "-i", "ghcr.io/acme/ml:ci",
+            "--version", "ci-7", "--copy", "all", "--destination-dir", "/root/code")
+    for folder in ("cell000", "cell001"):
+        manifest = json.loads((out / folder / MANIFEST_NAME).read_text())
+        assert manifest["version"] == "ci-7" and manifest["images"] == ["default=ghcr.io/acme/ml:ci"]
+        assert "notes.txt" in _members(out / folder / manifest["archive"])  # --copy all
+        task = specs.read_specs(out / folder)[0].proto.template
+        assert task.id.version == "ci-7" and task.container.image == "ghcr.io/acme/ml:ci"
+        assert "/root/code" in task.container.args
 
 
 def test_a_failing_cell_leaves_the_output_folder_as_it_was(project, tmp_path):
