@@ -524,7 +524,10 @@ def run_register_files(args) -> int:
 
     # Every folder is checked before the backend is asked anything: a damaged one registers nothing.
     releases = [load_release(folder) for folder in serialized_folders(Path(args.directory))]
-    backend = config.ensure_reachable(config.resolve_backend(endpoint=args.endpoint, config_file=args.config))
+    backend, notice = config.resolve_backend_with_notice(endpoint=args.endpoint, config_file=args.config)
+    if notice:  # nothing configured: the embedded sandbox, which goes on running after this command
+        print(notice, file=sys.stderr)
+    backend = config.ensure_reachable(backend)
     for release in releases:
         folder = release.folder
         # The cell's own --distribution-dir, --service-account and --raw-output-prefix are part of its version:

@@ -555,3 +555,25 @@ def test_serialize_copy_all_ships_a_file_whose_name_is_not_utf8(project, tmp_pat
     archive = out / json.loads((out / MANIFEST_NAME).read_text())["archive"]
     with tarfile.open(archive, "r:gz") as tar:
         assert tar.extractfile(os.fsdecode(b"caf\xe9.csv")).read() == b"latte,1\n"
+
+
+def test_register_files_with_nothing_configured_says_it_uses_the_embedded_sandbox(project, tmp_path):
+    """As the magic's first cell does: a CI job or a newcomer with no Flyte config learns where the release
+    went, and that a sandbox now runs in the background."""
+    module = project / "nothing_configured.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "FLYTECTL", "XDG_"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
+    try:
+        result = subprocess.run([*FASTREG, "register-files", str(out)], capture_output=True, text=True, env=env,
+                                timeout=300)
+    finally:
+        subprocess.run([*FASTREG, "sandbox", "--stop"], capture_output=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "No Flyte backend configured: using the embedded sandbox at 127.0.0.1:" in result.stderr
+    assert "started it in the background" in result.stderr
+    assert "No Flyte backend" not in result.stdout  # stdout stays the release lines a script may read
