@@ -16,6 +16,7 @@ from typing import Any
 
 from fastreg_magic import api
 from fastreg_magic.errors import CollectError
+from fastreg_magic.local_imports import subfolder_note
 
 
 def is_users_file(filename: str, root: str) -> bool:
@@ -25,21 +26,49 @@ def is_users_file(filename: str, root: str) -> bool:
     return filename.startswith(root + os.sep) and "site-packages" not in inside and f"{os.sep}." not in inside
 
 
-def imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_root: Path) -> tuple[str, ...]:
+def imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_root: Path,
+                             noted: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Modules from the source root that the module imported as it ran yet that are not shipped: loaded
     by name (``importlib.import_module(f"plugins.{name}")``), which reading its imports cannot see.
-    In the container they would not be found."""
+    In the container they would not be found.
+
+    A module Python found in a subfolder of the root on sys.path (the notebook's folder under a parent
+    source root) is told once per package, as the fix it needs (``--source-root`` that folder), and not
+    at all when ``noted`` (the notes collecting gave) already says so: the cell does import it.
+    """
     root = str(source_root.resolve())
-    found = []
+    found: list[str] = []
+    told = set(noted)
     for name in sorted(names - set(shipped)):
         filename = getattr(sys.modules.get(name), "__file__", None) or ""
-        if is_users_file(filename, root):
-            found.append(
-                f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
-                "shipped: an import by name at run time is not seen, so the container would not find it. "
-                "Import it in the cell or a local module, or pass --copy all."
-            )
+        if not is_users_file(filename, root):
+            continue
+        entry = _import_folder(name, Path(filename))
+        if entry is not None and str(entry) != root:
+            note = subfolder_note(name.partition(".")[0], entry)
+            if note not in told:
+                told.add(note)
+                found.append(note)
+            continue
+        found.append(
+            f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
+            "shipped: an import by name at run time is not seen, so the container would not find it. "
+            "Import it in the cell or a local module, or pass --copy all."
+        )
     return tuple(found)
+
+
+def _import_folder(name: str, filename: Path) -> Path | None:
+    """The folder on sys.path module ``name`` was imported from (``a/b/__init__.py`` as ``b``: ``a``);
+    None when its file's place does not follow its dotted name."""
+    folders = name.split(".")
+    stem = filename.name.split(".", 1)[0]  # `features.py`, `fast.cpython-311-x86_64-linux-gnu.so`
+    place = filename.parent if stem == "__init__" else filename.parent / stem
+    for part in reversed(folders):
+        if place.name != part:
+            return None
+        place = place.parent
+    return place
 
 
 @dataclass(frozen=True)

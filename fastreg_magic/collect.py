@@ -31,6 +31,7 @@ from fastreg_magic.lift import has_star_import, lift_free_names, scope_names
 from fastreg_magic.local_imports import local_modules
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024
+RUNNING_NOTEBOOK = "the notebook this kernel runs: its cells ship as modules, not its file"
 COPY_MODES = ("auto", "all")
 _LIFTED_HEADER = "# --- carried over from earlier notebook cells ---"
 _CELL_HEADER = "# --- the cell ---"
@@ -197,9 +198,13 @@ def _with_final_newline(text: str) -> str:
 # --- module -> files -----------------------------------------------------------------------
 
 
-def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto") -> FileSet:
+def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto", notebook: Path | None = None) -> FileSet:
     """The generated module plus the local files it needs (``auto``) or everything (``all``),
-    minus ignored files, junk and secrets."""
+    minus ignored files, junk and secrets.
+
+    ``notebook`` is the notebook the cell comes from: ``all`` leaves its file out, since every save
+    (outputs, execution counts) would change it, and so the version, of an unchanged cell.
+    """
     root = _check_root(source_root)
     if copy not in COPY_MODES:
         raise CollectError(f"--copy {copy!r} is not a copy mode.", "Use --copy auto or --copy all.")
@@ -208,6 +213,7 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto") -
     found, skipped, warnings = _auto_files(module, root, rules)
     if copy == "all":
         found, skipped = _everything(root, rules, found, skipped)
+        found, skipped = _without_notebook(found, skipped, root, notebook)
     generated = ShippedFile(relpath=f"{module.name}.py", data=module.source.encode("utf-8"))
     found = [f for f in found if f.relpath != generated.relpath]
     _check_stdlib_shadows(found)
@@ -337,6 +343,21 @@ def _everything(root: Path, rules: IgnoreRules, imported: list[Found],
     kept = [s for s in left_out + skipped
             if not any(item.relpath.startswith(s.relpath.rstrip("/") + "/") for item in imported)]
     return sorted(shipped.values(), key=lambda f: f.relpath), kept
+
+
+def _without_notebook(found: list[Found], skipped: list[Skipped], root: Path,
+                      notebook: Path | None) -> tuple[list[Found], list[Skipped]]:
+    """The running notebook is left out (and said so); other notebooks ship, as data a task may read."""
+    if notebook is None:
+        return found, skipped
+    try:
+        relpath = Path(notebook).expanduser().resolve().relative_to(root).as_posix()
+    except ValueError:
+        return found, skipped  # outside the source root: never among the files
+    kept = [item for item in found if item.relpath != relpath]
+    if len(kept) == len(found):
+        return found, skipped
+    return kept, skipped + [Skipped(relpath, RUNNING_NOTEBOOK)]
 
 
 def _size_warnings(found: list[Found], generated: ShippedFile) -> list[str]:

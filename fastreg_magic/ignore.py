@@ -1,6 +1,6 @@
 """Which files under a source root are never shipped, and why.
 
-Four kinds of reasons, checked in this order:
+Five kinds of reasons, checked in this order:
 
     secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ..., and any
                   file holding a private key or an AWS secret key's value, whatever its name;
@@ -8,7 +8,11 @@ Four kinds of reasons, checked in this order:
                   judged by its content only: code that merely names a key (`id_rsa_tools.py`,
                   `aws_secret_access_key=os.environ[...]`) is code, not a credential
     junk          .git, __pycache__, *.pyc, virtualenvs, .ipynb_checkpoints, node_modules, ...
-                  left out silently
+                  left out silently, as flytekit's own standard ignores (`.cache`, `__pycache__`, `*.pyc`)
+    tool state    folders tools keep their state in, never code: IPython's and Jupyter's (profiles,
+                  command history, kernel connection files), ~/.local, the fastreg sandbox's data dir
+                  (wherever it is), pyenv/conda/npm/cargo homes, `fastreg serialize`'s output folders;
+                  left out as `dir/`, with a notice
     .gitignore    gitignore semantics, nested .gitignore files and the ones above the root
                   up to the repository's top, plus .git/info/exclude
     .flyteignore  gitignore semantics
@@ -77,6 +81,33 @@ JUNK_DIRS = frozenset(
 )  # fmt: skip
 
 
+# A folder of this name holds a tool's state, whatever is above it (a notebook in the home folder).
+TOOL_STATE_DIRS = {
+    ".ipython": "IPython's own folder (profiles, command history), not code",
+    ".jupyter": "Jupyter's own folder (settings, runtime files), not code",
+    ".local": "installed packages and programs' data (~/.local), not code",
+    ".virtualenvs": "virtualenvs, not code",
+    ".pyenv": "Python installations (pyenv), not code",
+    ".conda": "conda's packages and environments, not code",
+    ".npm": "npm's own folder, not code",
+    ".cargo": "cargo's own folder, not code",
+    ".rustup": "rustup's own folder, not code",
+}
+SANDBOX_DATA = "the fastreg sandbox's data dir (its database, uploads and secrets), not code"
+IPYTHON_PROFILE = "an IPython profile (settings, command history), not code"
+SERIALIZED_MANIFEST = "fastreg-manifest.json"  # what `fastreg serialize -o DIR` writes into each release folder
+SERIALIZED_RELEASE = "a release `fastreg serialize` wrote (shipping it would change every next version), not code"
+# Where the environment puts these tools' folders, whatever they are called.
+_TOOL_STATE_VARIABLES = {
+    "IPYTHONDIR": TOOL_STATE_DIRS[".ipython"],
+    "JUPYTER_CONFIG_DIR": TOOL_STATE_DIRS[".jupyter"],
+    "JUPYTER_DATA_DIR": TOOL_STATE_DIRS[".jupyter"],
+    "JUPYTER_RUNTIME_DIR": TOOL_STATE_DIRS[".jupyter"],
+    "PIP_CACHE_DIR": "pip's cache, not code",
+    "WORKON_HOME": TOOL_STATE_DIRS[".virtualenvs"],
+}
+
+
 class _Spec:
     """A gitignore spec with a one-regex pre-check. pathspec tries its patterns one by one in
     Python; most paths match none, and one alternation of the including patterns tells so in a
@@ -126,6 +157,7 @@ class IgnoreRules:
         # Those above the root have where "" and a prefix; nested ones are added as found.
         self._git: list[tuple[str, str, _Spec]] = list(_outer_gitignores(root))
         self._loaded_dirs: set[str] = set()
+        self._tool_dirs: dict[str, str] | None = None  # looked up by the first walk (--copy all) only
 
     def is_secret(self, relpath: str) -> bool:
         """Whether the path's name marks it as a credentials file (a Python module never does)."""
@@ -135,7 +167,25 @@ class IgnoreRules:
         """Why the walk should not descend into ``reldir`` (root-relative, no trailing slash)."""
         if name in JUNK_DIRS or name.endswith(".egg-info") or _is_environment(path):
             return "junk"
+        tool_state = self._tool_state_reason(name, path)
+        if tool_state is not None:
+            return tool_state
         return self._file_rules_reason(reldir + "/")
+
+    def _tool_state_reason(self, name: str, path: Path) -> str | None:
+        if name in TOOL_STATE_DIRS:
+            return TOOL_STATE_DIRS[name]
+        if self._tool_dirs is None:
+            self._tool_dirs = _tool_state_dirs_under(self.root)
+        if str(path) in self._tool_dirs:
+            return self._tool_dirs[str(path)]
+        if (path / "sandbox.db").is_file():  # any sandbox's, wherever --data-dir put it
+            return SANDBOX_DATA
+        if (path / SERIALIZED_MANIFEST).is_file():  # `fastreg serialize -o _pb_output` inside the source root
+            return SERIALIZED_RELEASE
+        if name.startswith("profile_") and (path / "history.sqlite").is_file():
+            return IPYTHON_PROFILE
+        return None
 
     def file_reason(self, relpath: str) -> str | None:
         """Why ``relpath`` is left out, or None when it is shipped."""
@@ -172,6 +222,24 @@ class IgnoreRules:
             self._git.append((reldir + "/", "", spec))
 
 
+def _tool_state_dirs_under(root: Path) -> dict[str, str]:
+    """The tools' folders the environment names (and the fastreg sandbox's and archive cache's
+    default places), as found under ``root``: path -> why it is left out."""
+    import platformdirs
+
+    named = {os.environ.get(variable): reason for variable, reason in _TOOL_STATE_VARIABLES.items()}
+    named[platformdirs.user_data_dir("fastreg")] = SANDBOX_DATA
+    named[platformdirs.user_cache_dir("fastreg")] = "fastreg's archive cache, not code"
+    found = {}
+    for folder, reason in named.items():
+        if not folder:
+            continue
+        resolved = Path(folder).expanduser().resolve()
+        if resolved != root and resolved.is_relative_to(root):
+            found[str(resolved)] = reason
+    return found
+
+
 def _is_environment(path: Path) -> bool:
     """A virtualenv (any name) or a conda environment: installed packages, not the project's code."""
     return (path / "pyvenv.cfg").is_file() or (path / "conda-meta").is_dir()
@@ -195,6 +263,8 @@ def _walk_dir(path: Path, reldir: str, rules: IgnoreRules, found: list[Found], s
     rules.load_dir(reldir)
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except FileNotFoundError:
+        return  # removed since its parent was listed: nothing to ship, nothing to tell
     except OSError as exc:
         skipped.append(Skipped(reldir + "/", f"unreadable directory ({exc.strerror})"))
         return
@@ -223,6 +293,10 @@ def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipp
         return Skipped(relpath, reason)
     try:
         st = path.stat()  # follows symlinks: a link to a file ships the file's content
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return None  # removed since the folder was listed (a journal file, a temporary file)
+        return Skipped(relpath, "broken symbolic link")
     except OSError:
         return Skipped(relpath, "broken symbolic link" if path.is_symlink() else "unreadable")
     if stat.S_ISDIR(st.st_mode):

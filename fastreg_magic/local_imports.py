@@ -333,14 +333,20 @@ def _outside_root_warning(top: str, spec: ModuleSpec, root: Path) -> str | None:
     # The sys.path entry it came from: the directory holding the module or the package.
     entry = path.parent.parent if path.name.startswith("__init__.") else path.parent
     if entry.is_relative_to(root):
-        return (
-            f"`{top}` is imported from {entry}, a subfolder of the source root that Python searches "
-            f"through sys.path; in the container it would not be importable, so it is not shipped. "
-            f"Pass --source-root {entry} to ship it."
-        )
+        return subfolder_note(top, entry)
     return (
         f"`{top}` is imported from {entry}, outside the source root {root}: it is not shipped, "
         "so the image must provide it."
+    )
+
+
+def subfolder_note(top: str, entry: Path) -> str:
+    """The note for a module Python finds in ``entry``, a folder under the source root on sys.path (the
+    notebook's folder under a parent source root): shipped, it would sit below where the container looks."""
+    return (
+        f"`{top}` is imported from {entry}, a subfolder of the source root that Python searches "
+        f"through sys.path; in the container it would not be importable, so it is not shipped. "
+        f"Pass --source-root {entry} to ship it."
     )
 
 

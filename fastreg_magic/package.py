@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -79,6 +80,19 @@ def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
     return measure(files, cache_dir=cache_dir).digest
 
 
+def digest_of_archive(path: Path) -> str:
+    """The digest of what an archive holds, as :func:`measure` computes it for the files it was built
+    from: so an archive can be checked against the digest (and version) recorded when it was built."""
+    contents = []
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                data = tar.extractfile(member).read()
+                contents.append(_content(member.name, hashlib.sha256(data).digest(), len(data),
+                                         bool(member.mode & 0o111)))
+    return _digest(sorted(contents, key=lambda c: c.relpath))
+
+
 @dataclass(frozen=True)
 class Measured:
     """What :func:`measure` found: the digest, the bytes before compression, and per file what the
@@ -87,15 +101,16 @@ class Measured:
     digest: str
     raw_size: int
     contents: tuple[_Content, ...] = field(repr=False)
+    vanished: tuple[str, ...] = ()  # files removed since they were listed: not in the digest, not shipped
 
 
 def measure(files: FileSet, *, cache_dir: Path | None = None) -> Measured:
     """Digest and size of the files, hashing only those changed since last measured."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
-    contents = _contents(files.files)
+    contents, vanished = _contents(files.files)
     cache.save_hash_index(cache_dir)
-    return Measured(_digest(contents), sum(c.size for c in contents), tuple(contents))
+    return Measured(_digest(contents), sum(c.size for c in contents), tuple(contents), vanished)
 
 
 def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
@@ -113,11 +128,11 @@ def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: i
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
     entries_dir = cache_dir / "entries"
-    if measured is not None and [c.relpath for c in measured.contents] == sorted(f.relpath for f in files.files):
+    if measured is not None and _measured_these(measured, files):
         contents = list(measured.contents)
     else:
         # Files read for hashing are compressed in the same pass when their entry is not cached.
-        contents = _contents(files.files, entries_dir)
+        contents, _ = _contents(files.files, entries_dir)
         cache.save_hash_index(cache_dir)
     digest = _digest(contents)
     members = tuple(c.relpath for c in contents)
@@ -135,19 +150,38 @@ def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: i
     return Archive(path=path, digest=digest, size=total, members=members)
 
 
+def _measured_these(measured: Measured, files: FileSet) -> bool:
+    listed = sorted(f.relpath for f in files.files if f.relpath not in measured.vanished)
+    return [c.relpath for c in measured.contents] == listed
+
+
 # --- hashing -------------------------------------------------------------------------------
 
 
-def _contents(files: Iterable[ShippedFile], entries_dir: Path | None = None) -> list[_Content]:
+class _Vanished(Exception):
+    """A listed file that no longer exists (an editor's or SQLite's temporary file)."""
+
+
+def _contents(files: Iterable[ShippedFile], entries_dir: Path | None = None) -> tuple[list[_Content], tuple[str, ...]]:
+    """What the digest is made of, and the files that were removed since they were listed: those are
+    not shipped, as if they had not been there (a folder in use has files that come and go)."""
     ordered = sorted(files, key=lambda f: f.relpath)
     _check_paths(ordered)
     # Files whose hash is remembered cost one stat: do those here, read the rest in threads.
     found = [_known_content(f) for f in ordered]
     missing = [i for i, c in enumerate(found) if c is None]
-    made = _in_threads(lambda f: _content_of(f, entries_dir), [ordered[i] for i in missing])
+    made = _in_threads(lambda f: _content_or_vanished(f, entries_dir), [ordered[i] for i in missing])
     for i, content in zip(missing, made):
         found[i] = content
-    return found
+    vanished = tuple(f.relpath for f, c in zip(ordered, found) if c is None)
+    return [c for c in found if c is not None], vanished
+
+
+def _content_or_vanished(file: ShippedFile, entries_dir: Path | None) -> _Content | None:
+    try:
+        return _content_of(file, entries_dir)
+    except _Vanished:
+        return None
 
 
 def _in_threads(fn, items: list) -> list:
@@ -220,6 +254,10 @@ def _read_for_hash(file: ShippedFile) -> tuple[bytes, os.stat_result]:
         st = os.stat(file.path)
         with open(file.path, "rb") as handle:
             return handle.read(), st
+    except FileNotFoundError as exc:
+        if not os.path.islink(file.path):  # a link to nothing is the user's to fix
+            raise _Vanished(file.relpath) from exc
+        raise _unreadable(file, exc) from exc
     except OSError as exc:
         raise _unreadable(file, exc) from exc
 
@@ -271,6 +309,9 @@ def _fresh_entry(entries_dir: Path, file: ShippedFile, content: _Content) -> byt
     else:
         try:
             data = Path(file.path).read_bytes()
+        except FileNotFoundError as exc:  # hashed a moment ago, so it is in the version: it cannot just go
+            raise PackageError(f"{file.relpath} was removed while it was being packaged.",
+                               "Run again; nothing was registered.") from exc
         except OSError as exc:
             raise _unreadable(file, exc) from exc
     if hashlib.sha256(data).digest() != content.sha256:

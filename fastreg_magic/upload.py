@@ -37,9 +37,16 @@ Progress = Callable[[int, int], None]
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # smaller archives go up too fast for a progress bar to help
 RETRIES = 4
 BACKOFF_SECONDS = 0.5
+# An S3 endpoint that accepts the connection and then never answers held an upload for botocore's 60 s
+# read timeout × its own retries × s3fs's retries × ours: over twenty minutes, silently (a CI job hangs).
+# Bounded here: one attempt each for botocore and s3fs, whose retries would multiply ours (RETRIES, which
+# retry only what is worth retrying). A setting of the user's own `config_kwargs` wins.
+S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 1}}
+S3FS_ATTEMPTS = 1
 _CHUNK = 1024 * 1024
 _PUT_TIMEOUT = (10, 300)  # (connect, read) seconds
 _CHECK_TIMEOUT = (5, 10)  # asking whether an uploaded archive is still there
+_BACKEND_CHECK_SECONDS = 3.0  # is the backend itself still there, after its signed URL stopped answering
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,10 @@ class FsspecUploader:
             try:
                 import fsspec.core
 
-                self._fs, root = fsspec.core.url_to_fs(self.distribution_dir, **self.storage_options)
+                options = _bounded_in_time(self.distribution_dir, self.storage_options)
+                self._fs, root = fsspec.core.url_to_fs(self.distribution_dir, **options)
+                if hasattr(self._fs, "retries") and "skip_instance_cache" in options:
+                    self._fs.retries = S3FS_ATTEMPTS  # s3fs's own loop (a class attribute): this instance only
             except Exception as exc:  # noqa: BLE001 - mapped in one place
                 raise _upload_error(exc, f"Opening {self.distribution_dir}") from exc
             self._root = root.rstrip("/")
@@ -149,6 +159,15 @@ class FsspecUploader:
             if _is_transient(exc) and (_is_local(fs) or not _cannot_connect(exc)):
                 raise _Transient(exc) from exc
             raise _upload_error(exc, f"Uploading to {uri}") from exc
+
+
+def _bounded_in_time(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with S3's timeouts and retries bounded (see S3_CLIENT_CONFIG); other stores as given."""
+    import fsspec.utils
+
+    if fsspec.utils.get_protocol(url) not in ("s3", "s3a"):
+        return dict(options)
+    return {**options, "config_kwargs": {**S3_CLIENT_CONFIG, **(options.get("config_kwargs") or {})}}
 
 
 def _existing_size(fs, target: str) -> int | None:
@@ -220,15 +239,36 @@ class SignedUrlUploader:
         done = (self.endpoint, location.native_url, md5.hex())
         uploaded = done not in _SIGNED_DONE
         if uploaded:
-            _with_retries(
-                lambda: self._put(archive, md5, location, progress),
-                f"Uploading {archive.path.name} to {self.endpoint}",
-                self.retries,
-                self.backoff,
-            )
+            try:
+                _with_retries(
+                    lambda: self._put(archive, md5, location, progress),
+                    f"Uploading {archive.path.name} to {self.endpoint}",
+                    self.retries,
+                    self.backoff,
+                )
+            except UploadError as err:
+                if not self._stopped_answering(err.__cause__):
+                    raise
+                raise UploadError(
+                    f"The backend at {_shown_endpoint(self.endpoint)} stopped answering during the upload of the archive.",
+                    "Once it is back, re-run the cell; for the embedded sandbox, re-running the cell starts it again.",
+                ) from err.__cause__
         _SIGNED_DONE.add(done)
         _SIGNED_UPLOADS[remembered] = location.native_url
         return Upload(uri=location.native_url, uploaded=uploaded)
+
+    def _stopped_answering(self, exc: BaseException | None) -> bool:
+        """Whether the upload failed because the backend went away (the embedded sandbox, which serves
+        its signed URLs itself, was killed): its URL's storage cannot be reached, nor can the backend."""
+        if exc is None or not (_cannot_connect(exc) or _connection_lost(exc)):
+            return False
+        import socket
+
+        try:
+            with socket.create_connection(_host_and_port(self.endpoint), timeout=_BACKEND_CHECK_SECONDS):
+                return False
+        except OSError:
+            return True
 
     def _still_stored(self, native_url: str) -> bool:
         """Whether the backend still has an archive this process uploaded: asked only when the memo
@@ -272,7 +312,7 @@ class SignedUrlUploader:
         except Exception as exc:  # noqa: BLE001 - mapped in one place
             if _is_transient(exc):
                 raise _Transient(exc) from exc
-            raise _upload_error(exc, f"Uploading to {location.signed_url}") from exc
+            raise _upload_error(exc, f"Uploading to {_without_query(location.signed_url)}") from exc
         finally:
             body.close()
         if response.status_code in (200, 201):  # Azure answers 201
@@ -287,6 +327,28 @@ class SignedUrlUploader:
         if getattr(cfg, "insecure_skip_verify", False):
             return False
         return getattr(cfg, "ca_cert_file_path", None) or True
+
+
+def _shown_endpoint(endpoint: str) -> str:
+    """``dns:///127.0.0.1:30080`` as people write it: ``127.0.0.1:30080``."""
+    for prefix in ("dns:///", "dns:", "http://", "https://"):
+        endpoint = endpoint.removeprefix(prefix)
+    return endpoint.rstrip("/")
+
+
+def _host_and_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = _shown_endpoint(endpoint).rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else (_shown_endpoint(endpoint), 443)
+
+
+def _without_signatures(text: str) -> str:
+    """An error's text with each URL's query left out (requests names the signed URL it failed on)."""
+    return re.sub(r"((?:url: |://)[^\s?'\"]*)\?[^\s'\")]*", r"\1", text)
+
+
+def _without_query(url: str) -> str:
+    """A signed URL without its query (expiry, signature): long, and a credential while it is valid."""
+    return url.split("?", 1)[0]
 
 
 _sessions = threading.local()
@@ -411,6 +473,12 @@ def _cannot_connect(exc: BaseException) -> bool:
     )
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """A connection that was made, then dropped by the other end mid-request."""
+    return any(isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
+               for cause in causes(exc))
+
+
 def _missing_credentials(exc: BaseException) -> str | None:
     """A hint when the storage client found no credentials at all, by the client that says so."""
     names = {kind.__name__ for cause in causes(exc) for kind in type(cause).__mro__}
@@ -472,12 +540,12 @@ def _upload_error(exc: BaseException, what: str, attempts: int = 1) -> UploadErr
         return UploadError(f"{what} failed: {exc}.", "Check the bucket or directory exists.")
     if _cannot_connect(exc):
         return UploadError(
-            f"{what} failed{tried}: {type(exc).__name__}: {exc}.",
+            f"{what} failed{tried}: {type(exc).__name__}: {_without_signatures(str(exc))}.",
             "Nothing answers at that address: check the storage endpoint (AWS_ENDPOINT_URL, the storage section "
             "of your Flyte config, or the backend's) and that the storage is up, then run again.",
         )
     return UploadError(
-        f"{what} failed{tried}: {type(exc).__name__}: {exc}.",
+        f"{what} failed{tried}: {type(exc).__name__}: {_without_signatures(str(exc))}.",
         "Check the storage is reachable, then run again." if attempts > 1 else "Check the destination and run again.",
     )
 

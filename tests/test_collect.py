@@ -474,7 +474,7 @@ def test_a_relative_import_in_the_cell_is_refused():
 
 @pytest.mark.parametrize("clash", ["flow.py", "flow/__init__.py"])
 def test_a_local_module_named_like_the_cell_is_a_clash(tmp_path, clash):
-    with pytest.raises(CollectError, match=r"clashes with the local (module|package).*--module OTHER"):
+    with pytest.raises(CollectError, match=r"clashes with the local (module|package).*-m/--module .*\(e\.g\. -m flow_flow\)"):
         ship(tmp_path, {clash: "x = 1\n"}, "y = 2\n")
 
 
@@ -822,3 +822,83 @@ def test_a_file_just_over_the_size_limit_is_not_said_to_be_the_limit(tmp_path):
         "eleven_million.bin is 10.5 MiB (over 10 MiB)",
         "one_byte_over.bin is 10,485,761 bytes (over 10 MiB)",
     )
+
+
+def test_a_package_beside_the_notebook_under_a_parent_source_root_gets_one_note(magic_shell, tmp_path, monkeypatch):
+    notebook_folder = tmp_path / "analysis"
+    write_project(notebook_folder, {"nbside_lib/__init__.py": "", "nbside_lib/features.py": "def clean(n):\n    return n\n"})
+    monkeypatch.chdir(notebook_folder)
+    monkeypatch.syspath_prepend(str(notebook_folder))  # the kernel's working directory, as Jupyter starts it
+    cell = ("from flytekit import task\nfrom nbside_lib.features import clean\n\n"
+            "@task\ndef t(n: int) -> int:\n    return clean(n)\n")
+    try:
+        reg = magic_shell.run_cell_magic("flyte_fast", f"-m nbside_flow --source-root {tmp_path} --dry-run", cell)
+    finally:
+        for name in ("nbside_lib", "nbside_lib.features", "nbside_flow"):
+            sys.modules.pop(name, None)
+    assert reg.warnings == (
+        f"`nbside_lib` is imported from {notebook_folder}, a subfolder of the source root that Python searches "
+        "through sys.path; in the container it would not be importable, so it is not shipped. "
+        f"Pass --source-root {notebook_folder} to ship it.",
+    )
+
+
+def autosave(notebook: Path, count: int) -> None:
+    """What Jupyter writes on autosave after the cell ran again: a new execution count, new outputs."""
+    import json
+
+    cell = {"cell_type": "code", "execution_count": count, "metadata": {}, "outputs": [], "source": ["x = 1"]}
+    notebook.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_copy_all_leaves_out_the_running_notebook_so_an_autosave_ships_nothing_new(sandbox_shell, tmp_path):
+    notebook = tmp_path / "Copy All Pipeline.ipynb"
+    autosave(notebook, 1)
+    autosave(tmp_path / "report_template.ipynb", 1)  # another notebook, which a papermill task may run
+    write_project(tmp_path, {"data/table.csv": "1,2\n"})
+    sandbox_shell.user_ns["__vsc_ipynb_file__"] = str(notebook)  # how VS Code tells the kernel its notebook
+    cell = "from flytekit import task\n\n@task\ndef t(n: int) -> int:\n    return n\n"
+    try:
+        first = sandbox_shell.run_cell_magic("flyte_fast", f"--copy all --source-root {tmp_path}", cell)
+        autosave(notebook, 2)
+        again = sandbox_shell.run_cell_magic("flyte_fast", f"--copy all --source-root {tmp_path}", cell)
+    finally:
+        del sandbox_shell.user_ns["__vsc_ipynb_file__"]
+    assert first.module == "copy_all_pipeline"
+    assert set(first.files) == {"copy_all_pipeline.py", "data/table.csv", "report_template.ipynb"}
+    assert ("Copy All Pipeline.ipynb", "the notebook this kernel runs: its cells ship as modules, not its file") in {
+        (item.relpath, item.reason) for item in first.left_out}
+    assert again.version == first.version and not again.uploaded and not again.registered
+
+
+def test_copy_all_in_the_home_folder_leaves_tool_state_out_with_a_notice(tmp_path, monkeypatch):
+    from fastreg_magic import sandbox
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("IPYTHONDIR", raising=False)
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    # What sandbox sessions leave behind: in the default data dir, and in one given with --data-dir.
+    sandbox.start(data_dir=home / ".local" / "share" / "fastreg" / "sandbox", port=0).stop()
+    sandbox.start(data_dir=home / "experiments" / "sb", port=0).stop()
+    write_project(home, {
+        ".ipython/profile_default/history.sqlite": "everything ever typed",
+        ".ipython/profile_default/startup/00-setup.py": "import os\n",
+        ".jupyter/jupyter_server_config.json": "{}",
+        ".cache/pip/http/wheel.bin": "cached",
+        ".rustup/settings.toml": "",
+        "experiments/sb/secrets/db/password": "hunter2",
+        "experiments/train.py": "",
+        "notes.md": "",
+    })
+    fileset = ship(home, {}, "x = 1\n", copy="all")
+    assert shipped(fileset) == ["experiments/train.py", "flow.py", "notes.md"]
+    assert left_out(fileset) == {
+        ".ipython/": "IPython's own folder (profiles, command history), not code",
+        ".jupyter/": "Jupyter's own folder (settings, runtime files), not code",
+        ".local/": "installed packages and programs' data (~/.local), not code",
+        ".rustup/": "rustup's own folder, not code",
+        "experiments/sb/": "the fastreg sandbox's data dir (its database, uploads and secrets), not code",
+    }

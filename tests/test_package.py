@@ -288,9 +288,25 @@ def test_paths_that_could_escape_the_archive_are_refused(tmp_path, cache, relpat
 
 
 def test_an_unreadable_file_is_named(tmp_path, cache):
-    fileset = FileSet(root=tmp_path, files=(ShippedFile("gone.py", path=tmp_path / "gone.py"),), left_out=(), warnings=())
-    with pytest.raises(PackageError, match="gone.py cannot be read"):
+    (tmp_path / "made_a_folder.py").mkdir()  # listed as a file, then replaced by a folder
+    fileset = FileSet(root=tmp_path, files=(ShippedFile("made_a_folder.py", path=tmp_path / "made_a_folder.py"),),
+                      left_out=(), warnings=())
+    with pytest.raises(PackageError, match="made_a_folder.py cannot be read"):
         build_archive(fileset, cache_dir=cache)
+
+
+def test_a_file_removed_after_it_was_listed_is_not_shipped_as_if_it_never_was(project, cache):
+    from fastreg_magic.package import measure
+
+    (project / "results.db-journal").write_bytes(b"a transaction in progress")
+    fileset = fileset_of(project)
+    assert "results.db-journal" in {f.relpath for f in fileset.files}
+    (project / "results.db-journal").unlink()  # SQLite is done with it before the folder is packaged
+    measured = measure(fileset, cache_dir=cache)
+    archive = build_archive(fileset, cache_dir=cache, measured=measured)
+    assert "results.db-journal" not in archive.members and "app/core.py" in archive.members
+    assert archive.digest == measured.digest == digest_files(fileset_of(project))
+    assert build_archive(fileset, cache_dir=cache).digest == archive.digest  # without the measurement too
 
 
 def test_the_default_cache_dir_remembers_hashes_for_the_next_process(tmp_path, settled_project):

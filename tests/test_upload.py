@@ -464,3 +464,78 @@ def test_a_trailing_slash_on_the_distribution_dir_gives_the_same_version(tmp_pat
     assert len(set(versions.values())) == 1, versions
     other = shell.run_cell_magic("flyte_fast", "-m dist_flow --dry-run --distribution-dir s3://bucket/sub", cell)
     assert other.version not in versions.values()
+
+
+# --- the backend stops answering during an upload ------------------------------------------
+
+
+def test_a_sandbox_killed_during_the_upload_is_named_without_the_signed_url(tmp_path, big_archive):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from flytekit.clients.friendly import SynchronousFlyteClient
+    from flytekit.configuration import PlatformConfig
+
+    data_dir = tmp_path / "sandbox-data"
+    process = subprocess.Popen([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--port", "0",
+                                "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, start_new_session=True)
+    try:
+        assert process.stdout.readline().startswith("fastreg sandbox ready on")
+        endpoint = re.search(r"127\.0\.0\.1:\d+", (data_dir / "config.yaml").read_text()).group(0)
+
+        def kill_at_the_first_chunk(sent: int, total: int) -> None:
+            if 0 < sent < total and process.poll() is None:
+                process.send_signal(signal.SIGKILL)  # as `kill -9` at "Uploading 10%"
+                process.wait()
+
+        client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True))
+        uploader = SignedUrlUploader(client, "flytesnacks", "development", **FAST)
+        with pytest.raises(UploadError) as failed:
+            uploader.upload(big_archive, progress=kill_at_the_first_chunk)
+    finally:
+        process.kill()
+        process.wait()
+    error = failed.value
+    assert error.message == f"The backend at {endpoint} stopped answering during the upload of the archive."
+    assert "re-run the cell" in error.hint and "embedded sandbox" in error.hint
+    assert "signature" not in str(error) and "AWS_ENDPOINT_URL" not in str(error)
+
+
+@pytest.mark.timeout(300)  # unbounded, this upload waited over twenty minutes
+def test_an_s3_endpoint_that_never_answers_fails_instead_of_hanging(archive, monkeypatch):
+    """It accepts the connection, reads the request, and says nothing: the upload gives up with one
+    message naming the store, after bounded waits, rather than holding a CI job for good."""
+    import socket
+    import threading
+
+    from fastreg_magic import upload
+
+    monkeypatch.setitem(upload.S3_CLIENT_CONFIG, "read_timeout", 1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    port = listener.getsockname()[1]
+    options = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    try:
+        with pytest.raises(UploadError) as caught:
+            FsspecUploader("s3://fastreg-bucket/dist", storage_options=options, retries=2, backoff=0.01).upload(archive)
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    assert accepted, "the upload never reached the silent endpoint"
+    assert "s3://fastreg-bucket/dist" in str(caught.value) and "Timeout" in str(caught.value)
