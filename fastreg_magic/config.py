@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -210,34 +211,53 @@ def _make_backend(endpoint: str, config_file: str | None, insecure: bool, consol
 
 
 def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None) -> tuple[Backend, str | None]:
-    """``resolve_backend`` plus the one line to tell the user when, with nothing configured, the
-    embedded sandbox was chosen (said once per process, and again whenever it had to be started)."""
-    global _sandbox_announced, _last_sandbox_started
-    _last_sandbox_started = None
+    """``resolve_backend`` plus what to tell the user when, with nothing configured, the embedded
+    sandbox was chosen: one line said once per process (and again whenever it had to be started),
+    and a warning when the sandbox runs tasks in another Python environment than this one."""
+    global _sandbox_announced, _last_sandbox
+    _last_sandbox = None
     backend = resolve_backend(endpoint, config_file)
-    if _last_sandbox_started is None or (_sandbox_announced and not _last_sandbox_started):
-        return backend, None  # configured explicitly, or already said
-    _sandbox_announced = True
-    how = "started it in the background" if _last_sandbox_started else "it is running"
-    notice = (
-        f"No Flyte backend configured: using the embedded sandbox at {backend.endpoint} ({how}). "
-        "Pass --endpoint/--config or set FLYTECTL_CONFIG to use a cluster."
-    )
-    return backend, notice
+    if _last_sandbox is None:
+        return backend, None  # configured explicitly
+    lines = []
+    if _last_sandbox.started or not _sandbox_announced:
+        _sandbox_announced = True
+        how = "started it in the background" if _last_sandbox.started else "it is running"
+        lines.append(
+            f"No Flyte backend configured: using the embedded sandbox at {backend.endpoint} ({how}). "
+            "Pass --endpoint/--config or set FLYTECTL_CONFIG to use a cluster."
+        )
+    lines += _other_environment_warning(_last_sandbox)
+    return backend, "\n".join(lines) or None
+
+
+def _other_environment_warning(info) -> list[str]:
+    """The shared background sandbox runs every kernel's tasks with the Python that started it:
+    said once per process and sandbox Python when that is not this kernel's environment."""
+    if not info.runs_tasks_elsewhere() or (info.endpoint, info.environment) in _warned_environments:
+        return []
+    _warned_environments.add((info.endpoint, info.environment))
+    return [
+        f"Warning: the embedded sandbox at {info.endpoint} runs tasks with {info.python}, not with this "
+        f"kernel's Python ({sys.executable}): a task that imports a package only this environment has fails "
+        "there (ModuleNotFoundError). To run tasks in this environment, stop the sandbox (`fastreg sandbox "
+        "--stop`) and re-run the cell: it starts again from here."
+    ]
 
 
 _sandbox_announced = False
-_last_sandbox_started: bool | None = None  # set when resolution fell through to the sandbox
+_last_sandbox = None  # the SandboxInfo, set when resolution fell through to the sandbox
+_warned_environments: set[tuple[str, str]] = set()
 
 
 def _embedded_sandbox() -> Backend:
-    global _last_sandbox_started
+    global _last_sandbox
     from fastreg_magic import sandbox
 
     info = sandbox.ensure_running()
-    _last_sandbox_started = bool(getattr(info, "started", False))
+    _last_sandbox = info
     backend = sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None)
-    if _last_sandbox_started:
+    if info.started:
         _wait_for_channel(backend)
     return backend
 
@@ -435,6 +455,21 @@ def _identify(backend: Backend, client) -> Backend:
     return replace(sandbox_backend(backend.endpoint, backend.config_file), insecure=backend.insecure,
                    label=f"embedded sandbox ({host}:{port})",
                    console_url=backend.console_url if backend.console_configured else None)
+
+
+def is_embedded_sandbox(client) -> bool:
+    """Whether a FlyteAdmin client (flytekit's, or ``admin_client``'s raw calls) talks to the embedded
+    sandbox: it answers GetVersion as ``fastreg-sandbox``. False when that cannot be told."""
+    from flyteidl.admin import version_pb2
+
+    flytekit_client = getattr(client, "client", client)  # RawCalls wraps flytekit's client
+    try:
+        with _deadline():
+            answer = flytekit_client._stub.GetVersion(version_pb2.GetVersionRequest(),
+                                                      metadata=flytekit_client._metadata)
+    except Exception:  # an older FlyteAdmin without GetVersion, or one not answering: not the sandbox
+        return False
+    return answer.control_plane_version.Build == SANDBOX_BUILD
 
 
 def _probe_credentials(backend: Backend) -> None:

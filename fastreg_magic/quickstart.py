@@ -5,6 +5,11 @@ the embedded sandbox, then prints what the notebook produced: the registered ver
 the re-runs cost, and the outputs of the run it launched. A failing cell stops the run with
 the cell's number, its first line and the error, and the command exits non-zero.
 
+The example notebooks come with the package (the wheel carries the project's ``notebooks/``
+folder as ``fastreg_magic/notebooks``). From a clone they run where they are; from an installed
+package they are first copied to a folder of the user's own (``~/.local/share/fastreg/notebooks``),
+so they can be opened and edited in JupyterLab; a copy already there is kept as the user left it.
+
     $ fastreg quickstart
     embedded sandbox: 127.0.0.1:40123 (started, data in ~/.local/share/fastreg/sandbox)
     running notebooks/quickstart.ipynb in a Jupyter kernel:
@@ -23,6 +28,7 @@ The same runner executes every example notebook in the test suite (``execute_not
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -35,8 +41,11 @@ from typing import Callable
 
 from fastreg_magic.errors import NotebookRunError
 
-PROJECT_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-DEFAULT_NOTEBOOK = PROJECT_NOTEBOOKS / "quickstart.ipynb"
+QUICKSTART = "quickstart.ipynb"
+# The clone's notebooks/ folder: the one source of the notebooks the wheel carries as fastreg_magic/notebooks.
+CLONE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# What running a notebook headless imports; all are dependencies of the package.
+NOTEBOOK_RUNNER = ("nbformat", "nbclient", "ipykernel")
 # A run on the sandbox costs about two seconds per task; the slowest quickstart cell waits for one
 # workflow run. Five minutes per cell leaves room for a loaded CI machine without hiding a hang.
 DEFAULT_CELL_TIMEOUT_S = 300
@@ -86,7 +95,8 @@ class QuickstartReport:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--notebook", type=Path, default=DEFAULT_NOTEBOOK, help="notebook to run (default: notebooks/quickstart.ipynb)"
+        "--notebook", type=Path, default=None,
+        help="notebook to run (default: the quickstart notebook that comes with fastreg)"
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="the embedded sandbox's data dir (default: a per-user directory)"
@@ -100,12 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    notebook = Path(args.notebook).expanduser().resolve()
+    require_notebook_runner()  # before anything starts: a missing piece must not leave a sandbox running
+    notebook = Path(args.notebook).expanduser().resolve() if args.notebook else default_notebook()
     if not notebook.is_file():
-        raise NotebookRunError(
-            f"Notebook {notebook} does not exist.",
-            "Run `fastreg quickstart` from a clone of the project, or pass --notebook PATH.",
-        )
+        raise NotebookRunError(f"Notebook {notebook} does not exist.", "Pass --notebook with the path of a notebook.")
     info, env = sandbox_kernel_env(args.data_dir)
     state = "started" if info.started else "already running"
     print(f"embedded sandbox: {info.endpoint} ({state}, data in {info.data_dir})", flush=True)
@@ -129,6 +137,51 @@ def run(args: argparse.Namespace) -> int:
         print("fastreg quickstart: the notebook ran, but not every run it launched succeeded (see above).", file=sys.stderr)
         return 1
     return 0
+
+
+def require_notebook_runner() -> None:
+    """NotebookRunError naming what is missing to run a notebook headless, and how to install it here."""
+    missing = [name for name in NOTEBOOK_RUNNER if importlib.util.find_spec(name) is None]
+    if missing:
+        raise NotebookRunError(
+            f"Running notebooks headless needs nbformat, nbclient and ipykernel ({', '.join(missing)} missing "
+            f"from the Python environment at {sys.prefix}).",
+            f"Install them there: `{sys.executable} -m pip install {' '.join(missing)}`.",
+        )
+
+
+def default_notebook() -> Path:
+    """The quickstart notebook: the clone's, or a user's copy of the one the installed package carries."""
+    packaged = packaged_notebooks()
+    if packaged is None:
+        return CLONE_NOTEBOOKS / QUICKSTART
+    return copy_notebooks(packaged, user_notebooks_dir()) / QUICKSTART
+
+
+def packaged_notebooks():
+    """The notebooks folder inside the installed package (a Traversable); None in a clone or editable install."""
+    folder = importlib.resources.files("fastreg_magic") / "notebooks"
+    return folder if folder.joinpath(QUICKSTART).is_file() else None
+
+
+def user_notebooks_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("fastreg")) / "notebooks"
+
+
+def copy_notebooks(source, target: Path) -> Path:
+    """Copy the files of ``source`` (a Traversable folder) under ``target`` that are not there yet:
+    a notebook the user has edited in their copy is theirs, and stays as it is."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name == "__pycache__":
+            continue
+        if item.is_dir():
+            copy_notebooks(item, target / item.name)
+        elif not (target / item.name).exists():
+            (target / item.name).write_bytes(item.read_bytes())
+    return target
 
 
 def next_steps(notebook: Path, info) -> str:
@@ -173,15 +226,10 @@ def execute_notebook(
     first_line)`` is called before each of the notebook's own code cells. A cell that raises stops the run with
     :class:`NotebookRunError` naming the cell; its traceback is on ``err.traceback``.
     """
-    try:
-        import nbformat
-        from nbclient import NotebookClient
-        from traitlets.config import Config
-    except ImportError as exc:
-        raise NotebookRunError(
-            f"Running notebooks headless needs nbclient and ipykernel ({exc.name} is missing).",
-            "Install them with `pip install nbclient ipykernel`, or run `python3 .ci/dev.py quickstart`.",
-        ) from exc
+    require_notebook_runner()
+    import nbformat
+    from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = nbformat.read(str(path), as_version=4)
     own_cells = sum(cell.cell_type == "code" for cell in nb.cells)

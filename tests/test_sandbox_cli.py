@@ -254,3 +254,39 @@ def test_start_refuses_a_port_out_of_range(tmp_path):
     assert _port_free(70000) is False  # not a port: no OverflowError
     with pytest.raises(SandboxError, match="port 70000 is out of range"):
         start(tmp_path / "d", port=70000)
+
+
+def test_create_project_makes_a_project_the_magic_can_use(tmp_path):
+    """On the embedded sandbox there is no flytectl: `fastreg sandbox --create-project` creates one (starting
+    the background sandbox if needed), with the three domains, as stock flytekit then sees it."""
+    from flytekit.configuration import Config
+    from flytekit.remote import FlyteRemote
+
+    data_dir = tmp_path / "bg"
+
+    def create(project: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*FASTREG, "sandbox", "--create-project", project, "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, timeout=DEADLINE_SECONDS)
+
+    try:
+        created, again = create("ml-team"), create("ml-team")
+        state = read_state(data_dir)
+        remote = FlyteRemote(Config.auto(config_file=state["config_file"]), interactive_mode_enabled=False)
+        projects = {p.id: p for p in remote.client.list_projects().projects}  # FlyteAdmin's own answer
+    finally:
+        from fastreg_magic.sandbox import stop_running
+
+        stop_running(data_dir)
+    assert created.returncode == 0, created.stderr
+    assert "started in the background" in created.stdout and "created project ml-team" in created.stdout
+    assert again.returncode == 0 and "project ml-team already exists" in again.stdout
+    assert {d.id for d in projects["ml-team"].domains} == {"development", "staging", "production"}
+
+
+def test_create_project_refuses_an_id_flyteadmin_would_refuse_before_starting(tmp_path):
+    data_dir = tmp_path / "d"
+    done = subprocess.run([*FASTREG, "sandbox", "--create-project", "ML team", "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=DEADLINE_SECONDS)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --create-project: 'ML team' is not a project id" in done.stderr
+    assert not data_dir.exists()

@@ -5,7 +5,8 @@
 
 A live sandbox holds its data dir's claim (``claim``: a lock the kernel drops when the
 process dies, however it dies) and announces itself in ``<data dir>/sandbox.json``
-(endpoint, pid, config file). ``ensure_running`` reuses the sandbox that holds the claim,
+(endpoint, pid, config file, and the Python it runs tasks with: the environment that started
+it, which may not be the environment of every kernel that shares it). ``ensure_running`` reuses the sandbox that holds the claim,
 waiting for it to answer a cheap RPC (GetVersion) if it is busy or still starting; only
 when nobody holds the claim does it start ``fastreg sandbox`` detached (own session,
 output to ``<data dir>/sandbox.log``), on the data dir's previous port if that is free. A
@@ -44,16 +45,30 @@ LOG_TAIL_LINES = 15
 
 @dataclass(frozen=True)
 class SandboxInfo:
-    """Where a sandbox serves, and whether this call started it."""
+    """Where a sandbox serves, whether this call started it, and the Python its tasks run with."""
 
     endpoint: str
     config_file: Path
     data_dir: Path
     started: bool
+    python: str | None = None  # the sandbox's sys.executable (None: a sandbox from before it was recorded)
+    environment: str | None = None  # its sys.prefix: which Python environment that is
+
+    def runs_tasks_elsewhere(self) -> bool:
+        """True if the sandbox runs tasks in another Python environment than this process's: a task
+        importing a package only this environment has would fail there."""
+        return self.environment is not None and not same_environment(self.environment, sys.prefix)
+
+
+def same_environment(prefix: str, other: str) -> bool:
+    # resolved: /tmp/v and /tmp/v/ (or a symlinked home) are one environment; a venv's *python* is
+    # a symlink to the base interpreter, so environments are told apart by prefix, not executable
+    return os.path.realpath(prefix) == os.path.realpath(other)
 
 
 def write_state(data_dir: Path, endpoint: str, config_file: Path) -> None:
-    state = {"endpoint": endpoint, "pid": os.getpid(), "config_file": str(config_file)}
+    state = {"endpoint": endpoint, "pid": os.getpid(), "config_file": str(config_file),
+             "python": sys.executable, "environment": sys.prefix}
     temp = data_dir / f".{STATE_NAME}.{os.getpid()}"
     temp.write_text(json.dumps(state))
     os.replace(temp, data_dir / STATE_NAME)
@@ -119,8 +134,14 @@ def ensure_running(data_dir: str | os.PathLike | None = None) -> SandboxInfo:
     with _locked(data_dir / LOCK_NAME):
         state = wait_answering(data_dir)
         if state:
-            return SandboxInfo(state["endpoint"], Path(state["config_file"]), data_dir, started=False)
+            return info_of(state, data_dir, started=False)
         return _start_detached(data_dir)
+
+
+def info_of(state: dict, data_dir: Path, started: bool) -> SandboxInfo:
+    """The SandboxInfo that a sandbox's state file announces."""
+    return SandboxInfo(state["endpoint"], Path(state["config_file"]), data_dir, started=started,
+                       python=state.get("python"), environment=state.get("environment"))
 
 
 def make_data_dir(data_dir: Path) -> None:
@@ -178,7 +199,7 @@ def _start_detached(data_dir: Path) -> SandboxInfo:
     while time.monotonic() < deadline:
         state = read_state(data_dir)
         if state and state.get("pid") == process.pid:
-            return SandboxInfo(state["endpoint"], Path(state["config_file"]), data_dir, started=True)
+            return info_of(state, data_dir, started=True)
         if process.poll() is not None:
             raise SandboxError(
                 f"the background sandbox exited with status {process.returncode} before it was ready:\n"

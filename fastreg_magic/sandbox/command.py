@@ -4,6 +4,7 @@
     fastreg sandbox ready on 127.0.0.1:40123 (config: flyte.yaml, data: ~/.local/share/fastreg/sandbox)
     $ fastreg sandbox --status      # is the sandbox of this data dir running (e.g. the magic's)?
     $ fastreg sandbox --stop        # stop it: task processes ended, data kept
+    $ fastreg sandbox --create-project ml   # a project for `-p ml` (started in the background if needed)
 
 Prints exactly one line when it serves; failures (busy port, unwritable data dir) are one
 line on stderr and exit status 1. On SIGINT/SIGTERM/SIGHUP it ends running task processes
@@ -13,6 +14,7 @@ and stops, keeping its data dir for the next start.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -21,6 +23,8 @@ from pathlib import Path
 READY_PREFIX = "fastreg sandbox ready on "
 # SIGHUP too: a closed terminal must not leave task processes (in their own sessions) running
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# FlyteAdmin refuses any other project id: its ValidateProject checks that the id is a DNS-1123 label
+PROJECT_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action.add_argument("--stop", action="store_true",
                         help="stop the sandbox running on this data dir (e.g. the one the magic started) and exit")
     action.add_argument("--status", action="store_true",
-                        help="say whether a sandbox runs on this data dir, and where; exit 1 if none")
+                        help="say whether a sandbox runs on this data dir, where, and the Python it runs tasks "
+                             "with; exit 1 if none")
+    action.add_argument("--create-project", metavar="ID", type=project_id, default=None,
+                        help="create project ID (domains development, staging, production) on this data dir's "
+                             "sandbox, starting it in the background if it is not running, and exit")
 
 
 def port_number(text: str) -> int:
@@ -65,11 +73,22 @@ def worker_count(text: str) -> int:
     return workers
 
 
+def project_id(text: str) -> str:
+    """argparse type of --create-project: FlyteAdmin's project ids are DNS-1123 labels."""
+    if not PROJECT_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a project id; use lowercase letters, digits and '-', starting and ending with a letter "
+            "or digit, at most 63 characters (e.g. ml-team)")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     if args.stop:
         return _stop(args.data_dir)
     if args.status:
         return _status(args.data_dir)
+    if args.create_project:
+        return _create_project(args.data_dir, args.create_project)
     return _serve(args)
 
 
@@ -92,8 +111,47 @@ def _status(data_dir: Path | None) -> int:
     if not state:
         print(f"no sandbox is running on {where}")
         return 1
+    python = state.get("python") or "unknown (started by an older version)"
     print(f"sandbox running on {state['endpoint']} (pid {state['pid']}, config: {state.get('config_file')}, data: {where})")
+    print(f"tasks run with: {python}")
     return 0
+
+
+def _create_project(data_dir: Path | None, project: str) -> int:
+    """Register ``project`` on the data dir's sandbox with flytekit's client, as flytectl would on a cluster."""
+    from fastreg_magic.sandbox.background import ensure_running
+
+    info = ensure_running(data_dir)
+    if info.started:
+        print(f"embedded sandbox: {info.endpoint} (started in the background, data in {info.data_dir})")
+    if _register_project(info.endpoint, project):
+        print(f"created project {project} on the embedded sandbox at {info.endpoint}: use it with -p {project} "
+              f"(or %config FlyteFast.project = {project!r})")
+    else:
+        print(f"project {project} already exists on the embedded sandbox at {info.endpoint}")
+    return 0
+
+
+def _register_project(endpoint: str, project: str) -> bool:
+    """True if created, False if it already existed; SandboxError for any other refusal."""
+    import grpc
+    from flytekit.clients.friendly import SynchronousFlyteClient
+    from flytekit.configuration import PlatformConfig
+    from flytekit.models.project import Project
+
+    from fastreg_magic.errors import SandboxError, causes
+
+    client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True))
+    try:
+        client.register_project(Project(id=project, name=project, description=""))
+        return True
+    except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
+        error = next((e for e in causes(exc) if isinstance(e, grpc.RpcError) and hasattr(e, "code")), None)
+        if error is not None and error.code() == grpc.StatusCode.ALREADY_EXISTS:
+            return False
+        detail = error.details() if error is not None else str(exc)
+        raise SandboxError(f"the sandbox at {endpoint} refused to create project {project}: {detail}",
+                           "Check `fastreg sandbox --status`, then try again.") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:

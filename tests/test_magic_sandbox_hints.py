@@ -1,0 +1,55 @@
+"""What the magic tells a user on the embedded sandbox: how to create a project there, and no console links.
+
+The embedded sandbox has neither flytectl beside it nor a console: a hint naming flytectl, or a link to
+a console at its gRPC address, would send the user nowhere.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+from IPython.core.error import UsageError
+
+from sandbox_support import PLUS_ONE_CELL as CELL
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_an_unknown_project_on_the_sandbox_names_the_command_that_creates_it(sandbox_shell, sandbox, workdir):
+    project = unique("ml")
+    sandbox_shell.run_line_magic("config", f"FlyteFast.project = {project!r}")
+    try:
+        with pytest.raises(UsageError, match=f"fastreg sandbox --create-project {project}") as refused:
+            sandbox_shell.run_cell_magic("flyte_fast", "-m hinted", CELL)
+        assert "flytectl" not in str(refused.value)
+        # the hinted command, as the user runs it, on this sandbox's data dir; then the cell goes through
+        created = subprocess.run([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--create-project", project,
+                                  "--data-dir", str(sandbox.data_dir)], capture_output=True, text=True, timeout=300)
+        assert created.returncode == 0 and f"created project {project}" in created.stdout, created.stderr
+        reg = sandbox_shell.run_cell_magic("flyte_fast", "-m hinted", CELL)
+        assert reg.registered and reg.project == project
+    finally:
+        sandbox_shell.run_line_magic("config", "FlyteFast.project = 'flytesnacks'")
+
+
+def test_flyte_watch_of_the_link_pyflyte_printed_shows_no_console_link(sandbox_shell, remote, workdir):
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m {unique('watched').replace('-', '_')}", CELL)
+    execution = remote.execute(remote.fetch_launch_plan(name=f"{reg.module}.plus_one", version=reg.version),
+                               inputs={"x": 1})
+    printed = remote.generate_console_url(execution)  # what `pyflyte run --remote` prints for this sandbox
+    assert "/console/" in printed
+    run = sandbox_shell.run_line_magic("flyte_watch", printed)
+    assert run.wait(timeout=300).phase == "SUCCEEDED", run.error
+    assert run.url is None  # the sandbox serves no console: a link to it would be dead
+    assert "console" not in repr(run)
