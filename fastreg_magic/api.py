@@ -87,18 +87,30 @@ class Registration:
                 f"Release {self.version} was not registered (dry run or --serialize-to), so it cannot be launched.",
                 "Re-run the cell without --dry-run/--serialize-to.",
             )
-        run = self.start_run(self.entity(name), inputs)
+        from fastreg_magic import runs
+
+        target = self.entity(name)
+        # On a worker thread, so that Ctrl-C either sends no CreateExecution or keeps the run it started.
+        return runs.launch_stoppably(
+            lambda execution_name, before_create: self.start_run(target, inputs, execution_name=execution_name,
+                                                                 before_create=before_create),
+            target.name, self._keep_run,
+        )
+
+    def _keep_run(self, run) -> None:
+        """``run`` joins ``.runs`` and every view of this release."""
         self.runs.append(run)
         for view in list(self._views):
             view.show_run(run)
-        return run
 
-    def start_run(self, target: EntityRef, inputs: Mapping[str, Any]) -> Any:
+    def start_run(self, target: EntityRef, inputs: Mapping[str, Any], *, execution_name: str | None = None,
+                  before_create: Callable[[], None] | None = None) -> Any:
         """A new run of ``target``, not yet kept or shown anywhere (``launch`` and the widget do that)."""
         from fastreg_magic import runs, runs_errors
 
         try:
-            return runs.launch(self.remote, target, inputs, console_url=self.console_url, on_lost=self._forget_backend)
+            return runs.launch(self.remote, target, inputs, console_url=self.console_url, on_lost=self._forget_backend,
+                               execution_name=execution_name, before_create=before_create)
         except RunError as err:
             if not runs_errors.is_not_found(err.__cause__):
                 raise
@@ -159,6 +171,12 @@ class Registration:
         from fastreg_magic import widget
 
         widget.display_registration(self)
+
+    def __str__(self) -> str:
+        """What terminal IPython shows, for ``print(reg)`` in a script."""
+        from fastreg_magic.widget_text import registration_text
+
+        return registration_text(self)
 
 
 def pick_entity(entities, module: str, name: str | None) -> EntityRef:
@@ -235,6 +253,7 @@ def fast_register(
     max_archive_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     first_line: int = 1,
+    notebook: str | Path | None = None,
 ) -> Registration:
     """Turn ``source`` (a cell's code) into module ``module`` and fast-register its entities.
 
@@ -242,7 +261,8 @@ def fast_register(
     resolved only once the cell and its files are collected, so a cell that does not compile (or
     imports a missing local module) never starts or contacts a backend.
     ``progress(sent, total)`` is called while a large archive uploads. ``first_line`` numbers
-    ``source``'s first line in messages (2 for the body of a ``%%flyte_fast`` cell).
+    ``source``'s first line in messages (2 for the body of a ``%%flyte_fast`` cell). ``notebook`` is
+    the notebook ``source`` comes from, left out of ``copy="all"``: its cells ship as modules.
     """
     from fastreg_magic import pipeline
     from fastreg_magic import upload as _upload
@@ -262,6 +282,7 @@ def fast_register(
         activate=activate,
         max_archive_bytes=max_archive_bytes,
         progress=progress,
+        notebook=Path(notebook) if notebook else None,
     )
     return pipeline.run(
         source,
@@ -274,10 +295,44 @@ def fast_register(
     )
 
 
+def import_flytekit_keeping_ctrl_c() -> None:
+    """Import flytekit without letting it take over Ctrl-C.
+
+    Its import installs a SIGINT handler that calls ``exit(1)`` (``FlyteContextManager.initialize`` in
+    flytekit/core/context_manager.py): a command would end with status 1 and not a word, and a kernel,
+    where IPython hides ``exit`` while a cell runs, with "NameError: name 'exit' is not defined".
+    Putting the handler back after the import would leave the import's own second or so for a Ctrl-C
+    to land in flytekit's handler; so while flytekit imports, SIGINT's handler cannot be replaced.
+    """
+    if "flytekit" in sys.modules:
+        return
+    import signal
+
+    replace_handler = signal.signal
+
+    def keeping_ctrl_c(signum, handler):
+        if signum == signal.SIGINT:
+            return signal.getsignal(signum)
+        return replace_handler(signum, handler)
+
+    signal.signal = keeping_ctrl_c
+    try:
+        import flytekit  # noqa: F401
+    finally:
+        signal.signal = replace_handler
+
+
 def _resolve(backend, endpoint: str | None, config_file: str | None) -> _config.Backend:
     if callable(backend):
         return backend()
-    return backend or _config.resolve_backend(endpoint=endpoint, config_file=config_file)
+    if backend:
+        return backend
+    resolved, notice = _config.resolve_backend_with_notice(endpoint=endpoint, config_file=config_file)
+    if notice:  # nothing configured: a script learns where its release went, and that a sandbox now runs
+        import warnings
+
+        warnings.warn(notice, stacklevel=4)
+    return resolved
 
 
 def validate_module_name(name: str) -> str:

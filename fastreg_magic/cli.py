@@ -10,7 +10,8 @@ Each entry of ``COMMANDS`` names a module exposing ``add_arguments(parser)`` and
 ``fastreg --help`` stays fast.
 
 Every failure is one line on stderr (what went wrong, what to do) and exit status 1; a usage
-error is argparse's, with status 2. An unexpected exception is a bug: one line too, unless
+error is argparse's, with status 2; Ctrl-C is one line saying what it stopped and what was
+registered, with status 130. An unexpected exception is a bug: one line too, unless
 ``FASTREG_TRACEBACK=1`` asks for its traceback.
 """
 
@@ -31,6 +32,25 @@ COMMANDS = {
 }
 
 
+# Commands whose work imports flytekit: it is imported first, keeping Ctrl-C ours (see main).
+USES_FLYTEKIT = ("serialize", "register-files")
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(command: str, args, err: KeyboardInterrupt) -> str:
+    """What Ctrl-C stopped, and the state it left, in one line."""
+    from fastreg_magic.errors import Interrupted
+
+    if command == "serialize":  # it writes DIR only once everything is serialized
+        return f"interrupted: {args.output} was left as it was."
+    if isinstance(err, Interrupted):  # it knows: the registration was completed, or may be incomplete
+        return str(err)
+    if command == "register-files":
+        return ("interrupted before any Create of the release under way: it was not registered "
+                "(the releases reported above were).")
+    return "interrupted."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastreg", description="Fast registration of Flyte workflows.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -45,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv and argv[0] in COMMANDS:
+        if argv[0] in USES_FLYTEKIT:
+            try:
+                from fastreg_magic import api
+
+                api.import_flytekit_keeping_ctrl_c()  # first, before anything imports it with its Ctrl-C handler
+            except KeyboardInterrupt:
+                print(f"fastreg {argv[0]}: interrupted while starting: nothing was done.", file=sys.stderr)
+                return INTERRUPTED
         module = importlib.import_module(COMMANDS[argv[0]][0])
         sub = argparse.ArgumentParser(prog=f"fastreg {argv[0]}", description=COMMANDS[argv[0]][1])
         add = getattr(module, f"add_{argv[0].replace('-', '_')}_arguments", None) or module.add_arguments
@@ -59,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         except FastRegError as err:
             print(f"fastreg {argv[0]}: {err}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as err:
+            print(f"fastreg {argv[0]}: {interrupted(argv[0], args, err)}", file=sys.stderr)
+            return INTERRUPTED
         except Exception as err:  # a bug of ours: still one line, with the way to the traceback
             if os.environ.get(TRACEBACK_ENV):
                 raise

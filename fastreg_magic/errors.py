@@ -16,6 +16,8 @@ its traceback.
      ├── SandboxError        the embedded sandbox could not start or serve
      ├── NotYetSupported     a capability that is not built yet
      └── NotebookRunError    a notebook run headless stopped at a failing cell
+
+    Interrupted (a KeyboardInterrupt)   Ctrl-C or the notebook's stop button: what stopped, and the state left
 """
 
 from __future__ import annotations
@@ -98,3 +100,24 @@ class NotebookRunError(FastRegError):
     def __init__(self, message: str, hint: str | None = None, traceback: str = ""):
         super().__init__(message, hint)
         self.traceback = traceback
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or the notebook's stop button) stopped something: ``message`` says what, and the state it
+    left (what was registered or started); ``hint`` what to do. A KeyboardInterrupt still, so code that
+    catches ``Exception`` does not swallow the user's wish to stop."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+    @property
+    def _render_traceback_(self):
+        """One line in a cell, as a FastRegError's; the message itself says it was interrupted."""
+        if SHOW_TRACEBACKS:
+            raise AttributeError("_render_traceback_")
+        return lambda: [str(self)]

@@ -51,6 +51,7 @@ CELL_FOLDER = re.compile(r"cell\d{3,}")  # serialize's folder per %%flyte_fast c
 ARCHIVE_NAME = re.compile(r"fast[0-9a-f]+\.tar\.gz")  # the archive write_serialized names
 PB_NAME = re.compile(r"\d+_.+_[123]\.pb")  # specs.write_specs' file names
 DONE_HINT = "Nothing was written; fix it and re-run `fastreg serialize`."
+DEFAULT_PROJECT, DEFAULT_DOMAIN = "flytesnacks", "development"  # api's defaults, without importing it (and flytekit)
 
 
 # ---------------------------------------------------------------- fastreg serialize
@@ -246,7 +247,7 @@ def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None
                 failure = _run_earlier_cell(shell, body, notebook, index)
                 if failure is not None:
                     failed.append(failure)
-                    skipped.append(f"{failure}; skipped it (nothing is registered while serializing).")
+                    skipped.append(f"{failure} Skipped it: nothing is registered while serializing.")
                 continue
             folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
             try:
@@ -286,13 +287,16 @@ def _run_earlier_cell(shell, body: str, notebook: Path, index: int) -> str | Non
     for name in _SHOW_ERROR:  # the error is reported by the caller, once, rather than as IPython's traceback
         setattr(shell, name, lambda *args, **kwargs: None)
     try:
-        result = shell.run_cell(body, silent=True, store_history=True)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result lines a script may read
+            result = shell.run_cell(body, silent=True, store_history=True)
     finally:
         for name in _SHOW_ERROR:
             shell.__dict__.pop(name, None)
     error = result.error_before_exec or result.error_in_exec
     if error is None:
         return None
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C stops the command, not just this cell
+        raise error
     line = _cell_line(error)
     at = f", line {line}," if line else ""
     return f"Cell {index} of {notebook.name}{at} failed: {_one_line(error)}"
@@ -316,7 +320,11 @@ def _notebook_shell(notebook: Path):
 
     from fastreg_magic.magic import FlyteFast
 
-    shell = InteractiveShell.instance()
+    from IPython.terminal.ipapp import load_default_config
+
+    # The user's IPython profile (ipython_config.py), as their kernel reads it: `c.FlyteFast.images` there
+    # must give the same release here as in Jupyter.
+    shell = InteractiveShell.instance(config=load_default_config())
     shell.user_ns["__vsc_ipynb_file__"] = str(notebook)  # the module name defaults to the notebook's, as in Jupyter
     magics = next((m for m in shell.configurables if isinstance(m, FlyteFast)), None)
     if magics is None:
@@ -507,8 +515,8 @@ def _move(source: Path, target: Path) -> None:
 
 def add_register_files_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="output of `fastreg serialize -o DIR`")
-    parser.add_argument("-p", "--project", default="flytesnacks")
-    parser.add_argument("-d", "--domain", default="development")
+    parser.add_argument("-p", "--project", help=f"project (default: the cell's -p, else {DEFAULT_PROJECT})")
+    parser.add_argument("-d", "--domain", help=f"domain (default: the cell's -d, else {DEFAULT_DOMAIN})")
     parser.add_argument("--service-account", help="Kubernetes service account of the runs")
     parser.add_argument("--raw-output-prefix", help="where runs write raw outputs, e.g. s3://bucket/raw")
     parser.add_argument("--additional-distribution-dir",
@@ -516,7 +524,8 @@ def add_register_files_arguments(parser: argparse.ArgumentParser) -> None:
                              "was serialized with, else the backend's signed URL)")
     parser.add_argument("--config", help="Flyte config file")
     parser.add_argument("--endpoint", help="FlyteAdmin endpoint HOST:PORT")
-    parser.add_argument("--activate", action="store_true", help="activate the launch plans")
+    parser.add_argument("--activate", action="store_true",
+                        help="activate the launch plans (default: as the cell's --activate said)")
 
 
 def run_register_files(args) -> int:
@@ -528,19 +537,39 @@ def run_register_files(args) -> int:
     if notice:  # nothing configured: the embedded sandbox, which goes on running after this command
         print(notice, file=sys.stderr)
     backend = config.ensure_reachable(backend)
-    for release in releases:
-        folder = release.folder
-        # The cell's own --distribution-dir, --service-account and --raw-output-prefix are part of its version:
-        # registered with others, the same version would name another archive or other settings.
-        version, count = register_folder(
-            folder, backend, project=args.project, domain=args.domain,
-            service_account=args.service_account or release.manifest.get("service_account"),
-            raw_output_prefix=args.raw_output_prefix or release.manifest.get("raw_output_prefix"),
-            activate=args.activate, release=release,
-            distribution_dir=args.additional_distribution_dir or release.manifest.get("distribution_dir"),
-        )
-        print(f"{folder}: registered {count} entities as version {version} in {args.project}/{args.domain} on {backend.label}")
+    # Then everything that can refuse a release (its project and domain, its upload, a taken version) is
+    # done for every folder before the first Create: a notebook's cells register all together or not at all.
+    planned = [plan_release(release, backend, **_place(args, release)) for release in releases]
+    registered: list[str] = []
+    for plan in planned:
+        try:
+            register.register_specs(plan.client, plan.specs, activate=plan.activate)
+        except FastRegError as err:
+            if not registered:
+                raise
+            raise type(err)(f"{plan.folder}: {err.message}",
+                            f"{err.hint} Registered before it: {', '.join(registered)}.".strip()) from err
+        registered.append(str(plan.folder))
+        print(f"{plan.folder}: registered {len(plan.specs)} entities as version {plan.version} in "
+              f"{plan.project}/{plan.domain} on {backend.label}")
     return 0
+
+
+def _place(args, release: "Release") -> dict:
+    """Where and how one release registers: the command line's options, else what its cell said.
+
+    The cell's own --distribution-dir, --service-account and --raw-output-prefix are part of its version:
+    registered with others, the same version would name another archive or other settings.
+    """
+    manifest = release.manifest
+    return dict(
+        project=args.project or manifest.get("project") or DEFAULT_PROJECT,
+        domain=args.domain or manifest.get("domain") or DEFAULT_DOMAIN,
+        service_account=args.service_account or manifest.get("service_account"),
+        raw_output_prefix=args.raw_output_prefix or manifest.get("raw_output_prefix"),
+        activate=args.activate or bool(manifest.get("activate")),
+        distribution_dir=args.additional_distribution_dir or manifest.get("distribution_dir"),
+    )
 
 
 def serialized_folders(directory: Path) -> list[Path]:
@@ -597,9 +626,11 @@ def read_manifest(folder: Path) -> dict:
     images = manifest.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise damaged("images is not a list of names")
-    for key in ("distribution_dir", "service_account", "raw_output_prefix"):
+    for key in ("distribution_dir", "service_account", "raw_output_prefix", "project", "domain"):
         if not isinstance(manifest.get(key), (str, type(None))):
             raise damaged(f"{key} is not a string")
+    if not isinstance(manifest.get("activate"), (bool, type(None))):
+        raise damaged("activate is not true or false")
     listed = manifest.get("files")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
@@ -635,37 +666,51 @@ def load_release(folder: Path) -> Release:
     return Release(folder, manifest, serialized, _archive_of(folder / manifest["archive"], manifest["digest"]))
 
 
-def register_folder(folder: Path, backend, *, project, domain, service_account=None, raw_output_prefix=None,
-                    distribution_dir=None, activate=False, release: Release | None = None) -> tuple[str, int]:
-    """Validate, upload and register one serialized release; nothing is created if anything is off."""
+@dataclass(frozen=True)
+class PlannedRelease:
+    """A release ready to be created: checked against the backend, its archive stored, its specs hydrated."""
+
+    folder: Path
+    client: object
+    specs: list
+    version: str
+    project: str
+    domain: str
+    activate: bool
+
+
+def plan_release(release: Release, backend, *, project, domain, service_account=None, raw_output_prefix=None,
+                 distribution_dir=None, activate=False) -> PlannedRelease:
+    """Everything short of the Creates: the project and domain exist, the archive is stored, the
+    version is free (or holds exactly this). Nothing is created."""
     from fastreg_magic import config, pipeline
 
-    release = release or load_release(folder)
-    manifest, serialized, archive = release.manifest, release.specs, release.archive
+    manifest = release.manifest
     remote = config.connect(backend, project, domain)
     client = config.admin_client(backend)
     register.check_project_domain(client, project, domain)
     options = pipeline.Options(
         module=manifest["module"], project=project, domain=domain, images=tuple(manifest.get("images", ())),
-        source_root=folder, copy="auto", version=manifest["version"], destination_dir=manifest["destination_dir"],
-        service_account=service_account, raw_output_prefix=raw_output_prefix, distribution_dir=distribution_dir,
-        activate=activate,
+        source_root=release.folder, copy="auto", version=manifest["version"],
+        destination_dir=manifest["destination_dir"], service_account=service_account,
+        raw_output_prefix=raw_output_prefix, distribution_dir=distribution_dir, activate=activate,
     )
-    stored = pipeline.upload_archive(archive, options, remote)
-    hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in serialized]
+    stored = pipeline.upload_archive(release.archive, options, remote)
+    hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in release.specs]
     try:
         # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
         version_check.check_version_free(client, hydrated)
-        register.register_specs(client, hydrated, activate=activate)
     except VersionConflict as err:
         # Here the version is the folder's, fixed by `fastreg serialize`: only a new serialization changes it.
         raise VersionConflict(
-            err.message,
-            f"A registered version is immutable, and this folder's version comes from `fastreg serialize`: register "
-            "it with the same --additional-distribution-dir, --service-account and --raw-output-prefix as before, "
-            "or re-run `fastreg serialize` with --version NEW and register that.",
+            f"{release.folder}: {err.message}",
+            "A registered version is immutable, and this folder's version comes from `fastreg serialize`. If the "
+            "code changed since that version was registered (a version given with --version stays the same), "
+            "re-run `fastreg serialize` with a new --version (or none: then it follows the content); if only "
+            "the settings differ, register it with the same --additional-distribution-dir, --service-account "
+            "and --raw-output-prefix as before.",
         ) from err
-    return manifest["version"], len(hydrated)
+    return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate)
 
 
 def _archive_of(path: Path, digest: str):
@@ -676,7 +721,14 @@ def _archive_of(path: Path, digest: str):
     try:
         with tarfile.open(path, "r:gz") as tar:
             members = tuple(m.name for m in tar.getmembers() if m.isfile())
+        held = package.digest_of_archive(path)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise RegistrationError(f"The archive {path} is damaged ({err or type(err).__name__}).",
                                 "Re-run `fastreg serialize` into this directory.") from err
+    if held != digest:
+        # The version names this content: registered, other code would run under it.
+        raise RegistrationError(
+            f"The archive {path} does not hold what `fastreg serialize` put in it (it was changed since).",
+            "Re-run `fastreg serialize` into this directory.",
+        )
     return package.Archive(path=path, digest=digest, size=path.stat().st_size, members=members)

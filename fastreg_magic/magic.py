@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from IPython.core.error import UsageError
@@ -98,7 +96,7 @@ class FlyteFast(Magics):
     # ------------------------------------------------------------ engine calls
 
     def _register(self, args, cell: str):
-        _import_flytekit_keeping_the_shell(self.shell)
+        _import_flytekit_keeping_the_shell(self.shell)  # Ctrl-C during it: nothing was registered
         from fastreg_magic import api
 
         options = self._options(args)
@@ -118,6 +116,9 @@ class FlyteFast(Magics):
                 first_line=2,  # the editor's line 1 is %%flyte_fast: messages number lines as it does
                 **options,
             )
+        except KeyboardInterrupt:
+            progress.stopped()  # a bar left at 20 % would look like an upload still going
+            raise
         finally:
             progress.close()
 
@@ -139,6 +140,7 @@ class FlyteFast(Magics):
             distribution_dir=args.distribution_dir or self.distribution_dir or None,
             activate=self.activate if args.activate is None else args.activate,
             max_archive_bytes=max_bytes,
+            notebook=notebook,  # never shipped itself, not even by --copy all: its cells are the code
         )
 
     def _backend(self, args):
@@ -162,7 +164,8 @@ class FlyteFast(Magics):
         remote = config.connect(backend, project, domain)
         # The Run is the cell's value: Jupyter displays it as its live view (Run._ipython_display_),
         # so displaying it here too would show the view twice.
-        return runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url)
+        return runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url,
+                           has_console=backend.console_url is not None)
 
     def _guarded(self, action):
         """The error boundary: our typed errors become one line; anything else keeps its traceback,
@@ -177,24 +180,53 @@ class FlyteFast(Magics):
             if not self.show_traceback:
                 _show_from_the_cell(self.shell, exc)
             raise
+        except KeyboardInterrupt as exc:
+            # `errors.Interrupted` shows itself as one line; the cell's own code stopped as it ran shows
+            # as a plain cell's would, with the state it leaves.
+            if not self.show_traceback:
+                _show_from_the_cell(self.shell, exc, state="Interrupted as the cell ran: nothing was registered.")
+            raise
 
 
-def _show_from_the_cell(shell, exc: Exception) -> None:
+def _show_from_the_cell(shell, exc: BaseException, state: str | None = None) -> None:
     """Show an error the cell's code raised as IPython shows a plain cell's: the frames of the user's
     code only (not the magic's, the pipeline's and importlib's that ran it), then the cell's line as
-    the editor numbers it (the module's own numbers count code carried over from earlier cells)."""
+    the editor numbers it (the module's own numbers count code carried over from earlier cells), then
+    ``state`` (what the interruption left) when given."""
     from fastreg_magic.cell_errors import RAISED_BY_THE_CELL
 
     raised = getattr(exc, RAISED_BY_THE_CELL, None)
     if raised is None:
         return
 
+    where = raised.traceback
+    if isinstance(exc, KeyboardInterrupt):
+        where = _down_to_the_cell(where)
+
     def render():
         # IPython's own formatter (colours, source context) on the trimmed traceback.
-        lines = shell.InteractiveTB.structured_traceback(type(exc), exc, raised.traceback)
-        return [*lines, f"({raised.place})"]
+        lines = shell.InteractiveTB.structured_traceback(type(exc), exc, where)
+        return [*lines, f"({raised.place})", *([state] if state else [])]
 
     exc._render_traceback_ = render  # IPython's hook for how an exception shows in a cell
+
+
+def _down_to_the_cell(tb):
+    """``tb`` (from the cell's module on) down to the cell's last frame: Ctrl-C stops the cell where it
+    was, often deep in a library it called (flytekit's decorators, ``inspect``), whose frames the user
+    neither wrote nor asked to see."""
+    import types
+
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    cell = frames[0].tb_frame.f_code.co_filename
+    last = max(i for i, frame in enumerate(frames) if frame.tb_frame.f_code.co_filename == cell)
+    kept = None
+    for frame in reversed(frames[: last + 1]):
+        kept = types.TracebackType(kept, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return kept
 
 
 def _parse_options(magic, usage: str, line: str):
@@ -219,7 +251,7 @@ class UploadProgress:
         self.shown = -1.0
 
     def __call__(self, sent: int, total: int) -> None:
-        from IPython.display import display
+        from IPython.display import DisplayHandle
 
         fraction = sent / total if total else 1.0
         if fraction < 1.0 and fraction - self.shown < self.STEP:
@@ -229,9 +261,16 @@ class UploadProgress:
         text = f"Uploading the archive: {fraction:.0%} ({sent / mib:.1f} of {total / mib:.1f} MiB)"
         bundle = {"text/plain": text, "text/html": f"<progress value='{sent}' max='{total}'></progress> {text}"}
         if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
+            self.handle = DisplayHandle()  # kept before it is drawn: a Ctrl-C as it draws can still update it
+            self.handle.display(bundle, raw=True)
         else:
             self.handle.update(bundle, raw=True)
+
+    def stopped(self) -> None:
+        """The upload was interrupted: the bar says so, rather than stay at its last step."""
+        if self.handle is not None:
+            text = f"Upload of the archive stopped at {self.shown:.0%}."
+            self.handle.update({"text/plain": text, "text/html": text}, raw=True)
 
     def close(self) -> None:
         self.handle = None
@@ -268,30 +307,30 @@ def module_name_for(notebook: Path | None) -> str:
 
 # What importing flytekit changes in the notebook's shell, to be put back: its traceback display (rich's,
 # which ignores IPython's `_render_traceback_` hook and shows every later error in every cell as a rich
-# panel) and its Ctrl-C handler (one calling `exit`, which IPython hides while a cell runs: an
-# interrupt during the first cell would end in "NameError: name 'exit' is not defined").
+# panel). Its Ctrl-C handler is never let in (`api.import_flytekit_keeping_ctrl_c`).
 _SHELL_HOOKS = ("showtraceback", "_showtraceback", "showsyntaxerror")
 
 
 def _import_flytekit_keeping_the_shell(shell) -> None:
     """Import flytekit (the first cell does), then undo what its import does to the notebook."""
+    from fastreg_magic import api
+
     if "flytekit" in sys.modules:
         _drop_rich_tracebacks(shell)  # imported in a plain cell: its display may be in the shell already
         return
     before = {name: shell.__dict__.get(name) for name in _SHELL_HOOKS}
     excepthook = sys.excepthook
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    ctrl_c = signal.getsignal(signal.SIGINT) if on_main_thread else None
-    import flytekit  # noqa: F401
-
-    for name, value in before.items():
-        if value is None:
-            shell.__dict__.pop(name, None)  # the class's own method again
-        else:
-            shell.__dict__[name] = value
-    sys.excepthook = excepthook
-    if on_main_thread and ctrl_c is not None:
-        signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        api.import_flytekit_keeping_ctrl_c()
+    except KeyboardInterrupt:
+        raise errors.Interrupted("Interrupted while importing flytekit: nothing was registered.") from None
+    finally:  # an import stopped half-way has changed the shell too
+        for name, value in before.items():
+            if value is None:
+                shell.__dict__.pop(name, None)  # the class's own method again
+            else:
+                shell.__dict__[name] = value
+        sys.excepthook = excepthook
 
 
 def _drop_rich_tracebacks(shell) -> None:

@@ -15,6 +15,7 @@ half-registered.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -25,7 +26,7 @@ from typing import Any, Callable, MutableMapping
 
 from fastreg_magic import api, cell_errors, register, specs, version_check
 from fastreg_magic import config as _config
-from fastreg_magic.errors import CollectError, VersionConflict
+from fastreg_magic.errors import CollectError, Interrupted, VersionConflict
 
 MANIFEST_NAME = "fastreg-manifest.json"
 
@@ -46,6 +47,7 @@ class Options:
     activate: bool
     max_archive_bytes: int | None = None
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    notebook: Path | None = None  # the notebook this kernel runs: its cells ship as modules, not its file
 
 
 @dataclass(frozen=True)
@@ -97,23 +99,19 @@ def run(
 
 def run_module(module_source, options: Options, *, namespace, dry_run, serialize_to, backend_fn, timings,
                module_file: Path | None = None) -> api.Registration:
-    prepared = prepare_files(module_source, options, timings, module_file)
+    with _stopping("while collecting the files to ship"):
+        prepared = prepare_files(module_source, options, timings, module_file)
     if dry_run or serialize_to is not None:
-        where = module_file.name if module_file is not None else "the cell"
-        loaded = load(prepared, options, namespace, timings, where=where)
-        prepared = serialized(loaded, options, timings, build_images=not dry_run)
-        if dry_run:
-            return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
-        archive = _package(prepared, options, timings)
-        uri = write_serialized(prepared, options, archive, serialize_to)
-        return _registration(prepared, options, None, archive=archive, upload=_Stored(uri, False), registered=False,
-                             timings=timings)
-    backend = backend_fn()
+        with _stopping("while serializing"):
+            return _serialize_only(prepared, options, namespace, timings, dry_run=dry_run, serialize_to=serialize_to,
+                                   module_file=module_file)
+    backend = _finding_backend(backend_fn)
     key = api._memo_key(backend, options.project, options.domain, prepared.version, prepared.content_version,
                         options.activate)
     cached = api._memo.get(key)
     if cached is not None:  # same content, same place: nothing to upload or create
-        prepared = load(prepared, options, namespace, timings)
+        with _stopping("while running the cell"):
+            prepared = load(prepared, options, namespace, timings)
         timings.update(upload=0.0, register=0.0)
         # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
         # cell's view shows the runs started from the one it replaces (those still going too, with
@@ -121,13 +119,15 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
         return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
                                    registered=False, timings=dict(timings), lifted=module_source.lifted,
                                    runs=cached.runs)
-    backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
-    remote = _config.connect(backend, options.project, options.domain)
-    client = _config.admin_client(backend)
-    register.check_project_domain(client, options.project, options.domain)
+    with _stopping(f"while connecting to {backend.label}"):
+        backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
+        remote = _config.connect(backend, options.project, options.domain)
+        client = _config.admin_client(backend)
+        register.check_project_domain(client, options.project, options.domain)
     # The embedded sandbox runs tasks on this machine: an ImageSpec's image is never pulled there, so not built.
-    archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
-                                                     build_images=not backend.is_sandbox)
+    with _stopping("while uploading the archive and serializing the cell"):
+        archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
+                                                         build_images=not backend.is_sandbox)
     with api.timed(timings, "register"):
         try:
             _register(client, prepared, options, stored.uri)
@@ -146,10 +146,62 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     return reg
 
 
+def _serialize_only(prepared: Prepared, options: Options, namespace, timings: dict, *, dry_run: bool,
+                    serialize_to: Path | None, module_file: Path | None) -> api.Registration:
+    """A dry run (what would ship and register) or --serialize-to (the .pb files and the archive)."""
+    where = module_file.name if module_file is not None else "the cell"
+    loaded = load(prepared, options, namespace, timings, where=where)
+    prepared = serialized(loaded, options, timings, build_images=not dry_run)
+    if dry_run:
+        return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
+    archive = _package(prepared, options, timings)
+    uri = write_serialized(prepared, options, archive, serialize_to)
+    return _registration(prepared, options, None, archive=archive, upload=_Stored(uri, False), registered=False,
+                         timings=timings)
+
+
+@contextlib.contextmanager
+def _stopping(step: str):
+    """Ctrl-C during a step before any Create RPC: one line saying what stopped, and that nothing was
+    registered. The cell's own code, interrupted as it ran, keeps its traceback: its frames are the user's."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        if getattr(exc, cell_errors.RAISED_BY_THE_CELL, None) is not None:
+            raise
+        raise Interrupted(f"Interrupted {step}: nothing was registered.") from exc
+
+
+def _finding_backend(backend_fn):
+    """``backend_fn()`` on a worker thread. With no backend configured it starts the embedded sandbox,
+    a few seconds; Ctrl-C then lets the start finish, since a sandbox left starting would take the data
+    dir from under the next cell's start. A second Ctrl-C stops waiting."""
+    future = register.worker_pool().submit(backend_fn)
+    try:
+        return register.result_of(future)
+    except KeyboardInterrupt:
+        pass
+    try:
+        backend = register.result_of(future)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "Interrupted while finding the Flyte backend (an embedded sandbox being started goes on starting in "
+            "the background): nothing was registered.",
+            "Re-run the cell (`fastreg sandbox --status` says whether the sandbox is running).",
+        ) from None
+    if backend.is_sandbox:
+        raise Interrupted(f"Interrupted while finding the embedded sandbox: a start under way was let finish, and it "
+                          f"runs at {backend.endpoint}; nothing was registered.")
+    raise Interrupted(f"Interrupted while finding the Flyte backend ({backend.label}): nothing was registered.")
+
+
 def _register(client, prepared: Prepared, options: Options, archive_uri: str) -> None:
     hydrated = [_hydrate(spec, options, archive_uri) for spec in prepared.specs]
     if options.version:  # a content-derived version holds one structure, unless a default varies (above)
-        version_check.check_version_free(client, hydrated)
+        with _stopping(f"while checking that version {options.version} is free"):
+            version_check.check_version_free(client, hydrated)
     register.register_specs(client, hydrated, activate=options.activate)
 
 
@@ -190,7 +242,7 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     if prepared.raw_size > upload.PROGRESS_MIN_BYTES:
         archive = _package(prepared, options, timings)
         if archive.size > upload.PROGRESS_MIN_BYTES:
-            with api.timed(timings, "upload"):
+            with api.timed(timings, "upload"), _stopping("while uploading the archive"):
                 stored = upload_archive(archive, options, remote)
             loaded = load(prepared, options, namespace, timings)
             return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images)
@@ -204,7 +256,8 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
-    archive, stored = stored_future.result()
+    with _stopping("while uploading the archive"):
+        archive, stored = register.result_of(stored_future)
     for step, seconds in background.items():
         timings[step] = timings.get(step, 0.0) + seconds
     return archive, stored, prepared
@@ -225,7 +278,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
     from fastreg_magic import collect, package
 
     with api.timed(timings, "collect"):
-        fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy)
+        fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy, notebook=options.notebook)
         api.check_module_name_free(options.module, module_file)
     with api.timed(timings, "package"):
         measured = package.measure(fileset)
@@ -251,6 +304,9 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         try:
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
+        except KeyboardInterrupt as exc:  # stopped in the cell's own code: shown as a plain cell's would be
+            cell_errors.mark_raised_by_the_cell(exc, prepared.module_source, where)
+            raise
         except Exception as exc:
             refused = cell_errors.refused_definition(exc, prepared.module_source, where, Path(options.source_root))
             if refused is None:
@@ -261,7 +317,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
             api.rebind_notebook_names(namespace, forgotten)
         api.remember_local_modules(shipped)
         unshipped = cell_errors.imported_but_not_shipped(set(sys.modules) - imported_before, shipped,
-                                                          Path(options.source_root))
+                                                          Path(options.source_root), prepared.fileset.warnings)
         entities = tuple(register.module_entities(module))
         if not entities:
             raise CollectError(
@@ -453,6 +509,10 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "distribution_dir": options.distribution_dir,
             "service_account": options.service_account,
             "raw_output_prefix": options.raw_output_prefix,
+            # Where the cell registers (-p/-d, --activate): register-files' defaults, as in the kernel.
+            "project": None if options.project == specs.PROJECT_PLACEHOLDER else options.project,
+            "domain": None if options.domain == specs.DOMAIN_PLACEHOLDER else options.domain,
+            "activate": options.activate,
             "images": list(prepared.images),
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "files": [path.name for path in written],  # so a later serialization removes exactly these

@@ -243,14 +243,64 @@ def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> 
     """
     ordered = _dependency_order(specs)
     futures: dict[tuple, concurrent.futures.Future] = {}
-    # Submitted in dependency order to a FIFO pool, so a worker only ever waits on futures that are
-    # already running or done: no deadlock even when every worker is waiting.
-    for spec, needs in ordered:
-        waits = [futures[k] for k in needs if k in futures]
-        futures[identity_key(spec.identifier)] = worker_pool().submit(_create_after, waits, client, spec, activate)
-    for future in futures.values():
-        future.result()
+    try:
+        _send_creates(ordered, futures, client, activate)
+        for future in futures.values():
+            result_of(future)
+    except KeyboardInterrupt:
+        raise _interrupted_registration(ordered, futures, client, activate) from None
     return len(futures)
+
+
+# How often a thread waiting on the worker pool wakes up to take a Ctrl-C (see `result_of`).
+CTRL_C_CHECK_S = 0.05
+
+
+def result_of(future: concurrent.futures.Future):
+    """``future.result()``, taking Ctrl-C at once. A wait blocked in the lock does not always wake for
+    SIGINT (the futex wait may be restarted after Python's C handler ran), and Python raises the
+    KeyboardInterrupt only when it runs bytecode again: a wait in short slices keeps Ctrl-C prompt."""
+    while not future.done():
+        concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+    return future.result()
+
+
+def _send_creates(ordered, futures: dict, client, activate: bool) -> None:
+    """Submit the Creates not submitted yet, in dependency order, to a FIFO pool, so a worker only ever
+    waits on futures that are already running or done: no deadlock even when every worker is waiting."""
+    for spec, needs in ordered:
+        key = identity_key(spec.identifier)
+        if key not in futures:
+            waits = [futures[k] for k in needs if k in futures]
+            futures[key] = worker_pool().submit(_create_after, waits, client, spec, activate)
+
+
+def _interrupted_registration(ordered, futures: dict, client, activate: bool) -> BaseException:
+    """Ctrl-C while the Creates go out. A version half-registered (its tasks without the workflow that
+    runs them) is the worst state to leave, so the registration is completed first; a second Ctrl-C
+    stops waiting, and says the version may be incomplete. Returns the error to raise."""
+    from fastreg_magic.errors import Interrupted
+
+    version = ordered[0][0].identifier.version if ordered else "?"
+    try:
+        _send_creates(ordered, futures, client, activate)
+        for future in futures.values():
+            while not future.done():  # as `result_of`, keeping a second Ctrl-C prompt
+                concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+    except KeyboardInterrupt:
+        done = sum(1 for f in futures.values() if f.done() and f.exception() is None)
+        return Interrupted(
+            f"Stopped waiting for the registration of version {version}: it may be incomplete "
+            f"({done} of {len(ordered)} entities registered so far).",
+            "Re-running the cell (or the command) completes it.",
+        )
+    failure = next((f.exception() for f in futures.values() if f.exception() is not None), None)
+    if failure is not None:
+        return failure  # the registration failed on its own: that is the news
+    return Interrupted(
+        f"Interrupted while registering version {version}: the Creates under way were let finish rather than "
+        f"leave it half-registered, so version {version} is registered ({len(futures)} entities)."
+    )
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -384,8 +434,20 @@ def _mentions_project_or_domain(details: str) -> bool:
     return bool(re.search(r"\b(project|domain)\b", details, re.IGNORECASE))
 
 
-def _project_hint() -> str:
-    return "Pick an existing project/domain with -p/-d (or %config FlyteFast.project), or create the project first (flytectl create project)."
+def _project_hint(client=None, project: str | None = None) -> str:
+    """What to do about an unknown project or domain. Creating a project takes flytectl on a cluster; the
+    embedded sandbox (asked through ``client``) has its own command, as flytectl is rarely installed."""
+    from fastreg_magic.config import is_embedded_sandbox
+
+    pick = "Pick an existing project/domain with -p/-d (or %config FlyteFast.project)"
+    name = project or "ID"
+    on_cluster = f"flytectl create project --id {name} --name {name}"
+    on_sandbox = f"fastreg sandbox --create-project {name}"
+    if client is None:
+        return f"{pick}, or create the project first ({on_cluster}; on the embedded sandbox: {on_sandbox})."
+    if is_embedded_sandbox(client):
+        return f"{pick}, or create the project on the embedded sandbox: {on_sandbox}"
+    return f"{pick}, or create the project first ({on_cluster})."
 
 
 _known_places: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> {(project, domain)} seen valid
@@ -417,11 +479,13 @@ def _check_project_domain(client, project: str, domain: str) -> None:
     projects = {p.id: p for p in response.projects}
     if project not in projects:
         known = ", ".join(sorted(projects)) or "none"
-        raise RegistrationError(f"Project {project!r} does not exist on this backend (known: {known}).", _project_hint())
+        raise RegistrationError(f"Project {project!r} does not exist on this backend (known: {known}).",
+                                _project_hint(client, project))
     domains = [d.id for d in projects[project].domains]
     if domains and domain not in domains:
         raise RegistrationError(
-            f"Domain {domain!r} does not exist in project {project!r} (known: {', '.join(domains)}).", _project_hint()
+            f"Domain {domain!r} does not exist in project {project!r} (known: {', '.join(domains)}).",
+            _project_hint(client, project)
         )
 
 

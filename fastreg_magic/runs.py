@@ -10,17 +10,22 @@ A `Run` is a thin, thread-safe view of one execution. ``refresh()`` is one GetEx
 outputs (or the error) are read once, when the run ends; the node table and the workflow
 graph are read on demand. A run the backend answers for no longer (a sandbox started afresh
 behind the same address) is *lost*: `RunLost` says so once, instead of polling for ever.
+Ctrl-C loses no run: a launch stopped before its CreateExecution starts nothing, one stopped after
+it keeps the run and names it (`launch_stoppably`); a stopped `wait()` says the run goes on.
 Widgets and terminals draw runs; nothing here imports IPython or ipywidgets. The background
 follower lives in `runs_watch`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
 import time
+import uuid
 import weakref
 from typing import Any, Callable, Mapping
 
@@ -73,6 +78,7 @@ def launch(
     execution_name: str | None = None,
     console_url: str | None = None,
     on_lost: Callable[[], None] | None = None,
+    before_create: Callable[[], None] | None = None,
 ) -> "Run":
     """Start a run of a registered task, workflow or launch plan (an `api.EntityRef`).
 
@@ -80,7 +86,9 @@ def launch(
     accepted, as the form's JSON is). Names, missing inputs and values are checked, and converted one
     by one, before anything reaches the backend; a value that cannot be converted is a `RunError`
     naming its input. Returns once FlyteAdmin has created the execution. ``on_lost()`` is called
-    once if the backend later loses the run (and then, most likely, what it ran).
+    once if the backend later loses the run (and then, most likely, what it ran). ``before_create()``
+    is called just before the CreateExecution is sent, and may raise to send none (see `launch_stoppably`).
+    The run is named here when ``execution_name`` is None, so its name is known before the backend answers.
     """
     local = getattr(entity, "entity", None)  # the flytekit object from the cell, when we have it
     if local is not None:
@@ -93,14 +101,18 @@ def launch(
         with _uploads_through(remote):
             if local is not None:  # converted here, one input at a time, so a failure can name its input
                 inputs = _literal_inputs(remote, entity, target, local.python_interface.inputs, inputs)
+            if before_create is not None:
+                before_create()
             # Without the local object, flytekit guesses Python types from the registered interface.
             execution = remote.execute_remote_task_lp(
                 target,
                 dict(inputs),
                 project=entity.project,
                 domain=entity.domain,
-                execution_name=execution_name,
+                execution_name=execution_name or new_execution_name(),
             )
+    except _LaunchStopped:
+        raise
     except Exception as exc:  # flytekit raises its own tree, gRPC's, and TypeEngine's errors
         reraise(exc, f"Launching {entity.name}", remote)
     run = Run(
@@ -114,6 +126,106 @@ def launch(
     )
     run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
     return run
+
+
+def new_execution_name() -> str:
+    """A fresh run name as FlyteAdmin makes them (a letter, then 19 letters and digits), chosen here so
+    that a launch interrupted while the backend had not answered can still say which run it started."""
+    return "f" + uuid.uuid4().hex[:19]
+
+
+# ---------------------------------------------------------------- a launch Ctrl-C can stop
+
+# How long an interrupted launch waits for a CreateExecution already sent to be answered, so the run
+# it started is known (kept, shown, named). A second Ctrl-C stops waiting sooner.
+LAUNCH_SETTLE_S = 30.0
+
+
+class _LaunchStopped(Exception):
+    """Raised on the launching thread, before the CreateExecution, when Ctrl-C came first."""
+
+
+class _CreateGate:
+    """Decides, once, whether a launch's CreateExecution goes out or Ctrl-C stopped it first."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._sent = False
+
+    def pass_through(self) -> None:
+        """On the launching thread, just before the CreateExecution: raise if Ctrl-C came first."""
+        with self._lock:
+            if self._stopped:
+                raise _LaunchStopped()
+            self._sent = True
+
+    def stop(self) -> bool:
+        """On Ctrl-C: no CreateExecution goes out from now on; True if one had gone out already."""
+        with self._lock:
+            self._stopped = True
+            return self._sent
+
+
+def launch_stoppably(start: Callable[[str, Callable[[], None]], "Run"], what: str, keep: Callable[["Run"], None]) -> "Run":
+    """``start(execution_name, before_create)`` on a worker thread, waited for here, then ``keep(run)``.
+
+    On Ctrl-C nothing started is lost: before the CreateExecution, none is sent ("nothing was started");
+    after it, the answer is waited for (briefly) and the run kept, and `errors.Interrupted` names the run
+    and how to stop it. A run whose answer comes later still is kept when it comes.
+    """
+    from fastreg_magic import register
+
+    name = new_execution_name()
+    gate = _CreateGate()
+    future = register.worker_pool().submit(start, name, gate.pass_through)
+    try:
+        run = register.result_of(future)
+    except KeyboardInterrupt:
+        raise _interrupted_launch(future, gate, what, name, keep) from None
+    keep(run)
+    return run
+
+
+def _interrupted_launch(future, gate: _CreateGate, what: str, name: str, keep) -> BaseException:
+    from fastreg_magic.errors import Interrupted
+
+    if not gate.stop():
+        return Interrupted(f"Interrupted while launching {what}: nothing was started.")
+    if not _settled(future):
+        future.add_done_callback(functools.partial(_keep_when_started, keep))
+        return Interrupted(
+            f"Interrupted while launching {what}: run {name} was requested, and the backend has not answered yet.",
+            f"If it starts, it joins reg.runs and the cell's view; `%flyte_watch {name}` shows it, "
+            "and its Terminate button stops it.",
+        )
+    try:
+        run = future.result()
+    except Exception as err:  # the launch failed on its own: that is the news
+        return err
+    keep(run)
+    return Interrupted(f"Interrupted, but run {run.name} of {what} had started and goes on: it is reg.runs[-1] "
+                       "(reg.runs[-1].terminate() stops it).")
+
+
+def _settled(future) -> bool:
+    """Whether the launch finished within LAUNCH_SETTLE_S; a second Ctrl-C stops waiting (short waits take it at once)."""
+    deadline = time.monotonic() + LAUNCH_SETTLE_S
+    try:
+        while not future.done() and time.monotonic() < deadline:
+            concurrent.futures.wait([future], timeout=0.05)
+    except KeyboardInterrupt:
+        pass
+    return future.done()
+
+
+def _keep_when_started(keep, future) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    try:
+        keep(future.result())
+    except Exception:  # the run goes on either way; only its place in the view is missing
+        log.debug("keeping a run started after an interrupt failed", exc_info=True)
 
 
 _UPLOAD_BINDING = threading.Lock()
@@ -142,9 +254,16 @@ def attach(
     project: str | None = None,
     domain: str | None = None,
     console_url: str | None = None,
+    has_console: bool = True,
 ) -> "Run":
-    """A `Run` for an execution started anywhere: a console URL, ``project:domain:name``, or a name."""
+    """A `Run` for an execution started anywhere: a console URL, ``project:domain:name``, or a name.
+
+    ``has_console=False`` for a backend that serves no console (the embedded sandbox): a console URL
+    given for one of its runs (pyflyte prints one from its gRPC address) would be a dead link.
+    """
     p, d, name, console = parse_execution_ref(execution_id_or_url)
+    if not has_console:
+        console = console_url = None
     wid = identifier_pb2.WorkflowExecutionIdentifier(
         project=p or project or remote.default_project or "",
         domain=d or domain or remote.default_domain or "",
@@ -434,6 +553,14 @@ class Run:
 
     def wait(self, timeout: float | None = None) -> "Run":
         """Block until the run ends, polling fast then backing off; RunError after ``timeout`` s."""
+        try:
+            return self._wait(timeout)
+        except KeyboardInterrupt:
+            from fastreg_magic.errors import Interrupted
+
+            raise Interrupted(f"Stopped waiting; run {self.name} goes on (run.terminate() stops it).") from None
+
+    def _wait(self, timeout: float | None) -> "Run":
         deadline = None if timeout is None else time.monotonic() + timeout
         for interval in poll_intervals(is_loopback(self._remote)):
             self.refresh()

@@ -182,6 +182,7 @@ def test_nothing_configured_starts_the_embedded_sandbox(tmp_path):
     lines = result.stdout.splitlines()
     notices = [line for line in lines if line.startswith("No Flyte backend configured: using the embedded sandbox")]
     assert len(notices) == 1 and "started it in the background" in notices[0]
+    assert "Warning: the embedded sandbox" not in result.stdout  # started from this kernel's own environment
     assert any(line.startswith("RESULT True embedded sandbox (") and line.endswith("True False") for line in lines)
 
 
@@ -326,6 +327,18 @@ def test_a_config_file_fixed_in_place_counts_at_the_next_cell(clean_env, cluster
     assert config.admin_client(backend).list_projects(project_pb2.ProjectListRequest()).projects
 
 
+def test_an_unknown_project_on_a_cluster_names_flytectl_not_the_sandbox_command(clean_env, cluster):
+    """The embedded sandbox's `fastreg sandbox --create-project` is no help on a cluster: flytectl is."""
+    from fastreg_magic import api
+    from fastreg_magic.errors import RegistrationError
+
+    cfg = _backdated(cluster.config_file(clean_env / "cluster.yaml", ca=cluster.ca))
+    with pytest.raises(RegistrationError) as refused:
+        api.fast_register(CELL, module="no_project", project="nowhere", config_file=cfg, source_root=clean_env)
+    assert "flytectl create project --id nowhere --name nowhere" in refused.value.hint
+    assert "fastreg sandbox" not in refused.value.hint
+
+
 @pytest.mark.parametrize("setting", ["missing CA file", "skip verification of a plaintext port", "no handshake"])
 def test_tls_settings_that_cannot_work_are_one_message(clean_env, cluster, sandbox, setting):
     import threading
@@ -382,3 +395,19 @@ def test_flytectl_config_naming_a_missing_file_is_an_error_not_the_sandbox(clean
     monkeypatch.setenv("FLYTECTL_CONFIG", str(clean_env / "company-cluster.yaml"))
     with pytest.raises(BackendError, match=r"FLYTECTL_CONFIG names .*company-cluster\.yaml, which does not exist"):
         config.resolve_backend()
+
+
+def test_the_python_api_with_nothing_configured_says_so_and_prints_readably(tmp_path):
+    """A script calling fast_register() with no Flyte config: warned once that the embedded sandbox took
+    the release and runs on in the background; print(reg) is the text summary, not the dataclass."""
+    result = _kernel_with_nothing_configured(tmp_path, """
+        import fastreg_magic
+        cell = "from flytekit import task\\n\\n@task\\ndef hi() -> str:\\n    return 'hi'\\n"
+        reg = fastreg_magic.fast_register(cell, module="script_cell")
+        print(reg)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("No Flyte backend configured: using the embedded sandbox") == 1
+    assert "started it in the background" in result.stderr
+    assert result.stdout.startswith("Registered script_cell version ")
+    assert "Registration(" not in result.stdout and "timings=" not in result.stdout

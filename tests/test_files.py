@@ -307,7 +307,8 @@ def test_serialize_runs_a_notebook_that_uses_the_cells_value_and_launches(projec
         source = tar.extractfile("second_step.py").read().decode()
     assert f"VERSION = {first['version']!r}" in source  # `_` was the first cell's Registration
     assert "Cell 3 of steps.ipynb, line 1, failed: RunError:" in result.stderr
-    assert "skipped it" in result.stderr and "Traceback" not in result.stderr
+    assert "Skipped it: nothing is registered while serializing." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_serialize_expands_a_cells_options_as_jupyter_does(project, tmp_path):
@@ -410,7 +411,8 @@ def test_register_files_hint_for_a_folder_registered_with_another_distribution_d
                      dist.as_uri(), check=False)
     assert result.returncode == 1
     line = one_line(result)
-    assert "different structure" in line and "re-run `fastreg serialize` with --version NEW" in line
+    assert "different structure" in line and "re-run `fastreg serialize` with a new --version" in line
+    assert "register it with the same --additional-distribution-dir" in line
     assert "drop --version" not in line
 
 
@@ -577,3 +579,96 @@ def test_register_files_with_nothing_configured_says_it_uses_the_embedded_sandbo
     assert "No Flyte backend configured: using the embedded sandbox at 127.0.0.1:" in result.stderr
     assert "started it in the background" in result.stderr
     assert "No Flyte backend" not in result.stdout  # stdout stays the release lines a script may read
+
+
+def test_serialize_reads_the_users_ipython_profile_as_their_kernel_does(project, tmp_path):
+    ipython_dir = tmp_path / "ipython"
+    (ipython_dir / "profile_default").mkdir(parents=True)
+    (ipython_dir / "profile_default" / "ipython_config.py").write_text(
+        "c.FlyteFast.images = ['ghcr.io/acme/ml:from-profile']\n")
+    out = tmp_path / "out"
+    result = subprocess.run([*FASTREG, "serialize", str(_notebook(project / "profiled.ipynb", [
+        TASK_CELL.format(module="profiled", name="one")])), "-o", str(out)],
+        capture_output=True, text=True, env={**os.environ, "IPYTHONDIR": str(ipython_dir)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / MANIFEST_NAME).read_text())["images"] == ["default=ghcr.io/acme/ml:from-profile"]
+
+
+def test_what_plain_cells_print_goes_to_stderr(project, tmp_path):
+    cells = ["print('loading the data')\n", "1 / 0\n", TASK_CELL.format(module="printing", name="one")]
+    result = run_cli("serialize", _notebook(project / "printing.ipynb", cells), "-o", tmp_path / "out")
+    assert result.stdout.splitlines() == [line for line in result.stdout.splitlines() if "module printing" in line]
+    assert "loading the data" in result.stderr
+    assert ("Cell 1 of printing.ipynb, line 1, failed: ZeroDivisionError: division by zero. Skipped it: "
+            "nothing is registered while serializing.") in result.stderr
+
+
+def test_register_files_refuses_an_archive_changed_after_serialize(project, tmp_path, sandbox, remote):
+    module = project / "tampered_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    archive = out / manifest["archive"]
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(archive, "w:gz") as tar:  # same names, one changed file
+        for member, data in members:
+            data = data.replace(b"hello ", b"HACKED ") if member.name == "tampered_flows.py" else data
+            member.size = len(data)
+            tar.addfile(member, __import__("io").BytesIO(data))
+    result = run_cli("register-files", out, "--config", sandbox.config_file, check=False)
+    assert result.returncode == 1
+    assert "does not hold what `fastreg serialize` put in it" in one_line(result)
+    with pytest.raises(Exception):
+        remote.fetch_task(name="tampered_flows.greet", version=manifest["version"])
+
+
+def test_a_notebooks_cells_register_all_together_or_not_at_all(project, tmp_path, sandbox, remote):
+    """The second cell's version is taken (with other code): the first cell, fine on its own, is not
+    registered either, and the message names the folder."""
+    taken = [TASK_CELL.format(module="pair_two", name="two").replace("%%flyte_fast -m pair_two",
+                                                                     "%%flyte_fast -m pair_two --version pair-1")]
+    run_cli("serialize", _notebook(project / "before.ipynb", taken), "-o", tmp_path / "before")
+    run_cli("register-files", tmp_path / "before", "--config", sandbox.config_file)
+    cells = [TASK_CELL.format(module="pair_one", name="one"),
+             taken[0].replace("return x", "return x + 1")]
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "pair.ipynb", cells), "-o", out)
+    result = run_cli("register-files", out, "--config", sandbox.config_file, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    line = one_line(result)
+    assert f"{out / 'cell001'}: " in line and "different structure" in line
+    version = json.loads((out / "cell000" / MANIFEST_NAME).read_text())["version"]
+    with pytest.raises(Exception):
+        remote.fetch_task(name="pair_one.one", version=version)
+
+
+def test_copy_all_leaves_serializes_own_output_folder_out(project, tmp_path):
+    cells = ["%%flyte_fast -m in_place --copy all\nfrom flytekit import task\n\n@task\n"
+             "def one(x: int) -> int:\n    return x\n"]
+    notebook = _notebook(project / "in_place.ipynb", cells)
+    versions = []
+    for _ in range(3):  # the seed's layout: _pb_output/ inside the source root
+        result = run_cli("serialize", notebook, "-o", project / "_pb_output")
+        versions.append(json.loads((project / "_pb_output" / MANIFEST_NAME).read_text())["version"])
+    assert versions[0] == versions[1] == versions[2]
+    assert "left out _pb_output/" in result.stderr
+
+
+def test_register_files_registers_where_the_cell_said(project, tmp_path, sandbox, remote):
+    """A cell's -d (and --activate) is where the kernel registers it; register-files does the same,
+    unless told otherwise on its command line."""
+    cells = ["%%flyte_fast -m placed_flow -d staging --activate\nfrom flytekit import task, workflow\n\n@task\n"
+             "def one(x: int) -> int:\n    return x\n\n@workflow\ndef wf(x: int = 1) -> int:\n    return one(x=x)\n"]
+    out = tmp_path / "out"
+    run_cli("serialize", _notebook(project / "placed.ipynb", cells), "-o", out)
+    version = json.loads((out / MANIFEST_NAME).read_text())["version"]
+    result = run_cli("register-files", out, "--config", sandbox.config_file)
+    assert "in flytesnacks/staging" in result.stdout
+    lp = remote.fetch_launch_plan(project="flytesnacks", domain="staging", name="placed_flow.wf", version=version)
+    assert remote.client.get_launch_plan(lp.id).closure.state == 1  # ACTIVE
+    with pytest.raises(Exception):
+        remote.fetch_task(project="flytesnacks", domain="development", name="placed_flow.one", version=version)
+    run_cli("register-files", out, "--config", sandbox.config_file, "-d", "development")
+    remote.fetch_task(project="flytesnacks", domain="development", name="placed_flow.one", version=version)
