@@ -196,6 +196,10 @@ def finish_others_first(x: int = 5) -> typing.Tuple[int, int]:
     return explode(x=x), double(x=x)
 
 
+# Under a file, not a folder: no one can write it, root included (a folder called /nonexistent can exist).
+UNWRITABLE_MARKER = "/dev/null/marker"
+
+
 @task
 def clean_up(x: int, marker: str, err: typing.Optional[FlyteError] = None) -> None:
     with open(marker, "w") as handle:
@@ -203,7 +207,7 @@ def clean_up(x: int, marker: str, err: typing.Optional[FlyteError] = None) -> No
 
 
 @workflow(on_failure=clean_up)
-def with_cleanup(x: int = 5, marker: str = "/nonexistent/marker") -> int:
+def with_cleanup(x: int = 5, marker: str = UNWRITABLE_MARKER) -> int:
     return double(x=explode(x=x))
 
 
@@ -219,7 +223,7 @@ def sub_with_cleanup(x: int, marker: str) -> int:
 
 
 @workflow
-def calls_sub_with_cleanup(x: int = 5, marker: str = "/nonexistent/marker") -> int:
+def calls_sub_with_cleanup(x: int = 5, marker: str = UNWRITABLE_MARKER) -> int:
     return sub_with_cleanup(x=x, marker=marker)
 
 
@@ -229,7 +233,7 @@ def clean_up_workflow(x: int, marker: str, err: typing.Optional[FlyteError] = No
 
 
 @workflow(on_failure=clean_up_workflow)
-def with_cleanup_workflow(x: int = 5, marker: str = "/nonexistent/marker") -> int:
+def with_cleanup_workflow(x: int = 5, marker: str = UNWRITABLE_MARKER) -> int:
     return double(x=explode(x=x))
 
 
