@@ -27,8 +27,9 @@ from __future__ import annotations
 SHOW_TRACEBACKS = False
 
 
-class FastRegError(Exception):
-    """Base of every error meant for the user. ``str(err)`` is message plus hint."""
+class _ToldInOneLine:
+    """What every error meant for the user has: ``message`` (what went wrong), ``hint`` (what to do),
+    ``str(err)`` both, and one line in a notebook cell."""
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -38,6 +39,9 @@ class FastRegError(Exception):
     def __str__(self) -> str:
         return f"{self.message} {self.hint}" if self.hint else self.message
 
+    def _one_line(self) -> str:
+        return f"{type(self).__name__}: {self}"
+
     @property
     def _render_traceback_(self):
         """IPython's hook for how an exception shows in a cell: an error the API raises there
@@ -45,7 +49,11 @@ class FastRegError(Exception):
         ``FlyteFast.show_traceback`` the hook is absent, and IPython shows the whole traceback."""
         if SHOW_TRACEBACKS:
             raise AttributeError("_render_traceback_")
-        return lambda: [f"{type(self).__name__}: {self}"]
+        return lambda: [self._one_line()]
+
+
+class FastRegError(_ToldInOneLine, Exception):
+    """Base of every error meant for the user. ``str(err)`` is message plus hint."""
 
 
 class CollectError(FastRegError):
@@ -102,22 +110,10 @@ class NotebookRunError(FastRegError):
         self.traceback = traceback
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(_ToldInOneLine, KeyboardInterrupt):
     """Ctrl-C (or the notebook's stop button) stopped something: ``message`` says what, and the state it
     left (what was registered or started); ``hint`` what to do. A KeyboardInterrupt still, so code that
     catches ``Exception`` does not swallow the user's wish to stop."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} {self.hint}" if self.hint else self.message
-
-    @property
-    def _render_traceback_(self):
-        """One line in a cell, as a FastRegError's; the message itself says it was interrupted."""
-        if SHOW_TRACEBACKS:
-            raise AttributeError("_render_traceback_")
-        return lambda: [str(self)]
+    def _one_line(self) -> str:
+        return str(self)  # the message itself says it was interrupted

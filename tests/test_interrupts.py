@@ -509,7 +509,8 @@ REGISTER_WITH_CTRL_C_AT = textwrap.dedent(
 )
 
 
-def test_register_files_interrupted_during_the_creates(sandbox, remote, tmp_path):
+def _register_files_pressing_ctrl_c_at(call: str, sandbox, tmp_path):
+    """`fastreg register-files` of a freshly serialized module, with Ctrl-C pressed as ``call`` goes out."""
     mod = unique("cli")
     module = tmp_path / f"{mod}.py"
     module.write_text(CELL)
@@ -518,10 +519,14 @@ def test_register_files_interrupted_during_the_creates(sandbox, remote, tmp_path
     script = tmp_path / "ctrl_c.py"
     script.write_text(REGISTER_WITH_CTRL_C_AT)
     result = subprocess.run(
-        [sys.executable, str(script), "CreateTask",
-         "register-files", str(out), "--config", str(sandbox.config_file)],
+        [sys.executable, str(script), call, "register-files", str(out), "--config", str(sandbox.config_file)],
         capture_output=True, text=True, cwd=tmp_path,
     )
+    return mod, result
+
+
+def test_register_files_interrupted_during_the_creates(sandbox, remote, tmp_path):
+    mod, result = _register_files_pressing_ctrl_c_at("CreateTask", sandbox, tmp_path)
     assert result.returncode == 130, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastreg register-files: Interrupted while registering version"), result.stderr
@@ -530,18 +535,7 @@ def test_register_files_interrupted_during_the_creates(sandbox, remote, tmp_path
 
 
 def test_register_files_interrupted_before_the_creates(sandbox, tmp_path):
-    mod = unique("cli")
-    module = tmp_path / f"{mod}.py"
-    module.write_text(CELL)
-    out = tmp_path / "out"
-    subprocess.run([*FASTREG, "serialize", str(module), "-o", str(out)], check=True, capture_output=True, cwd=tmp_path)
-    script = tmp_path / "ctrl_c.py"
-    script.write_text(REGISTER_WITH_CTRL_C_AT)
-    result = subprocess.run(
-        [sys.executable, str(script), "ListProjects",
-         "register-files", str(out), "--config", str(sandbox.config_file)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
+    _, result = _register_files_pressing_ctrl_c_at("ListProjects", sandbox, tmp_path)
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == [
         "fastreg register-files: interrupted before any Create of the release under way: it was not registered "
