@@ -374,15 +374,20 @@ def ensure_reachable(backend: Backend) -> Backend:
 
 
 def host_and_port(backend: Backend) -> tuple[str, int]:
+    """The backend's ``(host, port)``."""
+    return endpoint_host_port(backend.endpoint, backend.insecure)
+
+
+def endpoint_host_port(endpoint: str, insecure: bool = False) -> tuple[str, int]:
     """``dns:///h:p``, ``http://h:p``, ``h:p`` or ``h`` → ``(h, p)`` (gRPC target syntax, default TLS/plain port)."""
-    target = backend.endpoint
+    target = endpoint
     for prefix in ("dns:///", "dns:", "http://", "https://", "ipv4:", "ipv6:"):
         if target.startswith(prefix):
             target = target[len(prefix):]
     target = target.rstrip("/")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        return target.strip("[]"), 80 if backend.insecure else 443
+        return target.strip("[]"), 80 if insecure else 443
     return host.strip("[]"), int(port)
 
 
@@ -436,19 +441,25 @@ def _open_client(backend: Backend):
         ) from exc
 
 
-def _identify(backend: Backend, client) -> Backend:
-    """GetVersion under a short deadline: proves the protocol, and tells the embedded sandbox apart."""
+def _control_plane_build(client) -> str:
+    """The build GetVersion names (``fastreg-sandbox`` for the embedded sandbox), under a short deadline."""
     from flyteidl.admin import version_pb2
 
+    with _deadline():
+        # flytekit's get_control_plane_version returns only `.Version`; `.Build` is what names the
+        # sandbox, so ask the same authenticated stub directly.
+        answer = client._stub.GetVersion(version_pb2.GetVersionRequest(), metadata=client._metadata)
+    return answer.control_plane_version.Build
+
+
+def _identify(backend: Backend, client) -> Backend:
+    """GetVersion under a short deadline: proves the protocol, and tells the embedded sandbox apart."""
     try:
-        with _deadline():
-            # flytekit's get_control_plane_version returns only `.Version`; `.Build` is what names the
-            # sandbox, so ask the same authenticated stub directly.
-            answer = client._stub.GetVersion(version_pb2.GetVersionRequest(), metadata=client._metadata)
+        build = _control_plane_build(client)
     except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
         _raise_probe_failure(backend, exc)
         return backend  # an older FlyteAdmin without GetVersion: not the sandbox, which has it
-    if answer.control_plane_version.Build != SANDBOX_BUILD or backend.is_sandbox:
+    if build != SANDBOX_BUILD or backend.is_sandbox:
         return backend
     host, port = host_and_port(backend)
     # The sandbox has no console: a guessed console URL would lead nowhere, one configured by hand stays.
@@ -460,16 +471,10 @@ def _identify(backend: Backend, client) -> Backend:
 def is_embedded_sandbox(client) -> bool:
     """Whether a FlyteAdmin client (flytekit's, or ``admin_client``'s raw calls) talks to the embedded
     sandbox: it answers GetVersion as ``fastreg-sandbox``. False when that cannot be told."""
-    from flyteidl.admin import version_pb2
-
-    flytekit_client = getattr(client, "client", client)  # RawCalls wraps flytekit's client
     try:
-        with _deadline():
-            answer = flytekit_client._stub.GetVersion(version_pb2.GetVersionRequest(),
-                                                      metadata=flytekit_client._metadata)
+        return _control_plane_build(getattr(client, "client", client)) == SANDBOX_BUILD  # RawCalls wraps flytekit's
     except Exception:  # an older FlyteAdmin without GetVersion, or one not answering: not the sandbox
         return False
-    return answer.control_plane_version.Build == SANDBOX_BUILD
 
 
 def _probe_credentials(backend: Backend) -> None:

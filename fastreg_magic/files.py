@@ -98,8 +98,8 @@ def run_serialize(args) -> int:
                                          overrides=_cell_overrides(args), skipped=skipped)
         else:
             results = [serialize_module(source, staging, args)]
-    for message in skipped:
-        print(message, file=sys.stderr)
+    for failure in skipped:
+        print(f"{failure} Skipped it: nothing is registered while serializing.", file=sys.stderr)
     for folder, reg in results:
         shown = output / folder.relative_to(staging)
         for notice in notices(reg):  # what the magic shows under its summary: on stderr, apart from the result
@@ -238,8 +238,7 @@ def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None
     shell, magics = _notebook_shell(notebook)
     if max_archive_mib:
         magics.max_archive_mib = max_archive_mib
-    skipped = skipped if skipped is not None else []
-    failed: list[str] = []
+    failed = skipped if skipped is not None else []
     results = []
     with _in_notebook_folder(notebook):
         for index, line, body in cells[: magic_indexes[-1] + 1]:
@@ -247,7 +246,6 @@ def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None
                 failure = _run_earlier_cell(shell, body, notebook, index)
                 if failure is not None:
                     failed.append(failure)
-                    skipped.append(f"{failure} Skipped it: nothing is registered while serializing.")
                 continue
             folder = output if len(magic_indexes) == 1 else output / f"cell{index:03d}"
             try:
@@ -719,9 +717,7 @@ def _archive_of(path: Path, digest: str):
     if not path.is_file():
         raise RegistrationError(f"The archive {path} is missing.", "Re-run `fastreg serialize` into this directory.")
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            members = tuple(m.name for m in tar.getmembers() if m.isfile())
-        held = package.digest_of_archive(path)
+        held, members = package.read_archive(path)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise RegistrationError(f"The archive {path} is damaged ({err or type(err).__name__}).",
                                 "Re-run `fastreg serialize` into this directory.") from err

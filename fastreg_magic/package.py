@@ -80,9 +80,10 @@ def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
     return measure(files, cache_dir=cache_dir).digest
 
 
-def digest_of_archive(path: Path) -> str:
+def read_archive(path: Path) -> tuple[str, tuple[str, ...]]:
     """The digest of what an archive holds, as :func:`measure` computes it for the files it was built
-    from: so an archive can be checked against the digest (and version) recorded when it was built."""
+    from (so an archive can be checked against the digest, and version, recorded when it was built),
+    and its file members, in one read."""
     contents = []
     with tarfile.open(path, "r:gz") as tar:
         for member in tar.getmembers():
@@ -90,7 +91,7 @@ def digest_of_archive(path: Path) -> str:
                 data = tar.extractfile(member).read()
                 contents.append(_content(member.name, hashlib.sha256(data).digest(), len(data),
                                          bool(member.mode & 0o111)))
-    return _digest(sorted(contents, key=lambda c: c.relpath))
+    return _digest(sorted(contents, key=lambda c: c.relpath)), tuple(c.relpath for c in contents)
 
 
 @dataclass(frozen=True)

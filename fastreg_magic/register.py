@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import re
 import threading
+import time
 import weakref
 from types import ModuleType
 from typing import Iterable, Sequence
@@ -256,12 +257,20 @@ def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> 
 CTRL_C_CHECK_S = 0.05
 
 
-def result_of(future: concurrent.futures.Future):
-    """``future.result()``, taking Ctrl-C at once. A wait blocked in the lock does not always wake for
-    SIGINT (the futex wait may be restarted after Python's C handler ran), and Python raises the
-    KeyboardInterrupt only when it runs bytecode again: a wait in short slices keeps Ctrl-C prompt."""
-    while not future.done():
+def wait_for(future: concurrent.futures.Future, timeout: float | None = None) -> bool:
+    """Wait for ``future`` (at most ``timeout`` s), taking Ctrl-C at once; whether it is done. A wait
+    blocked in the lock does not always wake for SIGINT (the futex wait may be restarted after Python's
+    C handler ran), and Python raises the KeyboardInterrupt only when it runs bytecode again: a wait in
+    short slices keeps Ctrl-C prompt."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not future.done() and (deadline is None or time.monotonic() < deadline):
         concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+    return future.done()
+
+
+def result_of(future: concurrent.futures.Future):
+    """``future.result()``, taking Ctrl-C at once (see `wait_for`)."""
+    wait_for(future)
     return future.result()
 
 
@@ -285,8 +294,7 @@ def _interrupted_registration(ordered, futures: dict, client, activate: bool) ->
     try:
         _send_creates(ordered, futures, client, activate)
         for future in futures.values():
-            while not future.done():  # as `result_of`, keeping a second Ctrl-C prompt
-                concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+            wait_for(future)  # a second Ctrl-C is taken at once
     except KeyboardInterrupt:
         done = sum(1 for f in futures.values() if f.done() and f.exception() is None)
         return Interrupted(

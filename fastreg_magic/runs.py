@@ -18,7 +18,6 @@ follower lives in `runs_watch`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
@@ -210,13 +209,12 @@ def _interrupted_launch(future, gate: _CreateGate, what: str, name: str, keep) -
 
 def _settled(future) -> bool:
     """Whether the launch finished within LAUNCH_SETTLE_S; a second Ctrl-C stops waiting (short waits take it at once)."""
-    deadline = time.monotonic() + LAUNCH_SETTLE_S
+    from fastreg_magic import register
+
     try:
-        while not future.done() and time.monotonic() < deadline:
-            concurrent.futures.wait([future], timeout=0.05)
+        return register.wait_for(future, LAUNCH_SETTLE_S)
     except KeyboardInterrupt:
-        pass
-    return future.done()
+        return future.done()
 
 
 def _keep_when_started(keep, future) -> None:

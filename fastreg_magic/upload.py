@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
+from fastreg_magic.config import endpoint_host_port
 from fastreg_magic.errors import UploadError, causes
 from fastreg_magic.package import ARCHIVE_PREFIX, ARCHIVE_SUFFIX, Archive
 
@@ -249,8 +250,9 @@ class SignedUrlUploader:
             except UploadError as err:
                 if not self._stopped_answering(err.__cause__):
                     raise
+                host, port = endpoint_host_port(self.endpoint)
                 raise UploadError(
-                    f"The backend at {_shown_endpoint(self.endpoint)} stopped answering during the upload of the archive.",
+                    f"The backend at {host}:{port} stopped answering during the upload of the archive.",
                     "Once it is back, re-run the cell; for the embedded sandbox, re-running the cell starts it again.",
                 ) from err.__cause__
         _SIGNED_DONE.add(done)
@@ -265,7 +267,7 @@ class SignedUrlUploader:
         import socket
 
         try:
-            with socket.create_connection(_host_and_port(self.endpoint), timeout=_BACKEND_CHECK_SECONDS):
+            with socket.create_connection(endpoint_host_port(self.endpoint), timeout=_BACKEND_CHECK_SECONDS):
                 return False
         except OSError:
             return True
@@ -327,18 +329,6 @@ class SignedUrlUploader:
         if getattr(cfg, "insecure_skip_verify", False):
             return False
         return getattr(cfg, "ca_cert_file_path", None) or True
-
-
-def _shown_endpoint(endpoint: str) -> str:
-    """``dns:///127.0.0.1:30080`` as people write it: ``127.0.0.1:30080``."""
-    for prefix in ("dns:///", "dns:", "http://", "https://"):
-        endpoint = endpoint.removeprefix(prefix)
-    return endpoint.rstrip("/")
-
-
-def _host_and_port(endpoint: str) -> tuple[str, int]:
-    host, _, port = _shown_endpoint(endpoint).rpartition(":")
-    return (host.strip("[]"), int(port)) if host and port.isdigit() else (_shown_endpoint(endpoint), 443)
 
 
 def _without_signatures(text: str) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -83,3 +86,21 @@ def grpc_code(exc: BaseException):
             return code()
         exc = exc.__cause__
     return None
+
+
+def stop_background_sandbox(data_dir: Path) -> None:
+    """End the background sandbox announced in ``data_dir`` (its pid is in sandbox.json), and wait for it."""
+    from fastreg_magic.sandbox.background import read_state
+    from fastreg_magic.sandbox.claim import process_is_alive
+
+    state = read_state(data_dir)
+    if not state:
+        return
+    pid = int(state["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 60
+    while process_is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)

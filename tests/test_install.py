@@ -9,12 +9,10 @@ there, with a fresh home. They also cover what sharing one background sandbox be
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 
 from conftest import ROOT
 from fastreg_magic.sandbox.background import read_state
-from fastreg_magic.sandbox.claim import process_is_alive
+from sandbox_support import stop_background_sandbox
 
 DEADLINE_SECONDS = 900
 
@@ -53,20 +51,6 @@ def build_wheel(out: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
                     str(ROOT)], check=True, capture_output=True, text=True, timeout=600)
     return next(out.glob("fastreg_magic-*.whl"))
-
-
-def stop_sandbox_of(data_dir: Path) -> None:
-    state = read_state(data_dir)
-    if not state:
-        return
-    pid = int(state["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 60
-    while process_is_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +87,7 @@ def test_quickstart_from_an_installed_wheel(wheel, tmp_path):
         result = subprocess.run([str(venv / "bin" / "fastreg"), "quickstart", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, env=env, cwd=tmp_path, timeout=DEADLINE_SECONDS)
     finally:
-        stop_sandbox_of(data_dir)
+        stop_background_sandbox(data_dir)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     copy = home / "data" / "fastreg" / "notebooks"
     assert f"running {copy / 'quickstart.ipynb'} in a Jupyter kernel" in result.stdout
@@ -125,7 +109,7 @@ def test_quickstart_missing_its_notebook_runner_says_so_before_starting_anything
                                 env=user_env(tmp_path / "home"), cwd=tmp_path, timeout=300)
         left_running = read_state(data_dir)
     finally:
-        stop_sandbox_of(data_dir)
+        stop_background_sandbox(data_dir)
     assert left_running is None and "embedded sandbox" not in result.stdout  # nothing was started
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
@@ -158,7 +142,7 @@ def test_a_sandbox_started_from_another_environment_is_named_by_the_magic_and_st
         status = subprocess.run([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--status"],
                                 capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     finally:
-        stop_sandbox_of(data_dir)
+        stop_background_sandbox(data_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stdout.splitlines() if line.startswith("Warning: the embedded sandbox")]
     assert len(warnings) == 1, result.stdout  # said once, not at every cell

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -22,6 +20,7 @@ import pytest
 from conftest import ROOT
 from fastreg_magic.errors import NotebookRunError
 from fastreg_magic.quickstart import execute_notebook
+from sandbox_support import stop_background_sandbox
 
 FASTREG = [sys.executable, "-m", "fastreg_magic.cli"]
 
@@ -67,23 +66,6 @@ def test_cells_run_in_the_notebook_folder_with_the_given_environment(tmp_path):
     )
     executed = execute_notebook(notebook, env=dict(os.environ, QUICKSTART_PROBE="probe-value"), timeout=60)
     assert executed.cells[0].outputs[0]["text"].strip() == "beside the notebook probe-value"
-
-
-def stop_background_sandbox(data_dir: Path) -> None:
-    """End the background sandbox the quickstart started in ``data_dir`` (its pid is in sandbox.json)."""
-    from fastreg_magic.sandbox.background import read_state
-
-    state = read_state(data_dir)
-    if not state:
-        return
-    pid = int(state["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (data_dir / "sandbox.json").exists():
-        time.sleep(0.2)  # a clean stop removes the state file
 
 
 @pytest.mark.slow

@@ -139,14 +139,15 @@ def _register_project(endpoint: str, project: str) -> bool:
     from flytekit.configuration import PlatformConfig
     from flytekit.models.project import Project
 
-    from fastreg_magic.errors import SandboxError, causes
+    from fastreg_magic.errors import SandboxError
+    from fastreg_magic.register import grpc_error_of
 
     client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True))
     try:
         client.register_project(Project(id=project, name=project, description=""))
         return True
     except Exception as exc:  # flytekit wraps gRPC errors in its own exception types
-        error = next((e for e in causes(exc) if isinstance(e, grpc.RpcError) and hasattr(e, "code")), None)
+        error = grpc_error_of(exc)
         if error is not None and error.code() == grpc.StatusCode.ALREADY_EXISTS:
             return False
         detail = error.details() if error is not None else str(exc)
