@@ -398,6 +398,10 @@ def module_dir() -> Path:
 
 def check_module_name_free(name: str, module_file: Path | None = None) -> None:
     """Refuse a module name an installed module already uses (local clashes are collect's to report)."""
+    if "." in name:
+        # A module file's package (`pkg` of `pkg.mod`) is imported from the source root, which load_module puts
+        # ahead of installed packages, as PYTHONPATH does in the container; looking `pkg.mod` up would import `pkg`.
+        return
     existing = sys.modules.get(name)
     if existing is not None and _is_generated(existing):
         return
@@ -439,8 +443,9 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
     if str(source_root) not in sys.path:
         sys.path.insert(1, str(source_root))  # the cell's local imports resolve as they will in the container
         importlib.invalidate_caches()
+    parent = _import_parent_package(name)
     spec = importlib.util.spec_from_file_location(name, path, loader=_GeneratedModuleLoader(name, str(path)))
-    module = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)  # `pkg.mod` gets __package__ `pkg`: its relative imports work
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
@@ -450,8 +455,17 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
         else:
             sys.modules.pop(name, None)
         raise
+    if parent is not None:  # as `import pkg.mod` leaves it: `pkg.mod` is an attribute of `pkg`
+        setattr(parent, name.rpartition(".")[2], module)
     setattr(module, _FINGERPRINT, (source, digest))
     return module
+
+
+def _import_parent_package(name: str) -> ModuleType | None:
+    """The package of a dotted module (``pkg`` of ``pkg.mod``), imported from the source root first, as
+    ``import pkg.mod`` does in the container: its ``__init__`` runs before the module."""
+    package = name.rpartition(".")[0]
+    return importlib.import_module(package) if package else None
 
 
 class _GeneratedModuleLoader(importlib.machinery.SourceFileLoader):

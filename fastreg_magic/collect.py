@@ -108,16 +108,61 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
                         body_cell_line=body_cell_line, first_line=first_line, binds=binds)
 
 
-def module_from_file(path: Path) -> ModuleSource:
-    """A ``.py`` file as the module to register, named after the file."""
+def module_from_file(path: Path, name: str | None = None) -> ModuleSource:
+    """A ``.py`` file as the module to register: ``name`` (``pkg.mod`` for a file inside a package,
+    see :func:`file_module`), by default the file's own name."""
     path = Path(path)
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CollectError(f"{path} cannot be read: {exc}.", "Check the path and the file's encoding.") from exc
-    check_module_name(path.stem, what=f"the file name {path.name}")
+    name = name or path.stem
+    if "." in name:
+        _check_dotted_name(name, path)
+    else:
+        check_module_name(name, what=f"the file name {path.name}")
     _parse(source, where=str(path))
-    return ModuleSource(name=path.stem, source=_with_final_newline(source), lifted=())
+    return ModuleSource(name=name, source=_with_final_newline(source), lifted=())
+
+
+def file_module(path: Path, source_root: Path | None = None) -> tuple[str, Path]:
+    """The name a module file is imported by, and the source root it ships from.
+
+    With ``source_root``, the file's path under it, dotted (``src/pkg/mod.py`` under ``src``: ``pkg.mod``);
+    a file outside it is a top-level module of its own name, as a cell is.
+    Without, as ``pyflyte register`` names it: a file in a package (its folder holds ``__init__.py``)
+    from the first folder above it that holds none (flytekit's project root); any other file by its
+    own name, from its own folder.
+    """
+    path = Path(path).expanduser().resolve()
+    root = Path(source_root).expanduser().resolve() if source_root is not None else _project_root(path)
+    if not path.is_relative_to(root):
+        return path.stem, root  # shipped beside the source root's files, as a top-level module (as a cell is)
+    name = ".".join(path.with_suffix("").relative_to(root).parts)
+    if "." in name:
+        _check_dotted_name(name, path, root)
+    return name, root
+
+
+def _project_root(path: Path) -> Path:
+    """flytekit's project root of a module file: the first folder above it without ``__init__.py``."""
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def _check_dotted_name(name: str, path: Path, root: Path | None = None) -> None:
+    """Every part of ``pkg.sub.mod`` must be importable: a folder or file named otherwise cannot be."""
+    for part in name.split("."):
+        if not part.isidentifier() or keyword.iskeyword(part):
+            where = f" under the source root {root}" if root is not None else ""
+            raise CollectError(
+                f"{path}{where} would be the module `{name}`, but `{part}` is not a valid Python module name, "
+                "so the container could not import it.",
+                "Rename that folder or file with letters, digits and underscores (not starting with a digit), "
+                "or pass --source-root the folder the import name starts from.",
+            )
 
 
 def check_module_name(name: str, what: str | None = None) -> None:
@@ -214,13 +259,18 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto", n
     if copy == "all":
         found, skipped = _everything(root, rules, found, skipped)
         found, skipped = _without_notebook(found, skipped, root, notebook)
-    generated = ShippedFile(relpath=f"{module.name}.py", data=module.source.encode("utf-8"))
+    generated = ShippedFile(relpath=module_relpath(module.name), data=module.source.encode("utf-8"))
     found = [f for f in found if f.relpath != generated.relpath]
     _check_stdlib_shadows(found)
     files = sorted([ShippedFile(f.relpath, path=f.path) for f in found] + [generated], key=lambda f: f.relpath)
     warnings += _size_warnings(found, generated)
     left_out = tuple(LeftOut(s.relpath, s.reason) for s in sorted(set(skipped), key=lambda s: s.relpath))
     return FileSet(root=root, files=tuple(files), left_out=left_out, warnings=tuple(warnings))
+
+
+def module_relpath(name: str) -> str:
+    """Where module ``name`` sits in the archive: ``pkg.mod`` at ``pkg/mod.py``, as Python looks for it."""
+    return name.replace(".", "/") + ".py"
 
 
 def _check_root(source_root: Path) -> Path:
@@ -233,7 +283,8 @@ def _check_root(source_root: Path) -> Path:
 def _check_clash(module: ModuleSource, root: Path) -> None:
     """A local `<name>.py` or package `<name>/` would be shadowed by (or shadow) the generated
     module. A plain folder of that name is no clash: Python prefers a module to a namespace."""
-    for candidate in (root / f"{module.name}.py", root / module.name / "__init__.py"):
+    place = root / module_relpath(module.name)
+    for candidate in (place, place.with_suffix("") / "__init__.py"):
         if not candidate.is_file():
             continue
         if candidate.name != "__init__.py" and _same_text(candidate, module.source):
@@ -271,8 +322,9 @@ def _loaded_from_elsewhere(name: str, path: Path | None) -> bool:
 
 
 def _same_text(path: Path, text: str) -> bool:
+    """Whether ``path`` holds ``text``, a module's source as read from it (ended with a newline if it had none)."""
     try:
-        return path.read_text(encoding="utf-8") == text
+        return _with_final_newline(path.read_text(encoding="utf-8")) == text
     except (OSError, UnicodeDecodeError):
         return False
 

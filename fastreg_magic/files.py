@@ -8,7 +8,8 @@
 launch plan, in registration order), the archive ``fast<digest>.tar.gz`` and ``fastreg-manifest.json``;
 it registers nothing; what it left out (secrets, ignored files) and its warnings (large files) go to
 stderr, as the magic lists them. A notebook with several ``%%flyte_fast`` cells gets one sub-directory
-per cell.
+per cell. A module inside a package (``src/pkg/mod.py`` beside ``src/pkg/__init__.py``) is ``pkg.mod``,
+shipped from ``src`` with its package, as ``pyflyte register`` names it.
 For a notebook, the cells before each ``%%flyte_fast`` cell are executed in a real IPython shell
 first, so names the cell borrows from earlier cells resolve exactly as they do in Jupyter; a cell's
 options are expanded as Jupyter expands them (``$NAME``, ``{expr}``) and a ``%%flyte_fast`` cell's value
@@ -63,7 +64,8 @@ def add_serialize_arguments(parser: argparse.ArgumentParser) -> None:
     # For a notebook, each of these given here applies to every %%flyte_fast cell, over the cell's own.
     parser.add_argument("-i", "--image", action="append", default=[], metavar="[NAME=]FQN",
                         help="image (repeatable; for a notebook: every cell's, over its own -i)")
-    parser.add_argument("--source-root", help="directory of the local modules to ship (default: the source's directory)")
+    parser.add_argument("--source-root", help="directory of the local modules to ship (default: the source's directory; "
+                                              "for a module in a package, the folder above the package)")
     parser.add_argument("--copy", choices=("auto", "all"), help="auto (default): imported local modules; all: every file")
     parser.add_argument("--version", help="version to register under (default: derived from the content)")
     parser.add_argument("--destination-dir", help="where the code is unpacked in the container (default: .)")
@@ -124,11 +126,12 @@ def notices(reg) -> list[str]:
 
 
 def serialize_module(path: Path, output: Path, args):
-    from fastreg_magic import api, collect, pipeline
+    from fastreg_magic import collect, pipeline
 
-    source_root = Path(args.source_root).expanduser().resolve() if args.source_root else path.parent
+    # A file in a package is `pkg.mod`, shipped from the folder above the package, as pyflyte names it.
+    name, source_root = collect.file_module(path, Path(args.source_root) if args.source_root else None)
     options = pipeline.Options(
-        module=api.validate_module_name(path.stem),
+        module=name,
         project=specs.PROJECT_PLACEHOLDER,
         domain=specs.DOMAIN_PLACEHOLDER,
         images=tuple(args.image),
@@ -142,7 +145,7 @@ def serialize_module(path: Path, output: Path, args):
         activate=False,
         max_archive_bytes=args.max_archive_mib * 1024 * 1024 if getattr(args, "max_archive_mib", None) else None,
     )
-    module_source = collect.module_from_file(path)
+    module_source = collect.module_from_file(path, name)
     try:
         reg = pipeline.run_module(module_source, options, namespace=None, dry_run=False, serialize_to=output,
                                   backend_fn=_no_backend, timings={}, module_file=path)
@@ -180,15 +183,17 @@ def _raised_by_module(exc: Exception, module_source, where: str, source_root: Pa
 
     generated = str(api.module_dir() / f"{module_source.name}.py")
     frames = [(frame.f_code.co_filename, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
-    if not any(filename == generated for filename, _ in frames):
-        return None
     root = str(Path(source_root).resolve())
 
     def is_users(filename: str) -> bool:
         return filename == generated or is_users_file(filename, root)
 
+    does_not_compile = isinstance(exc, SyntaxError) and bool(exc.filename) and is_users(exc.filename)
+    # The module's package (`pkg` of `pkg.mod`) is imported before the module runs: its failure is the user's too.
+    if not (does_not_compile or any(is_users(filename) for filename, _ in frames)):
+        return None
     place = None
-    if isinstance(exc, SyntaxError) and exc.filename and is_users(exc.filename) and exc.filename != generated:
+    if does_not_compile and exc.filename != generated:
         place = f"{shown_path(exc.filename, root)} line {exc.lineno}"  # a local module that does not compile
     else:
         filename, lineno = [(f, n) for f, n in frames if is_users(f)][-1]

@@ -58,7 +58,7 @@ def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = 
     _forget_listings_under(root)  # files may have appeared since the last look
     result = LocalModules()
     resolved: dict[str, ModuleSpec | None] = {}
-    queue: list[tuple[str, list[Import]]] = [(name, imports_of(source, name, False, tree))]
+    queue: list[tuple[str, list[Import]]] = [(name, _parent_packages(name) + imports_of(source, name, False, tree))]
     parsed = {name}
     outside: dict[str, ModuleSpec | None] = {}
     edges: dict[str, set[tuple[str, bool]]] = collections.defaultdict(set)  # module -> (imported, required)
@@ -66,8 +66,8 @@ def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = 
     while queue:
         module, imports = queue.pop(0)
         for imp in imports:
-            if imp.name.split(".")[0] == name:
-                continue
+            if imp.name == name or imp.name.startswith(name + "."):
+                continue  # the module itself (a package's __init__ importing it back): shipped as generated
             for dotted in _prefixes(imp.name):
                 if dotted not in resolved:
                     resolved[dotted] = _find_under_root(dotted, root, resolved)
@@ -92,6 +92,13 @@ def local_modules(source: str, name: str, root: Path, tree: ast.Module | None = 
                         queue.append((spec.name, _file_imports(path, relpath, spec.name, is_package)))
     result.unguarded = {relpath for module in _unguarded_modules(name, edges) for relpath in files_of[module]}
     return result
+
+
+def _parent_packages(name: str) -> list[Import]:
+    """``pkg.mod`` is imported through its package: Python runs ``pkg/__init__.py`` first, here and in
+    the container, so the package ships with it, with what it imports."""
+    parts = name.split(".")[:-1]
+    return [Import(".".join(parts[: i + 1]), True) for i in range(len(parts))]
 
 
 def _unguarded_modules(start: str, edges: dict[str, set[tuple[str, bool]]]) -> set[str]:
@@ -180,7 +187,9 @@ def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
         raise CollectError(
             f"`from {dots}{node.module or ''} import ...` (line {node.lineno} of {module}) is a relative "
             "import outside any package.",
-            "The cell becomes a top-level module: import by the full name, e.g. `from mypkg import x`.",
+            "A cell is a top-level module, and so is a file right under the source root: import by the full "
+            "name (e.g. `from mypkg import x`), or give `fastreg serialize` the folder above its package as "
+            "--source-root.",
         )
     base_parts = parts[: len(parts) - (node.level - 1)]
     return ".".join(base_parts + ([node.module] if node.module else []))
