@@ -45,6 +45,12 @@ def _child_run(ne) -> str | None:
     return None
 
 
+def _cached_task(ne) -> str | None:
+    """The task a node answered from the cache ran: the one that stored the entry it read."""
+    source = ne.closure.task_node_metadata.catalog_key.source_task_execution
+    return source.task_id.name or None
+
+
 def _is_task_like(ne) -> bool:
     """A node whose work is a task (so it has attempts): not a parent, not a launch plan."""
     node_id = ne.metadata.spec_node_id or ne.id.node_id
@@ -88,7 +94,8 @@ class NodeTree:
         for row in rows:
             ne = by_node.get(row.node)
             found = attempts.get(row.node)
-            task = row.task or (found.task if found else None) or default_task
+            cached_task = _cached_task(ne) if ne is not None else None
+            task = row.task or (found.task if found else None) or cached_task or default_task
             row = replace(row, task=task, path=f"{prefix}{row.node}", logs=found.logs if found else ())
             if ne is not None:
                 row = replace(row, child_run=_child_run(ne))

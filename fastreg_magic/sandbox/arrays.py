@@ -33,6 +33,7 @@ from fastreg_magic.sandbox.taskrun import AttemptResult
 from fastreg_magic.sandbox.tasknode import (
     SYSTEM_RETRIES,
     AttemptSpec,
+    NodeDeadlines,
     user_retries,
     logs_of,
     run_one_attempt,
@@ -162,17 +163,26 @@ class _ArrayRun:
         else from running its task, with retries, as propeller runs a map task's sub-task."""
         element_inputs = _element_inputs(self.inputs, index, set(self.node.array_node.bound_inputs))
         key, cached = taskcache.find(self.ctx, template, element_inputs)
+        turn = taskcache.Turn()
+        if cached is None and key is not None:  # cache_serialize: wait while another attempt computes it
+            owner = f"{self.ctx.execution_id.name}/{self.reporter.node_id}/{index}"
+            turn = taskcache.wait_turn(self.ctx, template, key, owner, self.cancel)
+            cached = turn.outputs
         if cached is not None:
             self.cache_statuses[index] = catalog_pb2.CACHE_HIT
             return AttemptResult(outputs=cached)
-        result = self._run_element(index, template, retries, timeout_s)
-        if key is not None and result.error is None and not result.cancelled and result.outputs is not None:
-            taskcache.store(self.ctx.cache_dir, key, result.outputs)
-            self.cache_statuses[index] = catalog_pb2.CACHE_POPULATED
+        try:
+            result = self._run_element(index, template, retries, timeout_s)
+            if key is not None and result.error is None and not result.cancelled and result.outputs is not None:
+                taskcache.store(self.ctx.cache_dir, key, result.outputs)
+                self.cache_statuses[index] = catalog_pb2.CACHE_POPULATED
+        finally:
+            turn.release()
         return result
 
     def _run_element(self, index: int, template, retries: int, timeout_s) -> AttemptResult:
         user_budget, system_budget = retries, SYSTEM_RETRIES
+        deadlines = NodeDeadlines(timeout_s)  # each element is a sub-node with its own deadlines
         node_dir = self.ctx.node_dir(self.reporter.node_id)
         while not self.cancel.is_set():
             spec = AttemptSpec(
@@ -180,7 +190,7 @@ class _ArrayRun:
                 node_dir / "inputs.pb",
                 {"BATCH_JOB_ARRAY_INDEX_VAR_NAME": INDEX_VAR, INDEX_VAR: str(index)},
             )
-            result, _ = run_one_attempt(self.ctx, template, spec, self.inputs, self.cancel, timeout_s,
+            result, _ = run_one_attempt(self.ctx, template, spec, self.inputs, self.cancel, deadlines,
                                         on_start=lambda _dir: self._set_phase(index, TaskPhase.RUNNING))
             if result.error is None or result.cancelled:
                 return result
@@ -200,7 +210,7 @@ class _ArrayRun:
         # no worker slot held here: the child's own tasks take slots, and holding one while waiting
         # for them could starve them; the array's concurrency bounds how many children run at once
         try:
-            child = self.ctx.children.launch_child(launch_plan, element_inputs, self.reporter.id)
+            child = self.ctx.children.launch_child(launch_plan, element_inputs, self.reporter.id, element=index)
         except Exception as exc:  # the control plane refused (bad inputs, unknown launch plan)
             return AttemptResult(error=core_exec.ExecutionError(
                 code="LaunchFailed", message=f"Could not launch {show_id(launch_plan)}: {exc}"))

@@ -76,7 +76,13 @@ class ChildLauncher(Protocol):
         launch_plan_id: identifier_pb2.Identifier,
         inputs: literals_pb2.LiteralMap,
         parent: identifier_pb2.NodeExecutionIdentifier,
-    ) -> identifier_pb2.WorkflowExecutionIdentifier: ...
+        *,
+        element: int | None = None,
+        attempt: int = 0,
+    ) -> identifier_pb2.WorkflowExecutionIdentifier:
+        """Start (or find again) the child of node ``parent`` at ``attempt``; ``element`` is the index
+        of a map task's element, each of which has its own child."""
+        ...
 
     def wait_child(
         self, execution_id: identifier_pb2.WorkflowExecutionIdentifier, stop: threading.Event
@@ -85,3 +91,9 @@ class ChildLauncher(Protocol):
         ...
 
     def terminate_child(self, execution_id: identifier_pb2.WorkflowExecutionIdentifier, cause: str) -> None: ...
+
+    def eager_children(
+        self, execution_id: identifier_pb2.WorkflowExecutionIdentifier
+    ) -> list[tuple[identifier_pb2.WorkflowExecutionIdentifier, int]]:
+        """The runs an eager task of ``execution_id`` launched (oldest first) and their workflow phases."""
+        ...

@@ -74,11 +74,17 @@ def run_graph(
                     continue
                 node = pending.pop(node_id)
                 running.add(node_id)
-                snapshot = dict(available)
+                skip = any(phase == NodePhase.SKIPPED for phase in upstream)
+                # queued here, one after another in the workflow's order, so the control plane
+                # creates (and lists) the node executions in that order, as propeller's do
+                try:
+                    queued = _queue_node(ctx, scope, node, available, skip=skip)
+                except Exception as exc:  # a bug must end the node, never the graph
+                    finished.put((node_id, _crashed(node, exc)))
+                    continue
                 threading.Thread(
                     target=_run_node_thread,
-                    args=(ctx, scope, node, snapshot, graph_cancel, finished,
-                          any(phase == NodePhase.SKIPPED for phase in upstream)),
+                    args=(ctx, scope, node, queued, dict(available), graph_cancel, finished),
                     name=f"node-{scope.unique_id(node_id)}",
                     daemon=True,
                 ).start()
@@ -125,21 +131,39 @@ def _branch_reads(node: workflow_pb2.Node) -> set[str]:
     return found
 
 
-def _run_node_thread(ctx, scope, node, available, cancel, finished: queue.Queue, skip: bool) -> None:
+def _run_node_thread(ctx, scope, node, queued, available, cancel, finished: queue.Queue) -> None:
     try:
-        outcome = execute_node(ctx, scope, node, available, cancel, skip=skip)
+        outcome = _run_queued(ctx, scope, node, queued, available, cancel)
     except Exception as exc:  # a bug must end the node, never hang the graph
-        log.exception("node %s crashed", node.id)
-        outcome = failed(f"The sandbox failed while running node {node.id!r}: {exc!r}", code="SandboxError",
-                         kind=core_exec.ExecutionError.SYSTEM)
+        outcome = _crashed(node, exc)
     finished.put((node.id, outcome))
+
+
+def _crashed(node, exc: Exception) -> Outcome:
+    log.exception("node %s crashed", node.id)
+    return failed(f"The sandbox failed while running node {node.id!r}: {exc!r}", code="SandboxError",
+                  kind=core_exec.ExecutionError.SYSTEM)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A node whose execution exists: its reporter, and its inputs or how it already ended."""
+
+    reporter: NodeReporter
+    inputs: literals_pb2.LiteralMap | None = None
+    ended: Outcome | None = None
 
 
 def execute_node(ctx: RunContext, scope: Scope, node, available, cancel: Cancel, *, skip: bool = False) -> Outcome:
     """Resolve inputs, report QUEUED, run the node's handler, report how it ended."""
-    from fastreg_magic.sandbox.nodes import handler_for, prepare_reporter
+    queued = _queue_node(ctx, scope, node, available, skip=skip)
+    return _run_queued(ctx, scope, node, queued, available, cancel)
 
-    node_cancel = cancel.child()
+
+def _queue_node(ctx: RunContext, scope: Scope, node, available, *, skip: bool) -> _Queued:
+    """The node's first event: QUEUED with its inputs (or SKIPPED, or FAILED when they cannot be resolved)."""
+    from fastreg_magic.sandbox.nodes import prepare_reporter
+
     unique_id = scope.unique_id(node.id)
     reporter = NodeReporter(
         sink=ctx.sink,
@@ -153,19 +177,29 @@ def execute_node(ctx: RunContext, scope: Scope, node, available, cancel: Cancel,
     prepare_reporter(ctx, scope, node, reporter)
     if skip:
         reporter.emit(NodePhase.SKIPPED)
-        return Outcome(NodePhase.SKIPPED)
+        return _Queued(reporter, ended=Outcome(NodePhase.SKIPPED))
     try:
         inputs = resolve_inputs(node.inputs, available)
     except BindingError as exc:
         outcome = failed(f"The inputs of node {node.id!r} could not be resolved: {exc}", code="BindingError")
         reporter.emit(NodePhase.FAILED, error=outcome.error)
-        return outcome
+        return _Queued(reporter, ended=outcome)
     node_dir = ctx.node_dir(unique_id)
     node_dir.mkdir(parents=True, exist_ok=True)
     (node_dir / "inputs.pb").write_bytes(inputs.SerializeToString())
     reporter.emit(NodePhase.QUEUED, input_data=inputs)
+    return _Queued(reporter, inputs=inputs)
+
+
+def _run_queued(ctx: RunContext, scope: Scope, node, queued: _Queued, available, cancel: Cancel) -> Outcome:
+    """Run a queued node's handler and report how it ended."""
+    from fastreg_magic.sandbox.nodes import handler_for
+
+    if queued.ended is not None:
+        return queued.ended
+    reporter, node_cancel = queued.reporter, cancel.child()
     handler = handler_for(node)
-    outcome = handler(ctx, scope, node, inputs, available, reporter, node_cancel)
+    outcome = handler(ctx, scope, node, queued.inputs, available, reporter, node_cancel)
     if node_cancel.is_set() and outcome.phase not in _DONE:
         outcome = Outcome(NodePhase.ABORTED, error=core_exec.ExecutionError(code="Aborted", message=node_cancel.reason))
     _report_end(reporter, outcome)

@@ -83,20 +83,25 @@ def apply_filters(items: Sequence[Any], filters: str, getters: dict[str, Getter]
 
 
 def paginate(items: Sequence[Any], limit: int, token: str, sort_by, getters: dict[str, Getter],
-             default_key: str = "created_at", descending: bool = True) -> tuple[list[Any], str]:
-    """One page of ``items`` in the requested order, and the token of the next page ('' at the end)."""
+             default_key: str | None = "created_at", descending: bool = True) -> tuple[list[Any], str]:
+    """One page of ``items`` in the requested order, and the token of the next page ('' at the end).
+
+    With no ``default_key`` and no ``sort_by``, ``items`` keep the order they come in."""
     offset = parse_token(token)
     key = sort_by.key if sort_by is not None and sort_by.key else default_key
     if sort_by is not None and sort_by.key:
         descending = sort_by.direction == 0  # admin.Sort.DESCENDING is 0
-    getter = _field(key, getters)
-    ordered = sorted(items, key=lambda item: _sort_value(getter(item)), reverse=descending)
+    if key is None:
+        ordered = list(items)
+    else:
+        getter = _field(key, getters)
+        ordered = sorted(items, key=lambda item: _sort_value(getter(item)), reverse=descending)
     page = ordered[offset: offset + limit] if limit else ordered[offset:]
     more = limit and offset + limit < len(ordered)
     return page, str(offset + limit) if more else ""
 
 
-def list_page(items: Sequence[Any], request, getters: dict[str, Getter], default_key: str = "created_at",
+def list_page(items: Sequence[Any], request, getters: dict[str, Getter], default_key: str | None = "created_at",
               descending: bool = True) -> tuple[list[Any], str]:
     """``apply_filters`` then ``paginate``, with what a List* request asks for."""
     items = apply_filters(items, getattr(request, "filters", ""), getters)

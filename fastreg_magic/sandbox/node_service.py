@@ -2,7 +2,8 @@
 
 ``ListNodeExecutions`` returns the top-level nodes of an execution, or, with
 ``unique_parent_id``, the children of one parent node (sub-workflow, dynamic, branch and
-array nodes), as FlyteAdmin does. The data RPCs answer inline (``full_inputs``,
+array nodes), as FlyteAdmin does: without ``sort_by``, in the order they were created (FlyteAdmin
+adds no ORDER BY then, so its database returns them by insertion). The data RPCs answer inline (``full_inputs``,
 ``full_outputs``) and with the ``flyte://`` URLs that DataProxy ``GetData`` resolves.
 """
 
@@ -88,7 +89,7 @@ class NodeRpcs:
         self.get_execution(request.workflow_execution_id)
         nodes = self.store.list_node_executions(execution_key(request.workflow_execution_id),
                                                 request.unique_parent_id or None, node_execution_pb2.NodeExecution)
-        page, token = list_page(nodes, request, NODE_GETTERS, descending=False)
+        page, token = list_page(nodes, request, NODE_GETTERS, default_key=None, descending=False)
         return node_execution_pb2.NodeExecutionList(node_executions=page, token=token)
 
     def ListNodeExecutionsForTask(self, request, context):
@@ -98,7 +99,7 @@ class NodeRpcs:
         self.node_execution(parent)
         nodes = self.store.list_node_executions(execution_key(parent.execution_id), parent.node_id,
                                                 node_execution_pb2.NodeExecution)
-        page, token = list_page(nodes, request, NODE_GETTERS, descending=False)
+        page, token = list_page(nodes, request, NODE_GETTERS, default_key=None, descending=False)
         return node_execution_pb2.NodeExecutionList(node_executions=page, token=token)
 
     def GetNodeExecutionData(self, request, context):

@@ -32,6 +32,8 @@ def prepare_reporter(ctx: RunContext, scope: Scope, node: workflow_pb2.Node, rep
     kind = node_kind(node)
     if kind == "task_node":
         reporter.target_entity = node.task_node.reference_id
+        template = ctx.task(scope, node.task_node.reference_id)
+        reporter.is_eager = template is not None and template.metadata.is_eager
     elif kind == "workflow_node":
         ref = node.workflow_node
         reporter.target_entity = ref.launchplan_ref if ref.HasField("launchplan_ref") else ref.sub_workflow_ref
@@ -79,17 +81,30 @@ def run_task(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel
     if problem:
         return failed(problem, code="UnsupportedTaskType", kind=_SYSTEM)
     key, cached = taskcache.find(ctx, template, inputs)
+    if cached is None and key is not None:
+        # cache_serialize: wait while another attempt computes the same outputs
+        turn = taskcache.wait_turn(ctx, template, key, f"{ctx.execution_id.name}/{reporter.node_id}", cancel)
+        cached = turn.outputs
+    else:
+        turn = taskcache.Turn()
     if cached is not None:
-        reporter.cache_status = catalog_pb2.CACHE_HIT  # no attempt: the outputs are known
+        # no attempt: the outputs are known; the node names the task execution that stored them
+        reporter.cache_status = catalog_pb2.CACHE_HIT
+        reporter.catalog_key = taskcache.catalog_key(ctx.cache_dir, template, key)
         return Outcome(NodePhase.SUCCEEDED, outputs=cached)
-    phase, result, attempt = run_task_node(ctx, node, template, inputs, reporter, cancel)
+    try:
+        phase, result, attempt = run_task_node(ctx, node, template, inputs, reporter, cancel)
+        if phase == NodePhase.SUCCEEDED and result.dynamic is None and key is not None:
+            source = identifier_pb2.TaskExecutionIdentifier(
+                task_id=template.id, node_execution_id=reporter.id, retry_attempt=attempt)
+            taskcache.store(ctx.cache_dir, key, result.outputs, source)
+            reporter.cache_status = catalog_pb2.CACHE_POPULATED
+    finally:
+        turn.release()
     if phase != NodePhase.SUCCEEDED:
         return Outcome(phase, error=result.error)
     if result.dynamic is not None:
         return run_dynamic(ctx, scope, node, template, inputs, result.dynamic, attempt, reporter, cancel)
-    if key is not None:
-        taskcache.store(ctx.cache_dir, key, result.outputs)
-        reporter.cache_status = catalog_pb2.CACHE_POPULATED
     return Outcome(NodePhase.SUCCEEDED, outputs=result.outputs)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import identifier_pb2, literals_pb2
 from flyteidl.event import event_pb2
@@ -93,7 +94,9 @@ class NodeReporter:
     is_parent: bool = False
     is_array: bool = False
     is_dynamic: bool = False
+    is_eager: bool = False
     cache_status: int | None = None  # a cached task's catalog.CatalogCacheStatus, sent on its events
+    catalog_key: catalog_pb2.CatalogMetadata | None = None  # a cache hit's entry: which task stored it
     deck_uri: str | None = None  # the deck its task wrote, sent on its events once known
     phases: list[int] = field(default_factory=list)
 
@@ -126,6 +129,7 @@ class NodeReporter:
             is_parent=self.is_parent,
             is_array=self.is_array,
             is_dynamic=self.is_dynamic,
+            is_eager=self.is_eager,
             event_version=1,
         )
         event.reported_at.CopyFrom(event.occurred_at)
@@ -140,6 +144,8 @@ class NodeReporter:
             event.task_node_metadata.dynamic_workflow.CopyFrom(dynamic_workflow)
         if self.cache_status is not None:
             event.task_node_metadata.cache_status = self.cache_status
+        if self.catalog_key is not None:
+            event.task_node_metadata.catalog_key.CopyFrom(self.catalog_key)
         if self.deck_uri:
             event.deck_uri = self.deck_uri
         self.phases.append(phase)

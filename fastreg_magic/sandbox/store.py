@@ -270,7 +270,8 @@ class Store:
         sql = "SELECT body FROM node_executions WHERE project = ? AND domain = ? AND execution = ? AND "
         sql += "parent_id IS NULL" if parent_id is None else "parent_id = ?"
         params = list(execution_key) + ([] if parent_id is None else [parent_id])
-        return [_parse(cls, row[0]) for row in self.query(sql + " ORDER BY created_at", params)]
+        # rowid: the order they were created in (each is inserted once, then updated in place)
+        return [_parse(cls, row[0]) for row in self.query(sql + " ORDER BY rowid", params)]
 
     def all_node_executions(self, execution_key: tuple, cls: type[M]) -> list[M]:
         rows = self.query("SELECT body FROM node_executions WHERE project = ? AND domain = ? AND execution = ?",

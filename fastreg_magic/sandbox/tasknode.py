@@ -1,12 +1,16 @@
 """Task nodes: attempts with retries and timeouts from the node's metadata, and their task events.
 
 Retries follow flytepropeller: an error flytekit marks RECOVERABLE (``FlyteRecoverableException``,
-a crash without ``error.pb``, a timeout) is retried while the node's ``retries`` budget lasts; a
-recoverable system error has its own budget; any other error fails the node at once. As in
-propeller's compiler (``transformers/k8s/utils.go``), the budget is the node's ``retries`` when
-not zero, else the task's; the timeout is the node's ``timeout`` alone (flytekit copies the task's
-timeout there, and ``with_overrides`` replaces it). A task that wrote a deck gets its node's
-``deck_uri`` (propeller's task handler, ``AddDeckURI``). A task that requests a secret the sandbox
+a crash without ``error.pb``, an attempt that ran out of time) is retried while the node's
+``retries`` budget lasts; a recoverable system error has its own budget; any other error fails the
+node at once. As in propeller's compiler (``transformers/k8s/utils.go``), the budget is the node's
+``retries`` when not zero, else the task's; the timeout is the node's ``timeout`` alone (flytekit
+copies the task's timeout there, and ``with_overrides`` replaces it). The timeout is propeller's
+two deadlines (``transformers/k8s/node.go``, the node executor's ``execute``): each attempt may run
+that long, then fails retryably ("task execution timeout"); the node as a whole may run twice
+that long, then ends TIMED_OUT whatever retries are left ("task active timeout"). A task that wrote a deck gets its node's
+``deck_uri`` (propeller's task handler, ``AddDeckURI``). An eager task's attempt names the runs it
+launched (``eager``). A task that requests a secret the sandbox
 does not have fails before its process starts (``secrets``). Node and attempt stay QUEUED until
 a worker slot is free and the attempt's process starts; they are RUNNING (and timed) from then.
 """
@@ -15,13 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import literals_pb2, tasks_pb2, workflow_pb2
 
 from fastreg_magic.sandbox import reporting as events
+from fastreg_magic.sandbox.eager import EagerRuns
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase
 from fastreg_magic.sandbox.runstate import Cancel, RunContext
 from fastreg_magic.sandbox.secrets import MissingSecret, secrets_env
@@ -35,6 +41,8 @@ SYSTEM_RETRIES = 3
 FAST_EXECUTE = "pyflyte-fast-execute"
 # What flytekit writes a task's decks to, in its output prefix (propeller's ``GetDeckPath``).
 DECK_FILE = "deck.html"
+# A node's active deadline is this many times its timeout (propeller's compiler, ``node.go``).
+ACTIVE_DEADLINE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,49 @@ def timeout_seconds(node_metadata: workflow_pb2.NodeMetadata) -> float | None:
     if duration.seconds or duration.nanos:
         return duration.seconds + duration.nanos / 1e9
     return None
+
+
+class NodeDeadlines:
+    """The two deadlines of a node with a ``timeout``, as flytepropeller keeps them.
+
+    Each attempt may run ``timeout`` (the execution deadline: a retryable failure); the node as a
+    whole ``ACTIVE_DEADLINE_FACTOR`` times that (the active deadline: the node ends TIMED_OUT).
+    Both count from when a process starts: a node waiting for a worker slot has not started.
+
+        deadlines = NodeDeadlines(2.0)
+        limit, ends_node = deadlines.attempt_limit()    # (2.0, False), then at most 2 s more, True
+    """
+
+    def __init__(self, timeout_s: float | None):
+        self.timeout_s = timeout_s
+        self._started: float | None = None
+
+    def attempt_limit(self) -> tuple[float | None, bool]:
+        """How long the attempt starting now may run, and whether running out ends the node."""
+        if self.timeout_s is None:
+            return None, False
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        left = self._started + self.active_s - now
+        if left <= self.timeout_s:
+            return max(left, 0.0), True
+        return self.timeout_s, False
+
+    @property
+    def active_s(self) -> float:
+        return ACTIVE_DEADLINE_FACTOR * self.timeout_s
+
+    def node_timed_out(self) -> AttemptResult:
+        return AttemptResult(
+            timed_out=True,
+            error=core_exec.ExecutionError(
+                code="TimeoutExpired",
+                message=f"task active timeout [{self.active_s:g}s] expired (twice the task's timeout of "
+                        f"{self.timeout_s:g}s, retries included); the task's process tree was ended",
+                kind=core_exec.ExecutionError.USER,
+            ),
+        )
 
 
 def deck_of(template: tasks_pb2.TaskTemplate, attempt_dir: Path) -> str | None:
@@ -138,12 +189,14 @@ def run_one_attempt(
     spec: AttemptSpec,
     inputs: literals_pb2.LiteralMap,
     cancel: Cancel,
-    timeout_s: float | None,
+    deadlines: NodeDeadlines,
     on_start=None,
 ) -> tuple[AttemptResult, Path]:
     """Render and run one attempt; returns its result and the directory holding its logs.
 
     ``on_start`` is called once the attempt holds a worker slot, just before its process starts.
+    An attempt that runs out of time is retryable, unless the node's own time ran out with it
+    (then its result is ``timed_out``).
     """
     attempt_dir = spec.node_dir / str(spec.attempt)
     previous = spec.node_dir / str(spec.attempt - 1) / "checkpoint" if spec.attempt else None
@@ -178,11 +231,16 @@ def run_one_attempt(
     if not ctx.slots.acquire(cancel):
         return AttemptResult(cancelled=True), attempt_dir
     try:
+        limit, ends_node = deadlines.attempt_limit()
+        if ends_node and limit <= 0:  # the node's time ran out while it waited for a slot
+            return deadlines.node_timed_out(), attempt_dir
         if on_start is not None:
             on_start(attempt_dir)
-        result = run_attempt(argv, env, paths, timeout_s=timeout_s, cancelled=cancel, registry=ctx.processes)
+        result = run_attempt(argv, env, paths, timeout_s=limit, cancelled=cancel, registry=ctx.processes)
     finally:
         ctx.slots.release()
+    if result.timed_out:
+        result = deadlines.node_timed_out() if ends_node else replace(result, timed_out=False)
     return result, attempt_dir
 
 
@@ -206,7 +264,7 @@ def run_task_node(
     node_dir = ctx.node_dir(reporter.node_id)
     user_budget = user_retries(node.metadata, template)
     system_budget = SYSTEM_RETRIES
-    timeout_s = timeout_seconds(node.metadata)
+    deadlines = NodeDeadlines(timeout_seconds(node.metadata))
     attempt = 0
     while True:
         if cancel.is_set():
@@ -215,8 +273,9 @@ def run_task_node(
         # task whose pod has not started
         ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.QUEUED, input_data=inputs))
         spec = AttemptSpec(attempt, node_dir, ctx.raw_output_dir(reporter.node_id), node_dir / "inputs.pb", {})
+        eager = _eager_runs(ctx, template, reporter, attempt)
 
-        def started(attempt_dir: Path, attempt: int = attempt) -> None:
+        def started(attempt_dir: Path, attempt: int = attempt, eager: EagerRuns | None = eager) -> None:
             # the node runs (and its started_at counts) from when its first process starts
             if reporter.last_phase != NodePhase.RUNNING:
                 reporter.emit(NodePhase.RUNNING)
@@ -224,11 +283,14 @@ def run_task_node(
             ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.RUNNING, input_data=inputs,
                                       logs=logs_of(attempt_dir),
                                       custom_info={"image": template.container.image, "workdir": str(attempt_dir)}))
+            if eager is not None:
+                eager.watch()
 
-        result, attempt_dir = run_one_attempt(ctx, template, spec, inputs, cancel, timeout_s, on_start=started)
+        result, attempt_dir = run_one_attempt(ctx, template, spec, inputs, cancel, deadlines, on_start=started)
+        launched = eager.stop() if eager is not None else None
         result = _check_outputs(template, result)
         reporter.deck_uri = deck_of(template, attempt_dir) or reporter.deck_uri
-        _report_attempt(ctx, template, reporter, attempt, result, attempt_dir)
+        _report_attempt(ctx, template, reporter, attempt, result, attempt_dir, launched)
         if result.cancelled:
             return NodePhase.ABORTED, result, attempt
         if result.error is None:
@@ -259,7 +321,20 @@ def _check_outputs(template: tasks_pb2.TaskTemplate, result: AttemptResult) -> A
     )
 
 
-def _report_attempt(ctx, template, reporter, attempt, result: AttemptResult, attempt_dir: Path) -> None:
+def _eager_runs(ctx, template, reporter: NodeReporter, attempt: int) -> EagerRuns | None:
+    """For an eager task's attempt: what follows the runs it launches, reporting them as they appear."""
+    if not template.metadata.is_eager:
+        return None
+
+    def report(resources, version: int) -> None:
+        ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.RUNNING, phase_version=version,
+                                  external_resources=resources))
+
+    return EagerRuns(ctx, report)
+
+
+def _report_attempt(ctx, template, reporter, attempt, result: AttemptResult, attempt_dir: Path,
+                    launched=None) -> None:
     if result.cancelled:
         phase, reason = TaskPhase.ABORTED, ctx.cancel.reason or "aborted"
     elif result.error is not None:
@@ -270,6 +345,7 @@ def _report_attempt(ctx, template, reporter, attempt, result: AttemptResult, att
         _task_event(
             ctx, template, reporter, attempt, phase,
             output_data=result.outputs, error=result.error, reason=reason, logs=logs_of(attempt_dir),
+            external_resources=launched,
         )
     )
 

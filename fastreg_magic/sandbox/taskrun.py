@@ -54,7 +54,10 @@ class AttemptPaths:
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """How an attempt ended: outputs, a dynamic job spec, or an error (recoverable or not)."""
+    """How an attempt ended: outputs, a dynamic job spec, or an error (recoverable or not).
+
+    ``timed_out``: its time limit ended it (the caller knows whether that limit was the node's).
+    """
 
     outputs: literals_pb2.LiteralMap | None = None
     dynamic: dynamic_job_pb2.DynamicJobSpec | None = None
@@ -203,8 +206,8 @@ def run_attempt(
             timed_out=True,
             recoverable=True,
             error=core_exec.ExecutionError(
-                code="Timeout",
-                message=f"task active timeout [{timeout_s:g}s] expired; the task's process tree was ended",
+                code="TimeoutExpired",
+                message=f"task execution timeout [{timeout_s:g}s] expired; the task's process tree was ended",
                 kind=core_exec.ExecutionError.USER,
             ),
         )

@@ -127,7 +127,7 @@ class LocalChildren:
         self._launched: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def launch_child(self, launch_plan_id, inputs, parent):
+    def launch_child(self, launch_plan_id, inputs, parent, *, element=None, attempt=0):
         entity = self.launch_plans[launch_plan_id.name]
         with self._lock:
             count = self._launched[parent.execution_id.name] = self._launched.get(parent.execution_id.name, 0) + 1
