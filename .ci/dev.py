@@ -3,6 +3,7 @@
 
     python3 .ci/dev.py quickstart   # set up, start the embedded sandbox, run the quickstart
     python3 .ci/dev.py test         # set up (with test tools and a browser), run every test
+    python3 .ci/dev.py other-python 3.10   # the version-dependent tests on Python 3.10 (also part of `test`)
 
 Setup is idempotent: a `.venv/` in the project root, the project installed into it in
 editable mode, and for `test` Debian's chromium (for the browser test) when missing.
@@ -61,8 +62,61 @@ def ensure_chromium() -> None:
 def job_test(args: list[str]) -> int:
     setup("test")
     ensure_chromium()
-    env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
-    code = run(str(PY), "-m", "pytest", *(args or ["tests"]), env=env)
+    code = pytest_in(VENV, args or ["tests"])
+    if args or code:
+        return code
+    # The whole suite runs on this Python; the parts that depend on the Python and IPython version
+    # (parsing cells, tracebacks, hashing, typed inputs) run again on the other Pythons we support.
+    for version in OTHER_PYTHONS:
+        code = job_other_python([version]) or code
+    return code
+
+
+# Python versions besides the main one (pyproject's requires-python), and the tests that depend on them.
+OTHER_PYTHONS = ("3.10", "3.12")
+VERSION_TESTS = [
+    "tests/test_collect.py", "tests/test_lift_names.py", "tests/test_magic.py", "tests/test_cell_warnings.py",
+    "tests/test_files.py", "tests/test_serialize_package.py", "tests/test_launch_inputs.py",
+    "tests/test_magic_sandbox.py",
+]
+
+# What those tests import besides the project (a subset of the `test` extra: no browser, no JupyterLab).
+VERSION_TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.2", "pydantic>=2", "moto[server]>=5", "s3fs>=2024.2"]
+
+
+def job_other_python(args: list[str]) -> int:
+    """``other-python 3.10 [pytest args]``: the version-dependent tests in a venv of that Python (the
+    project and what those tests import: IPython is whatever pip picks for that Python, as a user gets)."""
+    version, rest = args[0], args[1:]
+    python = find_python(version)
+    if python is None:
+        print(f"Python {version} is not installed here (python{version} or pyenv): its tests did not run")
+        return 0
+    venv = ROOT / f".venv-{version}"
+    if not (venv / "bin" / "python").exists():
+        must(python, "-m", "venv", str(venv))
+        must(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip")
+    must(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", ".", *VERSION_TEST_TOOLS)
+    names_tests = any(arg.startswith("tests") for arg in rest)
+    return pytest_in(venv, rest if names_tests else [*VERSION_TESTS, *rest])
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of that version that runs (a pyenv shim for a version not selected does not)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [str(p) for p in sorted(pyenv.glob(f"{version}.*/bin/python"), reverse=True)]
+    candidates += [found for found in [shutil.which(f"python{version}")] if found]
+    for candidate in candidates:
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+def pytest_in(venv: Path, args: list[str]) -> int:
+    env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    code = run(str(venv / "bin" / "python"), "-m", "pytest", *args, env=env)
     if code == 5:  # pytest: no tests collected. That is a failure, never a green run.
         print("pytest collected no tests: failing the run")
         return 1
@@ -75,7 +129,7 @@ def job_quickstart(args: list[str]) -> int:
     return run(str(VENV / "bin" / "fastreg"), "quickstart", *args, env=env)
 
 
-JOBS = {"test": job_test, "quickstart": job_quickstart}
+JOBS = {"test": job_test, "other-python": job_other_python, "quickstart": job_quickstart}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in JOBS:

@@ -474,7 +474,10 @@ class _GeneratedModuleLoader(importlib.machinery.SourceFileLoader):
     and read never."""
 
     def get_code(self, fullname):
-        return self.source_to_code(self.get_data(self.path), self.path)
+        from fastreg_magic.collect import compile_warnings_silenced
+
+        with compile_warnings_silenced():  # said where the code was written (the cell, the file), not here
+            return self.source_to_code(self.get_data(self.path), self.path)
 
 
 _FINGERPRINT = GENERATED_MARK  # collect tells generated modules from local ones by the same attribute

@@ -7,6 +7,8 @@ words them each for its own reader.
 
 from __future__ import annotations
 
+import ast
+import linecache
 import os
 import sys
 import traceback
@@ -115,18 +117,39 @@ def refused_definition(exc: Exception, module_source, where: str, source_root: P
     if not frames or not frames[-1][0].startswith(flytekit_dir):
         return None  # raised by the cell's own code, not by flytekit
     # The innermost line of user code: in the module (the cell, or code carried over), or in a local
-    # module it imports.
-    user = [(f, n) for f, n in frames if not f.startswith((flytekit_dir, "<frozen"))]
+    # module it imports. Named by where it is, not by what it is not: between it and flytekit there
+    # may be other code (the `__init__` dataclasses generates, whose file is "<string>").
+    generated = str(api.module_dir() / f"{module_source.name}.py")
+    root = str(Path(source_root).resolve())
+    user = [(f, n) for f, n in frames if f == generated or is_users_file(f, root)]
     if not user:
         return None
     filename, lineno = user[-1]
-    if filename == str(api.module_dir() / f"{module_source.name}.py"):
+    lineno = _decorator_line(filename, lineno)
+    if filename == generated:
         line = module_source.cell_line(lineno)
         place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
     else:
         place = f"Line {lineno} of {shown_path(filename, source_root)}"
     return CollectError(f"{place}: {str(exc).strip()}",
                         "Fix the definition and try again; nothing was registered.")
+
+
+def _decorator_line(filename: str, lineno: int) -> int:
+    """Python 3.10 numbers a decorator that raised by its function's ``def`` line, 3.11 on by the
+    decorator's own (``@task``): the decorator's, on every Python. The first decorator, the outermost,
+    is where flytekit's usually is."""
+    if sys.version_info >= (3, 11):
+        return lineno
+    try:
+        tree = ast.parse("".join(linecache.getlines(filename)))
+    except (SyntaxError, ValueError):
+        return lineno
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.lineno == lineno \
+                and node.decorator_list:
+            return node.decorator_list[0].lineno
+    return lineno
 
 
 def shown_path(filename: str, source_root: Path | str) -> str:

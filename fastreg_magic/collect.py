@@ -19,8 +19,10 @@ the API and the ``fastreg serialize`` command.
 from __future__ import annotations
 
 import ast
+import contextlib
 import keyword
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -99,8 +101,9 @@ def module_from_cell(cell: str, name: str, namespace: Mapping[str, Any] | None =
     as_is = dict(name=name, source=_with_final_newline(cell), lifted=(), tree=tree, first_line=first_line)
     if namespace is None:
         return ModuleSource(**as_is)
-    binds = scope_names(cell, tree)[1]
-    lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
+    with compile_warnings_silenced():  # said once already, by _parse_cell, at the cell's line
+        binds = scope_names(cell, tree)[1]
+        lifted = lift_free_names(cell, namespace, strict=not has_star_import(tree), tree=tree)
     if not lifted.source:
         return ModuleSource(**as_is, binds=binds)
     source, head_lines, body_start, body_cell_line = _insert_lifted(cell, tree, lifted.source)
@@ -185,8 +188,12 @@ def _parse_cell(cell: str, first_line: int = 1) -> ast.Module:
     `from __future__`, ...); IPython syntax (%magic, !shell) gets its own message, since it
     cannot run remotely."""
     try:
-        tree = ast.parse(cell, filename="<cell>")
-        compile(tree, "<cell>", "exec", dont_inherit=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tree = ast.parse(cell, filename="<cell>")
+        with compile_warnings_silenced():  # the parse's warnings, again
+            compile(tree, "<cell>", "exec", dont_inherit=True)
+        _warn_at_cell_lines(caught, first_line)
         return tree
     except SyntaxError as exc:
         lines = cell.splitlines()
@@ -198,6 +205,23 @@ def _parse_cell(cell: str, first_line: int = 1) -> ast.Module:
                 "Magics and shell commands cannot run in a task; move them to another cell.",
             ) from None
         raise _syntax_error(exc, "the cell", line, shown) from None
+
+
+@contextlib.contextmanager
+def compile_warnings_silenced():
+    """No compile-time warnings (``invalid escape sequence``: a SyntaxWarning from Python 3.12, a
+    DeprecationWarning before) for code whose parse has already said them where it was written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _warn_at_cell_lines(caught: list, first_line: int) -> None:
+    """The parse's warnings (``invalid escape sequence``), once each, numbered as the editor numbers the
+    cell's lines; the same code compiled again later (analysis, the generated module) stays quiet."""
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, "<cell>", warning.lineno + first_line - 1)
 
 
 def _parse(source: str, where: str) -> ast.Module:

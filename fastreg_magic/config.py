@@ -13,6 +13,11 @@ Resolution order, first match wins:
 The first contact (``ensure_reachable``) also asks the backend who it is: an ``--endpoint`` or a
 hand-written config file that leads to an embedded sandbox answers GetVersion with Build
 ``fastreg-sandbox``, and is then labelled as the sandbox, without console links that lead nowhere.
+A backend that does not answer is told as what would bring it back: re-running the cell restarts only
+the per-user sandbox the magic started; a config file ``fastreg sandbox`` wrote names the sandbox to
+start again; an endpoint FLYTE_PLATFORM_URL set is labelled so; a proxy variable on the way is named
+(``proxies.py``: never one to loopback). A config file flytekit would ignore is an error
+(``config_file.py``), and a server that answers UNIMPLEMENTED is told apart (``admin_services.py``).
 
 flytekit is imported only inside the functions, so importing this module is cheap.
 """
@@ -29,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastreg_magic import config_file as files
 from fastreg_magic.errors import BackendError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +51,6 @@ PROBE_DEADLINE_S = 5.0
 # hand-written config file is recognised as the embedded sandbox (no console to link to).
 SANDBOX_BUILD = "fastreg-sandbox"
 
-SANDBOX_CONFIG_MARKER = "# Written by `fastreg sandbox`"
 _CONFIGURE_HINT = (
     "Check that FlyteAdmin runs there, or point elsewhere: pass --endpoint HOST:PORT or --config FILE, or set "
     "FLYTECTL_CONFIG; with no Flyte configuration at all the embedded sandbox (`fastreg sandbox`) is used."
@@ -63,10 +68,14 @@ class Backend:
     label: str
     console_url: str | None
     console_configured: bool = False  # the console URL was given (config file), not guessed from the endpoint
+    restarts_with_cell: bool = False  # the per-user sandbox the magic starts when it is not running
+    endpoint_from_variable: bool = False  # FLYTE_PLATFORM_URL named the endpoint (over any config file's)
 
 
-def resolve_backend(endpoint: str | None = None, config_file: str | None = None) -> Backend:
-    """Pick the backend from explicit options, flytekit's configuration, or the embedded sandbox."""
+def resolve_backend(endpoint: str | None = None, config_file: str | None = None, *,
+                    start_sandbox: bool = True) -> Backend:
+    """Pick the backend from explicit options, flytekit's configuration, or the embedded sandbox
+    (started when not running, unless ``start_sandbox`` is False: then refused)."""
     if config_file is not None and not Path(config_file).expanduser().is_file():
         raise BackendError(
             f"Flyte config file {config_file} does not exist.",
@@ -86,7 +95,7 @@ def resolve_backend(endpoint: str | None = None, config_file: str | None = None)
     discovered = _discovered_config_file()
     if discovered is not None or os.environ.get("FLYTE_PLATFORM_URL"):
         return _backend_from_config(discovered)
-    return _embedded_sandbox()
+    return _embedded_sandbox(start_sandbox)
 
 
 def _discovered_config_file() -> str | None:
@@ -105,7 +114,7 @@ def _backend_for_endpoint(endpoint: str, config_file: str | None) -> Backend:
     console = None
     if config_file is not None:
         path = str(Path(config_file).expanduser().resolve())
-        platform = _platform_config(path)
+        platform, _ = _platform_config(path)
         console = platform.console_endpoint
         if not explicit and _sets_insecure(path):
             insecure = platform.insecure
@@ -134,8 +143,14 @@ def _sets_insecure(config_file: str) -> bool:
 
 
 def _backend_from_config(config_file: str | None) -> Backend:
-    platform = _platform_config(config_file)
-    if config_file is not None and _written_by_sandbox(config_file):
+    platform, names_endpoint = _platform_config(config_file)
+    if files.endpoint_from_environment():
+        # flytekit lets the variable win over the file: said so wherever the backend is named
+        backend = _make_backend(platform.endpoint, config_file, platform.insecure, platform.console_endpoint)
+        return replace(backend, label=f"{backend.endpoint} (from FLYTE_PLATFORM_URL)", endpoint_from_variable=True)
+    if config_file is not None and not names_endpoint:
+        raise files.no_endpoint_error(config_file)
+    if config_file is not None and files.written_by_sandbox(config_file):
         return sandbox_backend(platform.endpoint, config_file)
     return _make_backend(platform.endpoint, config_file, platform.insecure, platform.console_endpoint)
 
@@ -144,22 +159,26 @@ _platform_configs: dict[tuple, Any] = {}
 
 
 def _platform_config(config_file: str | None):
-    """flytekit's ``PlatformConfig.auto``, read again whenever the file or the FLYTE_* variables
-    changed, and only then (every cell resolves its backend; parsing the YAML each time costs more
-    than the rest of it)."""
+    """flytekit's ``PlatformConfig.auto`` and whether the file names an endpoint, read again whenever
+    the file or the FLYTE_* variables changed, and only then (every cell resolves its backend; parsing
+    the YAML each time costs more than the rest of it). A file flytekit would ignore is an error here."""
     from flytekit.configuration import PlatformConfig
+    from flytekit.configuration.internal import Platform
 
     key = settings_key(config_file)
     if key in _platform_configs:
         return _platform_configs[key]
-    platform = PlatformConfig.auto(fresh_config_file(config_file))
+    if config_file is not None:
+        files.check_readable(config_file)
+    read = fresh_config_file(config_file)
+    settings = PlatformConfig.auto(read), read is not None and Platform.URL.read(read) is not None
     st = _stat(config_file)
     # A file changed in the last two seconds may change again within one timestamp tick: not remembered.
     if st is None or time.time_ns() - st.st_mtime_ns > 2_000_000_000:
         if len(_platform_configs) > 64:
             _platform_configs.clear()
-        _platform_configs[key] = platform
-    return platform
+        _platform_configs[key] = settings
+    return settings
 
 
 def settings_key(config_file: str | None) -> tuple:
@@ -190,15 +209,6 @@ def fresh_config_file(config_file: str | None):
     return None
 
 
-def _written_by_sandbox(config_file: str) -> bool:
-    """`fastreg sandbox` opens the config files it writes with this comment (see sandbox.server.config_text)."""
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            return f.readline().startswith(SANDBOX_CONFIG_MARKER)
-    except OSError:
-        return False
-
-
 def _make_backend(endpoint: str, config_file: str | None, insecure: bool, console_endpoint: str | None) -> Backend:
     backend = Backend(endpoint, config_file, insecure, is_sandbox=False, label=endpoint, console_url=None)
     host, port = host_and_port(backend)
@@ -210,13 +220,14 @@ def _make_backend(endpoint: str, config_file: str | None, insecure: bool, consol
     return replace(backend, console_url=console, console_configured=console_endpoint is not None)
 
 
-def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None) -> tuple[Backend, str | None]:
+def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None, *,
+                                start_sandbox: bool = True) -> tuple[Backend, str | None]:
     """``resolve_backend`` plus what to tell the user when, with nothing configured, the embedded
     sandbox was chosen: one line said once per process (and again whenever it had to be started),
     and a warning when the sandbox runs tasks in another Python environment than this one."""
     global _sandbox_announced, _last_sandbox
     _last_sandbox = None
-    backend = resolve_backend(endpoint, config_file)
+    backend = resolve_backend(endpoint, config_file, start_sandbox=start_sandbox)
     if _last_sandbox is None:
         return backend, None  # configured explicitly
     lines = []
@@ -250,13 +261,20 @@ _last_sandbox = None  # the SandboxInfo, set when resolution fell through to the
 _warned_environments: set[tuple[str, str]] = set()
 
 
-def _embedded_sandbox() -> Backend:
+def _embedded_sandbox(start: bool = True) -> Backend:
     global _last_sandbox
     from fastreg_magic import sandbox
 
-    info = sandbox.ensure_running()
+    info = sandbox.ensure_running(start=start)
+    if info is None:
+        raise BackendError(
+            "No Flyte backend is configured, and the embedded sandbox is not running.",
+            "Pass --config FILE or --endpoint HOST:PORT (or set FLYTECTL_CONFIG) to register to a cluster; to "
+            "register into the embedded sandbox on this machine, start it first (`fastreg sandbox`).",
+        )
     _last_sandbox = info
-    backend = sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None)
+    backend = replace(sandbox_backend(info.endpoint, str(info.config_file) if info.config_file else None),
+                      restarts_with_cell=True)
     if info.started:
         _wait_for_channel(backend)
     return backend
@@ -392,12 +410,20 @@ def endpoint_host_port(endpoint: str, insecure: bool = False) -> tuple[str, int]
 
 
 def _check_tcp(backend: Backend) -> None:
+    """Connect where gRPC will: to the backend, or to the proxy the environment names for it."""
+    from fastreg_magic.proxies import grpc_proxy_for, proxy_address, proxy_hint
+
     host, port = host_and_port(backend)
+    proxy = grpc_proxy_for(host)
     try:
-        with socket.create_connection((host, port), timeout=REACHABILITY_TIMEOUT_S):
+        with socket.create_connection(proxy_address(proxy[1]) if proxy else (host, port), timeout=REACHABILITY_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise BackendError(f"Flyte backend {backend.label} is unreachable ({exc.strerror or exc}).", _unreachable_hint(backend)) from exc
+        why = exc.strerror or exc
+        if proxy is not None:
+            raise BackendError(f"Flyte backend {backend.label} is unreachable: the proxy does not answer ({why}).",
+                               proxy_hint(host, proxy)) from exc
+        raise BackendError(f"Flyte backend {backend.label} is unreachable ({why}).", _unreachable_hint(backend)) from exc
 
 
 _TLS_HINT = (
@@ -416,8 +442,16 @@ def _looks_like_tls(error, detail: str) -> bool:
 
 
 def _unreachable_hint(backend: Backend) -> str:
-    if backend.is_sandbox:
+    """Only the per-user sandbox comes back when the cell runs again; a sandbox's config file names
+    one the user started, and FLYTE_PLATFORM_URL wins over every config file."""
+    if backend.restarts_with_cell:
         return "The embedded sandbox stopped; re-run the cell to start it again, or run `fastreg sandbox`."
+    if backend.endpoint_from_variable:
+        where = f"over the endpoint of {backend.config_file}" if backend.config_file else "as the endpoint"
+        return (f"FLYTE_PLATFORM_URL={os.environ['FLYTE_PLATFORM_URL']} is used {where}: fix or unset it "
+                "(del os.environ['FLYTE_PLATFORM_URL']), or pass --endpoint HOST:PORT.")
+    if backend.is_sandbox and backend.config_file and files.written_by_sandbox(backend.config_file):
+        return files.not_running_hint(backend.config_file)
     return _CONFIGURE_HINT
 
 
@@ -505,7 +539,10 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
         raise login_failed(backend.label, login) from exc
     error = grpc_error_of(exc)
     code = error.code() if error is not None else None
-    if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        _explain_unimplemented(backend, exc)
+        return  # an older FlyteAdmin without this call
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
         return  # the server speaks gRPC and answered; it just does not serve this call to us
     if code == grpc.StatusCode.UNAUTHENTICATED:
         raise BackendError(
@@ -516,5 +553,49 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
         detail = error.details() if error is not None else str(exc) or type(exc).__name__
         raise BackendError(
             f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
-            _TLS_HINT if _looks_like_tls(error, detail) else _unreachable_hint(backend),
+            _TLS_HINT if _looks_like_tls(error, detail) else _unanswered_hint(backend),
         ) from exc
+
+
+def _unanswered_hint(backend: Backend) -> str:
+    from fastreg_magic.proxies import grpc_proxy_for, proxy_hint
+
+    host, _ = host_and_port(backend)
+    proxy = grpc_proxy_for(host)
+    return proxy_hint(host, proxy) if proxy is not None else _unreachable_hint(backend)
+
+
+def _explain_unimplemented(backend: Backend, exc: Exception) -> None:
+    """UNIMPLEMENTED for a first call: some other gRPC server, or a FlyteAdmin without the auth
+    service the config's authType needs (flytekit asks it first, and reports its failure as the call's)."""
+    from fastreg_magic.admin_services import offered_services
+    from fastreg_magic.proxies import channel_options
+
+    host, port = host_and_port(backend)
+    try:
+        offered = offered_services(flytekit_config(backend).platform, channel_options(host))
+    except Exception:  # asking could not even start (a TLS setting): the first answer stands as it was
+        return
+    if not any(offered.values()):
+        raise BackendError(
+            f"Flyte backend {backend.label} answers gRPC but is not a FlyteAdmin: it has none of FlyteAdmin's "
+            "services (AdminService, AuthMetadataService, DataProxyService).",
+            "Check the endpoint's host and port (FlyteAdmin's gRPC port), or pass --endpoint HOST:PORT or --config FILE.",
+        ) from exc
+    auth_type = _configured_auth_type(backend)
+    if auth_type is not None and not offered["auth"]:
+        where = f"The Flyte config {backend.config_file}" if backend.config_file else "FLYTE_CREDENTIALS_AUTH_MODE"
+        raise BackendError(
+            f"{where} asks for authentication (authType: {auth_type}), but the backend at {host}:{port} has no "
+            "auth service.",
+            "Remove authType (and its client settings) from the config if this backend needs no login, or check "
+            "the endpoint.",
+        ) from exc
+
+
+def _configured_auth_type(backend: Backend) -> str | None:
+    """The authType the config file (or FLYTE_CREDENTIALS_AUTH_MODE) sets; None when it sets none."""
+    from flytekit.configuration.internal import Credentials
+
+    value = Credentials.AUTH_MODE.read(fresh_config_file(backend.config_file))
+    return str(value) if value else None

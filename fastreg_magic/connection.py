@@ -35,8 +35,14 @@ def open_client(platform) -> SynchronousFlyteClient:
     ``platform`` should have ``rpc_retries=0``: flytekit's retry interceptor would resend every failed
     call (an ALREADY_EXISTS Create four times, a CreateExecution that may have gone through); the
     callers map failures themselves.
+
+    A proxy named in the environment is kept off the way to a loopback endpoint (``proxies.py``).
     """
-    return SynchronousFlyteClient(platform, options=list(CHANNEL_OPTIONS))
+    from fastreg_magic.config import endpoint_host_port
+    from fastreg_magic.proxies import channel_options
+
+    host, _ = endpoint_host_port(platform.endpoint, platform.insecure)
+    return SynchronousFlyteClient(platform, options=CHANNEL_OPTIONS + channel_options(host))
 
 
 class SharedClientRemote(FlyteRemote):

@@ -536,8 +536,11 @@ def run_register_files(args) -> int:
 
     # Every folder is checked before the backend is asked anything: a damaged one registers nothing.
     releases = [load_release(folder) for folder in serialized_folders(Path(args.directory))]
-    backend, notice = config.resolve_backend_with_notice(endpoint=args.endpoint, config_file=args.config)
-    if notice:  # nothing configured: the embedded sandbox, which goes on running after this command
+    # Nothing configured: the embedded sandbox only if it is running already. A CI job whose Flyte config
+    # went missing must fail, not register into a sandbox it started and leave behind.
+    backend, notice = config.resolve_backend_with_notice(endpoint=args.endpoint, config_file=args.config,
+                                                         start_sandbox=False)
+    if notice:  # nothing configured: the running embedded sandbox
         print(notice, file=sys.stderr)
     backend = config.ensure_reachable(backend)
     # Then everything that can refuse a release (its project and domain, its upload, a taken version) is

@@ -121,7 +121,8 @@ def _statement_names(source: str) -> tuple[frozenset[str], frozenset[str]]:
     known = _STATEMENT_NAMES.get(source)
     if known is None:
         top = symtable.symtable(source, "<cell>", "exec")
-        known = (frozenset(_global_reads(top)), frozenset(_module_bindings(top)))
+        bound = _module_bindings(top) | (_walrus_targets(ast.parse(source)) if ":=" in source else set())
+        known = (frozenset(_global_reads(top)), frozenset(bound))
         if len(_STATEMENT_NAMES) >= _STATEMENT_NAMES_MAX:
             _STATEMENT_NAMES.clear()
         _STATEMENT_NAMES[source] = known
@@ -204,9 +205,20 @@ def _global_reads(top: symtable.SymbolTable) -> set[str]:
         table = stack.pop()
         stack.extend(table.get_children())
         for symbol in table.get_symbols():
-            if symbol.is_referenced() and (table is top or symbol.is_global()):
+            if symbol.is_referenced() and (table is top or _reads_a_global(symbol)):
                 used.add(symbol.get_name())
     return used
+
+
+def _reads_a_global(symbol: symtable.Symbol) -> bool:
+    """Whether a name inside a function or class body is looked up in the module's globals.
+
+    Not ``is_global()`` alone: since bpo-41840 (python/cpython#22391) a name bound in the module
+    says ``is_global()``, and symtable tells the module's table by its name, "top", so in ``def
+    top(k)`` or ``class top`` (nested too) every name bound there (``k``) says so as well (3.10 to
+    3.13). Such a name says ``is_local()`` too, which a real global never does unless declared.
+    """
+    return symbol.is_declared_global() or (symbol.is_global() and not symbol.is_local())
 
 
 def _module_bindings(top: symtable.SymbolTable) -> set[str]:
@@ -219,6 +231,25 @@ def _module_bindings(top: symtable.SymbolTable) -> set[str]:
             s.get_name() for s in table.get_symbols() if s.is_declared_global() and s.is_assigned()
         }
     return bound
+
+
+def _walrus_targets(tree: ast.AST) -> set[str]:
+    """Names ``:=`` binds in the module, in a comprehension too (``[(last := x) for x in xs]``).
+
+    symtable reports those of a comprehension through its own table on 3.11, but from 3.12 on it
+    inlines comprehensions (PEP 709) and the name shows as declared global, never assigned.
+    Function, lambda and class bodies are skipped: a ``:=`` there binds in them.
+    """
+    found: set[str] = set()
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+            found.add(node.target.id)
+        pending.extend(ast.iter_child_nodes(node))
+    return found
 
 
 def has_star_import(tree: ast.AST) -> bool:

@@ -205,7 +205,8 @@ def _show_from_the_cell(shell, exc: BaseException, state: str | None = None) -> 
 
     def render():
         # IPython's own formatter (colours, source context) on the trimmed traceback.
-        lines = shell.InteractiveTB.structured_traceback(type(exc), exc, where)
+        # tb_offset=0: the trimmed traceback starts at the cell's frame, which IPython 8's default offset of 1 drops.
+        lines = shell.InteractiveTB.structured_traceback(type(exc), exc, where, tb_offset=0)
         return [*lines, f"({raised.place})", *([state] if state else [])]
 
     exc._render_traceback_ = render  # IPython's hook for how an exception shows in a cell

@@ -3,6 +3,7 @@
     prepare_files (files to ship, digest, version)
       ├─ dry run / --serialize-to:  load → serialize → (show | write .pb files + archive)
       ├─ same version registered before in this process:  load → the remembered Registration
+      │     (its archive stored again first if it is gone: see _store_again_if_gone)
       └─ otherwise:  check project/domain → (package → upload) ∥ (load → serialize) → register
 
 Kept apart from ``api.py`` (the public names and the Registration value) so each reads in one screen.
@@ -109,16 +110,22 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     key = api._memo_key(backend, options.project, options.domain, prepared.version, prepared.content_version,
                         options.activate)
     cached = api._memo.get(key)
-    if cached is not None:  # same content, same place: nothing to upload or create
+    stored_again = _store_again_if_gone(cached, prepared, options, backend, timings) if cached is not None else None
+    if stored_again is not None and stored_again.uri != cached.archive_uri:
+        cached = None  # stored under another name: register entities that point there
+    if cached is not None:  # same content, same place: nothing to create, nothing to upload unless it was gone
         with _stopping("while running the cell"):
             prepared = load(prepared, options, namespace, timings)
-        timings.update(upload=0.0, register=0.0)
+        timings.setdefault("upload", 0.0)
+        timings["register"] = 0.0
+        uploaded = stored_again is not None and stored_again.uploaded
+        warnings = cached.warnings + ((_stored_again_note(cached.archive_uri),) if uploaded else ())
         # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
         # cell's view shows the runs started from the one it replaces (those still going too, with
         # their Terminate button), and vice versa.
-        return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=False,
+        return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
                                    registered=False, timings=dict(timings), lifted=module_source.lifted,
-                                   runs=cached.runs)
+                                   runs=cached.runs, warnings=warnings)
     with _stopping(f"while connecting to {backend.label}"):
         backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
         remote = _config.connect(backend, options.project, options.domain)
@@ -144,6 +151,49 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
     reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
     api._memo[key] = reg
     return reg
+
+
+# The cell's failed runs whose failure has been answered by a look in the archive's store, by run
+# name: a failure makes the next unchanged re-run look once, not every re-run after it.
+_FAILURES_ANSWERED: set[str] = set()
+
+
+def _store_again_if_gone(cached, prepared: Prepared, options: Options, backend, timings: dict):
+    """The archive stored again (an `upload.Upload`) when the remembered one may be gone; else None.
+
+    Where finding out is one look at this machine's disk (a file:// distribution dir, the embedded
+    sandbox's own uploads), every unchanged re-run looks: microseconds. A remote store (s3://, a
+    cluster's signed URL) is asked only after a run of this release failed, once per failed run: a
+    missing archive shows first as a failed run (the sandbox's says to re-run the cell; a cluster's
+    pyflyte-fast-execute words it its own way, so any failure counts), so the unchanged re-run stays
+    free of network calls until then. Checking every few minutes instead would cost a round trip now
+    and then and still miss a deletion made a minute ago. The uploader asks the store before sending.
+    """
+    from fastreg_magic import runs, upload
+    sandbox_store = backend.is_sandbox and cached.remote is not None and runs.is_loopback(cached.remote)
+    gone = upload.gone_from_this_machine(cached.archive_uri, sandbox_store=sandbox_store)
+    failed = [] if gone is not None else _failures_to_answer(cached)
+    if not (gone or failed):
+        return None
+    with _stopping("while uploading the archive again"):
+        archive = _package(prepared, options, timings)
+        with api.timed(timings, "upload"):
+            stored = upload_archive(archive, options, cached.remote)
+    _FAILURES_ANSWERED.update(run.name for run in failed)
+    return stored
+
+
+def _failures_to_answer(cached) -> list:
+    """The cell's failed runs of this release (its version, or its archive named in the error) whose
+    failure no look in the archive's store has answered yet."""
+    return [run for run in cached.runs
+            if run.phase == "FAILED" and run.name not in _FAILURES_ANSWERED
+            and (run.version == cached.version or cached.archive_uri in (run.error or ""))]
+
+
+def _stored_again_note(uri: str) -> str:
+    return (f"the archive was gone from {uri}: uploaded it again there; nothing registered (this version "
+            "already points there)")
 
 
 def _serialize_only(prepared: Prepared, options: Options, namespace, timings: dict, *, dry_run: bool,
@@ -304,6 +354,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         try:
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
+            register.compile_workflows(register.module_entities(module))  # their bodies are the cell's code too
         except KeyboardInterrupt as exc:  # stopped in the cell's own code: shown as a plain cell's would be
             cell_errors.mark_raised_by_the_cell(exc, prepared.module_source, where)
             raise

@@ -136,18 +136,15 @@ def naming_image_specs(config, entity):
 
 
 def _image_specs(entity) -> dict:
-    """id → ImageSpec of every task the entity runs, through workflows, launch plans and map tasks.
-    Compiles a workflow (flytekit does so on first use), so may raise the workflow's own error."""
+    """id → ImageSpec of every task the entity runs, through workflows (their branches and failure
+    nodes too), launch plans and map tasks. Compiles a workflow (flytekit does so on first use), so
+    may raise the workflow's own error."""
     from flytekit.core.context_manager import FlyteEntities
     from flytekit.core.python_function_task import PythonFunctionTask
     from flytekit.image_spec.image_spec import ImageSpec
 
-    found, seen, stack = {}, set(), [entity]
-    while stack:
-        entity = stack.pop()
-        if entity is None or id(entity) in seen:
-            continue
-        seen.add(id(entity))
+    found = {}
+    for entity in _entities_run_by(entity):
         image = getattr(entity, "container_image", None)
         if isinstance(image, ImageSpec):
             found[image.id] = image
@@ -156,9 +153,92 @@ def _image_specs(entity) -> dict:
             # (its body may call any of them at run time), building each ImageSpec among them.
             others = (getattr(e, "container_image", None) for e in list(FlyteEntities.entities))
             found.update((image.id, image) for image in others if isinstance(image, ImageSpec))
-        stack.extend(getattr(node, "flyte_entity", None) for node in getattr(entity, "nodes", None) or ())
-        stack.extend(getattr(entity, attr, None) for attr in ("python_function_task", "workflow"))
     return found
+
+
+def compile_workflows(entities: Iterable) -> None:
+    """Run the body of every workflow the entities run, as their first use (serializing) would.
+
+    Called as the cell's module is loaded, so that a body that raises is the cell's own error, shown
+    with the cell's line. flytekit marks a workflow compiled *before* running its body: a body that
+    raised once leaves a workflow with no nodes, which would then serialize without complaint (and
+    FlyteAdmin refuse it, "Parameter not bound"). Raises the body's error as it is; flytekit refusing
+    what the body returned as a RegistrationError naming the workflow.
+    """
+    for entity in entities:
+        for _ in _entities_run_by(entity):
+            pass
+
+
+def _entities_run_by(entity):
+    """``entity`` and every entity it runs, each once: a workflow's nodes (its branches and failure
+    node included), a launch plan's workflow, a map task's task. Compiles each workflow on the way."""
+    seen, stack = set(), [entity]
+    while stack:
+        entity = stack.pop()
+        if entity is None or id(entity) in seen:
+            continue
+        seen.add(id(entity))
+        yield entity
+        stack.extend(_run_directly_by(entity))
+
+
+def _run_directly_by(entity) -> list:
+    """What ``entity`` runs itself (not what those run in turn), as flytekit's translator serializes it."""
+    from flytekit.core.array_node import ArrayNode
+    from flytekit.core.array_node_map_task import ArrayNodeMapTask
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.core.reference_entity import ReferenceEntity
+    from flytekit.core.workflow import WorkflowBase
+
+    if isinstance(entity, ReferenceEntity):
+        return []  # registered elsewhere: nothing of it runs here, nor is serialized
+    if isinstance(entity, WorkflowBase):
+        nodes = [*_compiled_nodes(entity), entity.failure_node]
+        return [leaf.flyte_entity for node in nodes if node is not None for leaf in _leaf_nodes(node)]
+    if isinstance(entity, LaunchPlan):
+        return [entity.workflow]
+    if isinstance(entity, ArrayNodeMapTask):
+        return [entity.python_function_task]
+    if isinstance(entity, ArrayNode):
+        return [entity.target]
+    return []
+
+
+def _compiled_nodes(workflow) -> list:
+    """The workflow's nodes. Read by attribute, never ``getattr(..., None)``: reading them runs the
+    body, and its error must not pass for a missing attribute (an AttributeError in the body did)."""
+    try:
+        return list(workflow.nodes)
+    except Exception as exc:
+        if _raised_in_body(exc, workflow):
+            raise  # the user's code failed: its own error and traceback
+        raise RegistrationError(
+            f"{workflow.name} cannot be serialized for Flyte: {exc}",
+            "Fix the workflow and re-run; nothing was registered.",
+        ) from exc
+
+
+def _raised_in_body(exc: BaseException, workflow) -> bool:
+    """Whether ``exc`` was raised while the workflow's body ran (in it, or in what it called)."""
+    body = getattr(getattr(workflow, "_workflow_function", None), "__code__", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is body:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _leaf_nodes(node) -> list:
+    """``node``, or for a branch (``conditional``) the nodes each of its cases runs, nested branches included."""
+    from flytekit.core.condition import BranchNode
+
+    if not isinstance(node.flyte_entity, BranchNode):
+        return [node]
+    block = node.flyte_entity._ifelse_block  # flytekit's translator reads the cases here too
+    cases = [block.case.then_node, *[case.then_node for case in block.other or ()], block.else_node]
+    return [leaf for case in cases if case is not None for leaf in _leaf_nodes(case)]
 
 
 def serialization_settings(config, version: str, destination_dir: str, project: str = PROJECT_PLACEHOLDER,

@@ -11,8 +11,8 @@ Scalars (int, float, str, bool, datetime, timedelta, Enum, files) get a field of
 lists, dicts and dataclasses are typed as JSON and checked against the declared type before
 anything is launched. ``Optional[X]`` fields may be left empty. ``Annotated[X, ...]`` is treated as X.
 
-Values passed from code go through `launch_value` (a dict for a dataclass input is checked and
-filled in the same way as the form's JSON).
+Values passed from code go through `launch_value` (a dict for a dataclass, at any depth, is checked
+and filled in the same way as the form's JSON; a dict for a pydantic model is validated by the model).
 """
 
 from __future__ import annotations
@@ -239,8 +239,9 @@ def parse_inputs(fields: list[Field], raw: Mapping[str, Any]) -> tuple[dict[str,
 def launch_value(field: Field, value: Any) -> Any:
     """A value passed to ``launch(...)`` from code, ready for flytekit; InputError says what is wrong.
 
-    A dict for a dataclass input becomes the dataclass, its missing fields taking their defaults,
-    exactly as JSON typed into the form does.
+    A dict for a dataclass becomes the dataclass, its missing fields taking their defaults, exactly
+    as JSON typed into the form does; a dict for a pydantic model becomes the model, as ``Model(**d)``
+    would. At any depth the declared type reaches: ``List[P]``, ``Dict[str, P]``, ``Optional[P]``.
     """
     if value is None:
         if field.optional or field.python_type is Any:
@@ -249,8 +250,7 @@ def launch_value(field: Field, value: Any) -> Any:
     container = typing.get_origin(field.python_type) or field.python_type
     if isinstance(value, tuple) and container in (list, typing.List):
         raise InputError(field.name, f"expected a list, got the tuple {value!r}")
-    if dataclasses.is_dataclass(field.python_type) and isinstance(value, Mapping):
-        return _dataclass_from_dict(field, value)
+    value = _objects_for_dicts(field, value, field.python_type)
     if field.kind in ("file", "directory"):
         _check_local_path(field, value)
     if field.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
@@ -260,6 +260,50 @@ def launch_value(field: Field, value: Any) -> Any:
         if problem:
             raise InputError(field.name, problem)
     return value
+
+
+def _objects_for_dicts(field: Field, value: Any, py_type, path: str = "") -> Any:
+    """``value`` with each dict that stands for a dataclass or a pydantic model made into one, looking
+    into lists and dicts as far as ``py_type`` declares them (flytekit converts only objects)."""
+    py_type, _ = unwrap_optional(py_type)
+    value = _as_dict_if_a_copy(value, py_type)
+    if isinstance(value, Mapping) and dataclasses.is_dataclass(py_type):
+        return _dataclass_from_dict(field, value, py_type, path)
+    if isinstance(value, Mapping) and _is_pydantic_model(py_type):
+        return _model_from_dict(field, value, py_type, path)
+    origin, args = typing.get_origin(py_type), typing.get_args(py_type)
+    if origin is list and args and isinstance(value, list):
+        return [_objects_for_dicts(field, item, args[0], f"{path}[{i}]") for i, item in enumerate(value)]
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {key: _objects_for_dicts(field, item, args[1], f"{path}[{_shown_key(key)}]") for key, item in value.items()}
+    return value
+
+
+def _as_dict_if_a_copy(value: Any, py_type) -> Any:
+    """An object of another class of the same name as ``py_type`` as a dict, which then becomes a
+    ``py_type``: the notebook's own ``Cfg`` passed for the cell module's copy of it (carried over from
+    the earlier cell that defined it). flytekit accepts only its own class."""
+    if not isinstance(py_type, type) or type(value) is py_type or isinstance(value, type):
+        return value
+    if getattr(type(value), "__qualname__", None) != py_type.__qualname__:
+        return value
+    if dataclasses.is_dataclass(py_type) and dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if _is_pydantic_model(py_type) and hasattr(value, "model_dump"):
+        return value.model_dump()
+    return value
+
+
+def _shown_key(key: Any) -> str:
+    """A dict key as the form's JSON paths show it: ``["left"]``, ``[3]``."""
+    return json.dumps(key) if isinstance(key, str) else repr(key)
+
+
+def _is_pydantic_model(py_type) -> bool:
+    """Whether ``py_type`` is a pydantic (v2) model class; pydantic is imported only by a notebook using it."""
+    return isinstance(py_type, type) and any(
+        base.__name__ == "BaseModel" and base.__module__.startswith("pydantic") for base in py_type.__mro__
+    ) and hasattr(py_type, "model_validate")
 
 
 def _check_local_path(field: Field, value: Any) -> None:
@@ -278,18 +322,31 @@ def _check_local_path(field: Field, value: Any) -> None:
         raise InputError(field.name, f"{what} {path} does not exist")
 
 
-def _dataclass_from_dict(field: Field, value: Mapping) -> Any:
-    if not json_checkable(field.python_type):
-        raise InputError(
-            field.name, f"pass a {field.python_type.__name__}(...) object: a dict cannot be checked against its fields"
-        )
+def _dataclass_from_dict(field: Field, value: Mapping, cls, path: str) -> Any:
+    where = f" at {path}" if path else ""
+    if not json_checkable(cls):
+        raise InputError(field.name, f"pass a {cls.__name__}(...) object{where}: a dict cannot be checked against its fields")
     data = jsonable(dict(value))
-    problem = check_json(data, field.python_type)
+    problem = check_json(data, cls, path)
     if problem:
         raise InputError(field.name, problem)
     from mashumaro.codecs.basic import BasicDecoder
 
-    return BasicDecoder(field.python_type).decode(data)
+    return BasicDecoder(cls).decode(data)
+
+
+def _model_from_dict(field: Field, value: Mapping, model, path: str) -> Any:
+    """The pydantic model for ``value``, validated by the model itself (as ``Model(**value)``)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as err:
+        where = f" at {path}" if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}" for e in err.errors()
+        )
+        raise InputError(field.name, f"not a valid {model.__name__}{where} ({problems})") from None
 
 
 def _article(field: Field) -> str:
@@ -347,8 +404,8 @@ def _parse_enum(field: Field, raw: Any) -> Any:
 
 def _parse_datetime(field: Field, text: str) -> dt.datetime:
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        value = parse_iso_datetime(text)
+    except (TypeError, ValueError):
         raise InputError(field.name, f"expected a date/time in ISO 8601 (2024-06-01T12:00:00), got {text!r}") from None
     if field.python_type is dt.date:
         return value.date()

@@ -74,10 +74,21 @@ def _is_number(value: Any) -> bool:
 
 def _is_iso_datetime(value: Any) -> bool:
     try:
-        dt.datetime.fromisoformat(value)
+        parse_iso_datetime(value)
     except (TypeError, ValueError):
         return False
     return True
+
+
+def parse_iso_datetime(text: str) -> dt.datetime:
+    """An ISO 8601 date/time, as Python 3.11's ``fromisoformat`` reads it (``Z``, ``20240601T120000``,
+    any fraction of a second) on every Python: before 3.11 it read only its own output's format."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        from dateutil.parser import isoparse  # python-dateutil: a dependency of jupyter_client and flytekit's
+
+        return isoparse(text)
 
 
 # A Flyte integer is a 64-bit signed one (flyteidl's Primitive.integer is an int64).

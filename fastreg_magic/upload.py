@@ -73,6 +73,18 @@ def object_name(archive: Archive) -> str:
     return f"{ARCHIVE_PREFIX}{archive.digest}{ARCHIVE_SUFFIX}"
 
 
+def gone_from_this_machine(uri: str, *, sandbox_store: bool) -> bool | None:
+    """Whether a stored archive is gone, when finding out is one look at this machine's disk (a few
+    microseconds): a ``file://`` distribution dir, or, with ``sandbox_store``, the plain path under
+    which the embedded sandbox on this machine keeps its uploads. None for a remote store (``s3://``,
+    a cluster's signed URL), where asking costs a round trip."""
+    if uri.startswith("file://"):
+        return not os.path.exists(uri[len("file://"):])  # fsspec's own spelling: no %-decoding
+    if sandbox_store and os.path.isabs(uri):
+        return not os.path.exists(uri)
+    return None
+
+
 class _Transient(Exception):
     """A failure worth retrying; carries the original."""
 
@@ -365,6 +377,8 @@ def _environment_settings(session, url: str, verify) -> dict:
     """``proxies``/``verify`` for ``url`` as requests derives them from the environment."""
     import urllib.parse
 
+    from fastreg_magic.proxies import is_loopback
+
     environment = tuple(os.environ.get(k) or os.environ.get(k.upper()) or os.environ.get(k.lower()) for k in _ENVIRONMENT_KEYS)
     key = (urllib.parse.urlsplit(url)[:2], verify, environment)
     settings = _sessions.settings.get(key)
@@ -374,7 +388,9 @@ def _environment_settings(session, url: str, verify) -> dict:
             merged = session.merge_environment_settings(url, {}, None, verify, None)
         finally:
             session.trust_env = False
-        settings = _sessions.settings[key] = {"proxies": merged["proxies"], "verify": merged["verify"]}
+        # A proxy can never be the way to a blob server on this machine's loopback (proxies.py).
+        proxies = {} if is_loopback(urllib.parse.urlsplit(url).hostname or "") else merged["proxies"]
+        settings = _sessions.settings[key] = {"proxies": proxies, "verify": merged["verify"]}
     return settings
 
 
@@ -382,8 +398,11 @@ def _md5_of(path: Path) -> bytes:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _MD5S:
-        with open(path, "rb") as handle:
-            _MD5S[key] = hashlib.file_digest(handle, "md5").digest()
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:  # hashlib.file_digest is Python 3.11+
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _MD5S[key] = digest.digest()
     return _MD5S[key]
 
 
@@ -567,5 +586,6 @@ def _grpc_hint(code: str) -> str:
         "PERMISSION_DENIED": "These credentials may not upload to that project/domain.",
         "NOT_FOUND": "Check the project and domain exist on the backend (-p/-d).",
         "INVALID_ARGUMENT": "The backend refused the request: check project, domain and the archive name.",
-        "UNIMPLEMENTED": "This backend has no DataProxy: pass --distribution-dir to upload with fsspec instead.",
+        "UNIMPLEMENTED": ("This backend has no DataProxy: pass --distribution-dir (`fastreg register-files`: "
+                          "--additional-distribution-dir) to upload with fsspec instead."),
     }.get(code, "Check the backend is healthy, then run again.")

@@ -559,9 +559,9 @@ def test_serialize_copy_all_ships_a_file_whose_name_is_not_utf8(project, tmp_pat
         assert tar.extractfile(os.fsdecode(b"caf\xe9.csv")).read() == b"latte,1\n"
 
 
-def test_register_files_with_nothing_configured_says_it_uses_the_embedded_sandbox(project, tmp_path):
-    """As the magic's first cell does: a CI job or a newcomer with no Flyte config learns where the release
-    went, and that a sandbox now runs in the background."""
+def test_register_files_with_nothing_configured_is_refused_unless_the_sandbox_runs(project, tmp_path):
+    """A CI job whose Flyte config went missing fails, naming what to configure, and starts nothing; with
+    the embedded sandbox already running (a user at their machine), it registers there and says so."""
     module = project / "nothing_configured.py"
     module.write_text(CELL)
     out = tmp_path / "out"
@@ -570,15 +570,26 @@ def test_register_files_with_nothing_configured_says_it_uses_the_embedded_sandbo
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "FLYTECTL", "XDG_"))}
     env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
+
+    def fastreg(*args):
+        return subprocess.run([*FASTREG, *args], capture_output=True, text=True, env=env, timeout=300)
+
     try:
-        result = subprocess.run([*FASTREG, "register-files", str(out)], capture_output=True, text=True, env=env,
-                                timeout=300)
+        refused = fastreg("register-files", str(out))
+        status = fastreg("sandbox", "--status")
+        fastreg("sandbox", "--create-project", "flytesnacks")  # starts the per-user sandbox in the background
+        used = fastreg("register-files", str(out))
     finally:
-        subprocess.run([*FASTREG, "sandbox", "--stop"], capture_output=True, env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "No Flyte backend configured: using the embedded sandbox at 127.0.0.1:" in result.stderr
-    assert "started it in the background" in result.stderr
-    assert "No Flyte backend" not in result.stdout  # stdout stays the release lines a script may read
+        fastreg("sandbox", "--stop")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "No Flyte backend is configured, and the embedded sandbox is not running" in refused.stderr
+    assert "--config FILE or --endpoint HOST:PORT" in refused.stderr
+    assert status.returncode == 1, status.stdout  # nothing was started
+    assert used.returncode == 0, used.stderr
+    assert "No Flyte backend configured: using the embedded sandbox at 127.0.0.1:" in used.stderr
+    assert "(it is running)" in used.stderr
+    assert "No Flyte backend" not in used.stdout  # stdout stays the release lines a script may read
+    assert "registered" in used.stdout
 
 
 def test_serialize_reads_the_users_ipython_profile_as_their_kernel_does(project, tmp_path):

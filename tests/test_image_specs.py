@@ -146,3 +146,90 @@ def test_a_dynamic_task_does_not_build_the_image_specs_of_other_tasks_on_the_san
     reg = shell.run_cell_magic("flyte_fast", f"-m {unique('dyn')}", cell)
     assert builder.asked == []
     assert reg.launch("fanned", n=3).wait(timeout=300).outputs == {"o0": [1, 2, 3]}
+
+
+# --- a workflow's body is the cell's code: its error is the cell's --------------------------
+# Looking for a workflow's images reads its nodes, which runs its body. flytekit marks the workflow
+# compiled before the body runs, so an error swallowed there left a workflow with no nodes that
+# registered its task and was then refused by FlyteAdmin ("Parameter not bound").
+
+BODY_FAILS = textwrap.dedent(
+    """\
+    from flytekit import task, workflow
+    import flytekit
+
+    @task
+    def plus(x: int) -> int:
+        return x + 1
+
+    @workflow
+    def broken(x: int = 1) -> int:
+        return flytekit.nosuch(plus)(x=x)
+    """
+)
+
+
+def registered_versions(remote, name: str) -> list:
+    from flytekit.models.common import NamedEntityIdentifier
+
+    tasks, _ = remote.client.list_tasks_paginated(NamedEntityIdentifier("flytesnacks", "development", name), limit=10)
+    return [t.id.version for t in tasks]
+
+
+@pytest.mark.parametrize("options", ["", "--dry-run"], ids=["sandbox", "dry-run"])
+def test_an_error_in_a_workflow_body_is_shown_at_its_line_and_nothing_is_registered(shell, remote, workdir, options):
+    module = unique("body")
+    with pytest.raises(AttributeError, match="module 'flytekit' has no attribute 'nosuch'") as raised:
+        shell.run_cell_magic("flyte_fast", f"-m {module} {options}", BODY_FAILS)
+    shown = raised.value._render_traceback_()
+    assert shown[-1] == "(raised at line 11 of the cell)"  # the %%flyte_fast line is line 1
+    assert registered_versions(remote, f"{module}.plus") == []
+
+
+def test_a_workflow_body_calling_a_task_wrongly_is_one_line_naming_the_cells_line(shell, workdir):
+    from IPython.core.error import UsageError
+
+    cell = BODY_FAILS.replace("flytekit.nosuch(plus)(x=x)", "plus(y=x)")
+    with pytest.raises(UsageError, match=r"^Line 11 of the cell: Received unexpected keyword argument 'y'"):
+        shell.run_cell_magic("flyte_fast", f"-m {unique('body')} --dry-run", cell)
+
+
+def test_a_dry_run_does_not_build_the_image_of_a_task_run_only_in_a_branch_or_on_failure(shell, workdir, builder):
+    """The branch's tasks come after the workflow in the cell, so it is serialized before them; the
+    failure task is a local module's, which is serialized only as part of the workflow."""
+    module = unique("branch")
+    (workdir / f"{module}_steps.py").write_text(textwrap.dedent(
+        f"""
+        from flytekit import ImageSpec, task
+
+        image = ImageSpec(name={unique("img")!r}, registry="registry.example.com/acme", packages=["numpy"],
+                          builder="fastreg-recorder")
+        cleanup_image = ImageSpec(name={unique("img")!r}, registry="registry.example.com/acme",
+                                  builder="fastreg-recorder")
+
+        @task(container_image=cleanup_image)
+        def cleanup(word: str, loud_please: bool) -> None:
+            print("cleaning up after", word)
+        """
+    ))
+    cell = textwrap.dedent(
+        f"""
+        from flytekit import conditional, task, workflow
+        from {module}_steps import cleanup, image
+
+        @workflow(on_failure=cleanup)
+        def branched(word: str = "hi", loud_please: bool = True) -> str:
+            return conditional("loudness").if_(loud_please.is_true()).then(shout(word=word)).else_().then(
+                quiet(word=word))
+
+        @task(container_image=image)
+        def shout(word: str) -> str:
+            return word.upper()
+
+        @task(container_image=image)
+        def quiet(word: str) -> str:
+            return word.lower()
+        """
+    )
+    shell.run_cell_magic("flyte_fast", f"-m {module} --dry-run", cell)
+    assert builder.asked == []

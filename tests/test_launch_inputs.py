@@ -1,10 +1,11 @@
-"""Values passed to ``launch(...)`` from code, and outputs read back, without a backend."""
+"""Values passed to ``launch(...)`` from code, and outputs read back: without a backend, and (dicts
+for dataclasses and pydantic models inside containers) launched on the session's sandbox."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import pytest
 from flyteidl.core import literals_pb2
@@ -46,6 +47,49 @@ def test_a_dict_that_does_not_fit_the_dataclass_says_why(value, message):
     with pytest.raises(InputError) as info:
         launch_value(field_of(Settings), value)
     assert str(info.value).startswith(message)
+
+
+@dataclass
+class Point:
+    a: int
+    b: float = 1.0
+
+
+@pytest.mark.parametrize(
+    "py_type, value, expected",
+    [
+        (List[Point], [{"a": 3}], [Point(3, 1.0)]),
+        (List[Optional[Point]], [{"a": 3, "b": 2.0}, None], [Point(3, 2.0), None]),
+        (Dict[str, Point], {"left": {"a": 1}}, {"left": Point(1, 1.0)}),
+        (Optional[Dict[str, List[Point]]], {"row": [{"a": 2}]}, {"row": [Point(2, 1.0)]}),
+        (List[Point], [Point(4), {"a": 5}], [Point(4), Point(5)]),
+    ],
+)
+def test_dicts_for_dataclasses_inside_lists_and_dicts_become_the_dataclasses(py_type, value, expected):
+    assert launch_value(field_of(py_type), value) == expected
+
+
+def test_a_dict_inside_a_list_that_does_not_fit_says_where():
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(List[Point]), [{"a": 1}, {"b": 2.0}])
+    assert str(info.value) == "v: missing field 'a' of Point at [1]"
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(Dict[str, Point]), {"left": {"a": "one"}})
+    assert str(info.value) == 'v: expected a whole number at ["left"].a, got "one"'
+
+
+def test_a_dict_for_a_pydantic_model_is_validated_by_the_model():
+    pydantic = pytest.importorskip("pydantic")
+
+    class Optimiser(pydantic.BaseModel):
+        lr: float = 0.1
+        layers: List[int] = [1]
+
+    assert launch_value(field_of(Optimiser), {"lr": 0.25}) == Optimiser(lr=0.25)
+    assert launch_value(field_of(List[Optimiser]), [{"layers": [2, 3]}]) == [Optimiser(layers=[2, 3])]
+    with pytest.raises(InputError) as info:
+        launch_value(field_of(List[Optimiser]), [{}, {"lr": "fast"}])
+    assert str(info.value).startswith("v: not a valid Optimiser at [1] (lr: Input should be a valid number")
 
 
 def test_none_and_tuples_are_refused_in_words():
@@ -129,3 +173,72 @@ def test_a_refused_input_shown_in_the_widget_points_at_the_form_not_at_code():
     assert str(err).endswith("Pass a value of type int: launch(n=...).")  # what reg.launch(n=...) says
     shown = describe_failure(err)  # what a run view started from the form says
     assert shown == "wf: input 'n' (int): too big. Correct it in the launch form and launch again."
+
+
+# --- on the sandbox: what the form accepts, launch(...) accepts ----------------------------
+
+CONTAINERS_CELL = """
+from dataclasses import dataclass
+from typing import Dict, List
+
+from flytekit import task
+
+
+@dataclass
+class P:
+    a: int
+    b: float = 1.0
+
+
+@task
+def many(ps: List[P], named: Dict[str, P]) -> float:
+    return sum(p.a * p.b for p in ps) + sum(p.a * p.b for p in named.values())
+"""
+
+PYDANTIC_CELL = """
+from typing import List
+
+from pydantic import BaseModel
+from flytekit import task
+
+
+class Rate(BaseModel):
+    lr: float = 0.1
+
+
+@task
+def rate(r: Rate, more: List[Rate]) -> float:
+    return r.lr + sum(m.lr for m in more)
+"""
+
+
+def test_dicts_for_dataclasses_inside_containers_launch_on_the_sandbox(sandbox_shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reg = sandbox_shell.run_cell_magic("flyte_fast", "-m launch_containers", CONTAINERS_CELL)
+    run = reg.launch("many", ps=[{"a": 3}, {"a": 1, "b": 2.0}], named={"x": {"a": 4}}).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 9.0}), run.error
+
+
+def test_dicts_for_pydantic_models_launch_on_the_sandbox(sandbox_shell, tmp_path, monkeypatch):
+    pytest.importorskip("pydantic")
+    monkeypatch.chdir(tmp_path)
+    reg = sandbox_shell.run_cell_magic("flyte_fast", "-m launch_models", PYDANTIC_CELL)
+    run = reg.launch("rate", r={"lr": 0.25}, more=[{}, {"lr": 0.5}]).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": 0.85}), run.error
+
+
+def test_the_notebooks_own_dataclass_launches_a_task_of_the_cell_that_carried_it_over(sandbox_shell, tmp_path,
+                                                                                       monkeypatch):
+    """`Cfg` defined in a plain cell is carried over into the cell's module as a copy of the class: an
+    object of the notebook's `Cfg` is what the user has in hand, and it launches."""
+    monkeypatch.chdir(tmp_path)
+    sandbox_shell.run_cell(
+        "from dataclasses import dataclass, field\n\n"
+        "@dataclass\nclass Cfg:\n    a: int\n    tags: list[str] = field(default_factory=list)\n"
+    )
+    reg = sandbox_shell.run_cell_magic("flyte_fast", "-m launch_carried_class", (
+        "from flytekit import task\n\n"
+        "@task\ndef count(c: Cfg) -> str:\n    return f'{c.a}:{len(c.tags)}'\n"
+    ))
+    run = reg.launch("count", c=sandbox_shell.user_ns["Cfg"](a=2, tags=["x"])).wait(timeout=300)
+    assert (run.phase, run.outputs) == ("SUCCEEDED", {"o0": "2:1"}), run.error

@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 
 from fastreg_magic.collect import ModuleSource, files_to_ship, module_from_cell
 from fastreg_magic.errors import CollectError
+from fastreg_magic.lift import free_names
 
 
 @pytest.fixture
@@ -255,3 +256,54 @@ def test_a_function_made_by_exec_is_named_as_the_reason(shell):
     run(shell, "exec('def helper(x):\\n    return x * 2\\n')")
     with pytest.raises(CollectError, match=r"source of `helper` .* not available: it was made by exec\(\)"):
         lift(shell, "helper(1)")
+
+
+# --- names a definition binds, whatever it is called ---------------------------------------
+# CPython's symtable tells the module's table by its name, "top": a function or class called `top`
+# used to have every name it binds taken for a read of the module's globals.
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "from flytekit import task\n\n@task\ndef top(k: int) -> int:\n    return 2 * k\n",
+        "from flytekit import task, workflow\n\n@task\ndef double(k: int) -> int:\n    return 2 * k\n\n"
+        "@workflow\ndef top(k: int) -> int:\n    return double(k=k)\n",
+    ],
+    ids=["task", "workflow"],
+)
+def test_a_task_or_workflow_named_top_ships(shell, tmp_path, monkeypatch, cell):
+    monkeypatch.chdir(tmp_path)
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    reg = shell.run_cell_magic("flyte_fast", "--dry-run -m topmod", cell)
+    assert reg.lifted == ()
+    assert shell.user_ns["top"](k=3) == 6
+
+
+@pytest.mark.parametrize(
+    ("code", "free"),
+    [
+        ("def top(k):\n    y = k\n    return y + N\n", {"N"}),
+        ("class top:\n    size = 2\n    area = size * size\n", set()),
+        ("def outer(k):\n    def top(j):\n        total = j + k\n        return total + N\n    return top\n", {"N"}),
+        ("def outer(k):\n    class top:\n        c = k\n        d = c + N\n    return top\n", {"N"}),
+        ("def top(q):\n    return [i + q + N for i in range(3)], (lambda a: a + q + N)(1)\n", {"N"}),
+        ("def top():\n    global G\n    G = 1\n    return G + N\n", {"N"}),
+    ],
+    ids=["function", "class", "nested-function", "nested-class", "comprehension-and-lambda", "global"],
+)
+def test_names_bound_in_a_definition_named_top_are_its_own(code, free):
+    assert free_names(code) == free
+
+
+def test_a_name_bound_by_walrus_in_a_comprehension_is_the_cells_own(shell, tmp_path, monkeypatch):
+    """From Python 3.12 comprehensions are inlined (PEP 709) and symtable shows `last` as declared
+    global, never assigned: it must still count as the cell's own, not as a name from an earlier cell."""
+    monkeypatch.chdir(tmp_path)
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    cell = ("from flytekit import task\n\nsizes = [(last := n) * 2 for n in range(3)]\n\n"
+            "@task\ndef biggest() -> int:\n    return last\n")
+    assert free_names(cell) == set()
+    reg = shell.run_cell_magic("flyte_fast", "--dry-run -m walrusmod", cell)
+    assert reg.lifted == ()
+    assert shell.user_ns["biggest"]() == 2

@@ -284,6 +284,8 @@ def test_signed_url_upload_then_skip_without_any_call(proxy, storage, big_archiv
 
 
 def test_signed_url_upload_goes_through_the_http_proxy_the_environment_names(proxy, storage, tmp_path, monkeypatch):
+    """A cluster's storage is reached through the proxy the environment names (set or unset in the notebook
+    meanwhile); storage on this machine's loopback never is, as no proxy can be the way there."""
     from tcp_proxy import TcpProxy
 
     forwarder = TcpProxy(storage.server.server_address[1])
@@ -294,11 +296,17 @@ def test_signed_url_upload_goes_through_the_http_proxy_the_environment_names(pro
     assert uploader.upload(make_archive(tmp_path / "direct", b"proxied = 0\n")).uploaded
     assert forwarder.accepted == 0
     monkeypatch.setenv("http_proxy", f"http://{forwarder.endpoint}")  # set in the notebook meanwhile
-    proxied = make_archive(tmp_path / "proxied", b"proxied = 1\n")
+    assert uploader.upload(make_archive(tmp_path / "loopback", b"proxied = 1\n")).uploaded
+    assert forwarder.accepted == 0  # the storage is on loopback: direct
+    # The cluster's storage, by a name only the proxy can resolve (it forwards to the same storage).
+    proxy.storage_url = f"http://blobs.cluster.invalid:{storage.server.server_address[1]}"
+    proxied = make_archive(tmp_path / "proxied", b"proxied = 2\n")
     assert uploader.upload(proxied).uploaded
     assert forwarder.accepted == 1 and any(path.endswith(f"fastreg-{proxied.digest}.tar.gz") for path in storage.objects)
-    monkeypatch.delenv("http_proxy")  # and unset again: direct once more
-    assert uploader.upload(make_archive(tmp_path / "again", b"proxied = 2\n")).uploaded
+    monkeypatch.delenv("http_proxy")  # and unset again: direct once more (and the name resolves nowhere)
+    with pytest.raises(UploadError):
+        SignedUrlUploader(proxy.client(), "flytesnacks", "development", **FAST).upload(
+            make_archive(tmp_path / "again", b"proxied = 3\n"))
     assert forwarder.accepted == 1 and len(storage.objects) == 3
     forwarder.cut()
 

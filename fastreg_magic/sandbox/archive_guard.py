@@ -11,6 +11,10 @@ The verdict is cached per archive (path, size, modification time) so a workflow 
 tasks reads each archive once. An archive that is not a local file (``s3://...``) is first
 fetched with fsspec into the execution's directory; the task is then pointed at that checked
 copy, so what runs is exactly what was inspected.
+
+An archive that is not there (deleted from a ``file://`` distribution dir, from the sandbox's
+own uploads, or from a bucket) fails the task with one line saying to re-run the cell, which
+stores it again, instead of flytekit's page-long "task execution code was not found".
 """
 
 from __future__ import annotations
@@ -34,19 +38,16 @@ class ArchiveGuard:
 
     def prepare(self, archive: str, cache_dir: Path) -> tuple[str, str | None]:
         """The distribution to hand the task (a local copy for remote URIs) and the problem, if any."""
-        if "://" not in archive or archive.startswith("file://"):
-            return archive, self.problem(archive)
         if not archive.endswith(ARCHIVE_SUFFIXES):
             return archive, None
+        if "://" not in archive or archive.startswith("file://"):
+            return archive, self.problem(archive)
         target = cache_dir / hashlib.sha256(archive.encode()).hexdigest()[:16] / archive.rsplit("/", 1)[-1]
         if not target.exists():
             try:
                 _fetch(archive, target)
             except FileNotFoundError:
-                return archive, (
-                    f"The code archive {archive} does not exist (any more): it was deleted from where it was "
-                    "stored. Restart the kernel and re-run the %%flyte_fast cell: it uploads what is missing."
-                )
+                return archive, missing_archive(archive)
             except Exception as exc:  # any fsspec backend error: unreachable, no credentials
                 return archive, (
                     f"The code archive {archive} could not be fetched to check it before the task ran: "
@@ -62,6 +63,8 @@ class ArchiveGuard:
             return None
         try:
             stat = path.stat()
+        except FileNotFoundError:
+            return missing_archive(archive)
         except OSError:
             # not readable from here: flytekit's own download will report it inside the task
             return None
@@ -73,6 +76,14 @@ class ArchiveGuard:
         with self._lock:
             self._verdicts[key] = verdict
         return verdict
+
+
+def missing_archive(archive: str) -> str:
+    """The task's error when its code archive is not where it was registered. Re-running the cell is
+    enough: the kernel then finds the archive gone (it looks on this machine's disk each time, and in
+    a remote store once a run failed this way) and uploads it again under the same name."""
+    return (f"The code archive {archive} does not exist (any more): it was deleted from where it was stored; "
+            "re-run the %%flyte_fast cell, which uploads it again, then launch again.")
 
 
 def _fetch(uri: str, target: Path) -> None:

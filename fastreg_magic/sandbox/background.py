@@ -116,7 +116,10 @@ def answers(endpoint: str) -> bool:
     from flyteidl.admin import version_pb2
     from flyteidl.service import admin_pb2_grpc
 
-    with grpc.insecure_channel(endpoint) as channel:
+    from fastreg_magic.proxies import NO_PROXY_OPTION
+
+    # The sandbox is on loopback: a proxy named in the environment could only make it look dead.
+    with grpc.insecure_channel(endpoint, options=[NO_PROXY_OPTION]) as channel:
         try:
             admin_pb2_grpc.AdminServiceStub(channel).GetVersion(version_pb2.GetVersionRequest(),
                                                                 timeout=HEALTH_TIMEOUT_SECONDS)
@@ -125,8 +128,9 @@ def answers(endpoint: str) -> bool:
             return False
 
 
-def ensure_running(data_dir: str | os.PathLike | None = None) -> SandboxInfo:
-    """Reuse the live sandbox of ``data_dir`` or start one in the background; raise SandboxError if it fails."""
+def ensure_running(data_dir: str | os.PathLike | None = None, start: bool = True) -> SandboxInfo | None:
+    """Reuse the live sandbox of ``data_dir`` or start one in the background; raise SandboxError if it fails.
+    With ``start=False``, None when none is running."""
     from fastreg_magic.sandbox.server import default_data_dir
 
     data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).absolute()
@@ -135,7 +139,7 @@ def ensure_running(data_dir: str | os.PathLike | None = None) -> SandboxInfo:
         state = wait_answering(data_dir)
         if state:
             return info_of(state, data_dir, started=False)
-        return _start_detached(data_dir)
+        return _start_detached(data_dir) if start else None
 
 
 def info_of(state: dict, data_dir: Path, started: bool) -> SandboxInfo:

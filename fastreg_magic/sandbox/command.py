@@ -142,7 +142,10 @@ def _register_project(endpoint: str, project: str) -> bool:
     from fastreg_magic.errors import SandboxError
     from fastreg_magic.register import grpc_error_of
 
-    client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True))
+    from fastreg_magic.proxies import NO_PROXY_OPTION
+
+    # the sandbox is on loopback: a proxy named in the environment could only stand in the way
+    client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True), options=[NO_PROXY_OPTION])
     try:
         client.register_project(Project(id=project, name=project, description=""))
         return True

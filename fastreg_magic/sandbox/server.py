@@ -51,11 +51,13 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("fastreg")) / "sandbox"
 
 
-def config_text(endpoint: str) -> str:
-    """A flytekit/flytectl config for this sandbox (``pyflyte -c``, ``Config.auto(config_file=...)``)."""
+def config_text(endpoint: str, data_dir: Path | None = None) -> str:
+    """A flytekit/flytectl config for this sandbox (``pyflyte -c``, ``Config.auto(config_file=...)``);
+    it names the data dir, so a cell using it can say how to start that sandbox again."""
     return (
         "# Written by `fastreg sandbox`: the embedded Flyte sandbox on loopback.\n"
-        "admin:\n"
+        + (f"# Data dir: {data_dir}\n" if data_dir is not None else "")
+        + "admin:\n"
         f"  endpoint: dns:///{endpoint}\n"
         "  insecure: true\n"
     )
@@ -143,7 +145,7 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
         undo.pop_all()
     try:
         for path in [sandbox.config_file] + ([Path(config_out)] if config_out is not None else []):
-            path.write_text(config_text(endpoint))
+            path.write_text(config_text(endpoint, store.data_dir))
     except OSError as err:
         sandbox.stop()
         raise SandboxError(f"cannot write the config file {err.filename} ({err.strerror}).",
@@ -288,6 +290,10 @@ def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
         "_FLYTECTL_CONFIG_PYFLYTE_OVERRIDE": str(config_file),
         "FLYTE_PLATFORM_URL": endpoint,
         "FLYTE_PLATFORM_INSECURE": "True",
+        # gRPC would take a proxy variable inherited from the user's environment on the way to this
+        # loopback sandbox too; it reads no_grpc_proxy before no_proxy, so the user's list is kept in it.
+        "no_grpc_proxy": ",".join(filter(None, (os.environ.get("no_grpc_proxy") or os.environ.get("no_proxy"),
+                                                "127.0.0.1,localhost,::1"))),
     }
 
 
