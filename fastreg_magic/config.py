@@ -228,8 +228,8 @@ def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | 
     global _sandbox_announced, _last_sandbox
     _last_sandbox = None
     backend = resolve_backend(endpoint, config_file, start_sandbox=start_sandbox)
-    if _last_sandbox is None:
-        return backend, None  # configured explicitly
+    if _last_sandbox is None:  # configured explicitly
+        return backend, "\n".join(_configured_sandbox_warning(backend)) or None
     lines = []
     if _last_sandbox.started or not _sandbox_announced:
         _sandbox_announced = True
@@ -242,23 +242,44 @@ def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | 
     return backend, "\n".join(lines) or None
 
 
-def _other_environment_warning(info) -> list[str]:
+def _other_environment_warning(info, restart: str | None = None) -> list[str]:
     """The shared background sandbox runs every kernel's tasks with the Python that started it:
     said once per process and sandbox Python when that is not this kernel's environment."""
     if not info.runs_tasks_elsewhere() or (info.endpoint, info.environment) in _warned_environments:
         return []
     _warned_environments.add((info.endpoint, info.environment))
+    restart = restart or ("stop the sandbox (`fastreg sandbox --stop`) and re-run the cell: it starts again "
+                          "from here.")
     return [
         f"Warning: the embedded sandbox at {info.endpoint} runs tasks with {info.python}, not with this "
         f"kernel's Python ({sys.executable}): a task that imports a package only this environment has fails "
-        "there (ModuleNotFoundError). To run tasks in this environment, stop the sandbox (`fastreg sandbox "
-        "--stop`) and re-run the cell: it starts again from here."
+        f"there (ModuleNotFoundError), as does syntax only this Python knows. To run tasks in this environment, {restart}"
     ]
+
+
+def _configured_sandbox_warning(backend: Backend) -> list[str]:
+    """The same warning for a sandbox named by its config file (``--config``), once per file: its state
+    file, in its data dir, says which Python it runs tasks with."""
+    if not (backend.is_sandbox and backend.config_file) or backend.config_file in _checked_sandbox_configs:
+        return []
+    _checked_sandbox_configs.add(backend.config_file)
+    from fastreg_magic.config_file import sandbox_data_dir
+    from fastreg_magic.sandbox import background
+
+    data_dir = sandbox_data_dir(backend.config_file)
+    state = background.read_state(Path(data_dir)) if data_dir else None
+    if not state or "endpoint" not in state or "config_file" not in state:
+        return []
+    info = background.info_of(state, Path(data_dir), started=False)
+    restart = (f"start that sandbox from this environment (`fastreg sandbox --data-dir {data_dir} --config-out "
+               f"{backend.config_file}`), after stopping it.")
+    return _other_environment_warning(info, restart)
 
 
 _sandbox_announced = False
 _last_sandbox = None  # the SandboxInfo, set when resolution fell through to the sandbox
 _warned_environments: set[tuple[str, str]] = set()
+_checked_sandbox_configs: set[str] = set()
 
 
 def _embedded_sandbox(start: bool = True) -> Backend:

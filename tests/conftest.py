@@ -60,6 +60,36 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A real S3 API (moto's server) on loopback, with the AWS settings s3fs and botocore read, so the
+    kernel and a sandbox started afterwards reach it."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    """A fresh bucket (``s3.bucket``) on that S3 API, through s3fs."""
+    import uuid
+
+    s3fs = pytest.importorskip("s3fs")
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    fs.bucket = f"bucket-{uuid.uuid4().hex[:8]}"  # moto keeps buckets process-wide
+    fs.mkdir(fs.bucket)
+    return fs
+
+
 def have_chromium() -> bool:
     return shutil.which("chromium") is not None
 

@@ -135,29 +135,6 @@ def test_the_sandbox_refuses_a_missing_local_archive_in_one_line(tmp_path):
         assert "re-run the %%flyte_fast cell" in problem and "\n" not in problem
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A bucket on a real S3 API (moto's server on loopback), reached by the kernel and the sandbox
-    through the AWS_* settings s3fs and botocore read."""
-    moto_server = pytest.importorskip("moto.server")
-    import s3fs
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
-                            ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
-            monkeypatch.setenv(name, value)
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-        fs.bucket = f"gone-{uuid.uuid4().hex[:8]}"  # moto keeps buckets process-wide
-        fs.mkdir(fs.bucket)
-        yield fs
-    finally:
-        server.stop()
-
-
 def test_an_archive_deleted_from_s3_is_uploaded_again_once_a_run_failed_for_it(shell, s3, creates):
     dist = f"--distribution-dir s3://{s3.bucket}/fast"
     first = cell(shell, dist)

@@ -6,7 +6,6 @@ import os
 
 import io
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -114,28 +113,6 @@ def test_guard_reports_an_unreadable_archive(tmp_path):
     broken = tmp_path / "fast-broken.tar.gz"
     broken.write_bytes(b"definitely not gzip")
     assert "cannot be read as a tar archive" in ArchiveGuard().problem(str(broken))
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3 API (moto server on loopback) that fsspec reaches through AWS_ENDPOINT_URL."""
-    moto_server = pytest.importorskip("moto.server")
-    import s3fs
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(name, value)
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-        fs.bucket = f"dists-{uuid.uuid4().hex[:8]}"  # moto keeps buckets process-wide
-        fs.mkdir(fs.bucket)
-        yield fs
-    finally:
-        server.stop()
 
 
 def test_remote_archives_are_fetched_checked_and_run_from_the_checked_copy(harness, tmp_path, s3):

@@ -141,8 +141,17 @@ def test_a_sandbox_started_from_another_environment_is_named_by_the_magic_and_st
                                 timeout=300)
         status = subprocess.run([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--status"],
                                 capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        config_file = read_state(data_dir)["config_file"]
+        by_config = subprocess.run([sys.executable, "-c", kernel.replace("-m other_env", f"-m other_env --config {config_file}")],
+                                   capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     finally:
         stop_background_sandbox(data_dir)
+    # Named by its config file (--config), the same sandbox is said to run tasks elsewhere too, with how to
+    # start it from this environment.
+    assert by_config.returncode == 0, by_config.stderr[-3000:]
+    named = [line for line in by_config.stdout.splitlines() if line.startswith("Warning: the embedded sandbox")]
+    assert len(named) == 1 and str(other / "bin" / "python") in named[0], by_config.stdout
+    assert f"fastreg sandbox --data-dir {data_dir}" in named[0]
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stdout.splitlines() if line.startswith("Warning: the embedded sandbox")]
     assert len(warnings) == 1, result.stdout  # said once, not at every cell

@@ -175,23 +175,6 @@ def test_distribution_dir_file_url(shell, workdir, tmp_path_factory):
     assert again.uploaded is False  # content-addressed object already there
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """A real S3 API (moto's server) on loopback, with the AWS settings s3fs and botocore read."""
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
 def test_distribution_dir_s3(shell, workdir, s3_endpoint):
     import s3fs
 
