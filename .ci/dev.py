@@ -77,7 +77,7 @@ OTHER_PYTHONS = ("3.10", "3.12")
 VERSION_TESTS = [
     "tests/test_collect.py", "tests/test_lift_names.py", "tests/test_magic.py", "tests/test_cell_warnings.py",
     "tests/test_files.py", "tests/test_serialize_package.py", "tests/test_launch_inputs.py",
-    "tests/test_magic_sandbox.py",
+    "tests/test_magic_sandbox.py", "tests/test_widget_forms.py",
 ]
 
 # What those tests import besides the project (a subset of the `test` extra: no browser, no JupyterLab).

@@ -34,6 +34,7 @@ from fastreg_magic.run_inputs_json import (
     int_range_problem_inside,
     json_checkable,
     jsonable,
+    parse_iso_datetime,
     strip_annotated,
     type_label,
     unwrap_optional,

@@ -81,6 +81,10 @@ def test_defaults_are_prefilled_as_text():
         (str, "", ""),
         (bool, "true", True),
         (dt.datetime, "2024-06-01T12:30:00", dt.datetime(2024, 6, 1, 12, 30)),
+        # ISO 8601 as Python 3.11 reads it, on every Python
+        (dt.datetime, "2024-06-01T12:30:00Z", dt.datetime(2024, 6, 1, 12, 30, tzinfo=dt.timezone.utc)),
+        (dt.datetime, "2024-06-01T12:30:00.5", dt.datetime(2024, 6, 1, 12, 30, 0, 500000)),
+        (dt.datetime, "20240601T123000", dt.datetime(2024, 6, 1, 12, 30)),
         (dt.timedelta, "1h30m", dt.timedelta(minutes=90)),
         (dt.timedelta, "90", dt.timedelta(seconds=90)),
         (dt.timedelta, "01:00:05", dt.timedelta(hours=1, seconds=5)),
