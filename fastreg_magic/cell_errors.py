@@ -131,7 +131,9 @@ def refused_definition(exc: Exception, module_source, where: str, source_root: P
         place = f"Line {line} of {where}" if line is not None else "A definition carried over from an earlier cell"
     else:
         place = f"Line {lineno} of {shown_path(filename, source_root)}"
-    return CollectError(f"{place}: {str(exc).strip()}",
+    said = str(exc).strip()
+    said = said if said.endswith((".", "!", "?")) else f"{said}."  # the hint follows as the next sentence
+    return CollectError(f"{place}: {said}",
                         "Fix the definition and try again; nothing was registered.")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import os
 import re
@@ -333,7 +334,22 @@ def _dataclass_from_dict(field: Field, value: Mapping, cls, path: str) -> Any:
         raise InputError(field.name, problem)
     from mashumaro.codecs.basic import BasicDecoder
 
-    return BasicDecoder(cls).decode(data)
+    try:
+        return BasicDecoder(cls, default_dialect=_iso_dates_dialect()).decode(data)
+    except Exception as exc:  # mashumaro's InvalidFieldValue and the like: check_json let through what it cannot read
+        raise InputError(field.name, f"not a valid {cls.__name__}{where} ({' '.join(str(exc).split())})") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _iso_dates_dialect():
+    """mashumaro reads a dataclass's date/times with ``fromisoformat``, which before Python 3.11 refuses
+    ISO 8601 that the form and check_json accept ("...Z"): read them as they do."""
+    from mashumaro.dialect import Dialect
+
+    class IsoDates(Dialect):
+        serialization_strategy = {dt.datetime: {"deserialize": parse_iso_datetime}}
+
+    return IsoDates
 
 
 def _model_from_dict(field: Field, value: Mapping, model, path: str) -> Any:

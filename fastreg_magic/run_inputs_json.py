@@ -88,7 +88,10 @@ def parse_iso_datetime(text: str) -> dt.datetime:
     except ValueError:
         from dateutil.parser import isoparse  # python-dateutil: a dependency of jupyter_client and flytekit's
 
-        return isoparse(text)
+        value = isoparse(text)
+        if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
+            value = value.replace(tzinfo=dt.timezone.utc)  # as fromisoformat gives "Z" from 3.11 on
+        return value
 
 
 # A Flyte integer is a 64-bit signed one (flyteidl's Primitive.integer is an int64).

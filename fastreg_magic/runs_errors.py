@@ -54,6 +54,20 @@ def reraise(exc: BaseException, what: str, remote, *, not_found: str = NOT_REGIS
     raise err from exc
 
 
+def _not_answering_hint(endpoint: str) -> str:
+    """The per-user sandbox the magic starts comes back with the next %%flyte_fast cell; anything else
+    must be started (or reached) by the user."""
+    from fastreg_magic.sandbox.server import CONFIG_NAME, default_data_dir
+
+    try:  # the config file it writes in its data dir names its address, and stays when it stops
+        per_user = (default_data_dir() / CONFIG_NAME).read_text(encoding="utf-8")
+    except OSError:
+        per_user = ""
+    if f"dns:///{endpoint}\n" in per_user:
+        return "The embedded sandbox stopped: re-run the %%flyte_fast cell to start it again, then launch again."
+    return "Check that it is running (`fastreg sandbox`, or your cluster) and reachable from here."
+
+
 def is_not_found(exc: BaseException | None) -> bool:
     """True when the backend answered that what was asked for does not exist."""
     if exc is None:
@@ -86,10 +100,7 @@ def translate(exc: BaseException, what: str, remote, *, not_found: str = NOT_REG
         isinstance(exc, (system_errors.FlyteSystemUnavailableException, user_errors.FlyteTimeout))
         or code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     ):
-        return BackendError(
-            f"{what}: the Flyte backend at {endpoint} is not answering{detail}",
-            "Check that it is running (`fastreg sandbox`, or your cluster) and reachable from here.",
-        )
+        return BackendError(f"{what}: the Flyte backend at {endpoint} is not answering{detail}", _not_answering_hint(endpoint))
     if isinstance(exc, (user_errors.FlyteInvalidInputException, user_errors.FlyteEntityAlreadyExistsException)) or code in (
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.ALREADY_EXISTS,

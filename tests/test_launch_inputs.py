@@ -4,6 +4,7 @@ for dataclasses and pydantic models inside containers) launched on the session's
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional
 
@@ -33,6 +34,19 @@ def test_a_dict_for_a_dataclass_input_becomes_the_dataclass_with_its_defaults():
     assert launch_value(field_of(Optional[Settings]), {"x": 2, "tags": ["a"]}) == Settings(2, 0.5, ["a"])
     same = Settings(3)
     assert launch_value(field_of(Settings), same) is same
+
+
+@dataclass
+class Event:
+    when: dt.datetime
+    later: List[dt.datetime] = field(default_factory=list)
+
+
+def test_iso_date_times_in_a_dict_for_a_dataclass_read_as_the_form_reads_them():
+    """ "…Z" is ISO 8601 the form accepts on every Python; mashumaro's own reading refuses it before 3.11."""
+    utc = dt.timezone.utc
+    event = launch_value(field_of(Event), {"when": "2024-06-01T12:00:00Z", "later": ["20240601T120000"]})
+    assert event == Event(dt.datetime(2024, 6, 1, 12, tzinfo=utc), [dt.datetime(2024, 6, 1, 12)])
 
 
 @pytest.mark.parametrize(

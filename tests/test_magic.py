@@ -333,7 +333,7 @@ def test_an_error_the_cells_code_raises_shows_the_users_frames_and_the_editors_l
      "Line 5 of the cell: 'n' has no type"),
     # raised by flytekit inside the `__init__` dataclasses writes (its file is "<string>")
     ("from flytekit import Cache, task\nx = 1\ny = 2\n@task(cache=Cache())\ndef t(n: int) -> int:\n    return n\n",
-     "Line 5 of the cell: If version is not defined then at least one cache policy needs to be set"),
+     "Line 5 of the cell: If version is not defined then at least one cache policy needs to be set. "),
 ])
 def test_a_definition_flytekit_refuses_is_one_line_naming_the_cell_line(shell, project_dir, cell, message):
     with pytest.raises(UsageError) as info:

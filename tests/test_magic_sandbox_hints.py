@@ -53,3 +53,36 @@ def test_flyte_watch_of_the_link_pyflyte_printed_shows_no_console_link(sandbox_s
     assert run.wait(timeout=300).phase == "SUCCEEDED", run.error
     assert run.url is None  # the sandbox serves no console: a link to it would be dead
     assert "console" not in repr(run)
+
+
+def test_a_launch_after_the_magics_sandbox_stopped_says_to_re_run_the_cell(tmp_path):
+    """The per-user sandbox the magic starts comes back with the next cell: a launch that finds it stopped
+    says so, rather than sending the user off to start a sandbox by hand."""
+    import os
+    import textwrap
+
+    from sandbox_support import stop_background_sandbox
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "XDG_"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
+    script = textwrap.dedent(f"""
+        import subprocess, sys
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "fastreg_magic")
+        reg = ip.run_cell_magic("flyte_fast", "-m stopped_box", {CELL!r})
+        subprocess.run([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--stop"], check=True)
+        try:
+            reg.launch("plus_one", x=1)
+        except Exception as err:
+            print("LAUNCH:", err)
+        """)
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                                timeout=300)
+    finally:
+        stop_background_sandbox(home / "data" / "fastreg" / "sandbox")
+    said = [line for line in result.stdout.splitlines() if line.startswith("LAUNCH:")]
+    assert len(said) == 1, result.stdout + result.stderr[-3000:]
+    assert "not answering" in said[0] and "re-run the %%flyte_fast cell to start it again" in said[0]
