@@ -12,6 +12,12 @@ The same pipeline is a plain Python API, usable without IPython::
     reg = fast_register(source, module="pipeline")
     run = reg.launch(n=3).wait()
 
+Every failure meant for the user is a :class:`FastRegError` (``fastreg_magic.errors`` draws the tree),
+importable from here, as is ``RunLost`` (a run its backend no longer has) and ``Interrupted``
+(Ctrl-C, a ``KeyboardInterrupt``)::
+
+    from fastreg_magic import BackendError, FastRegError
+
 Importing this package is cheap: flytekit (about a second to import) is loaded on first use.
 """
 
@@ -26,7 +32,15 @@ _LAZY = {
     "Registration": "fastreg_magic.api",
     "EntityRef": "fastreg_magic.api",
     "Run": "fastreg_magic.runs",
+    "RunLost": "fastreg_magic.runs",
+    # The errors a caller catches: what the README names.
+    **{name: "fastreg_magic.errors" for name in (
+        "FastRegError", "CollectError", "PackageError", "UploadError", "BackendError", "RegistrationError",
+        "VersionConflict", "RunError", "SandboxError", "NotYetSupported", "NotebookRunError", "Interrupted",
+    )},
 }
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -35,6 +49,10 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastreg_magic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def load_ipython_extension(ipython) -> None:

@@ -267,6 +267,7 @@ def fast_register(
     from fastreg_magic import pipeline
     from fastreg_magic import upload as _upload
 
+    notices: list[str] = []  # said once the call returns, on this thread (see _warn_at_the_caller)
     options = pipeline.Options(
         module=validate_module_name(module or DEFAULT_MODULE),
         project=_require("project", project),
@@ -284,15 +285,18 @@ def fast_register(
         progress=progress,
         notebook=Path(notebook) if notebook else None,
     )
-    return pipeline.run(
-        source,
-        options,
-        namespace=namespace,
-        dry_run=dry_run,
-        serialize_to=Path(serialize_to) if serialize_to else None,
-        backend_fn=functools.partial(_resolve, backend, endpoint, config_file),
-        first_line=first_line,
-    )
+    try:
+        return pipeline.run(
+            source,
+            options,
+            namespace=namespace,
+            dry_run=dry_run,
+            serialize_to=Path(serialize_to) if serialize_to else None,
+            backend_fn=functools.partial(_resolve, backend, endpoint, config_file, notices.append),
+            first_line=first_line,
+        )
+    finally:
+        _warn_at_the_caller(notices)
 
 
 def import_flytekit_keeping_ctrl_c() -> None:
@@ -322,17 +326,29 @@ def import_flytekit_keeping_ctrl_c() -> None:
         signal.signal = replace_handler
 
 
-def _resolve(backend, endpoint: str | None, config_file: str | None) -> _config.Backend:
+def _resolve(backend, endpoint: str | None, config_file: str | None, notice_to) -> _config.Backend:
     if callable(backend):
         return backend()
     if backend:
         return backend
     resolved, notice = _config.resolve_backend_with_notice(endpoint=endpoint, config_file=config_file)
     if notice:  # nothing configured: a script learns where its release went, and that a sandbox now runs
-        import warnings
-
-        warnings.warn(notice, stacklevel=4)
+        notice_to(_for_the_api(notice))
     return resolved
+
+
+def _for_the_api(notice: str) -> str:
+    """The notice as a caller of fast_register() changes what it says: its keywords, not the magic's options."""
+    return notice.replace("Pass --endpoint/--config", "Pass endpoint=/config_file= to fast_register()")
+
+
+def _warn_at_the_caller(notices: list[str]) -> None:
+    """Warn about each notice on the calling thread, pointing at the line that called fast_register():
+    the backend is found on a worker thread, where a warning would point into threading.py."""
+    import warnings
+
+    for notice in notices:
+        warnings.warn(notice, stacklevel=3)  # 1: here, 2: fast_register, 3: its caller
 
 
 def validate_module_name(name: str) -> str:

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastreg", description="Fast registration of Flyte workflows.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats a command's help (not its description): `%%flyte_fast` must survive it.
+        command_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         command_parser.set_defaults(_module=module_name)
         # Arguments are added on demand (see main) to keep `fastreg --help` import-free.
     return parser

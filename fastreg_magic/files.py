@@ -694,7 +694,7 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
     manifest = release.manifest
     remote = config.connect(backend, project, domain)
     client = config.admin_client(backend)
-    register.check_project_domain(client, project, domain)
+    register.check_project_domain(client, project, domain, backend=backend, via="command")
     options = pipeline.Options(
         module=manifest["module"], project=project, domain=domain, images=tuple(manifest.get("images", ())),
         source_root=release.folder, copy="auto", version=manifest["version"],

@@ -37,7 +37,8 @@ class FlyteFast(Magics):
     project = Unicode("flytesnacks", help="Flyte project to register into (-p).").tag(config=True)
     domain = Unicode("development", help="Flyte domain to register into (-d).").tag(config=True)
     images = List(Unicode(), default_value=[], help="Images as pyflyte takes them: 'fqn' or 'name=fqn' (-i).").tag(config=True)
-    module = Unicode("", help="Module name for the cell; empty: from the notebook's file name (-m).").tag(config=True)
+    module = Unicode("", help="Module name for the cell; empty: from the notebook's file name when the kernel "
+                     "knows it, else flyte_cell (-m).").tag(config=True)
     source_root = Unicode("", help="Directory whose local modules are shipped; empty: the notebook's directory.").tag(config=True)
     copy = Enum(["auto", "all"], default_value="auto", help="'auto': imported local modules; 'all': every file.").tag(config=True)
     destination_dir = Unicode(".", help="Where the archive is unpacked in the container.").tag(config=True)
@@ -58,13 +59,17 @@ class FlyteFast(Magics):
     def _show_traceback_changed(self, change) -> None:
         errors.SHOW_TRACEBACKS = change["new"]
 
-    @magic_arguments()
+    # IPython's usage line puts one `%` before this name: a cell magic's usage shows its own two.
+    @magic_arguments("%flyte_fast")
     @argument("-p", "--project", help="Flyte project (default: FlyteFast.project).")
     @argument("-d", "--domain", help="Flyte domain (default: FlyteFast.domain).")
     @argument("-i", "--image", action="append", metavar="[NAME=]FQN", help="Image, repeatable: 'fqn' or 'name=fqn'.")
-    @argument("-m", "--module", help="Module name of the cell (default: the notebook's name).")
-    @argument("--source-root", help="Directory of the local modules to ship (default: the notebook's directory).")
-    @argument("--copy", choices=("auto", "all"), help="auto: imported local modules; all: every file under the source root.")
+    @argument("-m", "--module", help="Module name of the cell (default: the notebook's file name when the kernel "
+              "knows its notebook, else flyte_cell; see above).")
+    @argument("--source-root", help="Directory of the local modules to ship (default: the notebook's directory, "
+              "else the kernel's working directory).")
+    @argument("--copy", choices=("auto", "all"), help="auto: imported local modules; all: every file under the "
+              "source root, but the notebook when the kernel knows it (its cells ship as modules).")
     @argument("--version", help="Version to register (default: derived from the content).")
     @argument("--destination-dir", help="Where the code is unpacked in the container (default: '.').")
     @argument("--service-account", help="Kubernetes service account for runs.")
@@ -77,7 +82,14 @@ class FlyteFast(Magics):
     @argument("--serialize-to", metavar="DIR", help="Write protobuf files and the archive to DIR; register nothing.")
     @cell_magic
     def flyte_fast(self, line: str, cell: str):
-        """Turn this cell and its local modules into a fast-registered Flyte release; returns a Registration."""
+        """Turn this cell and its local modules into a fast-registered Flyte release; returns a Registration.
+
+        The kernel knows its notebook in JupyterLab, Jupyter Notebook 7, VS Code, `fastreg quickstart`
+        and `fastreg serialize NOTEBOOK.ipynb`. Elsewhere (nbclient, `jupyter nbconvert --execute`,
+        papermill, terminal IPython) the module is named flyte_cell: pass -m NAME (or
+        `%config FlyteFast.module = "NAME"`); and `--copy all` ships the notebook file too: list it
+        in a .flyteignore in the source root to leave it out.
+        """
         args = _parse_options(self.flyte_fast, "%%flyte_fast", line)
         return self._guarded(lambda: self._register(args, cell))
 

@@ -522,38 +522,63 @@ def _mentions_project_or_domain(details: str) -> bool:
     return bool(re.search(r"\b(project|domain)\b", details, re.IGNORECASE))
 
 
-def _project_hint(client=None, project: str | None = None) -> str:
+def _project_hint(client=None, project: str | None = None, backend=None, via: str = "cell") -> str:
     """What to do about an unknown project or domain. Creating a project takes flytectl on a cluster; the
-    embedded sandbox (asked through ``client``) has its own command, as flytectl is rarely installed."""
+    embedded sandbox (asked through ``client``) has its own command, as flytectl is rarely installed.
+
+    ``backend`` names the address that refused, and for a sandbox the data dir the command must name:
+    without ``--data-dir`` it would create the project on the per-user sandbox, another one. ``via`` is
+    how the user picks a project where they are: "cell" (the magic, or ``fast_register``), "command"
+    (``fastreg register-files``)."""
     from fastreg_magic.config import is_embedded_sandbox
 
-    pick = "Pick an existing project/domain with -p/-d (or %config FlyteFast.project)"
     name = project or "ID"
+    where = f" at {backend.endpoint}" if backend is not None else ""
     on_cluster = f"flytectl create project --id {name} --name {name}"
-    on_sandbox = f"fastreg sandbox --create-project {name}"
     if client is None:
-        return f"{pick}, or create the project first ({on_cluster}; on the embedded sandbox: {on_sandbox})."
+        on_sandbox = f"fastreg sandbox --create-project {name}"
+        return f"{_pick(via)}, or create the project first ({on_cluster}; on the embedded sandbox: {on_sandbox})."
     if is_embedded_sandbox(client):
-        return f"{pick}, or create the project on the embedded sandbox: {on_sandbox}"
-    return f"{pick}, or create the project first ({on_cluster})."
+        on_sandbox = f"fastreg sandbox --create-project {name}{_sandbox_data_dir_option(backend)}"
+        return f"{_pick(via)}, or create the project on the embedded sandbox{where}: {on_sandbox}"
+    return f"{_pick(via)}, or create the project on the backend{where} first ({on_cluster})."
+
+
+def _pick(via: str) -> str:
+    if via == "command":
+        return "Pick an existing project/domain with -p/-d"
+    return ("Pick an existing project/domain with -p/-d on the %%flyte_fast line (or %config FlyteFast.project; "
+            "project=/domain= in fast_register)")
+
+
+def _sandbox_data_dir_option(backend) -> str:
+    """`` --data-dir D`` for a sandbox other than the per-user one: ``--create-project`` acts on one data dir's
+    sandbox, the per-user one when none is named."""
+    from fastreg_magic.config_file import sandbox_data_dir
+
+    if backend is None or backend.restarts_with_cell:
+        return ""
+    data_dir = sandbox_data_dir(backend.config_file) if backend.config_file else None
+    return f" --data-dir {data_dir}" if data_dir else f" --data-dir DIR (the data dir of the sandbox at {backend.endpoint})"
 
 
 _known_places: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> {(project, domain)} seen valid
 
 
-def check_project_domain(client, project: str, domain: str) -> None:
+def check_project_domain(client, project: str, domain: str, *, backend=None, via: str = "cell") -> None:
     """Refuse an unknown project or domain before the first Create RPC (so nothing is half-registered).
 
     Once a project/domain was found on a backend, later calls trust it (projects are not deleted).
+    ``backend`` and ``via`` word the hint (see ``_project_hint``).
     """
     known = _known_places.setdefault(client, set())
     if (project, domain) in known:
         return
-    _check_project_domain(client, project, domain)
+    _check_project_domain(client, project, domain, backend, via)
     known.add((project, domain))
 
 
-def _check_project_domain(client, project: str, domain: str) -> None:
+def _check_project_domain(client, project: str, domain: str, backend=None, via: str = "cell") -> None:
     import grpc
     from flyteidl.admin import project_pb2
 
@@ -567,13 +592,14 @@ def _check_project_domain(client, project: str, domain: str) -> None:
     projects = {p.id: p for p in response.projects}
     if project not in projects:
         known = ", ".join(sorted(projects)) or "none"
-        raise RegistrationError(f"Project {project!r} does not exist on this backend (known: {known}).",
-                                _project_hint(client, project))
+        where = f"the backend at {backend.endpoint}" if backend is not None else "this backend"
+        raise RegistrationError(f"Project {project!r} does not exist on {where} (known: {known}).",
+                                _project_hint(client, project, backend, via))
     domains = [d.id for d in projects[project].domains]
     if domains and domain not in domains:
         raise RegistrationError(
             f"Domain {domain!r} does not exist in project {project!r} (known: {', '.join(domains)}).",
-            _project_hint(client, project)
+            _project_hint(client, project, backend, via)
         )
 
 

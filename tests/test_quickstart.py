@@ -68,6 +68,19 @@ def test_cells_run_in_the_notebook_folder_with_the_given_environment(tmp_path):
     assert executed.cells[0].outputs[0]["text"].strip() == "beside the notebook probe-value"
 
 
+def test_a_notebook_run_headless_is_known_to_its_kernel_as_in_jupyterlab(tmp_path):
+    """The cell's module is named after the notebook, and `--copy all` leaves the notebook out."""
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    notebook = write_notebook(
+        tmp_path / "My Flows.ipynb",
+        "%load_ext fastreg_magic",
+        "%%flyte_fast --dry-run --copy all\nfrom flytekit import task\n\n@task\ndef one() -> int:\n    return 1",
+        "print(_.module, sorted(_.files))",
+    )
+    executed = execute_notebook(notebook, timeout=120)
+    assert executed.cells[2].outputs[0]["text"].strip() == "my_flows ['helper.py', 'my_flows.py']"
+
+
 @pytest.mark.slow
 def test_quickstart_prints_version_and_outputs(tmp_path):
     data_dir = tmp_path / "sandbox"
