@@ -350,7 +350,7 @@ def _resolve(name: str, namespace: Mapping[str, Any], strict: bool, found: _Foun
     if statement is not None:
         found.imports[name] = statement
         return None
-    literal = _literal_source(value)
+    literal = _constant_literal(name, value)
     if literal is not None:
         found.constants[name] = _constant_assignment(name, literal)
         return None
@@ -438,8 +438,34 @@ def _shorten(line: str) -> str:
 # --- constants -----------------------------------------------------------------------------
 
 
-def _literal_source(value: Any, depth: int = 0) -> str | None:
-    """Python source that rebuilds ``value``, if it is a plain literal; else None.
+class _OverBudget(Exception):
+    """The literal's source passed ``MAX_CONSTANT_CHARS`` before it was finished."""
+
+
+class _Budget:
+    """Characters a literal's source may still take: a ten-million-item list is refused after its
+    first megabyte of text, not after writing all of it (seconds, and a gigabyte of memory)."""
+
+    def __init__(self, chars: int):
+        self.left = chars
+
+    def spend(self, chars: int) -> None:
+        self.left -= chars
+        if self.left < 0:
+            raise _OverBudget
+
+
+def _constant_literal(name: str, value: Any) -> str | None:
+    """The source of ``value`` if it is a plain literal, None for anything else; refused when too large."""
+    try:
+        return _literal_source(value, _Budget(MAX_CONSTANT_CHARS))
+    except _OverBudget:
+        raise _too_large_constant(name, value) from None
+
+
+def _literal_source(value: Any, budget: _Budget, depth: int = 0) -> str | None:
+    """Python source that rebuilds ``value``, if it is a plain literal; else None. Raises
+    ``_OverBudget`` as soon as the source would pass the budget.
 
     Written by hand rather than with ``repr``: sets must come out sorted (their repr order
     changes between processes), and nan/inf have no literal form.
@@ -447,40 +473,102 @@ def _literal_source(value: Any, depth: int = 0) -> str | None:
     if depth > 50:
         return None
     kind = type(value)
-    if value is None or kind in (bool, int, str, bytes, complex):
-        return repr(value)
-    if kind is float:
-        return repr(value) if math.isfinite(value) else f"float({repr(value)!r})"
-    if kind in (tuple, list):
-        items = [_literal_source(v, depth + 1) for v in value]
-        if any(i is None for i in items):
-            return None
-        if kind is tuple:
-            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-        return "[" + ", ".join(items) + "]"
+    if value is None or kind in (bool, int, str, bytes, complex, float):
+        return _scalar_source(value, budget)
+    if kind in (tuple, list, set, frozenset):
+        items = _item_sources(value, budget, depth)
+        return None if items is None else _sequence_source(kind, items, budget)
     if kind is dict:
-        pairs = [(_literal_source(k, depth + 1), _literal_source(v, depth + 1)) for k, v in value.items()]
-        if any(k is None or v is None for k, v in pairs):
-            return None
-        return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
-    if kind in (set, frozenset):
-        items = [_literal_source(v, depth + 1) for v in value]
-        if any(i is None for i in items):
-            return None
-        body = "{" + ", ".join(sorted(items)) + "}" if items else ""
-        if kind is set:
-            return body or "set()"
-        return f"frozenset({body})"
+        return _dict_source(value, budget, depth)
     return None
 
 
+# A str, bytes or int this small is written at once; a bigger one is measured before its text is made.
+_SMALL_SCALAR = 4096
+
+
+def _scalar_source(value: Any, budget: _Budget) -> str:
+    kind = type(value)
+    if kind is float and not math.isfinite(value):
+        text = f"float({repr(value)!r})"
+    elif kind in (str, bytes) and len(value) > _SMALL_SCALAR:
+        budget.spend(len(value))  # its repr is at least as long: refuse before making it
+        text = repr(value)
+        budget.left += len(value)
+    elif kind is int and value.bit_length() > _SMALL_SCALAR:
+        digits = int(value.bit_length() * 0.30103)  # at most its number of decimal digits
+        budget.spend(digits)
+        text = _int_source(value)
+        budget.left += digits
+    else:
+        text = repr(value)
+    budget.spend(len(text))
+    return text
+
+
+def _int_source(value: int) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # over Python's int-to-str digit limit (sys.set_int_max_str_digits): hex has none
+        return hex(value)
+
+
+def _item_sources(values, budget: _Budget, depth: int) -> list[str] | None:
+    """Each item's source, and the ", " between them; None at the first item that is no literal."""
+    items = []
+    for value in values:
+        item = _literal_source(value, budget, depth + 1)
+        if item is None:
+            return None
+        if items:
+            budget.spend(2)
+        items.append(item)
+    return items
+
+
+def _sequence_source(kind: type, items: list[str], budget: _Budget) -> str:
+    if kind is tuple:
+        text = "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    elif kind is list:
+        text = "[" + ", ".join(items) + "]"
+    else:
+        body = "{" + ", ".join(sorted(items)) + "}" if items else ""
+        text = (body or "set()") if kind is set else f"frozenset({body})"
+    budget.spend(len(text) - sum(len(i) for i in items) - 2 * max(len(items) - 1, 0))  # the brackets
+    return text
+
+
+def _dict_source(value: dict, budget: _Budget, depth: int) -> str | None:
+    pairs = []
+    for key, item in value.items():
+        key_source = _literal_source(key, budget, depth + 1)
+        item_source = None if key_source is None else _literal_source(item, budget, depth + 1)
+        if item_source is None:
+            return None
+        budget.spend(4 if pairs else 2)  # ": ", and ", " before all but the first
+        pairs.append(f"{key_source}: {item_source}")
+    budget.spend(2)
+    return "{" + ", ".join(pairs) + "}"
+
+
 def _constant_assignment(name: str, literal: str) -> str:
-    if len(literal) > MAX_CONSTANT_CHARS:
-        raise CollectError(
-            f"`{name}` is a constant of {len(literal):,} characters, too large to write into the module.",
-            "Load it inside a task (from a file or a task input) instead of from the notebook.",
-        )
     return f"{name} = {literal}"
+
+
+def _too_large_constant(name: str, value: Any) -> CollectError:
+    return CollectError(
+        f"`{name}` ({_describe(value)}{_length_of(value)}) would be over {MAX_CONSTANT_CHARS // (1024 * 1024)} MiB "
+        "of source, too large to write into the module.",
+        "Load it inside a task (from a file or a task input) instead of from the notebook.",
+    )
+
+
+def _length_of(value: Any) -> str:
+    if isinstance(value, (str, bytes)):
+        return f" of {len(value):,} characters"
+    if isinstance(value, (tuple, list, set, frozenset, dict)):
+        return f" of {len(value):,} items"
+    return ""
 
 
 # --- definitions from earlier cells --------------------------------------------------------

@@ -15,8 +15,10 @@ members concatenated, plus one member holding the end-of-archive blocks. A multi
 gzip file is a valid .tar.gz (RFC 1952 section 2.2): ``tar -xzf``, ``pyflyte-fast-execute``
 (which runs ``tar -xvf``) and ``tarfile.open(path)`` read it. (Only ``tarfile``'s *stream*
 mode, ``"r|gz"``, stops after the first member.) So a cold build compresses in parallel
-threads (zlib releases the GIL), reading each file once for both hashing and compressing,
-and a re-build after one edit compresses one file and copies the rest. What is remembered
+threads (zlib releases the GIL), reading each small file once for both hashing and compressing
+(a file over 1 MiB is hashed, then compressed, a chunk at a time: never held whole), and a
+re-build after one edit compresses one file and copies the rest. Files whose sizes alone could
+never fit the limit are refused from their stat, before any is read. What is remembered
 between builds, and for how long, is ``package_cache``'s business.
 """
 
@@ -29,7 +31,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from fastreg_magic import package_cache as cache
 from fastreg_magic.collect import LARGE_FILE_BYTES, FileSet, ShippedFile
@@ -45,6 +47,9 @@ ARCHIVE_PREFIX = "fastreg-"
 ARCHIVE_SUFFIX = ".tar.gz"
 _FORMAT = b"fastreg-archive-v1\0"  # bump when the digest's meaning changes
 _BLOCK = 512  # tar's block size
+# A file up to this size is read in one go and kept to compress in the same pass; a bigger one is
+# hashed this much at a time and compressed later, so no big file is ever held whole for hashing.
+_CHUNK = 1024 * 1024
 _WORKERS = min(32, (os.cpu_count() or 1) + 1)
 __all__ = ["Archive", "LARGE_FILE_BYTES", "MAX_ARCHIVE_BYTES", "build_archive", "digest_files", "forget", "measure", "Measured"]
 
@@ -74,10 +79,10 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("fastreg")) / "archives"
 
 
-def digest_files(files: FileSet, *, cache_dir: Path | None = None) -> str:
+def digest_files(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int | None = None) -> str:
     """The archive's digest, without building it: hashes only files changed since last asked
     (by this process, or by an earlier one using the same cache dir)."""
-    return measure(files, cache_dir=cache_dir).digest
+    return measure(files, cache_dir=cache_dir, max_bytes=max_bytes).digest
 
 
 def read_archive(path: Path) -> tuple[str, tuple[str, ...]]:
@@ -105,11 +110,15 @@ class Measured:
     vanished: tuple[str, ...] = ()  # files removed since they were listed: not in the digest, not shipped
 
 
-def measure(files: FileSet, *, cache_dir: Path | None = None) -> Measured:
-    """Digest and size of the files, hashing only those changed since last measured."""
+def measure(files: FileSet, *, cache_dir: Path | None = None, max_bytes: int | None = None) -> Measured:
+    """Digest and size of the files, hashing only those changed since last measured.
+
+    Files whose sizes alone could never fit an archive of ``max_bytes`` (default
+    ``MAX_ARCHIVE_BYTES``) are refused before any of them is read.
+    """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.load_hash_index(cache_dir)
-    contents, vanished = _contents(files.files)
+    contents, vanished = _contents(files.files, MAX_ARCHIVE_BYTES if max_bytes is None else max_bytes)
     cache.save_hash_index(cache_dir)
     return Measured(_digest(contents), sum(c.size for c in contents), tuple(contents), vanished)
 
@@ -133,7 +142,7 @@ def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: i
         contents = list(measured.contents)
     else:
         # Files read for hashing are compressed in the same pass when their entry is not cached.
-        contents, _ = _contents(files.files, entries_dir)
+        contents, _ = _contents(files.files, max_bytes, entries_dir)
         cache.save_hash_index(cache_dir)
     digest = _digest(contents)
     members = tuple(c.relpath for c in contents)
@@ -141,8 +150,11 @@ def build_archive(files: FileSet, *, cache_dir: Path | None = None, max_bytes: i
     existing = _size_of(path)
     if existing is not None and existing <= max_bytes:
         return Archive(path=path, digest=digest, size=existing, members=members)
-    _refuse_hopeless(contents, max_bytes)
-    entries, written = _entries(entries_dir, files.files, contents)
+    _refuse_hopeless(sum(c.size for c in contents), max_bytes, lambda: [(c.relpath, c.size) for c in contents])
+    try:
+        entries, written = _entries(entries_dir, files.files, contents, max_bytes)
+    except _EntryOverLimit as exc:
+        raise _too_large_compressed(exc.relpath, max_bytes, [(c.relpath, c.size) for c in contents]) from None
     total = sum(len(e) for e in entries) + len(_END_MEMBER)
     if total > max_bytes:
         raise _too_large(total, max_bytes, [(c.relpath, len(e)) for c, e in zip(contents, entries)], "compressed")
@@ -163,13 +175,19 @@ class _Vanished(Exception):
     """A listed file that no longer exists (an editor's or SQLite's temporary file)."""
 
 
-def _contents(files: Iterable[ShippedFile], entries_dir: Path | None = None) -> tuple[list[_Content], tuple[str, ...]]:
+def _contents(files: Iterable[ShippedFile], max_bytes: int,
+              entries_dir: Path | None = None) -> tuple[list[_Content], tuple[str, ...]]:
     """What the digest is made of, and the files that were removed since they were listed: those are
     not shipped, as if they had not been there (a folder in use has files that come and go)."""
     ordered = sorted(files, key=lambda f: f.relpath)
     _check_paths(ordered)
-    # Files whose hash is remembered cost one stat: do those here, read the rest in threads.
-    found = [_known_content(f) for f in ordered]
+    stats = [_stat(f) for f in ordered]
+    # A 5 GB file must be refused from its size, not after reading it (a file larger than memory
+    # would take the kernel down).
+    listed = sum(st.st_size for st in stats if st is not None) + sum(len(f.data) for f in ordered if f.data is not None)
+    _refuse_hopeless(listed, max_bytes, lambda: [(f.relpath, _listed_size(f, st)) for f, st in zip(ordered, stats)])
+    # Files whose hash is remembered cost the stat just taken: do those here, read the rest in threads.
+    found = [_known_content(f, st) for f, st in zip(ordered, stats)]
     missing = [i for i, c in enumerate(found) if c is None]
     made = _in_threads(lambda f: _content_or_vanished(f, entries_dir), [ordered[i] for i in missing])
     for i, content in zip(missing, made):
@@ -221,13 +239,26 @@ def _check_paths(ordered: list[ShippedFile]) -> None:
             )
 
 
-def _known_content(file: ShippedFile) -> _Content | None:
-    if file.data is not None or file.path is None:
+def _stat(file: ShippedFile) -> os.stat_result | None:
+    """The file's stat, or None for data in memory and for a file that cannot be stat'ed (reported
+    when it is read)."""
+    if file.data is None and file.path is not None:
+        try:
+            return os.stat(file.path)
+        except OSError:
+            pass
+    return None
+
+
+def _listed_size(file: ShippedFile, st: os.stat_result | None) -> int:
+    if file.data is not None:
+        return len(file.data)
+    return st.st_size if st is not None else 0
+
+
+def _known_content(file: ShippedFile, st: os.stat_result | None) -> _Content | None:
+    if st is None:
         return None
-    try:
-        st = os.stat(file.path)
-    except OSError:
-        return None  # reported by _content_of
     sha = cache.known_hash(str(file.path), st)
     return None if sha is None else _content(file.relpath, sha, st.st_size, bool(st.st_mode & 0o100))
 
@@ -236,31 +267,49 @@ def _content_of(file: ShippedFile, entries_dir: Path | None = None) -> _Content:
     """Hash one file (reading it); with ``entries_dir``, also compress its entry if not cached."""
     if file.data is not None:
         data, st = file.data, None
+        sha, size = hashlib.sha256(data).digest(), len(data)
     elif file.path is not None:
-        data, st = _read_for_hash(file)
+        sha, size, data, st = _read_for_hash(file)
     else:
         raise PackageError(f"{file.relpath} has neither a path nor data.", "Give every ShippedFile one of them.")
     executable = st is not None and bool(st.st_mode & 0o100)
-    content = _content(file.relpath, hashlib.sha256(data).digest(), len(data), executable)
+    content = _content(file.relpath, sha, size, executable)
     if st is not None:
         # The stat taken before reading: if the file changed since, the next look sees it.
         cache.remember_hash(str(file.path), st, content.sha256)
-    if entries_dir is not None and cache.remembered_entry(content.entry_key) is None:
+    # A big file's content was not kept: its entry is compressed when the archive is built.
+    if entries_dir is not None and data is not None and cache.remembered_entry(content.entry_key) is None:
         _store_entry(entries_dir, content, data)
     return content
 
 
-def _read_for_hash(file: ShippedFile) -> tuple[bytes, os.stat_result]:
+def _read_for_hash(file: ShippedFile) -> tuple[bytes, int, bytes | None, os.stat_result]:
+    """(sha256, size, the content if the file is small, the stat taken before reading)."""
     try:
         st = os.stat(file.path)
         with open(file.path, "rb") as handle:
-            return handle.read(), st
+            return (*_hash_stream(handle, st.st_size), st)
     except FileNotFoundError as exc:
         if not os.path.islink(file.path):  # a link to nothing is the user's to fix
             raise _Vanished(file.relpath) from exc
         raise _unreadable(file, exc) from exc
     except OSError as exc:
         raise _unreadable(file, exc) from exc
+
+
+def _hash_stream(handle, expected_size: int) -> tuple[bytes, int, bytes | None]:
+    """Hash an open file: a small one in one read (kept, to compress in the same pass), a big one
+    ``_CHUNK`` at a time (not kept). Reading one byte past the expected size notices a file that
+    grew since its stat."""
+    whole = min(expected_size, _CHUNK)
+    first = handle.read(whole + 1)
+    if len(first) <= whole:
+        return hashlib.sha256(first).digest(), len(first), first
+    hasher, size = hashlib.sha256(first), len(first)
+    while chunk := handle.read(_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    return hasher.digest(), size, None
 
 
 def _content(relpath: str, sha: bytes, size: int, executable: bool) -> _Content:
@@ -287,7 +336,8 @@ def _digest(contents: list[_Content]) -> str:
 # --- entries -------------------------------------------------------------------------------
 
 
-def _entries(entries_dir: Path, files: tuple[ShippedFile, ...], contents: list[_Content]) -> tuple[list[bytes], int]:
+def _entries(entries_dir: Path, files: tuple[ShippedFile, ...], contents: list[_Content],
+             max_bytes: int) -> tuple[list[bytes], int]:
     """Each file's compressed tar entry: from memory, from the disk cache, or compressed now (in
     threads); and how many were not in memory."""
     found = [cache.remembered_entry(c.entry_key) for c in contents]
@@ -296,17 +346,19 @@ def _entries(entries_dir: Path, files: tuple[ShippedFile, ...], contents: list[_
         found[i] = cache.entry_from_disk(entries_dir, contents[i].entry_key)
     to_compress = [i for i in not_in_memory if found[i] is None]
     by_relpath = {f.relpath: f for f in files}
-    made = _in_threads(lambda c: _fresh_entry(entries_dir, by_relpath[c.relpath], c), [contents[i] for i in to_compress])
+    made = _in_threads(lambda c: _fresh_entry(entries_dir, by_relpath[c.relpath], c, max_bytes), [contents[i] for i in to_compress])
     for i, entry in zip(to_compress, made):
         found[i] = entry
     return found, len(not_in_memory)
 
 
-def _fresh_entry(entries_dir: Path, file: ShippedFile, content: _Content) -> bytes:
+def _fresh_entry(entries_dir: Path, file: ShippedFile, content: _Content, max_bytes: int) -> bytes:
     """Compress an entry whose file was hashed earlier (its hash remembered): read it again,
     and make sure it is still the content the digest names."""
     if file.data is not None:
         data = file.data
+    elif content.size > _CHUNK:
+        return _streamed_entry(entries_dir, file, content, max_bytes)
     else:
         try:
             data = Path(file.path).read_bytes()
@@ -320,6 +372,44 @@ def _fresh_entry(entries_dir: Path, file: ShippedFile, content: _Content) -> byt
     return _store_entry(entries_dir, content, data)
 
 
+class _EntryOverLimit(Exception):
+    """One file's compressed entry alone passed the archive's limit."""
+
+    def __init__(self, relpath: str):
+        super().__init__(relpath)
+        self.relpath = relpath
+
+
+def _streamed_entry(entries_dir: Path, file: ShippedFile, content: _Content, max_bytes: int) -> bytes:
+    """A big file's entry, compressed as it is read a chunk at a time (never held whole), given up
+    as soon as it alone passes ``max_bytes``; checked against the content the digest names."""
+    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 31)
+    parts = [compressor.compress(_tar_header(content, content.size))]
+    hasher, size, compressed = hashlib.sha256(), 0, len(parts[0])
+    try:
+        with open(file.path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                parts.append(compressor.compress(chunk))
+                compressed += len(parts[-1])
+                if compressed > max_bytes:
+                    raise _EntryOverLimit(file.relpath)
+    except FileNotFoundError as exc:
+        raise PackageError(f"{file.relpath} was removed while it was being packaged.",
+                           "Run again; nothing was registered.") from exc
+    except OSError as exc:
+        raise _unreadable(file, exc) from exc
+    if size != content.size or hasher.digest() != content.sha256:
+        raise PackageError(f"{file.relpath} changed while it was being packaged.", "Run again once the file stops changing.")
+    parts.append(compressor.compress(b"\0" * ((-size) % _BLOCK)))
+    parts.append(compressor.flush())
+    entry = b"".join(parts)
+    cache.write_atomically(cache.entry_path(entries_dir, content.entry_key), entry)
+    cache.remember_entry(content.entry_key, entry)
+    return entry
+
+
 def _store_entry(entries_dir: Path, content: _Content, data: bytes) -> bytes:
     """One file's compressed entry into both caches (compressed unless the disk has it)."""
     entry = cache.entry_from_disk(entries_dir, content.entry_key)
@@ -331,17 +421,18 @@ def _store_entry(entries_dir: Path, content: _Content, data: bytes) -> bytes:
 
 
 def _tar_entry(content: _Content, data: bytes) -> bytes:
-    import tarfile  # only when compressing: a re-build of unchanged files never needs it
+    padding = (-len(data)) % _BLOCK
+    return b"".join((_tar_header(content, len(data)), data, b"\0" * padding))
 
+
+def _tar_header(content: _Content, size: int) -> bytes:
     info = tarfile.TarInfo(content.relpath)
-    info.size = len(data)
+    info.size = size
     info.mode = 0o755 if content.executable else 0o644
     info.mtime = 0
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    padding = (-len(data)) % _BLOCK
-    return b"".join((header, data, b"\0" * padding))
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def _gzip_member(raw: bytes) -> bytes:
@@ -356,22 +447,52 @@ _END_MEMBER = _gzip_member(b"\0" * (2 * _BLOCK))  # tar's end-of-archive marker
 # --- limits and errors ---------------------------------------------------------------------
 
 
-def _refuse_hopeless(contents: list[_Content], max_bytes: int) -> None:
-    """Refuse before compressing gigabytes: code does not compress 20-fold."""
-    total = sum(c.size for c in contents)
+def _too_large_compressed(relpath: str, max_bytes: int, sizes: list[tuple[str, int]]) -> PackageError:
+    """Said when one big file, compressed as it was read, passed the limit on its own (compressing
+    the rest of it would only tell by how much)."""
+    return _over_limit(f"The archive would be over the {_mib(max_bytes)} limit: {relpath} alone compresses to more.",
+                       sizes)
+
+
+def _refuse_hopeless(total: int, max_bytes: int, sizes: Callable[[], list[tuple[str, int]]]) -> None:
+    """Refuse before reading or compressing gigabytes: code does not compress 20-fold.
+
+    The compressed size cannot be known without compressing. Deflate can shrink a file of zeros
+    about 1000-fold, so this is a judgement, not a proof: source code and real data compress 2- to
+    10-fold, and anything more than 20 times the limit is data that belongs outside the code
+    archive. The same rule runs on the files' sizes before any is read and on what was read.
+    """
     if total > 20 * max_bytes:
-        raise _too_large(total, max_bytes, [(c.relpath, c.size) for c in contents], "uncompressed")
+        raise _too_large(total, max_bytes, sizes(), "uncompressed")
 
 
 def _too_large(total: int, max_bytes: int, sizes: list[tuple[str, int]], kind: str) -> PackageError:
-    largest = sorted(sizes, key=lambda item: (-item[1], item[0]))[:5]
-    listed = ", ".join(f"{relpath} ({_mib(size)})" for relpath, size in largest)
+    return _over_limit(f"The archive would be {_mib(total)} ({kind}), over the {_mib(max_bytes)} limit.", sizes)
+
+
+def _over_limit(what: str, sizes: list[tuple[str, int]]) -> PackageError:
     return PackageError(
-        f"The archive would be {_mib(total)} ({kind}), over the {_mib(max_bytes)} limit. Largest: {listed}.",
+        f"{what} {_largest(sizes, sum(size for _, size in sizes))}.",
         "Leave data out of the code archive (.flyteignore, or --copy auto), or raise the limit: "
         "`%config FlyteFast.max_archive_mib = N` in the notebook, `fastreg serialize --max-archive-mib N`, "
         "or fast_register(max_archive_bytes=...).",
     )
+
+
+_SHOWN_LARGEST = 5
+
+
+def _largest(sizes: list[tuple[str, int]], total: int) -> str:
+    """The few files that make up most of the size, biggest first: the ones worth leaving out.
+    A file that would show as 0.0 MiB is never one of them; when no file stands out, say so."""
+    largest = []
+    for relpath, size in sorted(sizes, key=lambda item: (-item[1], item[0]))[:_SHOWN_LARGEST]:
+        if _mib(size) == _mib(0) or sum(s for _, s in largest) >= 0.9 * total:
+            break
+        largest.append((relpath, size))
+    if not largest:
+        return f"It is {len(sizes):,} files, each under 0.1 MiB"
+    return "Largest: " + ", ".join(f"{relpath} ({_mib(size)})" for relpath, size in largest)
 
 
 def _unreadable(file: ShippedFile, exc: OSError) -> PackageError:

@@ -130,7 +130,7 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
         backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
         remote = _config.connect(backend, options.project, options.domain)
         client = _config.admin_client(backend)
-        register.check_project_domain(client, options.project, options.domain)
+        register.check_project_domain(client, options.project, options.domain, backend=backend)
     # The embedded sandbox runs tasks on this machine: an ImageSpec's image is never pulled there, so not built.
     with _stopping("while uploading the archive and serializing the cell"):
         archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
@@ -331,7 +331,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
         fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy, notebook=options.notebook)
         api.check_module_name_free(options.module, module_file)
     with api.timed(timings, "package"):
-        measured = package.measure(fileset)
+        measured = package.measure(fileset, max_bytes=options.max_archive_bytes)
         image_config = register.image_config(options.images)
         images = register.image_names(image_config)
         content_version = api.derive_version(

@@ -307,3 +307,66 @@ def test_a_name_bound_by_walrus_in_a_comprehension_is_the_cells_own(shell, tmp_p
     reg = shell.run_cell_magic("flyte_fast", "--dry-run -m walrusmod", cell)
     assert reg.lifted == ()
     assert shell.user_ns["biggest"]() == 2
+
+
+# --- constants too large to write into the module --------------------------------------------
+
+
+def peak_memory_of(fn) -> int:
+    """Bytes ``fn`` allocated at its peak (tracemalloc), whatever it raises."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except CollectError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        ("BIG = list(range(2 * 10**6))", r"`BIG` \(a list of 2,000,000 items\)"),
+        ("BIG = {i: str(i) for i in range(10**6)}", r"`BIG` \(a dict of 1,000,000 items\)"),
+        ("import threading\nBIG = {i: i for i in range(10**6)}\nBIG['lock'] = threading.Lock()",
+         r"`BIG` \(a dict of 1,000,001 items\)"),
+        ("BIG = 'x' * 10**8", r"`BIG` \(a str of 100,000,000 characters\)"),
+    ],
+    ids=["list", "dict", "dict-with-a-lock-at-the-end", "str"],
+)
+def test_a_constant_too_large_is_refused_after_its_first_mebibyte_of_source(shell, setup, said):
+    """Writing all of it first took seconds and most of a gigabyte for ten million items: the
+    source is written against a budget and given up as soon as it passes 1 MiB."""
+    run(shell, setup)
+    cell = "def f():\n    return len(BIG)\n"
+    with pytest.raises(CollectError, match=said + r" would be over 1 MiB of source, too large to write into the module"
+                                             r"\. Load it inside a task"):
+        module_from_cell(cell, "flow", shell.user_ns)
+    peak = peak_memory_of(lambda: module_from_cell(cell, "flow", shell.user_ns))
+    assert peak < 32 * 1024**2, f"refusing it took {peak / 1024**2:.0f} MiB"
+
+
+def test_the_magic_says_a_large_constant_is_too_large(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    run(shell, "L = list(range(10**7))")
+    cell = "from flytekit import task\n\n@task\ndef t(x: int) -> int:\n    return x + len(L)\n"
+    with pytest.raises(UsageError, match=r"`L` \(a list of 10,000,000 items\) would be over 1 MiB of source"):
+        shell.run_cell_magic("flyte_fast", "--dry-run -m usesl", cell)
+
+
+def test_a_constant_just_under_the_limit_still_ships(shell, tmp_path):
+    from fastreg_magic.lift import MAX_CONSTANT_CHARS
+
+    run(shell, f"S = 'x' * {MAX_CONSTANT_CHARS - 2}\nN = [10**5000, (1,), {{2, 1}}, b'b', None, float('inf')]")
+    # 10**5000 is past Python's int-to-str digit limit: written in hex, it still comes back equal.
+    module = module_from_cell("def f():\n    return len(S), N[0] % 1000003, N[1:]\n", "flow", shell.user_ns)
+    assert f"S = '{'x' * (MAX_CONSTANT_CHARS - 2)}'" in module.source.splitlines()
+    assert value_in_fresh_python(module, tmp_path) == value_in_kernel(shell, module)
+    with pytest.raises(CollectError, match="would be over 1 MiB"):
+        run(shell, f"S = 'x' * {MAX_CONSTANT_CHARS - 1}")
+        module_from_cell("def f():\n    return len(S)\n", "flow", shell.user_ns)

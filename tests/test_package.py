@@ -356,3 +356,88 @@ def test_a_file_name_that_is_not_utf8_ships_under_its_own_bytes(tmp_path, cache)
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert in_a_new_process == archive.digest == digest_files(fileset_of(unpacked))
+
+
+# --- big files -----------------------------------------------------------------------------
+
+
+def sparse_file(path: Path, size: int) -> None:
+    """A file of ``size`` zero bytes that takes no disk (a hole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def bytes_read_by_this_process() -> int:
+    """What the kernel counted this process reading (``rchar``): a file read for hashing shows
+    here in full, a file only stat'ed does not."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/self/io")
+@pytest.mark.parametrize("run", ["--dry-run", "--endpoint 127.0.0.1:1"])  # refused before any backend is asked
+def test_a_hopeless_archive_is_refused_from_the_sizes_before_any_file_is_read(tmp_path, run):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    root = write_tree(tmp_path / "proj")
+    sparse_file(root / "data" / "big.bin", 2 * 1024**3)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fastreg_magic")
+    before = bytes_read_by_this_process()
+    with pytest.raises(UsageError, match=r"The archive would be 2048.0 MiB \(uncompressed\), over the 100.0 MiB "
+                                         r"limit. Largest: data/big.bin \(2048.0 MiB\)\. "):
+        shell.run_cell_magic("flyte_fast", f"-m bigdata {run} --source-root {root} --copy all",
+                             "from flytekit import task\n\n@task\ndef t(x: int) -> int:\n    return x\n")
+    assert bytes_read_by_this_process() - before < 256 * 1024**2  # the 2 GiB file was never read
+
+
+def test_a_big_file_is_hashed_and_compressed_a_chunk_at_a_time(tmp_path):
+    """A 384 MiB file under a 200 MiB limit (it compresses well, so it is packed): the process never
+    holds it whole. Measured in a process of its own, whose peak memory is this build's alone."""
+    root = write_tree(tmp_path / "proj")
+    sparse_file(root / "zeros.bin", 384 * 1024**2)
+    script = (
+        "import resource, sys; from pathlib import Path; from fastreg_magic import collect, package\n"
+        "files = collect.files_to_ship(collect.module_from_cell(sys.argv[2], 'flow', {}), Path(sys.argv[1]), copy='all')\n"
+        "measured = package.measure(files, cache_dir=Path(sys.argv[3]), max_bytes=200 * 1024**2)\n"
+        "archive = package.build_archive(files, cache_dir=Path(sys.argv[3]), max_bytes=200 * 1024**2, measured=measured)\n"
+        "print(archive.path, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(root), CELL, str(tmp_path / "cache")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    archive_path, peak = done.stdout.split()
+    assert int(peak) < 192 * 1024**2, f"peak memory {int(peak) / 1024**2:.0f} MiB for a 384 MiB file"
+    with tarfile.open(archive_path) as tar:
+        member = tar.getmember("zeros.bin")
+        assert member.size == 384 * 1024**2
+        assert hashlib.sha256(tar.extractfile(member).read()).digest() == hashlib.sha256(bytes(384 * 1024**2)).digest()
+
+
+def test_a_big_file_that_compresses_past_the_limit_on_its_own_is_named(tmp_path, cache):
+    root = write_tree(tmp_path / "proj")
+    (root / "noise.bin").write_bytes(os.urandom(3 * 1024**2))  # a few MiB that do not compress
+    with pytest.raises(PackageError, match=r"The archive would be over the 1.0 MiB limit: noise.bin alone compresses "
+                                           r"to more. Largest: noise.bin \(3.0 MiB\)\."):
+        build_archive(fileset_of(root), cache_dir=cache, max_bytes=1024**2)
+
+
+def test_the_largest_files_listed_are_the_ones_that_make_up_the_size(tmp_path, cache):
+    """Never padded with files that show as 0.0 MiB; and when no file stands out, it says so."""
+    root = write_tree(tmp_path / "proj")
+    (root / "noise.bin").write_bytes(os.urandom(300_000))
+    with pytest.raises(PackageError) as caught:
+        build_archive(fileset_of(root), cache_dir=cache, max_bytes=200_000)
+    assert "Largest: noise.bin (0.3 MiB)." in str(caught.value)
+    assert "0.0 MiB" not in str(caught.value)
+    many = write_tree(tmp_path / "many")
+    for i in range(40):
+        (many / f"part{i:02}.bin").write_bytes(os.urandom(20_000))
+    with pytest.raises(PackageError) as caught:
+        build_archive(fileset_of(many), cache_dir=cache, max_bytes=200_000)
+    assert "It is 48 files, each under 0.1 MiB." in str(caught.value)
+    assert "0.0 MiB" not in str(caught.value)
