@@ -166,18 +166,40 @@ class FlyteFast(Magics):
         return backend
 
     def _watch(self, args):
+        """With --config/--endpoint (or their defaults set), the run is looked for there. Else on the
+        backends this kernel's cells registered to, the latest first, then on the configured one: a
+        kernel whose cells all pass --config finds their runs, and no sandbox is started just to look."""
         _import_flytekit_keeping_the_shell(self.shell)
-        from fastreg_magic import config, runs
+        from fastreg_magic import api, config, runs
 
         project = args.project or self.project
         domain = args.domain or self.domain
-        backend = config.ensure_reachable(self._backend(args))
-        runs.refuse_other_backend(args.execution, backend)  # not a same-named run here, under that cluster's link
-        remote = config.connect(backend, project, domain)
+        if args.endpoint or self.endpoint or args.config or self.config_file:
+            backends = [self._backend(args)]
+        else:
+            registered = [key[0] for key in reversed(list(api._memo)) if key[0] is not None]
+            try:
+                backends = [*registered, config.resolve_backend(start_sandbox=False)]
+            except FastRegError:  # nothing configured and no sandbox running: only where the cells went
+                if not registered:
+                    raise
+                backends = registered
+            by_endpoint: dict = {}
+            for backend in backends:  # each once, where it first comes
+                by_endpoint.setdefault(backend.endpoint, backend)
+            backends = list(by_endpoint.values())
+
+        def attach_on(backend):
+            backend = config.ensure_reachable(backend)
+            runs.refuse_other_backend(args.execution, backend)  # not a same-named run here, under that cluster's link
+            remote = config.connect(backend, project, domain)
+            return runs.attach(remote, args.execution, project=project, domain=domain,
+                               console_url=backend.console_url, has_console=backend.console_url is not None)
+
         # The Run is the cell's value: Jupyter displays it as its live view (Run._ipython_display_),
         # so displaying it here too would show the view twice.
-        return runs.attach(remote, args.execution, project=project, domain=domain, console_url=backend.console_url,
-                           has_console=backend.console_url is not None)
+        return runs.attach_first([(b.label or b.endpoint, lambda b=b: attach_on(b)) for b in backends],
+                                 args.execution, project=project, domain=domain)
 
     def _guarded(self, action):
         """The error boundary: our typed errors become one line; anything else keeps its traceback,

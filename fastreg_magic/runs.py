@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2
 
-from fastreg_magic.errors import RunError
+from fastreg_magic.errors import FastRegError, RunError
 from fastreg_magic.run_inputs import InputError, entity_fields, launch_value
 from fastreg_magic.run_inputs_json import type_label
 from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is public here too)
@@ -278,6 +278,27 @@ def attach(
     return run
 
 
+def attach_first(places: list[tuple[str, Callable[[], "Run"]]], execution: str, *, project: str, domain: str) -> "Run":
+    """The run ``execution`` from the first of ``places`` that has it: (where, attach there) pairs, in the
+    order to look. With one place its own error is raised; with several, a place that is down or is not
+    the cluster a URL names is passed over, and a run found nowhere is one error naming every place."""
+    if len(places) == 1:
+        return places[0][1]()
+    looked, failures = [], []
+    for where, attach_there in places:
+        try:
+            return attach_there()
+        except FastRegError as err:
+            (looked if is_not_found(err.__cause__) else failures).append((where, err))
+    if not looked:
+        raise failures[0][1]
+    where = ", ".join(w for w, _ in looked)
+    raise RunError(
+        f"Run {execution} was not found in {project}/{domain} on {where}.",
+        _NO_SUCH_RUN.format(project=project, domain=domain),
+    )
+
+
 def _launched_with(run: "Run") -> dict | None:
     """The inputs of a run started elsewhere, for its view; None when they cannot be read."""
     from fastreg_magic.runs_outputs import read_inputs
@@ -322,7 +343,7 @@ def _is_loopback_host(host: str) -> bool:
 
 _NO_SUCH_RUN = (
     "Check the run's name, and that it is in {project}/{domain}: give its project and domain (-p/-d), "
-    "or its console URL."
+    "its console URL, or the backend it ran on (--config FILE or --endpoint HOST:PORT)."
 )
 LOST_HINT = "Re-run the %%flyte_fast cell, then launch again."
 

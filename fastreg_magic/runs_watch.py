@@ -4,6 +4,10 @@
     ...                                # on_update(RunUpdate) is called from a worker thread
     handle.stop()                      # or it stops by itself when the run ends
 
+Each run has one poller however many views follow it (a cell's widget, the widget of the cell
+re-run, `%flyte_watch`): they share its polls, and it stops when the last of them stops. A run
+that has ended is not polled at all.
+
 One scheduler thread keeps every watched run in a queue ordered by when it is next due, and
 a few worker threads make the calls, so twenty runs cost twenty small RPCs now and then,
 not twenty sleeping threads. Each poll of a run is one GetExecution; the node table (one
@@ -26,6 +30,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -53,12 +58,12 @@ class RunUpdate:
 
 
 class Watch:
-    """A handle on one followed run."""
+    """The one poller of a run, shared by everything that follows it (every view of the run)."""
 
-    def __init__(self, run: Run, on_update: Callable[[RunUpdate], None], context: contextvars.Context):
+    def __init__(self, run: Run):
         self.run = run
-        self._on_update = on_update
-        self._context = context
+        self._followers: list[Follower] = []
+        self._lock = threading.Lock()
         self._intervals = poll_intervals(is_loopback(run._remote))
         self._last_phase: str | None = None
         self._last_nodes = 0.0
@@ -66,12 +71,33 @@ class Watch:
         self.polls = 0
         self.stopped = threading.Event()
 
+    def follow(self, on_update: Callable[[RunUpdate], None], context: contextvars.Context) -> "Follower":
+        follower = Follower(self, on_update, context)
+        with self._lock:
+            self._followers.append(follower)
+        return follower
+
+    def unfollow(self, follower: "Follower") -> None:
+        """``follower`` wants no more updates; with nobody left, the run is not polled any more."""
+        with self._lock:
+            if follower in self._followers:
+                self._followers.remove(follower)
+            nobody = not self._followers
+        if nobody:
+            self.stop()
+
     def stop(self) -> None:
         self.stopped.set()
+        _forget(self)
 
     @property
     def active(self) -> bool:
         return not self.stopped.is_set()
+
+    @property
+    def followers(self) -> int:
+        with self._lock:
+            return len(self._followers)
 
     def poll(self) -> float | None:
         """One poll: seconds until the next one, or None when there is nothing more to follow."""
@@ -84,19 +110,24 @@ class Watch:
                 nodes = self.run.nodes()
                 self._last_nodes = now
         except RunLost:  # the run says so itself (run.lost, run.error): the last update
-            self._emit(RunUpdate(self.run, None, None, True))
-            self.stopped.set()
+            self._end(RunUpdate(self.run, None, None, True))
             return None
         except Exception as exc:  # shown in the view, never raised in a background thread
             return self._failed(exc)
         self._failures = 0
         self._last_phase = self.run.phase
-        final = self.run.done
-        self._emit(RunUpdate(self.run, nodes, None, final))
-        if final:
-            self.stopped.set()
+        if nodes is not None:
+            _last_nodes[self.run] = nodes
+        update = RunUpdate(self.run, nodes, None, self.run.done)
+        if update.final:
+            self._end(update)
             return None
+        self._emit(update)
         return next(self._intervals)
+
+    def _end(self, update: RunUpdate) -> None:
+        self.stop()
+        self._emit(update)
 
     def _failed(self, exc: Exception) -> float:
         self._failures += 1
@@ -111,12 +142,43 @@ class Watch:
         return min(FAILURE_BACKOFF_MAX_S, 0.25 * 2 ** min(self._failures, 5))
 
     def _emit(self, update: RunUpdate) -> None:
+        with self._lock:
+            followers = list(self._followers)
+        for follower in followers:
+            follower.tell(update)
+
+
+class Follower:
+    """A handle on one follower of a run (what `watch` returns): ``stop()`` ends its updates only."""
+
+    def __init__(self, watch: Watch | None, on_update: Callable[[RunUpdate], None], context: contextvars.Context):
+        self.run = watch.run if watch is not None else None
+        self._watch = watch
+        self._on_update = on_update
+        self._context = context
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self._watch is not None:
+            self._watch.unfollow(self)
+
+    @property
+    def active(self) -> bool:
+        return not self.stopped.is_set() and self._watch is not None and self._watch.active
+
+    @property
+    def polls(self) -> int:
+        """How many times the run was polled while followed (shared with its other followers)."""
+        return self._watch.polls if self._watch is not None else 0
+
+    def tell(self, update: RunUpdate) -> None:
         if self.stopped.is_set() and not update.final:
             return
         try:
             self._context.run(self._on_update, update)
         except Exception:  # a drawing bug must not stop the other runs from updating
-            log.exception("updating the view of run %s failed", self.run.name)
+            log.exception("updating the view of run %s failed", update.run.name)
 
 
 class _Scheduler:
@@ -155,30 +217,63 @@ class _Scheduler:
                     continue
                 heapq.heappop(self._queue)
                 idle_since = time.monotonic()
-            if w.active:
-                self._pool.submit(self._run_poll, w)
+            if w.active and not self._submit(w):
+                return
+
+    def _submit(self, w: Watch) -> bool:
+        """Hand ``w``'s poll to a worker; False when the interpreter is exiting (its workers are gone):
+        the scheduler then ends quietly instead of printing a traceback as the process exits."""
+        try:
+            self._pool.submit(self._run_poll, w)
+        except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+            with self._cv:
+                self._queue.clear()
+                self._thread = None
+            return False
+        return True
 
     def _run_poll(self, w: Watch) -> None:
         delay = w.poll()
         if delay is not None and w.active:
             self.add(w, delay)
 
-    @property
-    def watching(self) -> int:
-        with self._cv:
-            return sum(1 for _, _, w in self._queue if w.active)
-
 
 _scheduler = _Scheduler()
+_watches: dict[int, Watch] = {}  # id(run) -> its poller, while it is polled
+_watches_lock = threading.Lock()
+# The node table a run had when it was last read, so a view opened after it ended draws it without polling.
+_last_nodes: "weakref.WeakKeyDictionary[Run, list[NodeStatus]]" = weakref.WeakKeyDictionary()
 
 
-def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Watch:
-    """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``."""
-    w = Watch(run, on_update, contextvars.copy_context())
-    _scheduler.add(w)
-    return w
+def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Follower:
+    """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``.
+
+    Every follower of the same run shares one poller. A run that has ended is not polled: ``on_update``
+    is called once, at once, with what is known of it."""
+    context = contextvars.copy_context()
+    if run.done or run.lost:
+        follower = Follower(None, on_update, context)
+        follower.tell(RunUpdate(run, _last_nodes.get(run), None, True))
+        follower.stopped.set()
+        return follower
+    with _watches_lock:
+        poller = _watches.get(id(run))
+        new = poller is None or not poller.active
+        if new:
+            poller = _watches[id(run)] = Watch(run)
+        follower = poller.follow(on_update, context)
+    if new:
+        _scheduler.add(poller)
+    return follower
+
+
+def _forget(poller: Watch) -> None:
+    with _watches_lock:
+        if _watches.get(id(poller.run)) is poller:
+            del _watches[id(poller.run)]
 
 
 def watching() -> int:
-    """How many runs are being followed right now."""
-    return _scheduler.watching
+    """How many runs are being polled right now (one poller per run, however many views show it)."""
+    with _watches_lock:
+        return sum(1 for poller in _watches.values() if poller.active)

@@ -33,6 +33,11 @@ def widget_frontend() -> bool:
     return True
 
 
+# The widget each cell shows last: re-running the cell replaces it, so the old one is closed (its runs'
+# views stop following them) instead of living on, unseen, in the kernel.
+_shown_by_cell: dict = {}
+
+
 def display_registration(reg) -> None:
     """The registration widget in a Jupyter kernel, readable text elsewhere."""
     from IPython.display import display
@@ -40,9 +45,36 @@ def display_registration(reg) -> None:
     if widget_frontend():
         from fastreg_magic.widget_registration import RegistrationWidget
 
-        display(RegistrationWidget(reg))
+        widget = RegistrationWidget(reg)
+        _replace(_cell_key(reg), widget)
+        display(widget)
     else:
         display({"text/plain": registration_text(reg)}, raw=True)
+
+
+def _cell_key(reg):
+    """What identifies the cell showing ``reg``: the frontend's cell id (JupyterLab, Notebook 7 and VS Code
+    send it), else the cell's module on its backend, whose registrations share one list of runs."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    try:
+        parent = kernel.get_parent() if kernel is not None else {}
+    except Exception:  # an older kernel without get_parent(): fall back to the module
+        parent = {}
+    cell = ((parent or {}).get("metadata") or {}).get("cellId")
+    return ("cell", cell) if cell else ("runs", id(reg.runs))
+
+
+def _replace(key, widget) -> None:
+    import weakref
+
+    old = _shown_by_cell.get(key)
+    old = old() if old is not None else None
+    replaced = old is not None and (key[0] == "cell" or old.reg.runs is widget.reg.runs)
+    if replaced and old is not widget:
+        old.close()
+    _shown_by_cell[key] = weakref.ref(widget)
 
 
 def display_run(run) -> None:

@@ -3,14 +3,20 @@
 A Launch click parses the form, appends a run view showing "launching…", and returns; the
 launch itself (one CreateExecution) happens on a background thread, after which the view
 follows the run. Every run is appended to ``reg.runs`` as well.
+
+A cell re-run many times keeps many runs in ``reg.runs``; its widget shows the latest `SHOWN_RUNS`
+(the live ones first) and says how many earlier ones there are, so a re-run costs the same whatever
+the history. "Show all" builds the views of the rest when asked.
 """
 
 from __future__ import annotations
 
+import threading
+
 import ipywidgets as widgets
 
 from fastreg_magic.widget_form import LaunchForm
-from fastreg_magic.widget_run import RunView, describe_failure, in_background
+from fastreg_magic.widget_run import RunView, close_tree, describe_failure, in_background
 from fastreg_magic.widget_text import (
     entities_html,
     esc,
@@ -19,6 +25,22 @@ from fastreg_magic.widget_text import (
     registration_text,
     short_name,
 )
+
+
+SHOWN_RUNS = 10  # run views a widget builds at first; the others are counted, and built on "Show all"
+
+
+def latest_runs(runs, limit: int = SHOWN_RUNS) -> list:
+    """The runs a widget shows: the newest live ones, then the newest ended ones, ``limit`` in all, in launch order."""
+    newest_first = list(reversed(list(runs)))
+    live = [run for run in newest_first if not _ended(run)]
+    ended = [run for run in newest_first if _ended(run)]
+    kept = {id(run) for run in (live + ended)[:limit]}
+    return [run for run in runs if id(run) in kept]
+
+
+def _ended(run) -> bool:
+    return run.done or run.lost
 
 
 def launch_targets(reg) -> list:
@@ -44,16 +66,23 @@ class RegistrationWidget(widgets.VBox):
         self.forms = [LaunchForm(ref, self.launch) for ref in launch_targets(reg)] if launchable else []
         self.runs_box = widgets.VBox()
         self.run_views: list[RunView] = []
+        self.showing_all = False
+        self._views_lock = threading.RLock()  # views come and go from the kernel and from launch threads
+        self.earlier = widgets.HTML()
+        self.show_all_button = widgets.Button(description="Show all", tooltip="Show every run of this cell here")
+        self.show_all_button.on_click(self.show_all)
+        self.earlier_bar = widgets.HBox([self.earlier, self.show_all_button], layout=widgets.Layout(display="none"))
         children = [self.header, self.files, self.entities]
         if self.forms:
             children.append(self._forms_panel())
         elif not launchable:
             children.append(widgets.HTML("<i style='color:var(--jp-content-font-color2,#757575)'>not registered (dry run or --serialize-to): nothing to launch</i>"))
-        children.append(self.runs_box)
+        children += [self.earlier_bar, self.runs_box]
         super().__init__(children, **kwargs)
         self.add_class("fastreg-registration")
-        for run in list(getattr(reg, "runs", ()) or ()):
+        for run in latest_runs(getattr(reg, "runs", ()) or ()):
             self.show_run(run)
+        self._count_earlier()
         views = getattr(reg, "_views", None)
         if views is not None:
             views.add(self)  # reg.launch(...) from code shows its run here too
@@ -61,8 +90,11 @@ class RegistrationWidget(widgets.VBox):
     def show_run(self, run) -> None:
         """Append a live view of a run started elsewhere (``reg.launch`` in a later cell, or from a
         version of the cell this one replaced)."""
-        self._add_view(RunView(run, on_new_run=self._relaunched,
-                               **{"relaunch": self.reg.relaunch_run, **self._previous_version(run)}))
+        self._add_view(self._view_of(run))
+
+    def _view_of(self, run) -> RunView:
+        return RunView(run, on_new_run=self._relaunched,
+                       **{"relaunch": self.reg.relaunch_run, **self._previous_version(run)})
 
     def _previous_version(self, run) -> dict:
         """For a run of another version of the cell: a note saying which, and a Relaunch that starts this
@@ -133,6 +165,7 @@ class RegistrationWidget(widgets.VBox):
             return
         self.reg.runs.append(run)
         view.attach(run)
+        self._count_earlier()
 
     def _input_refused(self, ref, exc) -> None:
         form = next((f for f in self.forms if f.ref.name == ref.name), None)
@@ -144,18 +177,60 @@ class RegistrationWidget(widgets.VBox):
             self._add_view(view)
         else:
             self.reg.runs.append(run)
+            self._count_earlier()
 
     def _add_view(self, view: RunView) -> None:
-        self.run_views.append(view)
-        self.runs_box.children = (*self.runs_box.children, view)
+        with self._views_lock:
+            self.run_views.append(view)
+            self.runs_box.children = (*self.runs_box.children, view)
+            self._keep_latest()
+        self._count_earlier()
+
+    def _keep_latest(self) -> None:
+        """Past `SHOWN_RUNS` views (unless all were asked for), close the oldest ended one, else the oldest
+        live one: its run is still in ``reg.runs``. A view still launching stays."""
+        while not self.showing_all and len(self.run_views) > SHOWN_RUNS:
+            started = [v for v in self.run_views if v.run is not None]
+            oldest = next((v for v in started if _ended(v.run)), started[0] if started else None)
+            if oldest is None:
+                return
+            self.run_views.remove(oldest)
+            self.runs_box.children = tuple(v for v in self.runs_box.children if v is not oldest)
+            oldest.close()
+
+    def _count_earlier(self) -> None:
+        """The line saying how many of the cell's runs have no view here, and where they are."""
+        with self._views_lock:
+            shown = {id(view.run) for view in self.run_views if view.run is not None}
+            hidden = sum(1 for run in list(getattr(self.reg, "runs", ()) or ()) if id(run) not in shown)
+        if hidden and not self.showing_all:
+            runs = "run" if hidden == 1 else "runs"
+            self.earlier.value = f"<i>{hidden} earlier {runs}: <code>reg.runs</code></i>"
+            self.earlier_bar.layout.display = "flex"
+        else:
+            self.earlier_bar.layout.display = "none"
+
+    def show_all(self, _button=None) -> None:
+        """Build a view of every run of the cell not shown yet (the "Show all" button), before the others."""
+        with self._views_lock:
+            self.showing_all = True
+            shown = {id(view.run) for view in self.run_views if view.run is not None}
+            earlier = [run for run in list(self.reg.runs) if id(run) not in shown]
+            views = [self._view_of(run) for run in earlier]
+            self.run_views[:0] = views
+            self.runs_box.children = (*views, *self.runs_box.children)
+        self._count_earlier()
 
     def close(self) -> None:
+        """Stop following the runs and close every widget inside (a re-run of the cell replaced this one)."""
         views = getattr(self.reg, "_views", None)
         if views is not None:
             views.discard(self)
-        for view in self.run_views:
-            view.stop()
-        super().close()
+        with self._views_lock:
+            shown = list(self.run_views)
+        for view in shown:
+            view.close()
+        close_tree(self)
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)

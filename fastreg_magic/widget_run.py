@@ -53,6 +53,21 @@ def in_background(fn: Callable, *args, name: str = "fastreg-action") -> threadin
     return thread
 
 
+def close_tree(widget) -> None:
+    """Close ``widget`` and the widgets inside it: ipywidgets keeps every open widget (and its comm)
+    alive until it is closed, and closing a box leaves its children open."""
+    for child in getattr(widget, "children", ()):
+        if isinstance(child, RunView):  # a relaunch's view follows its own run: stop that too
+            child.close()
+        else:
+            close_tree(child)
+    for part in ("layout", "style"):  # widgets of their own, kept open like the others
+        owned = getattr(widget, part, None)
+        if isinstance(owned, widgets.Widget):
+            owned.close()
+    widgets.Widget.close(widget)
+
+
 def describe_failure(exc: BaseException) -> str:
     from fastreg_magic.runs import InputRefused
 
@@ -144,8 +159,9 @@ class RunView(widgets.VBox):
             self._watch.stop()
 
     def close(self) -> None:
+        """Stop following the run and close every widget of the view, so the kernel lets go of them all."""
         self.stop()
-        super().close()
+        close_tree(self)
 
     @property
     def phase(self) -> str:

@@ -76,14 +76,16 @@ END = "{'SUCCEEDED', 'FAILED', 'ABORTED', 'TIMED_OUT', 'LAUNCH FAILED'}"
 
 
 def launch_from_form(kernel: KernelDriver, workflow: str, **typed) -> int:
-    """Type into the form and click Launch through comm messages; the index of the new run view."""
-    before = kernel.eval("len(w.run_views)")
+    """Type into the form and click Launch through comm messages; the index of the new run view (the last:
+    past ten views the widget drops its oldest ended one)."""
+    before = kernel.eval("[v.model_id for v in w.run_views]")
     for name, value in typed.items():
         kernel.type_into(f"w.form({workflow!r}).editors[{name!r}]", value)
     kernel.click(f"w.form({workflow!r}).launch_button")
     kernel.run("pass")  # the click is handled before this cell runs
-    assert kernel.eval("len(w.run_views)") == before + 1
-    return before
+    assert kernel.eval("w.run_views[-1].model_id") not in before
+    assert kernel.eval("len(w.run_views)") == min(len(before) + 1, 10)
+    return kernel.eval("len(w.run_views)") - 1
 
 
 def test_launch_click_runs_to_succeeded_through_background_updates(kernel):
@@ -255,8 +257,8 @@ def test_several_runs_at_once_each_follow_their_own_run(kernel):
     kernel.type_into("w.form('failing').editors['n']", "1")
     kernel.click("w.form('failing').launch_button")
     kernel.run("pass")
-    assert kernel.eval("len(w.run_views)") == first + 3
-    views = [f"w.run_views[{first + i}]" for i in range(3)]
+    assert kernel.eval("len(w.run_views)") == min(first + 3, 10)  # the latest ten runs
+    views = [f"w.run_views[{i - 3}]" for i in range(3)]
     kernel.run("await asyncio.gather(" + ", ".join(f"settle({v}, {END})" for v in views) + ")")
     assert [kernel.eval(f"{v}.phase") for v in views] == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
     assert [kernel.eval(f"{v}.run.outputs") for v in views[:2]] == [{"o0": 81}, {"o0": 256}]
@@ -269,11 +271,11 @@ def test_several_runs_at_once_each_follow_their_own_run(kernel):
 def test_a_run_launched_from_code_joins_the_displayed_widget(kernel):
     before = kernel.eval("len(w.run_views)")
     kernel.run("coded = reg.launch('twice', n=7)")
-    assert kernel.eval("len(w.run_views)") == before + 1
-    assert kernel.eval(f"w.run_views[{before}].run.name") == kernel.eval("coded.name")
-    kernel.run(f"await settle(w.run_views[{before}], {END})")
-    assert kernel.eval(f"w.run_views[{before}].phase") == "SUCCEEDED"
-    assert "2401" in kernel.eval(f"w.run_views[{before}].outputs.value")
+    assert kernel.eval("len(w.run_views)") == min(before + 1, 10)  # the latest ten runs
+    assert kernel.eval("w.run_views[-1].run.name") == kernel.eval("coded.name")
+    kernel.run(f"await settle(w.run_views[-1], {END})")
+    assert kernel.eval("w.run_views[-1].phase") == "SUCCEEDED"
+    assert "2401" in kernel.eval("w.run_views[-1].outputs.value")
 
 
 CHATTY_CELL = """%%flyte_fast -m chattyflow --config {config} --source-root {root}
