@@ -248,10 +248,11 @@ _last_nodes: "weakref.WeakKeyDictionary[Run, list[NodeStatus]]" = weakref.WeakKe
 def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Follower:
     """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``.
 
-    Every follower of the same run shares one poller. A run that has ended is not polled: ``on_update``
-    is called once, at once, with what is known of it."""
+    Every follower of the same run shares one poller. A run that has ended is not polled once its node
+    table has been read: ``on_update`` is called once, at once, with what is known of it. One that ended
+    before anything read its nodes (and logs) is polled once."""
     context = contextvars.copy_context()
-    if run.done or run.lost:
+    if run.lost or (run.done and _last_nodes.get(run) is not None):
         follower = Follower(None, on_update, context)
         follower.tell(RunUpdate(run, _last_nodes.get(run), None, True))
         follower.stopped.set()

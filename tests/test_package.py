@@ -397,21 +397,23 @@ def test_a_hopeless_archive_is_refused_from_the_sizes_before_any_file_is_read(tm
 
 def test_a_big_file_is_hashed_and_compressed_a_chunk_at_a_time(tmp_path):
     """A 384 MiB file under a 200 MiB limit (it compresses well, so it is packed): the process never
-    holds it whole. Measured in a process of its own, whose peak memory is this build's alone."""
+    holds it whole. Measured in a process of its own, as the peak of what Python allocated (tracemalloc,
+    every thread): the process's resident size also moves with the allocator's arenas on a busy machine."""
     root = write_tree(tmp_path / "proj")
     sparse_file(root / "zeros.bin", 384 * 1024**2)
     script = (
-        "import resource, sys; from pathlib import Path; from fastreg_magic import collect, package\n"
+        "import sys, tracemalloc; from pathlib import Path; from fastreg_magic import collect, package\n"
         "files = collect.files_to_ship(collect.module_from_cell(sys.argv[2], 'flow', {}), Path(sys.argv[1]), copy='all')\n"
+        "tracemalloc.start()\n"
         "measured = package.measure(files, cache_dir=Path(sys.argv[3]), max_bytes=200 * 1024**2)\n"
         "archive = package.build_archive(files, cache_dir=Path(sys.argv[3]), max_bytes=200 * 1024**2, measured=measured)\n"
-        "print(archive.path, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "print(archive.path, tracemalloc.get_traced_memory()[1])\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(root), CELL, str(tmp_path / "cache")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     archive_path, peak = done.stdout.split()
-    assert int(peak) < 192 * 1024**2, f"peak memory {int(peak) / 1024**2:.0f} MiB for a 384 MiB file"
+    assert int(peak) < 96 * 1024**2, f"peak memory {int(peak) / 1024**2:.0f} MiB for a 384 MiB file"
     with tarfile.open(archive_path) as tar:
         member = tar.getmember("zeros.bin")
         assert member.size == 384 * 1024**2
