@@ -398,7 +398,8 @@ def test_a_hopeless_archive_is_refused_from_the_sizes_before_any_file_is_read(tm
 def test_a_big_file_is_hashed_and_compressed_a_chunk_at_a_time(tmp_path):
     """A 384 MiB file under a 200 MiB limit (it compresses well, so it is packed): the process never
     holds it whole. Measured in a process of its own, as the peak of what Python allocated (tracemalloc,
-    every thread): the process's resident size also moves with the allocator's arenas on a busy machine."""
+    every thread): the child's peak resident size (ru_maxrss) counts the test process's own pages, shared
+    with it when it was forked, and so grows with whatever ran before in the session."""
     root = write_tree(tmp_path / "proj")
     sparse_file(root / "zeros.bin", 384 * 1024**2)
     script = (
