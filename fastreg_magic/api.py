@@ -331,15 +331,12 @@ def _resolve(backend, endpoint: str | None, config_file: str | None, notice_to) 
         return backend()
     if backend:
         return backend
-    resolved, notice = _config.resolve_backend_with_notice(endpoint=endpoint, config_file=config_file)
+    resolved, notice = _config.resolve_backend_with_notice(
+        endpoint=endpoint, config_file=config_file,
+        how_to_configure="Pass endpoint=/config_file= to fast_register()")
     if notice:  # nothing configured: a script learns where its release went, and that a sandbox now runs
-        notice_to(_for_the_api(notice))
+        notice_to(notice)
     return resolved
-
-
-def _for_the_api(notice: str) -> str:
-    """The notice as a caller of fast_register() changes what it says: its keywords, not the magic's options."""
-    return notice.replace("Pass --endpoint/--config", "Pass endpoint=/config_file= to fast_register()")
 
 
 def _warn_at_the_caller(notices: list[str]) -> None:

@@ -221,10 +221,12 @@ def _make_backend(endpoint: str, config_file: str | None, insecure: bool, consol
 
 
 def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None, *,
-                                start_sandbox: bool = True) -> tuple[Backend, str | None]:
+                                start_sandbox: bool = True,
+                                how_to_configure: str = "Pass --endpoint/--config") -> tuple[Backend, str | None]:
     """``resolve_backend`` plus what to tell the user when, with nothing configured, the embedded
     sandbox was chosen: one line said once per process (and again whenever it had to be started),
-    and a warning when the sandbox runs tasks in another Python environment than this one."""
+    and a warning when the sandbox runs tasks in another Python environment than this one.
+    ``how_to_configure`` names the caller's own way to pick a backend (options, or keywords)."""
     global _sandbox_announced, _last_sandbox
     _last_sandbox = None
     backend = resolve_backend(endpoint, config_file, start_sandbox=start_sandbox)
@@ -236,7 +238,7 @@ def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | 
         how = "started it in the background" if _last_sandbox.started else "it is running"
         lines.append(
             f"No Flyte backend configured: using the embedded sandbox at {backend.endpoint} ({how}). "
-            "Pass --endpoint/--config or set FLYTECTL_CONFIG to use a cluster."
+            f"{how_to_configure} or set FLYTECTL_CONFIG to use a cluster."
         )
     lines += _other_environment_warning(_last_sandbox)
     return backend, "\n".join(lines) or None
