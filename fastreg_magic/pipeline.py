@@ -170,6 +170,7 @@ def _store_again_if_gone(cached, prepared: Prepared, options: Options, backend, 
     and then and still miss a deletion made a minute ago. The uploader asks the store before sending.
     """
     from fastreg_magic import runs, upload
+
     sandbox_store = backend.is_sandbox and cached.remote is not None and runs.is_loopback(cached.remote)
     gone = upload.gone_from_this_machine(cached.archive_uri, sandbox_store=sandbox_store)
     failed = [] if gone is not None else _failures_to_answer(cached)
@@ -354,7 +355,8 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         try:
             module = api.load_module(options.module, prepared.module_source.source, options.source_root,
                                      prepared.digest)
-            register.compile_workflows(register.module_entities(module))  # their bodies are the cell's code too
+            entities = tuple(register.module_entities(module))
+            register.compile_workflows(entities)  # their bodies are the cell's code too
         except KeyboardInterrupt as exc:  # stopped in the cell's own code: shown as a plain cell's would be
             cell_errors.mark_raised_by_the_cell(exc, prepared.module_source, where)
             raise
@@ -369,7 +371,6 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         api.remember_local_modules(shipped)
         unshipped = cell_errors.imported_but_not_shipped(set(sys.modules) - imported_before, shipped,
                                                           Path(options.source_root), prepared.fileset.warnings)
-        entities = tuple(register.module_entities(module))
         if not entities:
             raise CollectError(
                 f"The cell defines no Flyte task, workflow or launch plan (module {options.module!r}).",
