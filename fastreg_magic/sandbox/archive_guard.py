@@ -10,7 +10,11 @@ no member written through a link, and no device or FIFO members.
 The verdict is cached per archive (path, size, modification time) so a workflow with many
 tasks reads each archive once. An archive that is not a local file (``s3://...``) is first
 fetched with fsspec into the execution's directory; the task is then pointed at that checked
-copy, so what runs is exactly what was inspected.
+copy, so what runs is exactly what was inspected. Tasks that start together ask for the same
+archive at the same moment: the first fetches it, the others wait for that fetch and use its copy
+(a lock per archive; every task is prepared by a thread of the one sandbox process that holds the
+data dir). Each fetch writes its own temporary file and renames it into place, so a copy that is
+there is always whole, even if something else fetched beside it.
 
 An archive that is not there (deleted from a ``file://`` distribution dir, from the sandbox's
 own uploads, or from a bucket) fails the task with one line saying to re-run the cell, which
@@ -20,10 +24,15 @@ stores it again, instead of flytekit's page-long "task execution code was not fo
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import tarfile
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 # Distributions flytekit unpacks with tar; anything else (a pickled interactive task) is not an archive.
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -35,6 +44,7 @@ class ArchiveGuard:
     def __init__(self):
         self._lock = threading.Lock()
         self._verdicts: dict[tuple, str | None] = {}
+        self._fetching: dict[Path, tuple[threading.Lock, int]] = {}  # copy -> (its lock, threads using it)
 
     def prepare(self, archive: str, cache_dir: Path) -> tuple[str, str | None]:
         """The distribution to hand the task (a local copy for remote URIs) and the problem, if any."""
@@ -43,19 +53,46 @@ class ArchiveGuard:
         if "://" not in archive or archive.startswith("file://"):
             return archive, self.problem(archive)
         target = cache_dir / hashlib.sha256(archive.encode()).hexdigest()[:16] / archive.rsplit("/", 1)[-1]
-        if not target.exists():
+        problem = self._fetch_once(archive, target)
+        if problem:
+            return archive, problem
+        return str(target), self.problem(str(target))
+
+    def _fetch_once(self, archive: str, target: Path) -> str | None:
+        """Fetch ``archive`` to ``target`` unless it is there already; None once the copy is in place."""
+        with self._one_at_a_time(target):
+            if target.exists():
+                return None
             try:
                 _fetch(archive, target)
-            except FileNotFoundError:
-                return archive, missing_archive(archive)
+            except ArchiveMissing:
+                return missing_archive(archive)
             except Exception as exc:  # any fsspec backend error: unreachable, no credentials
-                return archive, (
+                return (
                     f"The code archive {archive} could not be fetched to check it before the task ran: "
                     f"{type(exc).__name__}: {exc}. The sandbox reads it with its own environment's settings, "
                     "flytekit's way (FLYTE_AWS_ENDPOINT, FLYTE_AWS_ACCESS_KEY_ID, FLYTE_AWS_SECRET_ACCESS_KEY, or "
                     "AWS_* and AWS_ENDPOINT_URL): start `fastreg sandbox` with them set."
                 )
-        return str(target), self.problem(str(target))
+        return None
+
+    @contextmanager
+    def _one_at_a_time(self, target: Path) -> Iterator[None]:
+        """Hold the lock of ``target``'s copy; the lock is forgotten once no thread uses it, so a
+        long-lived sandbox keeps none for the archives of runs that are over."""
+        with self._lock:
+            lock, users = self._fetching.get(target, (threading.Lock(), 0))
+            self._fetching[target] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, users = self._fetching[target]
+                if users == 1:
+                    del self._fetching[target]
+                else:
+                    self._fetching[target] = (lock, users - 1)
 
     def problem(self, archive: str) -> str | None:
         path = Path(local_path(archive))
@@ -86,22 +123,44 @@ def missing_archive(archive: str) -> str:
             "re-run the %%flyte_fast cell, which uploads it again, then launch again.")
 
 
+class ArchiveMissing(Exception):
+    """The store answered that the archive is not there (as opposed to not answering at all)."""
+
+
 def _fetch(uri: str, target: Path) -> None:
     """Copy ``uri`` to ``target`` with the storage settings flytekit's own download in the task would
-    use (``FLYTE_AWS_*``, ``FLYTE_GCP_*``, ``FLYTE_AZURE_*`` from the environment)."""
-    import fsspec  # only for remote distributions
+    use (``FLYTE_AWS_*``, ``FLYTE_GCP_*``, ``FLYTE_AZURE_*`` from the environment).
+
+    The bytes go to a temporary file of this fetch alone, renamed onto ``target`` once complete, so
+    ``target`` never holds part of an archive; a fetch that fails leaves nothing behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            _copy(uri, sink)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _copy(uri: str, sink: BinaryIO) -> None:
+    import fsspec.core  # only for remote distributions
     import fsspec.utils
     from flytekit.configuration import DataConfig
     from flytekit.core.data_persistence import get_fsspec_storage_options
 
     options = get_fsspec_storage_options(fsspec.utils.get_protocol(uri), DataConfig.auto())
     options["skip_instance_cache"] = True  # settings or endpoints changed since the last fetch count
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    with fsspec.open(uri, "rb", **options) as source, open(partial, "wb") as sink:
+    store, path = fsspec.core.url_to_fs(uri, **options)
+    try:
+        source = store.open(path, "rb")
+    except FileNotFoundError as exc:  # only the store's answer; a local write failing is something else
+        raise ArchiveMissing(uri) from exc
+    with source:
         while chunk := source.read(1 << 20):
             sink.write(chunk)
-    partial.rename(target)
 
 
 def local_path(uri: str) -> str:

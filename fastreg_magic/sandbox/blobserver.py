@@ -13,6 +13,11 @@ DataProxy hands out URLs signed by :class:`UrlSigner`; this server accepts exact
   check an unsigned ``Content-MD5`` too.
 * ``GET /blobs/<path>?expires=T&signature=S`` returns a file (download links).
 
+An upload that breaks off (the client resets the connection, is killed, or stops sending for
+``IDLE_CONNECTION_SECONDS``) stores nothing and leaves nothing: its temporary file is removed, and
+the sandbox's log gets one line saying which upload ended early. A later upload of the same path
+starts afresh.
+
 stdlib ``http.server`` is enough here: one loopback client at a time, files of notebook
 size, and no dependency to install.
 """
@@ -20,8 +25,10 @@ size, and no dependency to install.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import tempfile
@@ -33,6 +40,8 @@ from pathlib import Path, PurePosixPath
 
 CHUNK_BYTES = 1 << 20
 IDLE_CONNECTION_SECONDS = 120
+
+log = logging.getLogger("fastreg_magic.sandbox")
 
 
 class UrlSigner:
@@ -86,9 +95,9 @@ def safe_relative(rel_path: str) -> str | None:
 class BlobServer:
     """A ThreadingHTTPServer on 127.0.0.1 serving signed PUT/GET under ``root``."""
 
-    def __init__(self, root: Path, port: int = 0):
+    def __init__(self, root: Path, port: int = 0, idle_seconds: float = IDLE_CONNECTION_SECONDS):
         self.root = Path(root)
-        handler = type("Handler", (_Handler,), {"blob_server": self})
+        handler = type("Handler", (_Handler,), {"blob_server": self, "timeout": idle_seconds})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
@@ -120,6 +129,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass  # requests are not logged: the sandbox prints only its ready line
+
+    def handle_one_request(self) -> None:
+        """Serve one request; a client that goes away in the middle of it (reset, killed) is one line
+        in the log, not the traceback ``socketserver`` would print for it."""
+        self.command = self.path = None  # a kept-alive connection closed between requests blames none
+        try:
+            super().handle_one_request()
+        except ConnectionError as exc:
+            self.close_connection = True
+            if self.command:
+                self._went_away(exc.strerror or type(exc).__name__)
+
+    def _went_away(self, why: str) -> None:
+        # the path without its query: the signature in it is a credential, not for logs
+        shown = urllib.parse.urlsplit(self.path or "").path
+        log.warning("blob server: the client of %s %s went away (%s)", self.command, shown, why)
 
     def _target(self, method: str) -> tuple[Path | None, dict[str, str]]:
         parsed = urllib.parse.urlsplit(self.path)
@@ -154,9 +179,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         expected_md5 = signed_md5 or header_md5  # None: signed without an MD5 and none sent
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest, temp_path = self._receive(target.parent)
-        if temp_path is None:
-            self._reply(400, "the request body is incomplete (Content-Length not reached)")
+        try:
+            digest, temp_path = self._receive(target.parent)
+        except TimeoutError:  # the stdlib would end the connection silently; say which upload stalled
+            self.close_connection = True
+            self._went_away(f"nothing received for {self.timeout:g}s; nothing was stored")
+            return
+        if temp_path is None:  # the body stopped short: the client closed, was killed, or gave up
+            self.close_connection = True
+            self._went_away("the body ended before its Content-Length; nothing was stored")
+            with contextlib.suppress(ConnectionError):  # a client still reading gets why; a gone one, nothing
+                self._reply(400, "the request body is incomplete (Content-Length not reached)")
             return
         actual = base64.b64encode(digest).decode()
         if expected_md5 and actual != expected_md5:
@@ -168,18 +201,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, "stored")
 
     def _receive(self, directory: Path) -> tuple[bytes, str | None]:
+        """The body's MD5 and the temporary file holding it; (b"", None) if the body ended early.
+
+        The temporary file is removed whenever the body does not arrive whole, also when reading
+        it raises (connection reset, idle timeout): nothing else would ever remove it.
+        """
         length = int(self.headers.get("Content-Length") or 0)
         md5 = hashlib.md5()
         fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".upload-")
         received = 0
-        with os.fdopen(fd, "wb") as out:
-            while received < length:
-                chunk = self.rfile.read(min(CHUNK_BYTES, length - received))
-                if not chunk:
-                    break
-                md5.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while received < length:
+                    chunk = self.rfile.read(min(CHUNK_BYTES, length - received))
+                    if not chunk:
+                        break
+                    md5.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+        except BaseException:
+            os.unlink(temp_path)
+            raise
         if received < length:
             os.unlink(temp_path)
             return b"", None
