@@ -28,7 +28,7 @@ from fastreg_magic.sandbox import reporting as events
 from fastreg_magic.sandbox import taskcache
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, TaskPhase, WorkflowPhase
 from fastreg_magic.sandbox.graph import Outcome, failed
-from fastreg_magic.sandbox.runstate import Cancel, RunContext, show_id
+from fastreg_magic.sandbox.runstate import Cancel, RunContext, Scope, show_id
 from fastreg_magic.sandbox.taskrun import AttemptResult
 from fastreg_magic.sandbox.tasknode import (
     SYSTEM_RETRIES,
@@ -184,9 +184,11 @@ class _ArrayRun:
         user_budget, system_budget = retries, SYSTEM_RETRIES
         deadlines = NodeDeadlines(timeout_s)  # each element is a sub-node with its own deadlines
         node_dir = self.ctx.node_dir(self.reporter.node_id)
+        # propeller names element i the sub-node "n<i>" of the array node's attempt 0
+        element_id = Scope(parent_unique_id=self.reporter.node_id).unique_id(f"n{index}")
         while not self.cancel.is_set():
             spec = AttemptSpec(
-                self.attempts[index], node_dir / str(index), self.ctx.raw_output_dir(self.reporter.node_id, str(index)),
+                self.attempts[index], node_dir / str(index), element_id,
                 node_dir / "inputs.pb",
                 {"BATCH_JOB_ARRAY_INDEX_VAR_NAME": INDEX_VAR, INDEX_VAR: str(index)},
             )

@@ -33,8 +33,8 @@ class ExecutionJob:
     sub-workflows, and every task template it references). ``data_dir`` is an absolute
     local directory that belongs to this execution: per-node ``inputs.pb``/``outputs.pb``
     and each attempt's working directory live below it. ``raw_output_prefix`` is where
-    tasks write offloaded data (files, directories) — a plain absolute path, because
-    flytekit's file transformer rejects ``file://`` blob URIs.
+    tasks write offloaded data (files, directories): a store's URI (``s3://bucket/raw``) or a
+    local path; each attempt writes under its own place below it (``raw_outputs``).
     """
 
     execution_id: identifier_pb2.WorkflowExecutionIdentifier

@@ -17,6 +17,7 @@ from typing import Mapping
 
 from flyteidl.core import compiler_pb2, identifier_pb2, tasks_pb2, workflow_pb2
 
+from fastreg_magic.sandbox import raw_outputs
 from fastreg_magic.sandbox.archive_guard import ArchiveGuard
 from fastreg_magic.sandbox.contract import ChildLauncher, ExecutionJob
 from fastreg_magic.sandbox.reporting import SafeSink
@@ -157,8 +158,9 @@ class RunContext:
     def node_dir(self, unique_id: str) -> Path:
         return self.data_dir / "nodes" / unique_id
 
-    def raw_output_dir(self, unique_id: str, *parts: str) -> Path:
-        return Path(self.job.raw_output_prefix, unique_id, *parts)
+    def raw_output_prefix(self, unique_id: str, attempt: int) -> str:
+        """Where one attempt of node ``unique_id`` writes offloaded data: a URI for a bucket prefix."""
+        return raw_outputs.attempt_prefix(self.job.raw_output_prefix, self.execution_id.name, unique_id, attempt)
 
     # child executions (launch-plan nodes), so that terminate can end them
     def track_child(self, child: identifier_pb2.WorkflowExecutionIdentifier) -> None:

@@ -47,11 +47,15 @@ ACTIVE_DEADLINE_FACTOR = 2
 
 @dataclass(frozen=True)
 class AttemptSpec:
-    """One attempt to run: where its files go and what extra env it gets (an array index)."""
+    """One attempt to run: where its files go and what extra env it gets (an array index).
+
+    ``unique_id`` is the node's (an array element's own, for a map task): with the attempt it
+    places the attempt's raw outputs, as flytepropeller does.
+    """
 
     attempt: int
     node_dir: Path
-    raw_dir: Path
+    unique_id: str
     inputs_file: Path
     extra_env: dict
 
@@ -203,7 +207,7 @@ def run_one_attempt(
     paths = AttemptPaths(
         inputs_file=spec.inputs_file,
         output_prefix=attempt_dir / "outputs",
-        raw_output_prefix=spec.raw_dir / str(spec.attempt),
+        raw_output_prefix=ctx.raw_output_prefix(spec.unique_id, spec.attempt),
         checkpoint_prefix=attempt_dir / "checkpoint",
         prev_checkpoint_prefix=previous if previous is not None and previous.exists() else None,
         workdir=attempt_dir / "work",
@@ -272,7 +276,7 @@ def run_task_node(
         # QUEUED until a worker slot (`fastreg sandbox --workers`) is free, as propeller reports a
         # task whose pod has not started
         ctx.sink.task(_task_event(ctx, template, reporter, attempt, TaskPhase.QUEUED, input_data=inputs))
-        spec = AttemptSpec(attempt, node_dir, ctx.raw_output_dir(reporter.node_id), node_dir / "inputs.pb", {})
+        spec = AttemptSpec(attempt, node_dir, reporter.node_id, node_dir / "inputs.pb", {})
         eager = _eager_runs(ctx, template, reporter, attempt)
 
         def started(attempt_dir: Path, attempt: int = attempt, eager: EagerRuns | None = eager) -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from flyteidl.core import dynamic_job_pb2, errors_pb2, literals_pb2, tasks_pb2
 from flyteidl.core import execution_pb2 as core_exec
 
+from fastreg_magic.sandbox import raw_outputs
+
 # Seconds between SIGTERM and SIGKILL when ending an attempt's process group.
 TERMINATE_GRACE_S = 3.0
 # How often a running attempt checks for cancellation and its deadline.
@@ -38,18 +40,20 @@ _INPUT_VALUE = re.compile(r"(?i){{\s*[.$]Inputs\.([^}\s]+)\s*}}")
 
 @dataclass(frozen=True)
 class AttemptPaths:
-    """Where one attempt reads and writes; all plain absolute local paths."""
+    """Where one attempt reads and writes: plain absolute local paths, but for the raw output
+    prefix, which is a URI when the run's raw outputs go to a bucket (see raw_outputs)."""
 
     inputs_file: Path
     output_prefix: Path
-    raw_output_prefix: Path
+    raw_output_prefix: str
     checkpoint_prefix: Path
     prev_checkpoint_prefix: Path | None
     workdir: Path
 
     def create(self) -> None:
-        for path in (self.output_prefix, self.raw_output_prefix, self.checkpoint_prefix, self.workdir):
+        for path in (self.output_prefix, self.checkpoint_prefix, self.workdir):
             path.mkdir(parents=True, exist_ok=True)
+        raw_outputs.create(self.raw_output_prefix)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def render_args(args: list[str], paths: AttemptPaths, inputs: literals_pb2.Liter
         "input": str(paths.inputs_file),
         "inputprefix": str(paths.inputs_file.parent),
         "outputprefix": str(paths.output_prefix),
-        "rawoutputdataprefix": str(paths.raw_output_prefix),
+        "rawoutputdataprefix": paths.raw_output_prefix,
         "checkpointoutputprefix": str(paths.checkpoint_prefix),
         # propeller renders an empty previous checkpoint as a quoted empty string
         "prevcheckpointprefix": str(paths.prev_checkpoint_prefix) if paths.prev_checkpoint_prefix else '""',
