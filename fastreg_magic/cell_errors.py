@@ -18,7 +18,8 @@ from typing import Any
 
 from fastreg_magic import api
 from fastreg_magic.errors import CollectError
-from fastreg_magic.local_imports import subfolder_note
+from fastreg_magic.lift_imports import GENERATED_MARK
+from fastreg_magic.outside_root import outside_root_note, subfolder_note
 
 
 def is_users_file(filename: str, root: str) -> bool:
@@ -36,28 +37,53 @@ def imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_r
 
     A module Python found in a subfolder of the root on sys.path (the notebook's folder under a parent
     source root) is told once per package, as the fix it needs (``--source-root`` that folder), and not
-    at all when ``noted`` (the notes collecting gave) already says so: the cell does import it.
+    at all when ``noted`` (the notes collecting gave) already says so: the cell does import it. One
+    loaded by name from outside the root (a checkout on sys.path) gets the note an import statement's would.
     """
     root = str(source_root.resolve())
     found: list[str] = []
     told = set(noted)
     for name in sorted(names - set(shipped)):
-        filename = getattr(sys.modules.get(name), "__file__", None) or ""
-        if not is_users_file(filename, root):
+        module = sys.modules.get(name)
+        filename = _resolved(getattr(module, "__file__", None))
+        if is_users_file(filename, root):
+            note = _loaded_by_name_note(name, filename, root)
+        elif "." not in name and filename:
+            note = _outside_root(name, module, Path(root))
+        else:
             continue
-        entry = _import_folder(name, Path(filename))
-        if entry is not None and str(entry) != root:
-            note = subfolder_note(name.partition(".")[0], entry)
-            if note not in told:
-                told.add(note)
-                found.append(note)
-            continue
-        found.append(
-            f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
-            "shipped: an import by name at run time is not seen, so the container would not find it. "
-            "Import it in the cell or a local module, or pass --copy all."
-        )
+        if note is not None and note not in told:
+            told.add(note)
+            found.append(note)
     return tuple(found)
+
+
+def _loaded_by_name_note(name: str, filename: str, root: str) -> str:
+    """A module under the root that no import statement names; or, found through a subfolder of the
+    root on sys.path, its package, as the fix it needs."""
+    entry = _import_folder(name, Path(filename))
+    if entry is not None and str(entry) != root:
+        return subfolder_note(name.partition(".")[0], entry)
+    return (
+        f"`{name}` ({Path(filename).relative_to(root).as_posix()}) was imported as the cell ran but is not "
+        "shipped: an import by name at run time is not seen, so the container would not find it. "
+        "Import it in the cell or a local module, or pass --copy all."
+    )
+
+
+def _outside_root(name: str, module, root: Path) -> str | None:
+    """A top-level module imported by name from outside the source root: told as an import statement's
+    would be (nothing for what pip installed); never the module of a %%flyte_fast cell."""
+    spec = getattr(module, "__spec__", None)
+    if spec is None or hasattr(module, GENERATED_MARK):
+        return None
+    return outside_root_note(name, spec, root)
+
+
+def _resolved(filename: str | None) -> str:
+    """A module's file with its folder resolved as the source root is (``sys.path.insert(0, "..")`` leaves
+    `/proj/notebooks/..` in it); the file's own name is kept, even when it is a link. "" when it has none."""
+    return str(Path(filename).parent.resolve() / Path(filename).name) if filename else ""
 
 
 def _import_folder(name: str, filename: Path) -> Path | None:

@@ -31,6 +31,7 @@ from fastreg_magic.errors import CollectError
 from fastreg_magic.ignore import SECRET, Found, IgnoreRules, Skipped, classify_file, iter_dir_files, walk
 from fastreg_magic.lift import has_star_import, lift_free_names, scope_names
 from fastreg_magic.local_imports import local_modules
+from fastreg_magic.package_data import package_data_note
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 RUNNING_NOTEBOOK = "the notebook this kernel runs: its cells ship as modules, not its file"
@@ -283,6 +284,8 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto", n
     if copy == "all":
         found, skipped = _everything(root, rules, found, skipped)
         found, skipped = _without_notebook(found, skipped, root, notebook)
+    else:
+        warnings += package_data_note(root, rules, found)
     generated = ShippedFile(relpath=module_relpath(module.name), data=module.source.encode("utf-8"))
     found = [f for f in found if f.relpath != generated.relpath]
     _check_stdlib_shadows(found)

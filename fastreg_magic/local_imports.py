@@ -12,7 +12,7 @@ Finding uses ``importlib.machinery.PathFinder`` restricted to the root, so packa
 namespace packages, ``.py`` files and extension modules resolve exactly as Python would.
 Only import statements are followed: modules loaded by name at run time
 (``importlib.import_module(f"plugins.{name}")``) and data files the code opens are not
-seen; ``--copy all`` ships those.
+seen (the cell's notes name them: see cell_errors and package_data); ``--copy all`` ships those.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fastreg_magic.errors import CollectError
 from fastreg_magic.lift_imports import GENERATED_MARK
+from fastreg_magic.outside_root import outside_root_note
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def _not_local(
                 "package, install it (`%pip install ...`): the image must have it too.",
             )
         return
-    warning = _outside_root_warning(dotted, spec, root)
+    warning = outside_root_note(dotted, spec, root)
     if warning and warning not in result.warnings:
         result.warnings.append(warning)
 
@@ -326,47 +327,3 @@ def _find_outside_root(top: str) -> ModuleSpec | None:
         return importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
-
-
-def _outside_root_warning(top: str, spec: ModuleSpec, root: Path) -> str | None:
-    """A module found here that the image may not have: from a directory on sys.path that is
-    neither the stdlib nor site-packages (an editable checkout, PYTHONPATH, a subfolder)."""
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        return None
-    locations = [spec.origin] if spec.has_location and spec.origin else list(spec.submodule_search_locations or [])
-    if not locations:
-        return None
-    path = Path(locations[0])
-    if {"site-packages", "dist-packages"} & set(path.parts) or _is_installed_distribution(top):
-        return None
-    # The sys.path entry it came from: the directory holding the module or the package.
-    entry = path.parent.parent if path.name.startswith("__init__.") else path.parent
-    if entry.is_relative_to(root):
-        return subfolder_note(top, entry)
-    return (
-        f"`{top}` is imported from {entry}, outside the source root {root}: it is not shipped, "
-        "so the image must provide it."
-    )
-
-
-def subfolder_note(top: str, entry: Path) -> str:
-    """The note for a module Python finds in ``entry``, a folder under the source root on sys.path (the
-    notebook's folder under a parent source root): shipped, it would sit below where the container looks."""
-    return (
-        f"`{top}` is imported from {entry}, a subfolder of the source root that Python searches "
-        f"through sys.path; in the container it would not be importable, so it is not shipped. "
-        f"Pass --source-root {entry} to ship it."
-    )
-
-
-_DISTRIBUTION_PACKAGES: dict[str, list[str]] | None = None
-
-
-def _is_installed_distribution(top: str) -> bool:
-    """Whether pip installed ``top`` (editable installs too): then the image is expected to have it."""
-    global _DISTRIBUTION_PACKAGES
-    if _DISTRIBUTION_PACKAGES is None:
-        import importlib.metadata
-
-        _DISTRIBUTION_PACKAGES = importlib.metadata.packages_distributions()
-    return top in _DISTRIBUTION_PACKAGES

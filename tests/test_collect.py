@@ -522,7 +522,8 @@ def test_a_module_importable_only_from_outside_the_root_is_a_warning(tmp_path, m
     assert shipped(fileset) == ["flow.py"]
     assert fileset.warnings == (
         f"`extlib_for_test` is imported from {outside}, outside the source root {root}: it is not shipped, "
-        "so the image must provide it.",
+        f"so the runs use the image's copy, if it has one, not this code. Pass --source-root {outside} to ship "
+        f"it, or move it under {root}.",
     )
 
 
