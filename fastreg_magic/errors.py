@@ -13,6 +13,7 @@ its traceback.
      ├── RegistrationError   Flyte refused an entity (unknown project, version conflict, ...)
      │    └── VersionConflict    that version exists with a different structure
      ├── RunError            launching, watching or terminating a run failed
+     │    └── UnreadableOutput   one output of a run cannot be read here (data gone, unknown type, ...)
      ├── SandboxError        the embedded sandbox could not start or serve
      ├── NotYetSupported     a capability that is not built yet
      └── NotebookRunError    a notebook run headless stopped at a failing cell
@@ -92,6 +93,11 @@ def causes(exc: BaseException | None):
 
 class RunError(FastRegError):
     """Launching, watching or terminating a run failed."""
+
+
+class UnreadableOutput(RunError):
+    """One output of a finished run (or one input of a watched run) cannot become a Python value in
+    this kernel: ``run.outputs[name]`` raises it, and the widget shows it on that output's line."""
 
 
 class SandboxError(FastRegError):

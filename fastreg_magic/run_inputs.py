@@ -121,8 +121,10 @@ def form_fields(
     for name, (py_type, default) in interface.inputs_with_defaults.items():
         inner, optional = unwrap_optional(py_type)
         default = defaults.get(name, default)
-        if default is None and not optional:
-            default = NO_DEFAULT  # flytekit (and a launch plan's saved_inputs) record "no default" as None
+        # flytekit (and a launch plan's saved_inputs) record "no default" as None; to a Union holding None
+        # (Optional[Union[int, float]]) None is a value, as to Optional[int].
+        if default is None and not optional and type(None) not in typing.get_args(inner):
+            default = NO_DEFAULT
         if name in fixed:
             default = fixed[name]
         fields.append(_field(name, inner, optional, default, name in fixed))

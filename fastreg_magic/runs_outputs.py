@@ -1,9 +1,10 @@
 """A finished run's outputs (and a watched run's inputs) as Python values, typed by their interface.
 
 The types come from the local workflow when the run was launched from this notebook;
-for a run we only attached to, from the interface the backend registered. Files and
-directories become their path (on the sandbox) or URL (on a cluster): something a person
-can open, rather than a lazy download handle.
+for a run we only attached to, from the interface the backend registered. Each value is what
+flytekit gives for its type, as FlyteRemote does: a FlyteFile or FlyteDirectory opens (and
+downloads) like a path. One that cannot be read here is told about, never returned as its raw
+literal (`runs_values`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2, literals_pb2
 
 from fastreg_magic.runs_errors import rpc
+from fastreg_magic.runs_values import RunValues, unreadable
 
 
 def read_outputs(run, execution) -> dict:
@@ -24,7 +26,7 @@ def read_outputs(run, execution) -> dict:
     if not literal_map.literals:
         return {}
     types = run._output_types or _registered_output_types(run, execution)
-    return to_python_values(run._remote, literal_map, types)
+    return to_python_values(run._remote, literal_map, types, run_name=run.name)
 
 
 def read_inputs(run) -> dict:
@@ -36,7 +38,7 @@ def read_inputs(run) -> dict:
         literal_map = _download_literal_map(run._remote, data.inputs.url)
     if not literal_map.literals:
         return {}
-    return to_python_values(run._remote, literal_map, _registered_input_types(run))
+    return to_python_values(run._remote, literal_map, _registered_input_types(run), run_name=run.name, what="input")
 
 
 def _registered_input_types(run) -> dict:
@@ -56,28 +58,53 @@ def _registered_input_types(run) -> dict:
     for name in sorted(variables, key=_natural_key):
         try:
             types[name] = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(variables[name]))
-        except Exception:  # a type flytekit cannot guess: the literal is shown as it is
+        except Exception:  # a type flytekit cannot guess: that input is told about as unreadable
             types[name] = None
     return types
 
 
-def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict) -> dict:
-    from flytekit.core.type_engine import TypeEngine
+def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict, *, run_name: str | None = None,
+                     what: str = "output") -> RunValues:
+    """The values of ``literal_map`` typed by ``types``, in declared order. One that cannot be read
+    (its data gone, its type unknown here) becomes an `runs_values.Unreadable` saying why; the others
+    are read all the same."""
     from flytekit.models.literals import Literal
 
-    values = {}
+    values = RunValues()
     with remote.remote_context() as ctx:
         for name in output_order(literal_map.literals, types):
             literal = Literal.from_flyte_idl(literal_map.literals[name])
             python_type = types.get(name)
-            if python_type is None:
-                values[name] = literal  # no type to read it with: show the literal itself
+            if python_type is None:  # flytekit here could not guess its type from the registered interface
+                values[name] = unreadable(name, None, what=what, run_name=run_name, uri=_where(literal))
                 continue
             try:
-                values[name] = plain_value(TypeEngine.to_python_value(ctx, literal, python_type))
-            except Exception:  # e.g. a type whose plugin is not installed here: the literal is still true
-                values[name] = literal
+                values[name] = _python_value(ctx, literal, python_type)
+            except Exception as exc:  # e.g. its data deleted, or a plugin this kernel lacks
+                values[name] = unreadable(name, exc, what=what, run_name=run_name, uri=_where(literal))
     return values
+
+
+def _python_value(ctx, literal, python_type):
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.types.structured import StructuredDataset
+
+    value = TypeEngine.to_python_value(ctx, literal, python_type)
+    if isinstance(value, StructuredDataset) and value.uri is None:
+        # flytekit keeps where a dataset it read is in a private field: say it where people look.
+        value.uri = _where(literal)
+    return value
+
+
+def _where(literal) -> str | None:
+    """Where a file, directory or dataset literal's data is; None for other literals."""
+    scalar = literal.scalar
+    if scalar is None:
+        return None
+    for held in (scalar.blob, scalar.structured_dataset, scalar.schema):
+        if held is not None and getattr(held, "uri", None):
+            return held.uri
+    return None
 
 
 def output_order(names, types: dict) -> list[str]:
@@ -93,21 +120,6 @@ def output_order(names, types: dict) -> list[str]:
 
 def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def plain_value(value):
-    """FlyteFile / FlyteDirectory as their path or URL; everything else unchanged."""
-    from flytekit.types.directory import FlyteDirectory
-    from flytekit.types.file import FlyteFile
-
-    if isinstance(value, (FlyteFile, FlyteDirectory)):
-        source = getattr(value, "remote_source", None) or value.path
-        return str(source)
-    if isinstance(value, list):
-        return [plain_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain_value(v) for k, v in value.items()}
-    return value
 
 
 def _output_literal_map(run, execution) -> literals_pb2.LiteralMap:
@@ -152,7 +164,7 @@ def _registered_output_types(run, execution) -> dict:
         variable = variables[name]
         try:
             types[name] = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(variable.type))
-        except Exception:  # a type flytekit cannot guess: the literal is shown as it is
+        except Exception:  # a type flytekit cannot guess: that output is told about as unreadable
             types[name] = None
     run._output_types = types
     return types

@@ -57,13 +57,30 @@ def field_widget(field: Field) -> widgets.Widget:
         editor = widgets.Dropdown(options=choices, value=value, **common)
     elif field.kind == "json":
         editor = widgets.Textarea(value=field.text, placeholder=field.placeholder, rows=3, **common)
+    elif field.kind == "unsupported" and field.has_default:  # shown, but no editor can change it
+        editor = widgets.Text(value=default_text(field), disabled=True, **common)
     elif field.kind == "unsupported":
-        shown = "registered default" if field.has_default else "cannot be typed here: launch from code"
-        editor = widgets.Text(value="", placeholder=shown, disabled=True, **common)
+        editor = widgets.Text(value="", placeholder="cannot be typed here: launch from code", disabled=True, **common)
     else:
         editor = widgets.Text(value=field.text, placeholder=field.placeholder, continuous_update=False, **common)
     editor.tooltip = tooltip
     return editor
+
+
+def default_text(field: Field) -> str:
+    """A default the form has no editor for, as Python writes it: ``'s'`` (a str), ``3``, ``None``."""
+    return repr(field.default)
+
+
+def field_note(field: Field, entity_name: str) -> str:
+    """What shows beside a field: its type, and how to change a value the form cannot edit."""
+    if field.fixed:
+        return "fixed by the launch plan"
+    if field.kind == "unsupported" and field.has_default:
+        short = entity_name.rsplit(".", 1)[-1]
+        return (f"{field.type_label}: to change it, start the run from a code cell: "
+                f"reg.launch({short!r}, {field.name}=...)")
+    return field.type_label
 
 
 class LaunchForm(widgets.VBox):
@@ -88,7 +105,7 @@ class LaunchForm(widgets.VBox):
     def _row(self, field: Field) -> widgets.HBox:
         """Editor, type label, and the problem with what was typed (on its own line, when there is one)."""
         editor = field_widget(field)
-        note = "fixed by the launch plan" if field.fixed else field.type_label
+        note = field_note(field, self.ref.name)
         type_note = widgets.HTML(f"<span class='fastreg-type' style='{_SECONDARY};{_WRAPPING}'>{esc(note)}</span>",
                                  layout=_note_layout())
         problem = widgets.HTML(layout=_note_layout(whole_line=True))

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from fastreg_magic.runs_data import NOT_STARTED, NodeStatus
 from fastreg_magic.runs_tree import flatten
+from fastreg_magic.runs_values import Unreadable, shown
 
 # Phase colours, the console's palette in spirit: grey waiting, blue working, green done, red failed.
 PHASE_COLOURS = {
@@ -161,7 +162,7 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
 
 
 def _short_repr(value: Any, limit: int = 2000) -> str:
-    text = pprint.pformat(value, width=100, compact=True)
+    text = pprint.pformat(shown(value), width=100, compact=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -265,6 +266,8 @@ _WRAPPED = "margin:0;white-space:pre-wrap;overflow-wrap:anywhere"
 
 
 def _value_html(value: Any) -> str:
+    if isinstance(value, Unreadable):  # one line saying why, where its value would be
+        return f"<span class='fastreg-unreadable' style='color:var(--jp-error-color1,#c62828);{_WRAPPED}'>{esc(value.line)}</span>"
     if isinstance(value, str) and value.startswith(("http://", "https://")):
         return f'<a href="{esc(value)}" target="_blank" rel="noopener">{esc(value)}</a>'
     text = _shown_text(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import pytest
 from flytekit import LaunchPlan, task, workflow
@@ -421,3 +421,26 @@ def test_the_form_names_the_fields_to_fix_and_never_talks_about_code():
 
 class Opaque:
     """A type the form has no editor for."""
+
+
+@workflow
+def _unions(u: Union[int, str] = "s", g: Optional[Union[int, float]] = None, n: int = 1) -> int:
+    return _square(n=n)
+
+
+def test_a_default_the_form_cannot_edit_is_shown_with_how_to_change_it():
+    import html
+
+    from fastreg_magic.widget_form import LaunchForm
+
+    ref = type("Ref", (), {"entity": _unions, "name": "tests._unions", "kind": "workflow"})()
+    launched = []
+    form = LaunchForm(ref, lambda r, values: launched.append(values))
+    u, g = form.editors["u"], form.editors["g"]
+    assert (u.value, u.disabled) == ("'s'", True)  # the str 's', as Python writes it: not the int or a name
+    assert (g.value, g.disabled) == ("None", True)
+    notes = [html.unescape(row.children[1].value) for row in form.children[:3]]
+    assert "Union[int, str]: to change it, start the run from a code cell: reg.launch('_unions', u=...)" in notes[0]
+    assert "to change it, start the run from a code cell: reg.launch('_unions', g=...)" in notes[1]
+    assert "code cell" not in notes[2]  # an input the form edits says only its type
+    assert form.launch_clicked() == {"n": 1} and launched == [{"n": 1}]  # the registered defaults apply
