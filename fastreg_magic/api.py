@@ -14,6 +14,7 @@ per-process memo without any upload or Create RPC.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.machinery
@@ -28,7 +29,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, MutableMapping
 
 from fastreg_magic import config as _config
-from fastreg_magic.errors import CollectError, RunError
+from fastreg_magic.errors import CollectError, Interrupted, RunError
 from fastreg_magic.lift_imports import GENERATED_MARK
 
 DEFAULT_PROJECT = "flytesnacks"
@@ -98,10 +99,10 @@ class Registration:
         )
 
     def _keep_run(self, run) -> None:
-        """``run`` joins ``.runs`` and every view of this release."""
-        self.runs.append(run)
-        for view in list(self._views):
-            view.show_run(run)
+        """``run`` joins ``.runs`` and every open view of them, the re-run cell's widget too."""
+        from fastreg_magic.widget_registration import keep_run  # ipywidgets: imported only once a run starts
+
+        keep_run(self, run)
 
     def start_run(self, target: EntityRef, inputs: Mapping[str, Any], *, execution_name: str | None = None,
                   before_create: Callable[[], None] | None = None) -> Any:
@@ -168,9 +169,19 @@ class Registration:
         return widget.RegistrationWidget(self)
 
     def _ipython_display_(self) -> None:
-        from fastreg_magic import widget
+        """The widget (Jupyter) or text (terminal). Ctrl-C as it is drawn says what the cell left: this
+        release registered, not shown; not a wall of ipywidgets' or the kernel's frames."""
+        try:
+            from fastreg_magic import widget
 
-        widget.display_registration(self)
+            with taking_ctrl_c() as watch:
+                widget.display_registration(self)
+                if watch.presses:  # taken in a `__del__` as it was drawn, where Python drops it: shown all the same
+                    raise interrupted_before_shown(self, shown=True)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted_before_shown(self) from None
 
     def __str__(self) -> str:
         """What terminal IPython shows, for ``print(reg)`` in a script."""
@@ -268,23 +279,24 @@ def fast_register(
     from fastreg_magic import upload as _upload
 
     notices: list[str] = []  # said once the call returns, on this thread (see _warn_at_the_caller)
-    options = pipeline.Options(
-        module=validate_module_name(module or DEFAULT_MODULE),
-        project=_require("project", project),
-        domain=_require("domain", domain),
-        images=tuple(images or ()),
-        source_root=Path(source_root or Path.cwd()).expanduser().resolve(),
-        copy=copy,
-        version=version,
-        destination_dir=destination_dir,
-        service_account=service_account,
-        raw_output_prefix=raw_output_prefix,
-        distribution_dir=_upload.distribution_dir(distribution_dir),
-        activate=activate,
-        max_archive_bytes=max_archive_bytes,
-        progress=progress,
-        notebook=Path(notebook) if notebook else None,
-    )
+    with pipeline.stopping("while reading the options"):
+        options = pipeline.Options(
+            module=validate_module_name(module or DEFAULT_MODULE),
+            project=_require("project", project),
+            domain=_require("domain", domain),
+            images=tuple(images or ()),
+            source_root=Path(source_root or Path.cwd()).expanduser().resolve(),
+            copy=copy,
+            version=version,
+            destination_dir=destination_dir,
+            service_account=service_account,
+            raw_output_prefix=raw_output_prefix,
+            distribution_dir=_upload.distribution_dir(distribution_dir),
+            activate=activate,
+            max_archive_bytes=max_archive_bytes,
+            progress=progress,
+            notebook=Path(notebook) if notebook else None,
+        )
     try:
         return pipeline.run(
             source,
@@ -324,6 +336,117 @@ def import_flytekit_keeping_ctrl_c() -> None:
         import flytekit  # noqa: F401
     finally:
         signal.signal = replace_handler
+
+
+class CtrlCWatch:
+    """Every Ctrl-C from :meth:`start` to :meth:`stop`: over a whole ``%%flyte_fast`` cell, or one block.
+
+    Inside :meth:`taking` blocks (the magic, the drawing of its result) a press raises KeyboardInterrupt
+    at once, as Python's own handler does, and is counted in ``presses``, even one that lands in a
+    ``__del__`` or a weakref callback: Python drops those ("Exception ignored in: ..."), garbage
+    collection runs them at any moment (ipywidgets' ``Widget.__del__``), and the cell would go on as if
+    Stop had not been pressed. Outside them (IPython's own code running the cell, before and between)
+    a press is held, and the next block raises it as it starts: IPython's frames are no one's to read.
+    Only on the main thread, while Python's own handler takes Ctrl-C (a kernel running a cell, a
+    script): another handler (flytekit's, a caller's) is left alone.
+    """
+
+    def __init__(self):
+        self.presses = 0
+        self._taking = 0
+        self._held = False
+        self._active = False
+        self._previous_hook = None
+
+    def start(self) -> CtrlCWatch:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous_hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
+            signal.signal(signal.SIGINT, self._pressed)
+            self._active = True
+        return self
+
+    def stop(self) -> None:
+        import signal
+
+        if not self._active:
+            return
+        self._active = False
+        if signal.getsignal(signal.SIGINT) == self._pressed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._previous_hook
+
+    @contextlib.contextmanager
+    def taking(self):
+        self._taking += 1
+        try:
+            if self._held:  # pressed as IPython ran the cell's first lines
+                self._held = False
+                raise KeyboardInterrupt
+            yield self
+        finally:
+            self._taking -= 1
+
+    def _pressed(self, signum, frame) -> None:
+        self.presses += 1
+        if not self._taking:
+            self._held = True
+            return
+        raise KeyboardInterrupt
+
+    def _unraisable(self, info) -> None:
+        """A KeyboardInterrupt dropped where Python drops it: counted, and said by the block; not shown twice."""
+        if not (self.presses and isinstance(info.exc_value, KeyboardInterrupt)):
+            self._previous_hook(info)
+
+
+_cell_watch: CtrlCWatch | None = None  # the %%flyte_fast cell running now, if any
+
+
+def watch_the_cell() -> None:
+    """Watch Ctrl-C over the notebook cell starting now (IPython's ``pre_run_cell``), until :func:`unwatch_the_cell`."""
+    global _cell_watch
+    unwatch_the_cell()
+    _cell_watch = CtrlCWatch().start()
+
+
+def unwatch_the_cell() -> None:
+    global _cell_watch
+    if _cell_watch is not None:
+        _cell_watch.stop()
+        _cell_watch = None
+
+
+@contextlib.contextmanager
+def taking_ctrl_c():
+    """A block that takes Ctrl-C (see :class:`CtrlCWatch`); yields the watch, whose ``presses`` counts
+    them, dropped ones included. Within the cell's watch when a ``%%flyte_fast`` cell runs, else its own."""
+    watch = _cell_watch if _cell_watch is not None else CtrlCWatch().start()
+    try:
+        with watch.taking():
+            yield watch
+    finally:
+        if watch is not _cell_watch:
+            watch.stop()
+
+
+def interrupted_before_shown(reg: Registration, *, shown: bool = False):
+    """The one line for Ctrl-C once ``reg`` is done: what it left (registered, or only checked or
+    written), and whether re-running the cell is needed to see it."""
+    if reg.remote is not None:
+        done = f"version {reg.version} of {reg.module} is registered"
+    elif reg.archive_uri:
+        done = f"version {reg.version} of {reg.module} was written to {reg.archive_uri.rsplit('/', 1)[0]}"
+    else:
+        done = f"the dry run of {reg.module} (version {reg.version}) is done"
+    if shown:
+        return Interrupted(f"Interrupted as the cell's result was shown: {done}.")
+    return Interrupted(f"Interrupted before the cell's result was shown: {done}.", "Re-run the cell to show it.")
 
 
 def _resolve(backend, endpoint: str | None, config_file: str | None, notice_to) -> _config.Backend:
@@ -446,7 +569,9 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
     """Execute ``source`` as module ``name`` from ``<module_dir>/<name>.py``; returns the module.
 
     When the module already loaded under that name came from the same source and the same shipped
-    files (``digest``), it is returned as is: like ``import``, an unchanged module is not run twice.
+    files (``digest``), and its load was completed (:func:`trust_module`), it is returned as is: like
+    ``import``, an unchanged module is not run twice. One whose load was stopped or failed after it
+    ran (a workflow body interrupted as flytekit compiled it) is run again.
     """
     loaded = sys.modules.get(name)
     if digest is not None and loaded is not None and _is_generated(loaded) and getattr(loaded, _FINGERPRINT, None) == (source, digest):
@@ -460,6 +585,7 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
     spec = importlib.util.spec_from_file_location(name, path, loader=_GeneratedModuleLoader(name, str(path)))
     module = importlib.util.module_from_spec(spec)  # `pkg.mod` gets __package__ `pkg`: its relative imports work
     sys.modules[name] = module
+    _forget_launch_plans_of(loaded)
     try:
         spec.loader.exec_module(module)
     except BaseException:
@@ -470,8 +596,22 @@ def load_module(name: str, source: str, source_root: Path, digest: str | None = 
         raise
     if parent is not None:  # as `import pkg.mod` leaves it: `pkg.mod` is an attribute of `pkg`
         setattr(parent, name.rpartition(".")[2], module)
-    setattr(module, _FINGERPRINT, (source, digest))
+    setattr(module, _FINGERPRINT, _NOT_TRUSTED_YET)
     return module
+
+
+def _forget_launch_plans_of(replaced: ModuleType | None) -> None:
+    """The module's new load may name the launch plans its previous load named (see register)."""
+    from fastreg_magic import register
+
+    register.forget_launch_plans_of(replaced)
+
+
+def trust_module(module: ModuleType, source: str, digest: str | None) -> None:
+    """Let an unchanged re-run reuse ``module``: its load is complete (it ran, and flytekit compiled its
+    workflows). Until then it is run again: flytekit marks a workflow compiled before running its body,
+    so one stopped half-way would keep no nodes, and FlyteAdmin refuse it ("Parameter not bound")."""
+    setattr(module, _FINGERPRINT, (source, digest))
 
 
 def _import_parent_package(name: str) -> ModuleType | None:
@@ -494,6 +634,7 @@ class _GeneratedModuleLoader(importlib.machinery.SourceFileLoader):
 
 
 _FINGERPRINT = GENERATED_MARK  # collect tells generated modules from local ones by the same attribute
+_NOT_TRUSTED_YET = None  # a generated module (the mark is there) that no re-run may reuse
 _local_stamps: dict[str, tuple] = {}  # local module name -> (file, mtime_ns, size) when we last saw it loaded
 
 

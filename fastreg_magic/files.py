@@ -558,7 +558,16 @@ def run_register_files(args) -> int:
         registered.append(str(plan.folder))
         print(f"{plan.folder}: registered {len(plan.specs)} entities as version {plan.version} in "
               f"{plan.project}/{plan.domain} on {backend.label}")
+        for notice in _unscheduled(plan, backend):  # as the magic lists it under its summary
+            print(f"{plan.folder}: warning: {notice}", file=sys.stderr)
     return 0
+
+
+def _unscheduled(plan: "PlannedRelease", backend) -> tuple[str, ...]:
+    """The magic's notice for launch plans activated with a schedule on the embedded sandbox, which runs none."""
+    from fastreg_magic import pipeline
+
+    return pipeline._unscheduled(plan.specs, plan.options, backend)
 
 
 def _place(args, release: "Release") -> dict:
@@ -605,6 +614,7 @@ def serialized_folders(directory: Path) -> list[Path]:
     return found
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_KEYS = {"module": str, "version": str, "archive": str, "digest": str, "destination_dir": str}
 
 
@@ -637,6 +647,12 @@ def read_manifest(folder: Path) -> dict:
             raise damaged(f"{key} is not a string")
     if not isinstance(manifest.get("activate"), (bool, type(None))):
         raise damaged("activate is not true or false")
+    if "archive_sha256" not in manifest:
+        raise RegistrationError(f"{path} was written by an earlier fastreg: it does not record the archive's bytes, "
+                                "so a change to them since could not be told.",
+                                "Re-run `fastreg serialize` into this directory.")
+    if not (isinstance(manifest["archive_sha256"], str) and _SHA256.fullmatch(manifest["archive_sha256"])):
+        raise damaged("archive_sha256 is not a sha256")
     listed = manifest.get("files")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
@@ -669,7 +685,8 @@ def load_release(folder: Path) -> Release:
     serialized = specs.read_specs(folder)
     if not serialized:
         raise RegistrationError(f"{folder} holds no .pb files.", "Re-run `fastreg serialize`.")
-    return Release(folder, manifest, serialized, _archive_of(folder / manifest["archive"], manifest["digest"]))
+    archive = _archive_of(folder / manifest["archive"], manifest["digest"], manifest["archive_sha256"])
+    return Release(folder, manifest, serialized, archive)
 
 
 @dataclass(frozen=True)
@@ -683,6 +700,7 @@ class PlannedRelease:
     project: str
     domain: str
     activate: bool
+    options: object  # pipeline.Options it was planned with
 
 
 def plan_release(release: Release, backend, *, project, domain, service_account=None, raw_output_prefix=None,
@@ -716,10 +734,26 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
             "the settings differ, register it with the same --additional-distribution-dir, --service-account "
             "and --raw-output-prefix as before.",
         ) from err
-    return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate)
+    return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate, options)
 
 
-def _archive_of(path: Path, digest: str):
+def archive_sha256(path: Path) -> str:
+    """The sha256 of an archive's bytes: recorded by ``serialize`` in the manifest, checked by ``register-files``."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archive_of(path: Path, digest: str, sha256: str):
+    """The release's archive, checked: the members its version names, in the bytes ``serialize`` wrote.
+
+    The members alone would let through bytes appended after them: ``tarfile`` stops at the end-of-archive
+    blocks, but every run's ``tar`` fails on them ("trailing garbage").
+    """
     from fastreg_magic import package
 
     if not path.is_file():
@@ -733,6 +767,12 @@ def _archive_of(path: Path, digest: str):
         # The version names this content: registered, other code would run under it.
         raise RegistrationError(
             f"The archive {path} does not hold what `fastreg serialize` put in it (it was changed since).",
+            "Re-run `fastreg serialize` into this directory.",
+        )
+    if archive_sha256(path) != sha256:
+        raise RegistrationError(
+            f"The archive {path} was changed since `fastreg serialize` wrote it (its bytes are not those "
+            f"{MANIFEST} records).",
             "Re-run `fastreg serialize` into this directory.",
         )
     return package.Archive(path=path, digest=digest, size=path.stat().st_size, members=members)

@@ -90,8 +90,8 @@ class FlyteFast(Magics):
         `%config FlyteFast.module = "NAME"`); and `--copy all` ships the notebook file too: list it
         in a .flyteignore in the source root to leave it out.
         """
-        args = _parse_options(self.flyte_fast, "%%flyte_fast", line)
-        return self._guarded(lambda: self._register(args, cell))
+        return self._guarded(lambda: self._register(_parse_options(self.flyte_fast, "%%flyte_fast", line), cell),
+                             registering=True)
 
     @magic_arguments()
     @argument("execution", help="Execution name or console URL.")
@@ -109,10 +109,13 @@ class FlyteFast(Magics):
 
     def _register(self, args, cell: str):
         _import_flytekit_keeping_the_shell(self.shell)  # Ctrl-C during it: nothing was registered
-        from fastreg_magic import api
+        try:
+            from fastreg_magic import api
 
-        options = self._options(args)
-        _keep_from_autoreload(self.shell, options["module"])
+            options = self._options(args)
+            _keep_from_autoreload(self.shell, options["module"])
+        except KeyboardInterrupt:
+            raise errors.Interrupted("Interrupted while reading the cell's options: nothing was registered.") from None
         registering = not (args.dry_run or args.serialize_to)
         # Resolved only when the cell is sound: a syntax error must not start the embedded sandbox.
         backend = (lambda: self._backend(args)) if registering else None
@@ -201,11 +204,23 @@ class FlyteFast(Magics):
         return runs.attach_first([(b.label or b.endpoint, lambda b=b: attach_on(b)) for b in backends],
                                  args.execution, project=project, domain=domain)
 
-    def _guarded(self, action):
+    def _guarded(self, action, registering: bool = False):
         """The error boundary: our typed errors become one line; anything else keeps its traceback,
-        from the cell's own code on when the cell raised it."""
+        from the cell's own code on when the cell raised it.
+
+        ``registering`` (a ``%%flyte_fast`` cell): Stop at any moment is one line saying the state it
+        left, never a wall of our frames or a library's, and never lost (see `_interrupted_registering`).
+        """
+        remembered = None  # what the kernel had registered when the cell started
         try:
-            return action()
+            from fastreg_magic import api
+
+            with api.taking_ctrl_c() as watch:
+                remembered = dict(api._memo)
+                result = action()
+                if watch.presses and registering:  # taken where Python drops it (a `__del__`): the cell went on
+                    raise api.interrupted_before_shown(result)
+            return result
         except FastRegError as err:
             if self.show_traceback:
                 raise
@@ -219,7 +234,27 @@ class FlyteFast(Magics):
             # as a plain cell's would, with the state it leaves.
             if not self.show_traceback:
                 _show_from_the_cell(self.shell, exc, state="Interrupted as the cell ran: nothing was registered.")
+            told = _interrupted_registering(exc, remembered) if registering and not self.show_traceback else exc
+            if told is not exc:
+                raise told from None
             raise
+
+
+def _interrupted_registering(exc: KeyboardInterrupt, remembered: dict | None) -> KeyboardInterrupt:
+    """``exc`` as the cell shows it: as it is when it says the state it left (`errors.Interrupted`) or is
+    the cell's own code stopped; else one line. That is Ctrl-C before the pipeline's steps, between them
+    or once they are done, each of which says its own state: what the kernel remembers having registered
+    since ``remembered`` (its registrations when the cell started) says which it was."""
+    from fastreg_magic.cell_errors import RAISED_BY_THE_CELL
+
+    if isinstance(exc, errors.Interrupted) or getattr(exc, RAISED_BY_THE_CELL, None) is not None:
+        return exc
+    from fastreg_magic import api
+
+    registered = [reg for key, reg in api._memo.items() if remembered is not None and remembered.get(key) is not reg]
+    if registered:
+        return api.interrupted_before_shown(registered[-1])
+    return errors.Interrupted("Interrupted as the cell started: nothing was registered.")
 
 
 def _show_from_the_cell(shell, exc: BaseException, state: str | None = None) -> None:
@@ -387,12 +422,33 @@ def _keep_from_autoreload(shell, module: str) -> None:
         reloader.mark_module_skipped(module)
 
 
+def _watch_ctrl_c_in_flyte_fast_cells(info) -> None:
+    """From IPython's first line running a ``%%flyte_fast`` cell, Ctrl-C is the magic's to say (see
+    `api.CtrlCWatch`): pressed before the magic starts, as IPython runs the cell, it is one line too."""
+    if info.raw_cell.lstrip().startswith("%%flyte_fast"):
+        from fastreg_magic import api
+
+        api.watch_the_cell()
+
+
+def _unwatch_ctrl_c(result) -> None:
+    api = sys.modules.get("fastreg_magic.api")
+    if api is not None:
+        api.unwatch_the_cell()
+
+
 def load_into(ipython) -> None:
     if not any(isinstance(m, FlyteFast) for m in ipython.configurables):
         ipython.register_magics(FlyteFast(shell=ipython))
+    if _watch_ctrl_c_in_flyte_fast_cells not in ipython.events.callbacks["pre_run_cell"]:
+        ipython.events.register("pre_run_cell", _watch_ctrl_c_in_flyte_fast_cells)
+        ipython.events.register("post_run_cell", _unwatch_ctrl_c)
 
 
 def unload_from(ipython) -> None:
     for kind, name in (("cell", "flyte_fast"), ("line", "flyte_watch")):
         ipython.magics_manager.magics[kind].pop(name, None)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, FlyteFast)]
+    for event, callback in (("pre_run_cell", _watch_ctrl_c_in_flyte_fast_cells), ("post_run_cell", _unwatch_ctrl_c)):
+        if callback in ipython.events.callbacks[event]:
+            ipython.events.unregister(event, callback)

@@ -90,7 +90,7 @@ def run(
     from fastreg_magic import collect
 
     timings: dict[str, float] = {}
-    with api.timed(timings, "collect"):
+    with api.timed(timings, "collect"), stopping("while reading the cell"):
         # Without a namespace the source must stand alone; an empty one makes collect report free names now.
         module_source = collect.module_from_cell(source, options.module, namespace if namespace is not None else {},
                                                  first_line=first_line)
@@ -100,57 +100,93 @@ def run(
 
 def run_module(module_source, options: Options, *, namespace, dry_run, serialize_to, backend_fn, timings,
                module_file: Path | None = None) -> api.Registration:
-    with _stopping("while collecting the files to ship"):
-        prepared = prepare_files(module_source, options, timings, module_file)
-    if dry_run or serialize_to is not None:
-        with _stopping("while serializing"):
-            return _serialize_only(prepared, options, namespace, timings, dry_run=dry_run, serialize_to=serialize_to,
-                                   module_file=module_file)
-    backend = _finding_backend(backend_fn)
-    key = api._memo_key(backend, options.project, options.domain, prepared.version, prepared.content_version,
-                        options.activate)
-    cached = api._memo.get(key)
-    stored_again = _store_again_if_gone(cached, prepared, options, backend, timings) if cached is not None else None
-    if stored_again is not None and stored_again.uri != cached.archive_uri:
-        cached = None  # stored under another name: register entities that point there
-    if cached is not None:  # same content, same place: nothing to create, nothing to upload unless it was gone
-        with _stopping("while running the cell"):
-            prepared = load(prepared, options, namespace, timings)
-        timings.setdefault("upload", 0.0)
-        timings["register"] = 0.0
-        uploaded = stored_again is not None and stored_again.uploaded
-        warnings = cached.warnings + ((_stored_again_note(cached.archive_uri),) if uploaded else ())
-        # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
-        # cell's view shows the runs started from the one it replaces (those still going too, with
-        # their Terminate button), and vice versa.
-        return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
-                                   registered=False, timings=dict(timings), lifted=module_source.lifted,
-                                   runs=cached.runs, warnings=warnings)
-    with _stopping(f"while connecting to {backend.label}"):
-        backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
-        remote = _config.connect(backend, options.project, options.domain)
-        client = _config.admin_client(backend)
-        register.check_project_domain(client, options.project, options.domain, backend=backend)
-    # The embedded sandbox runs tasks on this machine: an ImageSpec's image is never pulled there, so not built.
-    with _stopping("while uploading the archive and serializing the cell"):
-        archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
-                                                         build_images=not backend.is_sandbox)
-    with api.timed(timings, "register"):
-        try:
-            _register(client, prepared, options, stored.uri)
-        except VersionConflict:
-            if options.version:
-                raise
-            # Same files, yet another structure: a default computed when the module runs (a local
-            # file uploaded under a new name, datetime.now()). The version then covers the structure too.
-            prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True,
-                                  build_images=not backend.is_sandbox)
-            _register(client, prepared, options, stored.uri)
-    reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True, timings=timings,
-                        remote=remote)
-    reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
-    api._memo[key] = reg
-    return reg
+    # Each step says what stopped it; this, a Ctrl-C between two of them.
+    with stopping("before registering"):
+        with stopping("while collecting the files to ship"):
+            prepared = prepare_files(module_source, options, timings, module_file)
+        if dry_run or serialize_to is not None:
+            with stopping("while serializing"):
+                return _serialize_only(prepared, options, namespace, timings, dry_run=dry_run,
+                                       serialize_to=serialize_to, module_file=module_file)
+        backend = _finding_backend(backend_fn)
+        with stopping("while looking up what this kernel registered before"):
+            key = api._memo_key(backend, options.project, options.domain, prepared.version,
+                                prepared.content_version, options.activate)
+            cached = api._memo.get(key)
+            stored_again = (_store_again_if_gone(cached, prepared, options, backend, timings)
+                            if cached is not None else None)
+            if stored_again is not None and stored_again.uri != cached.archive_uri:
+                cached = None  # stored under another name: register entities that point there
+        if cached is not None and options.activate:
+            cached = _activated_again(cached, backend)  # None: the backend lost this version, registered again below
+        if cached is not None:  # same content, same place: nothing to create, nothing to upload unless it was gone
+            with stopping("while running the cell"):
+                return _answered_from_memory(cached, stored_again, prepared, options, namespace, timings)
+        with stopping(f"while connecting to {backend.label}"):
+            backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
+            remote = _config.connect(backend, options.project, options.domain)
+            client = _config.admin_client(backend)
+            register.check_project_domain(client, options.project, options.domain, backend=backend)
+        # The embedded sandbox runs tasks on this machine: an ImageSpec's image is never pulled there, so not built.
+        with stopping("while uploading the archive and serializing the cell"):
+            archive, stored, prepared = _store_while_loading(prepared, options, namespace, remote, timings,
+                                                             build_images=not backend.is_sandbox)
+    with _registering(options.module) as registered:
+        with api.timed(timings, "register"):
+            prepared = _register_as_versioned(client, prepared, options, stored.uri, timings,
+                                              build_images=not backend.is_sandbox, remote=remote)
+            registered.append(prepared.version)  # right as the Creates return: from here on, it is registered
+        reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True,
+                            timings=timings, remote=remote)
+        reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
+        api._memo[key] = reg
+        return reg
+
+
+def _register_as_versioned(client, prepared: Prepared, options: Options, archive_uri: str, timings: dict, *,
+                           build_images: bool, remote=None) -> Prepared:
+    """Register ``prepared``; returns it as registered (under another version when its own holds another structure)."""
+    try:
+        _register(client, prepared, options, archive_uri)
+        return prepared
+    except VersionConflict:
+        if options.version:
+            raise
+    # Same files, yet another structure: a default computed when the module runs (a local
+    # file uploaded under a new name, datetime.now()). The version then covers the structure too.
+    with stopping("while serializing the cell again under a version of its structure"):
+        prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True,
+                              build_images=build_images, remote=remote)
+    _register(client, prepared, options, archive_uri)
+    return prepared
+
+
+def _activated_again(cached, backend):
+    """--activate, unchanged cell: its launch plans' versions made the active ones again where another
+    version was activated since (see register.keep_active), with one line saying so. None when the
+    backend no longer has this version."""
+    plans = [ref for ref in cached.entities if ref.kind == "launch_plan"]
+    with stopping("while checking which versions of the cell's launch plans are active"):
+        reactivated = register.keep_active(_config.admin_client(_config.ensure_reachable(backend)), plans)
+    if not reactivated:
+        return None if reactivated is None else cached
+    note = register.reactivated_note(reactivated, cached.version)
+    return dataclasses.replace(cached, warnings=cached.warnings + (note,))
+
+
+def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Options, namespace, timings: dict):
+    """The remembered Registration of an unchanged cell, pointing at the objects of the module just run."""
+    prepared = load(prepared, options, namespace, timings)
+    timings.setdefault("upload", 0.0)
+    timings["register"] = 0.0
+    uploaded = stored_again is not None and stored_again.uploaded
+    warnings = cached.warnings + ((_stored_again_note(cached.archive_uri),) if uploaded else ())
+    # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
+    # cell's view shows the runs started from the one it replaces (those still going too, with
+    # their Terminate button), and vice versa.
+    return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
+                               registered=False, timings=dict(timings), lifted=prepared.module_source.lifted,
+                               runs=cached.runs, warnings=warnings)
 
 
 # The cell's failed runs whose failure has been answered by a look in the archive's store, by run
@@ -176,7 +212,7 @@ def _store_again_if_gone(cached, prepared: Prepared, options: Options, backend, 
     failed = [] if gone is not None else _failures_to_answer(cached)
     if not (gone or failed):
         return None
-    with _stopping("while uploading the archive again"):
+    with stopping("while uploading the archive again"):
         archive = _package(prepared, options, timings)
         with api.timed(timings, "upload"):
             stored = upload_archive(archive, options, cached.remote)
@@ -212,7 +248,7 @@ def _serialize_only(prepared: Prepared, options: Options, namespace, timings: di
 
 
 @contextlib.contextmanager
-def _stopping(step: str):
+def stopping(step: str):
     """Ctrl-C during a step before any Create RPC: one line saying what stopped, and that nothing was
     registered. The cell's own code, interrupted as it ran, keeps its traceback: its frames are the user's."""
     try:
@@ -225,15 +261,35 @@ def _stopping(step: str):
         raise Interrupted(f"Interrupted {step}: nothing was registered.") from exc
 
 
+@contextlib.contextmanager
+def _registering(module: str):
+    """Ctrl-C from the first Create on. The Creates themselves say what they left (`register.register_specs`);
+    once every one is answered (the version is added to the yielded list), the version is registered and
+    the cell shows nothing; a Ctrl-C just before or after the Creates cannot tell which side it fell on."""
+    registered: list[str] = []
+    try:
+        yield registered
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        if registered:
+            raise Interrupted(f"Interrupted after registering version {registered[-1]} of {module}: it is "
+                              "registered, not shown.", "Re-run the cell to show it.") from exc
+        raise Interrupted(f"Interrupted as {module} was being registered: it may be registered, or not yet.",
+                          "Re-run the cell: it registers what is missing and shows it.") from exc
+
+
 def _finding_backend(backend_fn):
     """``backend_fn()`` on a worker thread. With no backend configured it starts the embedded sandbox,
     a few seconds; Ctrl-C then lets the start finish, since a sandbox left starting would take the data
     dir from under the next cell's start. A second Ctrl-C stops waiting."""
-    future = register.worker_pool().submit(backend_fn)
+    future = None
     try:
+        future = register.worker_pool().submit(backend_fn)
         return register.result_of(future)
     except KeyboardInterrupt:
-        pass
+        if future is None:
+            raise Interrupted("Interrupted while finding the Flyte backend: nothing was registered.") from None
     try:
         backend = register.result_of(future)
     except KeyboardInterrupt:
@@ -242,16 +298,17 @@ def _finding_backend(backend_fn):
             "the background): nothing was registered.",
             "Re-run the cell (`fastreg sandbox --status` says whether the sandbox is running).",
         ) from None
-    if backend.is_sandbox:
+    if backend.restarts_with_cell:  # the per-user sandbox, which this cell may have been starting
         raise Interrupted(f"Interrupted while finding the embedded sandbox: a start under way was let finish, and it "
                           f"runs at {backend.endpoint}; nothing was registered.")
     raise Interrupted(f"Interrupted while finding the Flyte backend ({backend.label}): nothing was registered.")
 
 
 def _register(client, prepared: Prepared, options: Options, archive_uri: str) -> None:
-    hydrated = [_hydrate(spec, options, archive_uri) for spec in prepared.specs]
+    with stopping("while preparing the registration"):
+        hydrated = [_hydrate(spec, options, archive_uri) for spec in prepared.specs]
     if options.version:  # a content-derived version holds one structure, unless a default varies (above)
-        with _stopping(f"while checking that version {options.version} is free"):
+        with stopping(f"while checking that version {options.version} is free"):
             version_check.check_version_free(client, hydrated)
     register.register_specs(client, hydrated, activate=options.activate)
 
@@ -293,21 +350,22 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     if prepared.raw_size > upload.PROGRESS_MIN_BYTES:
         archive = _package(prepared, options, timings)
         if archive.size > upload.PROGRESS_MIN_BYTES:
-            with api.timed(timings, "upload"), _stopping("while uploading the archive"):
+            with api.timed(timings, "upload"), stopping("while uploading the archive"):
                 stored = upload_archive(archive, options, remote)
             loaded = load(prepared, options, namespace, timings)
-            return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images)
+            return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images,
+                                               remote=remote)
     else:
         archive = None
     background: dict[str, float] = {}
     stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
         loaded = load(prepared, options, namespace, timings)
-        prepared = serialized(loaded, options, timings, for_place=True, build_images=build_images)
+        prepared = serialized(loaded, options, timings, for_place=True, build_images=build_images, remote=remote)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
-    with _stopping("while uploading the archive"):
+    with stopping("while uploading the archive"):
         archive, stored = register.result_of(stored_future)
     for step, seconds in background.items():
         timings[step] = timings.get(step, 0.0) + seconds
@@ -357,6 +415,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
                                      prepared.digest)
             entities = tuple(register.module_entities(module))
             register.compile_workflows(entities)  # their bodies are the cell's code too
+            api.trust_module(module, prepared.module_source.source, prepared.digest)
         except KeyboardInterrupt as exc:  # stopped in the cell's own code: shown as a plain cell's would be
             cell_errors.mark_raised_by_the_cell(exc, prepared.module_source, where)
             raise
@@ -384,19 +443,31 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
 
 
 def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place: bool = False,
-               build_images: bool = True) -> Prepared:
+               build_images: bool = True, remote=None) -> Prepared:
     """``prepared`` with its specs: every entity serialized (validated) for Flyte.
 
     ``for_place``: serialize straight for ``options``' project/domain (saves hydrating identifiers);
     otherwise the specs are place-independent, as ``--serialize-to`` writes them. Without
     ``build_images``, the ImageSpecs tasks run on are only named: never looked up in a registry or built.
+    With ``remote``, data in defaults (a ``FlyteFile`` path, an array, a DataFrame) is uploaded to its
+    backend, as ``pyflyte register`` does: a default must be readable where the run runs, not only in
+    this kernel's temporary files.
     """
-    with api.timed(timings, "serialize"):
+    with api.timed(timings, "serialize"), _data_stored_by(remote):
         place = {"project": options.project, "domain": options.domain} if for_place else {}
         settings = register.serialization_settings(prepared.image_config, prepared.version, options.destination_dir,
                                                    **place)
         specs = register.serialize(prepared.entities, settings, build_images=build_images)
         return dataclasses.replace(prepared, specs=specs)
+
+
+def _data_stored_by(remote):
+    """flytekit's context whose raw data goes to ``remote``'s backend (its DataProxy, ``flyte://``)."""
+    if remote is None:
+        return contextlib.nullcontext()
+    from flytekit.core.context_manager import FlyteContextManager
+
+    return FlyteContextManager.with_context(remote.context.new_builder())
 
 
 def _local_module_files(fileset, generated: str) -> dict[str, Path]:
@@ -556,6 +627,7 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "version": prepared.version,
             "archive": archive_name,
             "digest": archive.digest,
+            "archive_sha256": files.archive_sha256(staging / archive_name),  # register-files refuses other bytes
             "destination_dir": options.destination_dir,
             # Part of the version: register-files stores the archive there too, and applies the launch-plan settings.
             "distribution_dir": options.distribution_dir,

@@ -10,7 +10,8 @@ Three steps, each usable alone (the magic runs all three; ``fastreg serialize`` 
 2. :func:`hydrate` (in ``specs.py``) fills those in for one project/domain/archive and applies the launch-plan options
    (service account, raw output prefix).
 3. :func:`register_specs` sends the Create RPCs in dependency waves, each wave in parallel; an entity
-   that already exists identically counts as done.
+   that already exists identically counts as done. A Create has a deadline (``CREATE_DEADLINE_S``, or
+   ``$FASTREG_CREATE_DEADLINE_S``), and once one fails nothing more is sent.
 
 Every gRPC failure is mapped to a typed error in :func:`error_for`.
 """
@@ -20,7 +21,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -69,6 +72,42 @@ def _defined_in(entity, module_name: str) -> bool:
     if function is not None:
         return getattr(function, "__module__", None) == module_name
     return getattr(entity, "instantiated_in", None) == module_name
+
+
+def forget_launch_plans_of(replaced: ModuleType | None = None) -> None:
+    """Forget the launch plans of modules that are loaded again, so that their new load declares them anew.
+
+    flytekit keeps every launch plan it makes, by name, for the life of the process
+    (``LaunchPlan.CACHE``) and refuses a second one of that name for another workflow object or with
+    other settings. A cell run again after an edit is a new load of its module, with new workflow
+    objects: without this, a cell naming a launch plan (``LaunchPlan.get_or_create(wf, name=...)``,
+    ``LaunchPlan.create``) could not be edited until the kernel restarts. Call it as ``replaced`` is
+    about to be replaced by a new load (``sys.modules`` already holding the new one). A launch plan
+    belongs to a replaced module when its workflow's function was defined in a module no longer
+    loaded (the cell's previous load, a local module forgotten because its file changed), or, for
+    a ``Workflow(...)`` built by hand (it records no module), when ``replaced`` holds it. Two launch
+    plans of one name within one load still meet flytekit's refusal.
+    """
+    from flytekit.core.launch_plan import LaunchPlan
+
+    held = {id(value) for value in vars(replaced).values()} if replaced is not None else set()
+    for name, plan in list(LaunchPlan.CACHE.items()):
+        replaced_with_module = _module_replaced(plan.workflow)
+        if replaced_with_module is None:  # built by hand: the replaced module's if it holds it
+            replaced_with_module = id(plan) in held or id(plan.workflow) in held
+        if replaced_with_module:
+            LaunchPlan.CACHE.pop(name, None)
+
+
+def _module_replaced(workflow) -> bool | None:
+    """Whether the module that defined ``workflow``'s function is no longer the one loaded under its name;
+    None for a workflow no function defines (``Workflow(...)``), which records no module."""
+    function = getattr(workflow, "_workflow_function", None)
+    namespace = getattr(function, "__globals__", None)
+    if namespace is None:
+        return None
+    loaded = sys.modules.get(getattr(function, "__module__", None) or "")
+    return loaded is None or vars(loaded) is not namespace
 
 
 def local_objects(entities: Iterable) -> dict:
@@ -314,23 +353,55 @@ def _spec_of(local, cp_entity) -> Spec:
 
 # ---------------------------------------------------------------- registration
 
+# FlyteAdmin answers a Create in milliseconds, a big workflow's on a loaded cluster in seconds. A Create
+# with no answer for this long is a backend that is stuck (or a connection that goes nowhere): the
+# registration fails saying so, rather than waiting for good. flytekit puts no deadline on its Creates;
+# this is the one it gives its own calls (FlyteRemote.sync_execution's DEFAULT_SYNC_EXECUTION_RPC_TIMEOUT).
+CREATE_DEADLINE_S = 60.0
+# Another deadline for this process, in seconds: a cluster known to be slow, a test's stopped backend.
+CREATE_DEADLINE_ENV = "FASTREG_CREATE_DEADLINE_S"
+
+# After the first Ctrl-C, how long the registration calls under way may take before a line says what the
+# cell is waiting for: on a backend that answers, they are done before that, and the one line the cell
+# shows is where things stand.
+WAITING_LINE_AFTER_S = 0.5
+
+
+def create_deadline_s() -> float:
+    """How long one registration call may go unanswered: ``$FASTREG_CREATE_DEADLINE_S``, else
+    ``CREATE_DEADLINE_S``."""
+    text = os.environ.get(CREATE_DEADLINE_ENV, "").strip()
+    if not text:
+        return CREATE_DEADLINE_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not (seconds > 0 and seconds != float("inf")):
+        raise RegistrationError(f"{CREATE_DEADLINE_ENV}={text!r} is not a number of seconds above 0.",
+                                f"Set it to one (the default is {CREATE_DEADLINE_S:g}) or unset it, then re-run.")
+    return seconds
+
 
 def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> int:
     """Create every spec, each as soon as what it references is registered; returns the Creates sent.
 
     FlyteAdmin compiles a workflow against its tasks (and launch plans it calls) and a launch plan
     against its workflow, so those must exist first; everything independent goes out in parallel.
-    A spec whose dependency failed is not sent. The first failure is raised.
+    Once a Create fails, nothing more is sent (a backend that stopped answering would otherwise hold
+    the cell a deadline per remaining entity); the first failure is raised once the Creates under way
+    have answered.
     """
-    ordered = _dependency_order(specs)
-    futures: dict[tuple, concurrent.futures.Future] = {}
+    creates = _Creates(client, _dependency_order(specs), activate, create_deadline_s())
     try:
-        _send_creates(ordered, futures, client, activate)
-        for future in futures.values():
-            result_of(future)
+        creates.send()
+        creates.wait()
     except KeyboardInterrupt:
-        raise _interrupted_registration(ordered, futures, client, activate) from None
-    return len(futures)
+        raise _interrupted_registration(creates) from None
+    failure = creates.failure()
+    if failure is not None:
+        raise failure
+    return len(creates.futures)
 
 
 # How often a thread waiting on the worker pool wakes up to take a Ctrl-C (see `result_of`).
@@ -354,41 +425,139 @@ def result_of(future: concurrent.futures.Future):
     return future.result()
 
 
-def _send_creates(ordered, futures: dict, client, activate: bool) -> None:
-    """Submit the Creates not submitted yet, in dependency order, to a FIFO pool, so a worker only ever
-    waits on futures that are already running or done: no deadlock even when every worker is waiting."""
-    for spec, needs in ordered:
-        key = identity_key(spec.identifier)
-        if key not in futures:
-            waits = [futures[k] for k in needs if k in futures]
-            futures[key] = worker_pool().submit(_create_after, waits, client, spec, activate)
+class _NotSent(Exception):
+    """A Create left unsent because another one failed."""
 
 
-def _interrupted_registration(ordered, futures: dict, client, activate: bool) -> BaseException:
+class _NoAnswer(Exception):
+    """The backend did not answer the Create of ``spec``: its deadline passed (``details`` None), or the
+    connection went (``details`` says how: gRPC's keepalive gives up on a backend that answers nothing,
+    pings included, within a minute)."""
+
+    def __init__(self, spec: Spec, details: str | None):
+        super().__init__(spec.name)
+        self.spec, self.details = spec, details
+
+
+class _Creates:
+    """The Creates of one version, on the worker pool: each sent once what it references is registered,
+    none once one has failed, each with a deadline."""
+
+    def __init__(self, client, ordered: list[tuple[Spec, set]], activate: bool, deadline_s: float):
+        self.client, self.ordered, self.activate, self.deadline_s = client, ordered, activate, deadline_s
+        self.futures: dict[tuple, concurrent.futures.Future] = {}
+        self.failed = threading.Event()
+
+    @property
+    def version(self) -> str:
+        return self.ordered[0][0].identifier.version if self.ordered else "?"
+
+    def send(self) -> None:
+        """Submit the Creates not submitted yet, in dependency order, to a FIFO pool, so a worker only ever
+        waits on futures that are already running or done: no deadlock even when every worker is waiting."""
+        for spec, needs in self.ordered:
+            key = identity_key(spec.identifier)
+            if key not in self.futures:
+                waits = [self.futures[k] for k in needs if k in self.futures]
+                self.futures[key] = worker_pool().submit(self._create_after, waits, spec)
+
+    def _create_after(self, waits: list, spec: Spec) -> None:
+        for dependency in waits:
+            dependency.result()  # raises (and so skips this one) when a dependency failed
+        if self.failed.is_set():
+            raise _NotSent()
+        try:
+            _create(self.client, spec, self.activate, self.deadline_s)
+        except BaseException:
+            self.failed.set()
+            raise
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every Create (at most ``timeout`` s), taking Ctrl-C at once; whether all are answered."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in list(self.futures.values()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not wait_for(future, left):
+                return False
+        return True
+
+    def registered(self) -> int:
+        return sum(1 for f in self.futures.values() if f.done() and f.exception() is None)
+
+    def unanswered(self) -> int:
+        return sum(1 for f in self.futures.values() if not f.done())
+
+    def failure(self) -> BaseException | None:
+        """The first failure, in dependency order, as the user should read it; None when there is none."""
+        for future in self.futures.values():
+            error = future.exception() if future.done() else None
+            if isinstance(error, _NoAnswer):
+                return self._not_answered(error)
+            if error is not None and not isinstance(error, _NotSent):
+                return error
+        return None
+
+    def _not_answered(self, error: _NoAnswer) -> BackendError:
+        where = _endpoint_of(self.client)
+        backend = f"The Flyte backend at {where}" if where else "The Flyte backend"
+        what = _describe(error.spec)
+        if error.details is None:
+            happened = f"{backend} did not answer the registration of {what} within {self.deadline_s:g} s"
+        else:
+            happened = f"{backend} stopped answering during the registration of {what} ({error.details})"
+        return BackendError(
+            f"{happened}: nothing after it was sent ({self.registered()} of {len(self.ordered)} entities of "
+            f"version {self.version} registered).",
+            "Check that the backend is up and not overloaded, then re-run the cell (or the command): it "
+            "registers what is missing.",
+        )
+
+
+def _endpoint_of(client) -> str | None:
+    """The address ``client`` talks to (flytekit's client, or ``admin_client``'s raw calls wrapping it)."""
+    platform = getattr(getattr(client, "client", client), "_cfg", None)
+    endpoint = getattr(platform, "endpoint", None)
+    return endpoint.removeprefix("dns:///") if endpoint else None
+
+
+def _interrupted_registration(creates: _Creates) -> BaseException:
     """Ctrl-C while the Creates go out. A version half-registered (its tasks without the workflow that
-    runs them) is the worst state to leave, so the registration is completed first; a second Ctrl-C
-    stops waiting, and says the version may be incomplete. Returns the error to raise."""
+    runs them) is the worst state to leave, so the registration is completed first, saying so when it
+    takes a moment; a second Ctrl-C stops waiting, and says the version may be incomplete. Returns the
+    error to raise."""
     from fastreg_magic.errors import Interrupted
 
-    version = ordered[0][0].identifier.version if ordered else "?"
+    version = creates.version
     try:
-        _send_creates(ordered, futures, client, activate)
-        for future in futures.values():
-            wait_for(future)  # a second Ctrl-C is taken at once
+        creates.send()
+        if not creates.wait(WAITING_LINE_AFTER_S):
+            _say(_waiting_line(creates.unanswered(), version))
+            creates.wait()  # a second Ctrl-C is taken at once
     except KeyboardInterrupt:
-        done = sum(1 for f in futures.values() if f.done() and f.exception() is None)
         return Interrupted(
             f"Stopped waiting for the registration of version {version}: it may be incomplete "
-            f"({done} of {len(ordered)} entities registered so far).",
+            f"({creates.registered()} of {len(creates.ordered)} entities registered so far).",
             "Re-running the cell (or the command) completes it.",
         )
-    failure = next((f.exception() for f in futures.values() if f.exception() is not None), None)
+    failure = creates.failure()
     if failure is not None:
         return failure  # the registration failed on its own: that is the news
     return Interrupted(
         f"Interrupted while registering version {version}: the Creates under way were let finish rather than "
-        f"leave it half-registered, so version {version} is registered ({len(futures)} entities)."
+        f"leave it half-registered, so version {version} is registered ({len(creates.futures)} entities)."
     )
+
+
+def _waiting_line(unanswered: int, version: str) -> str:
+    calls = "registration call" if unanswered == 1 else "registration calls"
+    return (f"Waiting for the {unanswered} {calls} under way to answer, so that version {version} is not left "
+            "half-registered; press stop (Ctrl-C) again to give up now.")
+
+
+def _say(line: str) -> None:
+    """A line shown while the cell still runs: on stderr, apart from what the cell ends with (its result,
+    or the one line of its error), in a notebook as in a terminal."""
+    print(line, file=sys.stderr, flush=True)
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -422,34 +591,138 @@ def _dependency_order(specs: Sequence[Spec]) -> list[tuple[Spec, set]]:
     return ordered
 
 
-def _create_after(waits: list, client, spec: Spec, activate: bool) -> None:
-    for dependency in waits:
-        dependency.result()  # raises (and so skips this one) when a dependency failed
-    _create(client, spec, activate)
-
-
-def _create(client, spec: Spec, activate: bool) -> None:
-    """One Create RPC through flytekit's raw client (it takes the protos we already hold)."""
+def _create(client, spec: Spec, activate: bool, deadline_s: float) -> None:
+    """One Create RPC through flytekit's raw client (it takes the protos we already hold), with a deadline:
+    flytekit's channel applies the one scoped on the calling thread (its ScopedGrpcDeadlineInterceptor)."""
     from flyteidl.admin import launch_plan_pb2, task_pb2, workflow_pb2
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
 
     identifier = spec.identifier
     try:
-        try:
-            if spec.kind == "task":
-                client.create_task(task_pb2.TaskCreateRequest(id=identifier, spec=spec.proto))
-            elif spec.kind == "workflow":
-                client.create_workflow(workflow_pb2.WorkflowCreateRequest(id=identifier, spec=spec.proto))
-            else:
-                client.create_launch_plan(launch_plan_pb2.LaunchPlanCreateRequest(id=identifier, spec=spec.proto.spec))
-        except Exception as exc:
-            if not _already_exists(exc):
-                raise
-        if spec.kind == "launch_plan" and activate:
+        with scoped_grpc_deadline(deadline_s):
+            try:
+                if spec.kind == "task":
+                    client.create_task(task_pb2.TaskCreateRequest(id=identifier, spec=spec.proto))
+                elif spec.kind == "workflow":
+                    client.create_workflow(workflow_pb2.WorkflowCreateRequest(id=identifier, spec=spec.proto))
+                else:
+                    client.create_launch_plan(launch_plan_pb2.LaunchPlanCreateRequest(id=identifier, spec=spec.proto.spec))
+            except Exception as exc:
+                if not _already_exists(exc):
+                    raise
+            if spec.kind == "launch_plan" and activate:
+                client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
+    except FastRegError:
+        raise
+    except Exception as exc:
+        no_answer = _no_answer(exc, spec)
+        if no_answer is not None:
+            raise no_answer from exc
+        raise error_for(exc, spec) from exc
+
+
+def _no_answer(exc: BaseException, spec: Spec) -> _NoAnswer | None:
+    """``exc`` as the backend not answering the Create of ``spec``, or None when it answered (a refusal)."""
+    import grpc
+
+    error = grpc_error_of(exc)
+    if error is None or login_error_of(exc) is not None:
+        return None
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return _NoAnswer(spec, None)
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return _NoAnswer(spec, (error.details() or "unavailable").strip())
+    return None
+
+
+# ---------------------------------------------------------------- activation of a version registered before
+
+
+@dataclasses.dataclass(frozen=True)
+class Reactivated:
+    """A launch plan whose version was made the active one again."""
+
+    name: str
+    was_active: str | None  # the version active until then; None when none was
+
+
+class _VersionGone(Exception):
+    """The backend no longer has the version to activate (a sandbox started afresh behind the same address)."""
+
+
+def keep_active(client, plans: Sequence) -> list[Reactivated] | None:
+    """Make each launch plan's version the active one, as ``pyflyte register --activate-launchplans`` does
+    at every registration: another version may have been activated since (another kernel, ``fastreg
+    register-files --activate``). ``plans`` hold ``project``, ``domain``, ``name`` and ``version``.
+
+    One GetActiveLaunchPlan per launch plan, all at once; an UpdateLaunchPlan only where another
+    version is active. Returns the launch plans activated again; None when the backend no longer has
+    one of these versions, which then has to be registered again.
+    """
+    deadline_s = create_deadline_s()
+    futures = [worker_pool().submit(_activate_if_another, client, plan, deadline_s) for plan in plans]
+    try:
+        done = [result_of(future) for future in futures]
+    except _VersionGone:
+        return None
+    return [plan for plan in done if plan is not None]
+
+
+def _activate_if_another(client, plan, deadline_s: float) -> Reactivated | None:
+    from flyteidl.admin import common_pb2, launch_plan_pb2
+    from flyteidl.core import identifier_pb2
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+
+    named = common_pb2.NamedEntityIdentifier(project=plan.project, domain=plan.domain, name=plan.name)
+    identifier = identifier_pb2.Identifier(resource_type=identifier_pb2.LAUNCH_PLAN, project=plan.project,
+                                           domain=plan.domain, name=plan.name, version=plan.version)
+    spec = Spec("launch_plan", plan.name, launch_plan_pb2.LaunchPlan(id=identifier))  # names it in errors
+    try:
+        with scoped_grpc_deadline(deadline_s):  # as the Creates: a stuck backend fails, it does not hold the cell
+            active = _active_version(client, named)
+            if active == plan.version:
+                return None
             client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
     except FastRegError:
         raise
     except Exception as exc:
+        if _not_found(exc):
+            raise _VersionGone() from exc
         raise error_for(exc, spec) from exc
+    return Reactivated(plan.name, active)
+
+
+def _active_version(client, named) -> str | None:
+    """The version of the launch plan FlyteAdmin runs on schedule, None when no version is active."""
+    from flyteidl.admin import launch_plan_pb2
+
+    try:
+        return client.get_active_launch_plan(launch_plan_pb2.ActiveLaunchPlanRequest(id=named)).id.version
+    except Exception as exc:
+        if _not_found(exc):
+            return None  # FlyteAdmin answers NOT_FOUND when no version is active
+        raise
+
+
+def reactivated_note(plans: Sequence[Reactivated], version: str) -> str:
+    """One line for the cell: which launch plans are at this cell's version again, and what was active."""
+    names = ", ".join(plan.name for plan in plans)
+    before = sorted({plan.was_active for plan in plans if plan.was_active})
+    if not before:
+        was = "no version was active"
+    elif len(before) == 1:
+        was = f"version {before[0]} was active"
+    else:
+        was = f"versions {', '.join(before)} were active"
+    label = "launch plan" if len(plans) == 1 else "launch plans"
+    return f"activated this cell's version {version} again for {label} {names} ({was})"
+
+
+def _not_found(exc: BaseException) -> bool:
+    import grpc
+
+    error = grpc_error_of(exc)
+    return error is not None and error.code() == grpc.StatusCode.NOT_FOUND
 
 
 def _already_exists(exc: BaseException) -> bool:
@@ -506,6 +779,8 @@ def error_for(exc: BaseException, spec: Spec | None = None) -> FastRegError:
             f"{what} already exists with a different structure; FlyteAdmin says: {details}",
             "A registered version is immutable: drop --version to use the content-derived one, or pass a new --version.",
         )
+    if _UNKNOWN_DOMAIN.search(details) and code == grpc.StatusCode.INVALID_ARGUMENT:
+        return RegistrationError(f"FlyteAdmin refused {what}: {details}", _domain_hint())
     if _mentions_project_or_domain(details) and code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
         return RegistrationError(f"FlyteAdmin refused {what}: {details}", _project_hint())
     return RegistrationError(f"FlyteAdmin refused {what} ({code.name}): {details}", "Fix the definition and re-run.")
@@ -518,12 +793,16 @@ def _describe(spec: Spec | None) -> str:
     return f"{spec.kind.replace('_', ' ')} {spec.name!r} version {identifier.version!r}"
 
 
+# FlyteAdmin's refusal of a domain its configuration does not list ("domain [prod] is unrecognized by system").
+_UNKNOWN_DOMAIN = re.compile(r"\bdomain \[[^\]]*\] is unrecognized", re.IGNORECASE)
+
+
 def _mentions_project_or_domain(details: str) -> bool:
     return bool(re.search(r"\b(project|domain)\b", details, re.IGNORECASE))
 
 
 def _project_hint(client=None, project: str | None = None, backend=None, via: str = "cell") -> str:
-    """What to do about an unknown project or domain. Creating a project takes flytectl on a cluster; the
+    """What to do about an unknown project. Creating a project takes flytectl on a cluster; the
     embedded sandbox (asked through ``client``) has its own command, as flytectl is rarely installed.
 
     ``backend`` names the address that refused, and for a sandbox the data dir the command must name:
@@ -542,6 +821,17 @@ def _project_hint(client=None, project: str | None = None, backend=None, via: st
         on_sandbox = f"fastreg sandbox --create-project {name}{_sandbox_data_dir_option(backend)}"
         return f"{_pick(via)}, or create the project on the embedded sandbox{where}: {on_sandbox}"
     return f"{_pick(via)}, or create the project on the backend{where} first ({on_cluster})."
+
+
+def _domain_hint(via: str = "cell") -> str:
+    """What to do about an unknown domain: pick a known one. Unlike a project, a domain cannot be
+    created: every project has the backend's domains (FlyteAdmin reads them from its configuration;
+    the embedded sandbox's are fixed)."""
+    where = "-d"
+    if via != "command":
+        where = "-d on the %%flyte_fast line (or %config FlyteFast.domain; domain= in fast_register)"
+    return (f"Pick one of the known domains with {where}. Domains are not created per project: every project has "
+            "the backend's own (FlyteAdmin's come from its configuration, the embedded sandbox's are fixed).")
 
 
 def _pick(via: str) -> str:
@@ -599,7 +889,7 @@ def _check_project_domain(client, project: str, domain: str, backend=None, via: 
     if domains and domain not in domains:
         raise RegistrationError(
             f"Domain {domain!r} does not exist in project {project!r} (known: {', '.join(domains)}).",
-            _project_hint(client, project, backend, via)
+            _domain_hint(via),
         )
 
 

@@ -6,7 +6,9 @@
     upload.uri         # "s3://my-bucket/fast/fastreg-3f9c....tar.gz"
     upload.uploaded    # False: that content was already there
 
-Objects are named after the archive's digest, so an existing object is never sent twice.
+Objects are named after the archive's digest, so an existing object is never sent twice; through
+the backend's signed URL, not even one another machine's zlib compressed otherwise (the digest is
+the members', whatever the compressor).
 Transient failures (connection errors, timeouts, HTTP 5xx/429) are retried with exponential
 backoff; anything else (HTTP 4xx such as a bad signature or an MD5 mismatch, a missing
 bucket, denied access, missing credentials, a read-only or full disk) fails at once. An
@@ -249,6 +251,11 @@ class SignedUrlUploader:
                 return Upload(uri=native_url, uploaded=False)
             forget(self.endpoint)  # the backend lost its storage (a sandbox started afresh): send it again
         location = self._location(archive, md5)
+        if location is None:  # its name holds these members already, compressed by another zlib
+            native_url = self._stored_url(archive, md5)
+            _SIGNED_DONE.add((self.endpoint, native_url, md5.hex()))
+            _SIGNED_UPLOADS[remembered] = native_url
+            return Upload(uri=native_url, uploaded=False)
         done = (self.endpoint, location.native_url, md5.hex())
         uploaded = done not in _SIGNED_DONE
         if uploaded:
@@ -300,16 +307,41 @@ class SignedUrlUploader:
         return response.status_code in (200, 206)
 
     def _location(self, archive: Archive, md5: bytes):
+        """Where to PUT the archive; None when an object is stored under its name with other bytes.
+
+        The name is the digest of the archive's members, not of its bytes: another machine's zlib (a
+        laptop's kernel, a CI runner's `fastreg serialize`) compresses the same members otherwise, and
+        FlyteAdmin refuses a fixed name that holds an object with another MD5 (ALREADY_EXISTS,
+        flyteadmin/dataproxy/service.go, CreateUploadLocation). That object holds these very members.
+        """
         try:
-            return self.client.get_upload_signed_url(
-                project=self.project,
-                domain=self.domain,
-                content_md5=md5,
-                filename=object_name(archive),
-                filename_root=archive.digest,
-            )
+            return self._ask(archive, md5, object_name(archive))
         except Exception as exc:  # noqa: BLE001 - mapped in one place
+            if _grpc_status(exc)[0] == "ALREADY_EXISTS":
+                return None
             raise _upload_error(exc, f"Asking {self.endpoint} where to upload") from exc
+
+    def _stored_url(self, archive: Archive, md5: bytes) -> str:
+        """The native URL of the object already stored under the archive's name, learnt without uploading.
+
+        Asked again for that name, FlyteAdmin refuses again, with or without an MD5. Asked with no file
+        name, it picks a random one in the same folder (``<prefix>/<project>/<domain>/<digest>/``) and
+        checks nothing: that answer's folder, and the archive's name, make the stored object's URL.
+        """
+        try:
+            elsewhere = self._ask(archive, md5, None)
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            raise _upload_error(exc, f"Asking {self.endpoint} where the archive is stored") from exc
+        return f"{elsewhere.native_url.rsplit('/', 1)[0]}/{object_name(archive)}"
+
+    def _ask(self, archive: Archive, md5: bytes, filename: str | None):
+        return self.client.get_upload_signed_url(
+            project=self.project,
+            domain=self.domain,
+            content_md5=md5,
+            filename=filename,
+            filename_root=archive.digest,
+        )
 
     def _put(self, archive: Archive, md5: bytes, location, progress: Progress | None) -> Upload:
         headers = {"Content-Length": str(archive.size), "Content-MD5": base64.b64encode(md5).decode()}

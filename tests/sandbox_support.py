@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import re
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -104,3 +107,65 @@ def stop_background_sandbox(data_dir: Path) -> None:
     deadline = time.monotonic() + 60
     while process_is_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+class SandboxProcess:
+    """`fastreg sandbox` in a process of its own, which a test can freeze (SIGSTOP) as a hung backend,
+    resume, or end as a crash would."""
+
+    def __init__(self, data_dir: Path):
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        with open(self.log, "w") as log:  # a file, not a pipe nobody reads
+            self.process = subprocess.Popen([sys.executable, "-m", "fastreg_magic.cli", "sandbox", "--port", "0",
+                                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=log,
+                                            text=True, start_new_session=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("fastreg sandbox ready on"), line + self.log.read_text()
+        self.config_file = data_dir / "config.yaml"
+        self.endpoint = re.search(r"127\.0\.0\.1:\d+", self.config_file.read_text()).group(0)
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        """Resumed, then killed: a stopped process acts on no signal but SIGKILL until it runs again."""
+        if self.process.poll() is None:
+            self.resume()
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=60)
+
+
+class CallCounter:
+    """Names every Admin RPC a client sends while it counts (see `counting_admin_calls`)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def creates(self) -> list[str]:
+        return [c for c in self.calls if c.startswith("Create") and c != "CreateUploadLocation"]
+
+
+@contextlib.contextmanager
+def counting_admin_calls(backend):
+    """A `CallCounter` of the kernel's one shared client to ``backend``, from now to the block's end."""
+    import grpc
+    from flyteidl.service.admin_pb2_grpc import AdminServiceStub
+
+    from fastreg_magic import config
+
+    class Interceptor(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            counter.calls.append(details.method.rsplit("/", 1)[-1])
+            return continuation(details, request)
+
+    counter = CallCounter()
+    client = config.shared_client(backend)
+    original = client._stub
+    client._stub = AdminServiceStub(grpc.intercept_channel(client._channel, Interceptor()))
+    try:
+        yield counter
+    finally:
+        client._stub = original

@@ -376,7 +376,7 @@ def test_serialize_into_a_read_only_folder_is_one_line(project, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["unparseable manifest", "manifest without keys", "corrupt archive",
-                                   "unlisted .pb file"])
+                                   "unlisted .pb file", "manifest of an earlier fastreg"])
 def test_register_files_on_a_damaged_folder_is_one_line(project, tmp_path, damage):
     module = project / "damaged_flows.py"
     module.write_text(CELL)
@@ -389,6 +389,9 @@ def test_register_files_on_a_damaged_folder_is_one_line(project, tmp_path, damag
         manifest.write_text("{}")
     elif damage == "corrupt archive":
         (out / json.loads(manifest.read_text())["archive"]).write_text("garbage")
+    elif damage == "manifest of an earlier fastreg":  # it did not record the archive's bytes
+        manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items()
+                                        if k != "archive_sha256"}))
     else:
         (out / "09_extra.t_1.pb").write_bytes((sorted(out.glob("*.pb"))[0]).read_bytes())
     # checked before the backend is asked anything: the unreachable endpoint is never dialed
@@ -683,3 +686,88 @@ def test_register_files_registers_where_the_cell_said(project, tmp_path, sandbox
         remote.fetch_task(project="flytesnacks", domain="development", name="placed_flow.one", version=version)
     run_cli("register-files", out, "--config", sandbox.config_file, "-d", "development")
     remote.fetch_task(project="flytesnacks", domain="development", name="placed_flow.one", version=version)
+
+
+SCHEDULED = CELL + textwrap.dedent(
+    """
+    from flytekit import CronSchedule, LaunchPlan
+
+    nightly = LaunchPlan.get_or_create(hello, name="nightly", schedule=CronSchedule(schedule="0 3 * * *"))
+    """
+)
+
+
+def test_register_files_activating_a_scheduled_launch_plan_on_the_sandbox_says_it_will_not_run(project, tmp_path,
+                                                                                                  sandbox, remote):
+    module = project / "cron_flows.py"
+    module.write_text(SCHEDULED)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    notice = ("launch plan nightly is active with a schedule, but the embedded sandbox runs no schedules: "
+              "launch it yourself, or register to a Flyte cluster")
+    assert notice not in run_cli("register-files", out, "--config", sandbox.config_file).stderr  # not activated
+    result = run_cli("register-files", out, "--config", sandbox.config_file, "--activate")
+    assert f"{out}: warning: {notice}" in result.stderr.splitlines()
+    version = json.loads((out / MANIFEST_NAME).read_text())["version"]
+    assert remote.client.get_launch_plan(remote.fetch_launch_plan(name="nightly", version=version).id).closure.state == 1
+
+
+def _recompress(archive: Path) -> bytes:
+    """The same members compressed at another level (`gunzip -c | gzip -1 -n`): other bytes, same content."""
+    import gzip
+
+    return gzip.compress(gzip.decompress(archive.read_bytes()), compresslevel=1, mtime=0)
+
+
+@pytest.mark.parametrize("change", ["bytes appended", "recompressed"])
+def test_register_files_refuses_an_archive_whose_bytes_changed_after_serialize(project, tmp_path, sandbox, remote,
+                                                                               change):
+    """Bytes appended after the tar data pass any look at its members, then fail every run's `tar`."""
+    module = project / f"{change.split()[0]}_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    archive = out / manifest["archive"]
+    if change == "bytes appended":
+        with open(archive, "ab") as handle:  # echo x >> out/fast*.tar.gz
+            handle.write(b"x\n")
+    else:
+        archive.write_bytes(_recompress(archive))
+    result = run_cli("register-files", out, "--config", sandbox.config_file, check=False)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert f"The archive {archive} was changed since `fastreg serialize` wrote it" in line
+    assert "Re-run `fastreg serialize` into this directory." in line
+    with pytest.raises(Exception):
+        remote.fetch_task(name=f"{module.stem}.greet", version=manifest["version"])
+
+
+def test_register_files_uses_the_archive_another_machine_stored_compressed_otherwise(project, tmp_path, sandbox,
+                                                                                      remote):
+    """A laptop's kernel stored this content first, its zlib compressing it otherwise; a CI runner serializes
+    and registers it: the stored archive is used, nothing is uploaded over it, the version is the same."""
+    from datetime import timedelta
+
+    from fastreg_magic.package import Archive
+    from fastreg_magic.upload import SignedUrlUploader
+
+    module = project / "zlib_flows.py"
+    module.write_text(CELL)
+    out = tmp_path / "out"
+    run_cli("serialize", module, "-o", out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    laptop = tmp_path / "laptop.tar.gz"
+    laptop.write_bytes(_recompress(out / manifest["archive"]))
+    stored = SignedUrlUploader(remote.client, "flytesnacks", "development").upload(
+        Archive(path=laptop, digest=manifest["digest"], size=laptop.stat().st_size, members=()))
+    result = run_cli("register-files", out, "--config", sandbox.config_file)
+    assert f"registered 3 entities as version {manifest['version']}" in result.stdout
+    task = remote.fetch_task(name="zlib_flows.greet", version=manifest["version"])
+    assert stored.uri in task.template.container.args
+    assert Path(stored.uri).read_bytes() == laptop.read_bytes()  # nothing was uploaded over it
+    execution = remote.execute(remote.fetch_launch_plan(name="zlib_flows.hello", version=manifest["version"]),
+                               inputs={"name": "ci"}, wait=False)
+    execution = remote.wait(execution, timeout=timedelta(minutes=5), poll_interval=timedelta(seconds=1))
+    assert execution.closure.phase == 4, execution.error  # SUCCEEDED
+    assert execution.outputs["o0"] == "HELLO CI"

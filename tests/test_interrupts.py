@@ -541,3 +541,150 @@ def test_register_files_interrupted_before_the_creates(sandbox, tmp_path):
         "fastreg register-files: interrupted before any Create of the release under way: it was not registered "
         "(the releases reported above were)."
     ]
+
+
+# ---------------------------------------------------------------- Stop at any moment of a %%flyte_fast cell
+
+
+def test_stop_while_flytekit_compiles_the_workflow_leaves_the_unchanged_cell_working(kernel, sandbox, tmp_path):
+    """The workflow's body runs as flytekit compiles it, when the cell's module loads: Stop then is the
+    cell's own code stopped. The unchanged cell, run again, registers the whole workflow, not the empty
+    one flytekit had marked compiled ("Parameter not bound" from FlyteAdmin)."""
+    started = tmp_path / "started"
+    kernel.run("%load_ext fastreg_magic")
+    cell = textwrap.dedent(
+        f"""\
+        %%flyte_fast -m slow_body --config {sandbox.config_file}
+        import pathlib, time
+        from flytekit import task, workflow
+
+        @task
+        def inc(n: int) -> int:
+            return n + 1
+
+        @workflow
+        def wf(n: int = 1) -> int:
+            a = inc(n=n)
+            started = pathlib.Path({str(started)!r})
+            if not started.exists():  # a big workflow, slow to compile the first time
+                started.write_text("x")
+                time.sleep(300)
+            return inc(n=a)
+        """
+    )
+    shown = plain(failed_cell(kernel, cell, interrupt_when=started))
+    assert shown.rstrip().endswith("Interrupted as the cell ran: nothing was registered."), shown
+    rerun = kernel.run(cell)  # unchanged
+    assert "Registered slow_body version" in str(rerun["outputs"]), rerun
+    kernel.run("run = _.launch('wf', n=1).wait(timeout=120)")
+    assert kernel.eval("run.outputs") == {"o0": 3}
+
+
+# In the kernel: Stop pressed (a SIGINT to the kernel) at the n-th Python call from IPython's first
+# line running a %%flyte_fast cell (its `pre_run_cell` event) until the cell's result is drawn; with `n`
+# None, the calls are only counted (`in_magic` of them until the magic returns). With `in_del`, the
+# press is taken in an object's `__del__`, run then, as garbage collection runs them (ipywidgets'
+# `Widget.__del__`): there Python drops the KeyboardInterrupt.
+STOP_AT_A_CALL = textwrap.dedent(
+    """\
+    import os, signal, sys
+
+    class Litter:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(3):  # the KeyboardInterrupt is raised here, in `__del__`
+                pass
+
+    class StopAt:
+        def __init__(self):
+            self.n, self.in_del, self.calls, self.in_magic, self.pressed = None, False, 0, 0, False
+
+        def arm(self, info):
+            if info.raw_cell.startswith("%%flyte_fast"):
+                self.calls, self.pressed = 0, False
+                sys.setprofile(self.profile)
+
+        def disarm(self, result):
+            sys.setprofile(None)
+
+        def profile(self, frame, event, arg):
+            code = frame.f_code
+            ours = "fastreg_magic" in code.co_filename
+            if event == "return" and ours and code.co_name == "_guarded":
+                self.in_magic = self.calls
+            elif event == "return" and ours and code.co_name == "_ipython_display_":
+                sys.setprofile(None)  # drawn: the cell is done
+            elif event == "call":
+                self.calls += 1
+                if self.calls == self.n:
+                    sys.setprofile(None)
+                    self.pressed = True
+                    if self.in_del:
+                        Litter()  # dropped at once
+                    else:
+                        os.kill(os.getpid(), signal.SIGINT)
+
+    stop_at = StopAt()
+    get_ipython().events.register("pre_run_cell", stop_at.arm)
+    get_ipython().events.register("post_run_cell", stop_at.disarm)
+    """
+)
+
+
+def cell_shows(kernel, code: str) -> tuple[str | None, str]:
+    """Run ``code``; returns (the error it showed, or None; what it wrote to stdout and stderr)."""
+    msg_id = kernel.kc.execute(code)
+    error, streams = None, []
+    deadline = time.monotonic() + 300
+    while True:
+        msg = kernel._next_iopub(deadline)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            error = plain("\n".join(msg["content"]["traceback"]))
+        elif msg["msg_type"] == "stream":
+            streams.append(msg["content"]["text"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return error, plain("".join(streams))
+
+
+def stopped_in_one_line(kernel, cell: str, moment: str) -> bool:
+    """Run ``cell`` with Stop pressed as `stop_at` says: one line naming the state it left. Whether it was pressed."""
+    error, streams = cell_shows(kernel, cell)
+    if not kernel.eval("stop_at.pressed"):  # a cell with no old widget to close makes fewer calls
+        assert error is None, f"{moment}, never pressed:\n{error}"
+        return False
+    assert error is not None, f"{moment} was lost: {streams}"
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in error, f"{moment}:\n{error}"
+    assert "nothing was registered" in lines[0] or "is registered" in lines[0], f"{moment}: {lines[0]}"
+    assert "Traceback" not in streams and "Exception ignored" not in streams, f"{moment}:\n{streams}"
+    return True
+
+
+def test_stop_at_any_moment_of_an_unchanged_rerun_says_the_state_in_one_line(kernel, sandbox):
+    kernel.run("%load_ext fastreg_magic")
+    cell = f"%%flyte_fast -m rerun --config {sandbox.config_file}\n{CELL}"
+    kernel.run(cell)
+    kernel.run(STOP_AT_A_CALL)
+    kernel.run(cell)  # answered from memory: its calls counted
+    calls, in_magic = kernel.eval("[stop_at.calls, stop_at.in_magic]")
+    assert 1000 < in_magic < calls, (in_magic, calls)
+    # The first calls, IPython's, one by one; then as many moments until the magic returns as in the
+    # drawing of the widget, which makes most of the calls.
+    moments = [*range(1, 9), *(8 + (in_magic - 8) * k // 31 for k in range(1, 32)),
+               *(in_magic + (calls - in_magic) * k // 16 for k in range(1, 17))]
+    pressed = 0
+    for n in moments:
+        kernel.run(f"stop_at.n = {n}")
+        pressed += stopped_in_one_line(kernel, cell, f"Stop at call {n} of {calls}")
+    assert pressed > 45, pressed
+    kernel.run("stop_at.in_del = True")
+    pressed = 0
+    for n in moments[::4]:
+        kernel.run(f"stop_at.n = {n}")
+        pressed += stopped_in_one_line(kernel, cell, f"Stop in a __del__ at call {n} of {calls}")
+    assert pressed > 10, pressed
+    kernel.run("stop_at.n = None")
+    assert "Registered rerun version" in str(kernel.run(cell)["outputs"])  # shown again
+    assert kernel.run("print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")["stdout"] == "True\n"

@@ -12,8 +12,8 @@ import textwrap
 import uuid
 
 import fsspec
-import grpc
 import pytest
+from sandbox_support import counting_admin_calls
 from IPython.core.error import UsageError
 
 from fastreg_magic import config
@@ -37,18 +37,6 @@ CELL = textwrap.dedent(
 )
 
 
-class CallCounter(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self):
-        self.calls: list[str] = []
-
-    def intercept_unary_unary(self, continuation, details, request):
-        self.calls.append(details.method.rsplit("/", 1)[-1])
-        return continuation(details, request)
-
-    def creates(self) -> list[str]:
-        return [c for c in self.calls if c.startswith("Create") and c != "CreateUploadLocation"]
-
-
 @pytest.fixture(scope="module")
 def shell(sandbox_shell):
     return sandbox_shell
@@ -62,14 +50,8 @@ def backend(sandbox):
 @pytest.fixture
 def counter(backend):
     """Counts every Admin RPC the kernel sends to the backend from now on (one shared client)."""
-    from flyteidl.service.admin_pb2_grpc import AdminServiceStub
-
-    client = config.shared_client(backend)
-    counter = CallCounter()
-    original = client._stub
-    client._stub = AdminServiceStub(grpc.intercept_channel(client._channel, counter))
-    yield counter
-    client._stub = original
+    with counting_admin_calls(backend) as counter:
+        yield counter
 
 
 @pytest.fixture
@@ -593,20 +575,24 @@ def test_hand_written_config_of_the_sandbox_is_recognised(shell, sandbox, workdi
 
 
 
-def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(sandbox, tmp_path):
-    """A workflow default computed when the module runs (a local file, uploaded under a new name each
-    time): the same cell in a second kernel serializes another launch plan for the same files. It
-    gets a version of its own instead of FlyteAdmin's "different structure" refusal, and runs."""
+@pytest.mark.parametrize("stamp", [False, True], ids=["file default", "file and a stamp taken as it runs"])
+def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(sandbox, tmp_path, stamp):
+    """A workflow default computed when the module runs (a time stamp): the same cell in a second kernel
+    serializes another launch plan for the same files. It gets a version of its own instead of
+    FlyteAdmin's "different structure" refusal, and runs. A default file alone is stored by its content,
+    so both kernels register one version."""
     import json
     import subprocess
     import sys
 
     (tmp_path / "greeting.txt").write_text("hello from a default file")
+    extra = ", stamp: str = str(time.time_ns())" if stamp else ""
     code = textwrap.dedent(
         f"""
         import json
         from fastreg_magic import fast_register
         source = '''
+        import time
         from flytekit import task, workflow
         from flytekit.types.file import FlyteFile
 
@@ -616,7 +602,7 @@ def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(
                 return handle.read()
 
         @workflow
-        def first_line(ff: FlyteFile = {str(tmp_path / "greeting.txt")!r}) -> str:
+        def first_line(ff: FlyteFile = {str(tmp_path / "greeting.txt")!r}{extra}) -> str:
             return head(ff=ff)
         '''
         reg = fast_register(source, module="default_file_flow", config_file={str(sandbox.config_file)!r},
@@ -633,7 +619,7 @@ def test_a_default_that_differs_in_every_kernel_still_registers_in_a_new_kernel(
         results.append(json.loads(kernel.stdout.strip().splitlines()[-1]))
     (first, *ran_first), (second, *ran_second) = results
     assert ran_first == ran_second == ["SUCCEEDED", {"o0": "hello from a default file"}]
-    assert first != second
+    assert (first != second) if stamp else (first == second)
 
 
 def test_a_workflow_returning_a_list_or_dict_of_task_outputs_registers_and_runs(shell, workdir):

@@ -383,6 +383,34 @@ def test_signed_url_upload_to_the_sandbox(remote, tmp_path):
     assert SignedUrlUploader(remote.client, "flytesnacks", "development").upload(archive) == Upload(first.uri, False)
 
 
+def recompressed(archive: Archive, path: Path) -> Archive:
+    """The same members compressed at another level, as another machine's zlib may: other bytes, same digest."""
+    import dataclasses
+    import gzip
+
+    from fastreg_magic.package import read_archive
+
+    path.write_bytes(gzip.compress(gzip.decompress(archive.path.read_bytes()), compresslevel=1, mtime=0))
+    assert path.read_bytes() != archive.path.read_bytes() and read_archive(path)[0] == archive.digest
+    return dataclasses.replace(archive, path=path, size=path.stat().st_size)
+
+
+def test_an_archive_another_zlib_compressed_is_found_stored_not_refused(remote, tmp_path):
+    """Another machine (a CI runner, a laptop's kernel) stored the same members first, compressed otherwise:
+    FlyteAdmin refuses an upload to a name holding other bytes. The stored object is used as it is."""
+    import fsspec
+
+    mine = make_archive(tmp_path, b"def compressed_elsewhere():\n    return 1\n")
+    theirs = recompressed(mine, tmp_path / "theirs.tar.gz")
+    stored = SignedUrlUploader(remote.client, "flytesnacks", "development").upload(theirs)
+    forget()  # this process, as another machine, knows nothing of that upload
+    uploader = SignedUrlUploader(remote.client, "flytesnacks", "development")
+    assert uploader.upload(mine) == Upload(uri=stored.uri, uploaded=False)
+    with fsspec.open(stored.uri, "rb") as handle:
+        assert handle.read() == theirs.path.read_bytes()  # nothing was uploaded over it
+    assert uploader.upload(mine) == Upload(uri=stored.uri, uploaded=False)
+
+
 # --- permanent failures: one attempt, a hint that fits -------------------------------------
 
 

@@ -168,7 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
         config = args.config_out or sandbox.config_file
         print(f"{READY_PREFIX}{sandbox.endpoint} (config: {config}, data: {sandbox.data_dir})", flush=True)
         try:
-            while not stop.wait(3600):
+            # Short waits: a stop signal's handler runs between them even where a long lock wait would
+            # not wake for it (a signal that arrived while the process was stopped, SIGSTOP/SIGCONT).
+            while not stop.wait(1.0):
                 pass
         finally:
             sandbox.stop()

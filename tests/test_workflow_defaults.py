@@ -1,0 +1,50 @@
+"""Data in a workflow's defaults (a file, an array) is stored on the backend when the cell registers,
+as ``pyflyte register`` stores it: the registered launch plan must not point into this kernel's
+temporary files, which a run elsewhere (or after the kernel is gone) cannot read."""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+CELL = textwrap.dedent(
+    """
+    from flytekit import task, workflow
+    from flytekit.types.file import FlyteFile
+    import numpy as np
+
+    @task
+    def read(f: FlyteFile, a: np.ndarray) -> str:
+        with open(f) as handle:
+            return handle.read().strip() + " " + str(a.sum())
+
+    @workflow
+    def wf(f: FlyteFile = FlyteFile({path!r}), a: np.ndarray = np.array([1.0, 2.0])) -> str:
+        return read(f=f, a=a)
+    """
+)
+
+
+def test_file_and_array_defaults_are_stored_on_the_backend_and_read_by_the_run(sandbox_shell, remote, tmp_path):
+    default = tmp_path / "default.txt"
+    default.write_text("from-the-default\n")
+    module = f"defaults_{uuid.uuid4().hex[:8]}"
+    reg = sandbox_shell.run_cell_magic(
+        "flyte_fast", f"-m {module} --source-root {tmp_path}", CELL.format(path=str(default))
+    )
+
+    plan = remote.fetch_launch_plan(name=f"{module}.wf", version=reg.version)
+    uris = {name: p.default.scalar.blob.uri for name, p in plan.default_inputs.parameters.items()}
+    kernel_temp = Path(tempfile.gettempdir()).resolve()
+    for name, uri in uris.items():
+        # The sandbox's uploads, never the file the cell named nor flytekit's local scratch space.
+        assert uri and not uri.startswith(str(tmp_path)), (name, uri)
+        assert not Path(uri).resolve().is_relative_to(kernel_temp / "flyte") and "/flyte-" not in uri, (name, uri)
+        assert "uploads" in uri, (name, uri)
+
+    default.unlink()  # the kernel's copy is gone: the run reads the stored one
+    run = reg.launch("wf").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": "from-the-default 3.0"}
