@@ -47,6 +47,8 @@ from fastreg_magic.runs_errors import (
     conversion_problem,
     is_backend_failure,
     is_not_found,
+    not_retried_note,
+    readable_error,
     reraise,
     rpc,
 )
@@ -375,6 +377,9 @@ class Run:
         self._on_lost = on_lost
         self._lost_at: dt.datetime | None = None  # when the backend was found to have lost it
         self._failure_tail: str | None = None  # the end of a failed task's stderr, read once
+        self._node_tasks: dict[str, str | None] = {}  # a failed run's nodes (by path) and their tasks, read once
+        self._retry_note = ""  # why a failed task that declared retries was not retried, read once
+        self._task_retries: dict[str, int] = {}  # the retries each task of the workflow declares
         self.label = label
         console = (console_url or "").rstrip("/")
         self.url = f"{console}/projects/{self.project}/domains/{self.domain}/executions/{self.name}" if console else None
@@ -430,14 +435,33 @@ class Run:
 
     @property
     def error(self) -> str | None:
-        """What went wrong: the backend's error, then the last lines of the failed task's stderr
-        when the backend left it in a file here; for a lost run, that it is lost."""
-        error = self._state.error
+        """What went wrong: one line naming the failed task and its exception (`error_headline`), the
+        traceback through the user's code, then the last lines of the failed task's stderr when the
+        backend left it in a file here; for a lost run, that it is lost. ``backend_error`` is the
+        backend's own text, flytekit's frames and all."""
+        error = self._readable_error()
         if error and self._failure_tail and self._failure_tail not in error:
             error = f"{error.rstrip()}\n\n{self._failure_tail}"
         if error is None and self.lost:
             return str(self._lost_error())
         return error
+
+    @property
+    def error_headline(self) -> str | None:
+        """What went wrong in one line ("s2 (node n1) failed: ValueError: ..."); None while nothing did."""
+        error = self._readable_error()
+        if error is None:
+            return str(self._lost_error()) if self.lost else None
+        return error.strip().partition("\n")[0]
+
+    @property
+    def backend_error(self) -> str | None:
+        """The run's error exactly as the backend wrote it (flytekit's trace and message included)."""
+        return self._state.error
+
+    def _readable_error(self) -> str | None:
+        raw = self._state.error  # no lock: `_seen` holds it through RPCs; the tasks are set before the state
+        return readable_error(raw, self._node_tasks, self._retry_note) if raw else raw
 
     @property
     def outputs(self) -> dict | None:
@@ -509,15 +533,74 @@ class Run:
                 # Outputs first, so no reader sees SUCCEEDED without them.
                 self._outputs = read_outputs(self, execution)
             if state.phase == "FAILED" and self._failure_tail is None:
-                self._failure_tail = self._read_failure_tail()  # before FAILED shows, as outputs are
+                self._read_failure(state.error)  # before FAILED shows, as outputs are
             self._state = state
 
-    def _read_failure_tail(self) -> str:
+    def take_in(self, other: "Run") -> None:
+        """Take in what ``other``, a `Run` of the same execution, last saw: one poller follows an
+        execution however many `Run` objects stand for it (`runs_watch`), and each of them shows the same."""
+        if other is self:
+            return
+        with other._lock:
+            state, spec, outputs, tail, lost_at = other._state, other._spec, other._outputs, other._failure_tail, other._lost_at
+            node_tasks, retry_note = other._node_tasks, other._retry_note
+        graph, subgraphs, task_retries = other._graph, other._subgraphs, other._task_retries
+        with self._lock:
+            newly_lost = lost_at is not None and self._lost_at is None
+            if self._spec is None and spec is not None:
+                self._spec = spec
+                self.label = self.label or spec.launch_plan.name
+            if self._graph is None and graph is not None:
+                self._graph, self._subgraphs, self._task_retries = graph, subgraphs, task_retries
+            self._outputs = self._outputs if self._outputs is not None else outputs
+            self._failure_tail = self._failure_tail if self._failure_tail is not None else tail
+            self._node_tasks = self._node_tasks or node_tasks
+            self._retry_note = self._retry_note or retry_note
+            self._lost_at = lost_at
+            self._state = state  # last, as in `_seen`: no reader sees SUCCEEDED without the outputs
+        if newly_lost and self._on_lost is not None:
+            try:
+                self._on_lost()
+            except Exception:  # as in `_check_lost`: the run is lost either way
+                log.debug("on_lost of run %s failed", self.name, exc_info=True)
+
+    def _read_failure(self, error: str | None) -> None:
+        """Read, once, what the error needs from the node table: which task each node ran (the error
+        names a node), whether a task that declared retries went without them, and the end of the
+        failed task's stderr."""
         try:
-            return failure_tail(self.nodes())
-        except Exception:  # the error itself is known: only the extra lines from the log are missing
+            rows = self.nodes()
+        except Exception:  # the error itself is known: only the task's name and its stderr are missing
+            log.debug("reading the nodes of failed run %s failed", self.name, exc_info=True)
+            self._failure_tail = ""
+            return
+        self._node_tasks = {row.label: row.task for _, row in flatten(rows)}
+        try:
+            self._retry_note = self._not_retried(rows, error or "")
+        except Exception:  # a hint only: the error is whole without it
+            log.debug("reading the retries of failed run %s failed", self.name, exc_info=True)
+        try:
+            self._failure_tail = failure_tail(rows)
+        except Exception:  # as above: only the extra lines from the log are missing
             log.debug("reading the stderr of failed run %s failed", self.name, exc_info=True)
-            return ""
+            self._failure_tail = ""
+
+    def _not_retried(self, rows, error: str) -> str:
+        """The note for a failed task that declared retries and was not retried (Flyte retries only a
+        recoverable error), "" when there is none to make."""
+        for _, row in flatten(rows):
+            if row.phase == "FAILED" and not row.children and row.task and row.retries == 0:
+                declared = self._declared_retries(row.task)
+                if declared:
+                    return not_retried_note(row.task, declared, error)
+        return ""
+
+    def _declared_retries(self, task: str) -> int:
+        if self._spec.launch_plan.resource_type != identifier_pb2.TASK:
+            return self._task_retries.get(task, 0)  # read with the workflow (`graph`)
+        found = rpc(self._client, "get_task", common_pb2.ObjectGetRequest(id=self._spec.launch_plan),
+                    what=f"Reading the task of run {self.name}", remote=self._remote)
+        return found.closure.compiled_task.template.metadata.retries.retries
 
     def nodes(self) -> list[NodeStatus]:
         """The node table as a tree: node, task, phase, started, duration, retries, and each node's
@@ -567,6 +650,8 @@ class Run:
             wf = rpc(self._client, "get_workflow", common_pb2.ObjectGetRequest(id=lp.spec.workflow_id), what=what, remote=self._remote)
             graph = workflow_graph(wf.closure.compiled_workflow.primary)
             self._subgraphs = {sub.template.id.name: workflow_graph(sub) for sub in wf.closure.compiled_workflow.sub_workflows}
+            self._task_retries = {t.template.id.name: t.template.metadata.retries.retries
+                                  for t in wf.closure.compiled_workflow.tasks}
         self._graph = graph
         return graph
 

@@ -3,11 +3,15 @@
 flytekit reports a failed call as one of its own exceptions (``FlyteEntityNotExistException``,
 ``FlyteSystemUnavailableException``, ...) chained to the ``grpc.RpcError`` that says what the
 server actually answered. `translate` maps both onto `fastreg_magic.errors`, in one place.
+
+A failed run's own error, as the backend keeps it, names a node id and is mostly flytekit's frames;
+`readable_error` turns it into what the task's author reads: the task and its exception first.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 
 import grpc
 
@@ -158,3 +162,82 @@ def _origin_module(exc: BaseException) -> str:
         module = tb.tb_frame.f_globals.get("__name__", "")
         tb = tb.tb_next
     return module
+
+
+# ---------------------------------------------------------------------------------------------
+# a failed run's error, as the person who wrote the task reads it
+
+# "Node [n1] failed: " as the backend puts it before a node's error; a sub-workflow's node repeats it.
+_NODE_PREFIX = re.compile(r"Node \[(?P<node>[^\]]+)\] failed: ")
+# flytekit's error document: "Trace:\n\n<indented traceback>\nMessage:\n\n<indented exception>".
+_TRACE_AND_MESSAGE = re.compile(r"(?s)^\s*Trace:\s*\n(?P<trace>.*?)\n\s*Message:\s*\n(?P<message>.*)$")
+_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+')
+# Frames of flytekit's own machinery (and the stdlib parts it runs tasks through): never the user's code.
+_INTERNAL_PATH = re.compile(r"[/\\](?:flytekit|flyteidl)[/\\]|[/\\]python3\.\d+[/\\](?:concurrent|asyncio)[/\\]")
+
+
+def readable_error(raw: str, node_tasks: dict[str, str | None] | None = None, note: str = "") -> str:
+    """A failed run's error as the backend wrote it, made readable: one line naming the task (and node)
+    and the exception first, then the traceback with the user's own frames and the full message.
+
+        "Node [n1] failed: Trace: <traceback> Message: ValueError: bad"   (node n1 runs task m.s2)
+        -> "s2 (node n1) failed: ValueError: bad", a blank line, then the traceback
+
+    flytekit's internal frames and the message it repeats after the trace are left out; ``note`` (one line,
+    `not_retried_note`) follows the first line. Text that does not start by naming a failed node (an abort,
+    a backend's own error) is returned as it is.
+    """
+    nodes, rest = _failed_nodes(raw)
+    if not nodes:
+        return raw
+    path = "/".join(nodes)
+    task = (node_tasks or {}).get(path)
+    who = f"{_short_task(task)} (node {path})" if task else f"Node {path}"
+    parts = _TRACE_AND_MESSAGE.match(rest)
+    if parts is None:  # the backend's own words (an exit code, a timeout): one sentence, kept whole
+        return f"{who} failed: {rest.strip()}" + (f"\n{note}" if note else "")
+    message = textwrap.dedent(parts["message"]).strip()
+    first, _, more = message.partition("\n")
+    frames = _users_traceback(textwrap.dedent(parts["trace"]).strip("\n"))
+    details = frames or more.strip()
+    return f"{who} failed: {first}" + (f"\n{note}" if note else "") + (f"\n\n{details}" if details else "")
+
+
+def not_retried_note(task: str, declared: int, raw: str) -> str:
+    """One line saying why ``task``, which declares ``declared`` retries, failed without a retry: Flyte
+    retries a task only when it raises a recoverable error. "" when its error is not an exception the
+    task raised (a timeout, a crash: those are retried) or is a recoverable one."""
+    parts = _TRACE_AND_MESSAGE.match(_failed_nodes(raw)[1])
+    if parts is None or "FlyteRecoverableException" in parts["message"]:
+        return ""
+    return (f"{_short_task(task)} declares retries={declared} but was not retried: Flyte retries a task only when it "
+            "raises FlyteRecoverableException (from flytekit.exceptions.user); raise that for a failure worth retrying.")
+
+
+def _failed_nodes(raw: str) -> tuple[list[str], str]:
+    """(["n1", "n0"], what follows) for "Node [n1] failed: Node [n0] failed: ..."."""
+    nodes, rest = [], raw
+    while (found := _NODE_PREFIX.match(rest)) is not None:
+        nodes.append(found["node"])
+        rest = rest[found.end():]
+    return nodes, rest
+
+
+def _short_task(task: str) -> str:
+    return task.rsplit(".", 1)[-1]
+
+
+def _users_traceback(trace: str) -> str:
+    """The traceback without flytekit's frames; "" when no frame of the user's is left (the exception
+    was raised by flytekit itself, as for a value of the wrong type: its message says it all)."""
+    kept, frame_internal, user_frames = [], False, 0
+    for line in trace.splitlines():
+        frame = _FRAME.match(line)
+        if frame is not None:
+            frame_internal = _INTERNAL_PATH.search(frame["path"]) is not None
+            user_frames += not frame_internal
+        elif not line.startswith("    "):  # past the frame: its source line and markers are indented deeper
+            frame_internal = False
+        if not frame_internal:
+            kept.append(line)
+    return "\n".join(kept) if user_frames else ""

@@ -4,9 +4,13 @@
     ...                                # on_update(RunUpdate) is called from a worker thread
     handle.stop()                      # or it stops by itself when the run ends
 
-Each run has one poller however many views follow it (a cell's widget, the widget of the cell
-re-run, `%flyte_watch`): they share its polls, and it stops when the last of them stops. A run
-that has ended is not polled at all.
+Each execution has one poller however many views follow it (a cell's widget, the widget of the cell
+re-run, `%flyte_watch` re-run): they share its polls, and it stops when the last of them stops.
+An execution is known by its project, domain and name on its backend, so a `Run` built again for it
+(each `%flyte_watch` builds one) joins the poller already there, and is kept up to date with what
+that poller learns (`Run.take_in`). A run that has ended is not polled at all once its nodes were
+read after it ended; nodes read while it ran are never taken for what it ended with, even when another
+thread (the user's `run.wait()`) saw it end in the middle of a poll.
 
 One scheduler thread keeps every watched run in a queue ordered by when it is next due, and
 a few worker threads make the calls, so twenty runs cost twenty small RPCs now and then,
@@ -32,7 +36,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from fastreg_magic.runs import Run, RunLost, is_loopback, poll_intervals
@@ -57,6 +61,14 @@ class RunUpdate:
     final: bool  # the run has ended (or is lost) and this is the last update
 
 
+@dataclass(frozen=True)
+class SeenNodes:
+    """A run's node table as last read, and whether it was read after the run ended (what it ended with)."""
+
+    nodes: list[NodeStatus]
+    after_end: bool
+
+
 class Watch:
     """The one poller of a run, shared by everything that follows it (every view of the run)."""
 
@@ -71,9 +83,14 @@ class Watch:
         self.polls = 0
         self.stopped = threading.Event()
 
-    def follow(self, on_update: Callable[[RunUpdate], None], context: contextvars.Context) -> "Follower":
-        follower = Follower(self, on_update, context)
+    def follow(self, run: Run, on_update: Callable[[RunUpdate], None],
+               context: contextvars.Context) -> "Follower | None":
+        """A new follower, told of ``run`` (this execution, maybe another `Run` of it); None when this
+        poller has just stopped (its last follower left), so the caller starts another."""
+        follower = Follower(self, on_update, context, run)
         with self._lock:
+            if self.stopped.is_set():
+                return None
             self._followers.append(follower)
         return follower
 
@@ -83,6 +100,8 @@ class Watch:
             if follower in self._followers:
                 self._followers.remove(follower)
             nobody = not self._followers
+            if nobody:  # under the lock: `follow` then refuses, rather than join a poller about to end
+                self.stopped.set()
         if nobody:
             self.stop()
 
@@ -104,9 +123,12 @@ class Watch:
         self.polls += 1
         try:
             self.run.refresh()
+            # Read once, before the nodes: another thread (the user's `run.wait()`) may refresh the run
+            # while they are read, and nodes read while it ran must not be taken for what it ended with.
+            phase, done = self.run.phase, self.run.done
             nodes = None
             now = time.monotonic()
-            if self.run.done or self.run.phase != self._last_phase or now - self._last_nodes >= NODE_TABLE_EVERY_S:
+            if done or phase != self._last_phase or now - self._last_nodes >= NODE_TABLE_EVERY_S:
                 nodes = self.run.nodes()
                 self._last_nodes = now
         except RunLost:  # the run says so itself (run.lost, run.error): the last update
@@ -115,10 +137,10 @@ class Watch:
         except Exception as exc:  # shown in the view, never raised in a background thread
             return self._failed(exc)
         self._failures = 0
-        self._last_phase = self.run.phase
+        self._last_phase = phase
         if nodes is not None:
-            _last_nodes[self.run] = nodes
-        update = RunUpdate(self.run, nodes, None, self.run.done)
+            _last_nodes[self.run] = SeenNodes(nodes, after_end=done)
+        update = RunUpdate(self.run, nodes, None, done)
         if update.final:
             self._end(update)
             return None
@@ -151,8 +173,9 @@ class Watch:
 class Follower:
     """A handle on one follower of a run (what `watch` returns): ``stop()`` ends its updates only."""
 
-    def __init__(self, watch: Watch | None, on_update: Callable[[RunUpdate], None], context: contextvars.Context):
-        self.run = watch.run if watch is not None else None
+    def __init__(self, watch: Watch | None, on_update: Callable[[RunUpdate], None], context: contextvars.Context,
+                 run: Run | None = None):
+        self.run = run if run is not None else (watch.run if watch is not None else None)
         self._watch = watch
         self._on_update = on_update
         self._context = context
@@ -175,6 +198,12 @@ class Follower:
     def tell(self, update: RunUpdate) -> None:
         if self.stopped.is_set() and not update.final:
             return
+        if self.run is not None and update.run is not self.run:
+            # Another Run of the same execution was polled: this one learns the same, and is the one drawn.
+            self.run.take_in(update.run)
+            if update.nodes is not None:
+                _last_nodes[self.run] = SeenNodes(update.nodes, after_end=update.final)
+            update = replace(update, run=self.run)
         try:
             self._context.run(self._on_update, update)
         except Exception:  # a drawing bug must not stop the other runs from updating
@@ -239,42 +268,51 @@ class _Scheduler:
 
 
 _scheduler = _Scheduler()
-_watches: dict[int, Watch] = {}  # id(run) -> its poller, while it is polled
+_watches: dict[tuple, Watch] = {}  # execution_key(run) -> its poller, while it is polled
 _watches_lock = threading.Lock()
 # The node table a run had when it was last read, so a view opened after it ended draws it without polling.
-_last_nodes: "weakref.WeakKeyDictionary[Run, list[NodeStatus]]" = weakref.WeakKeyDictionary()
+_last_nodes: "weakref.WeakKeyDictionary[Run, SeenNodes]" = weakref.WeakKeyDictionary()
 
 
 def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Follower:
     """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``.
 
     Every follower of the same run shares one poller. A run that has ended is not polled once its node
-    table has been read: ``on_update`` is called once, at once, with what is known of it. One that ended
-    before anything read its nodes (and logs) is polled once."""
+    table has been read after it ended: ``on_update`` is called once, at once, with what is known of it.
+    One that ended before anything read its nodes (and logs) since is polled once."""
     context = contextvars.copy_context()
-    if run.lost or (run.done and _last_nodes.get(run) is not None):
+    seen = _last_nodes.get(run)
+    if run.lost or (run.done and seen is not None and seen.after_end):
         follower = Follower(None, on_update, context)
-        follower.tell(RunUpdate(run, _last_nodes.get(run), None, True))
+        follower.tell(RunUpdate(run, seen.nodes if seen is not None else None, None, True))
         follower.stopped.set()
         return follower
+    key = execution_key(run)
     with _watches_lock:
-        poller = _watches.get(id(run))
-        new = poller is None or not poller.active
+        poller = _watches.get(key)
+        follower = poller.follow(run, on_update, context) if poller is not None else None
+        new = follower is None
         if new:
-            poller = _watches[id(run)] = Watch(run)
-        follower = poller.follow(on_update, context)
+            poller = _watches[key] = Watch(run)
+            follower = poller.follow(run, on_update, context)
     if new:
         _scheduler.add(poller)
     return follower
 
 
+def execution_key(run: Run) -> tuple[str, str, str, str]:
+    """What identifies an execution, whichever `Run` stands for it: its backend, project, domain and name."""
+    return (run.endpoint, run.project, run.domain, run.name)
+
+
 def _forget(poller: Watch) -> None:
+    key = execution_key(poller.run)
     with _watches_lock:
-        if _watches.get(id(poller.run)) is poller:
-            del _watches[id(poller.run)]
+        if _watches.get(key) is poller:
+            del _watches[key]
 
 
 def watching() -> int:
-    """How many runs are being polled right now (one poller per run, however many views show it)."""
+    """How many runs are being polled right now (one poller per execution, however many views show it)."""
     with _watches_lock:
         return sum(1 for poller in _watches.values() if poller.active)

@@ -2,7 +2,9 @@
 
 A Launch click parses the form, appends a run view showing "launching…", and returns; the
 launch itself (one CreateExecution) happens on a background thread, after which the view
-follows the run. Every run is appended to ``reg.runs`` as well.
+follows the run. Every run is appended to ``reg.runs`` as well, and shown by every open widget of
+that list of runs (`keep_run`): the cell re-run while the run was launching has replaced this
+widget by then, and it is the new one that must show the run.
 
 A cell re-run many times keeps many runs in ``reg.runs``; its widget shows the latest `SHOWN_RUNS`
 (the live ones first) and says how many earlier ones there are, so a re-run costs the same whatever
@@ -12,6 +14,7 @@ the history. "Show all" builds the views of the rest when asked.
 from __future__ import annotations
 
 import threading
+import weakref
 
 import ipywidgets as widgets
 
@@ -28,6 +31,26 @@ from fastreg_magic.widget_text import (
 
 
 SHOWN_RUNS = 10  # run views a widget builds at first; the others are counted, and built on "Show all"
+
+# Every registration widget not closed. A cell's registrations (one per re-run) share one list of runs
+# but not one Registration, so a run is shown by the widgets of its list, whichever release they show.
+_open: "weakref.WeakSet[RegistrationWidget]" = weakref.WeakSet()
+_open_lock = threading.Lock()  # a run joins its list, and a widget reads that list, one at a time
+
+
+def keep_run(reg, run, launched_in: tuple | None = None) -> None:
+    """``run`` joins ``reg.runs`` and every open widget of that list: ``launched_in`` is the (widget, view)
+    that showed it launching, whose view then follows it (if the widget is still open); the others
+    (the re-run cell's widget) each build a view of it."""
+    with _open_lock:
+        reg.runs.append(run)
+        showing = [w for w in _open if getattr(w.reg, "runs", None) is reg.runs]
+    launcher, view = launched_in or (None, None)
+    for widget in showing:
+        if widget is launcher:
+            widget._attach(view, run)
+        else:
+            widget.show_run(run)
 
 
 def latest_runs(runs, limit: int = SHOWN_RUNS) -> list:
@@ -68,6 +91,7 @@ class RegistrationWidget(widgets.VBox):
         self.run_views: list[RunView] = []
         self.showing_all = False
         self._views_lock = threading.RLock()  # views come and go from the kernel and from launch threads
+        self._closed = False
         self.earlier = widgets.HTML()
         self.show_all_button = widgets.Button(description="Show all", tooltip="Show every run of this cell here")
         self.show_all_button.on_click(self.show_all)
@@ -80,8 +104,12 @@ class RegistrationWidget(widgets.VBox):
         children += [self.earlier_bar, self.runs_box]
         super().__init__(children, **kwargs)
         self.add_class("fastreg-registration")
-        for run in latest_runs(getattr(reg, "runs", ()) or ()):
-            self.show_run(run)
+        with self._views_lock:  # a run launched meanwhile is shown once it is built (`keep_run`)
+            with _open_lock:
+                runs = list(getattr(reg, "runs", ()) or ())
+                _open.add(self)
+            for run in latest_runs(runs):
+                self.show_run(run)
         self._count_earlier()
         views = getattr(reg, "_views", None)
         if views is not None:
@@ -89,8 +117,11 @@ class RegistrationWidget(widgets.VBox):
 
     def show_run(self, run) -> None:
         """Append a live view of a run started elsewhere (``reg.launch`` in a later cell, or from a
-        version of the cell this one replaced)."""
-        self._add_view(self._view_of(run))
+        version of the cell this one replaced); a run shown already is left as it is."""
+        with self._views_lock:
+            if self._closed or any(view.run is run for view in self.run_views):
+                return
+            self._add_view(self._view_of(run))
 
     def _view_of(self, run) -> RunView:
         return RunView(run, on_new_run=self._relaunched,
@@ -163,8 +194,12 @@ class RegistrationWidget(widgets.VBox):
         except Exception as exc:  # shown in the run's view: the click has long returned
             view.launch_failed(describe_failure(exc))
             return
-        self.reg.runs.append(run)
-        view.attach(run)
+        keep_run(self.reg, run, launched_in=(self, view))
+
+    def _attach(self, view: RunView, run) -> None:
+        """``view``, which showed ``run`` launching here, follows it now."""
+        if view.run is None:
+            view.attach(run)  # a view closed meanwhile stays closed
         self._count_earlier()
 
     def _input_refused(self, ref, exc) -> None:
@@ -173,14 +208,17 @@ class RegistrationWidget(widgets.VBox):
             form.show_problems({exc.input: exc.problem})
 
     def _relaunched(self, run, view: RunView) -> None:
+        """A Relaunch click: ``run`` is None as it starts (``view`` says "launching…"), then the new run."""
         if run is None:
             self._add_view(view)
         else:
-            self.reg.runs.append(run)
-            self._count_earlier()
+            keep_run(self.reg, run, launched_in=(self, view))
 
     def _add_view(self, view: RunView) -> None:
         with self._views_lock:
+            if self._closed:  # closed as the view was built: it must not follow its run for nobody
+                view.close()
+                return
             self.run_views.append(view)
             self.runs_box.children = (*self.runs_box.children, view)
             self._keep_latest()
@@ -223,10 +261,15 @@ class RegistrationWidget(widgets.VBox):
 
     def close(self) -> None:
         """Stop following the runs and close every widget inside (a re-run of the cell replaced this one)."""
+        if getattr(self, "_views_lock", None) is None:  # Stop as it was built, then garbage: only ipywidgets' part
+            return super().close()
         views = getattr(self.reg, "_views", None)
         if views is not None:
             views.discard(self)
+        with _open_lock:
+            _open.discard(self)
         with self._views_lock:
+            self._closed = True
             shown = list(self.run_views)
         for view in shown:
             view.close()

@@ -94,6 +94,8 @@ class RunView(widgets.VBox):
         self.connection_problem: str | None = None
         self.updates = 0  # how many background updates were drawn (tests and benchmarks read it)
         self._watch = None
+        self._closed = False
+        self._following = threading.Lock()  # a launch thread attaches while the kernel may close the view
         self._shown_phase = "LAUNCHING"
         self._on_new_run = on_new_run
         # May shrink below its text's width (which it then cuts with "…"), so the phase beside it stays in sight.
@@ -101,6 +103,8 @@ class RunView(widgets.VBox):
         self.badge = widgets.HTML(badge_html("LAUNCHING"))
         self.elapsed = widgets.HTML()
         self.connection = widgets.HTML()
+        # Its own line: a poll redraws `connection`, and this must stay until a terminate succeeds or the run ends.
+        self.terminate_problem = widgets.HTML(layout=widgets.Layout(display="none"))
         self.terminate_button = widgets.Button(description="Terminate", button_style="danger", disabled=True)
         text, tooltip = relaunch_as or ("Relaunch", "Start it again with the same inputs")
         self.relaunch_button = widgets.Button(description=text, tooltip=tooltip, disabled=True,
@@ -119,7 +123,8 @@ class RunView(widgets.VBox):
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
-            [bar, self.inputs, self.graph, self.node_table, self.logs, self.outputs, self.error, self.relaunches],
+            [bar, self.terminate_problem, self.inputs, self.graph, self.node_table, self.logs, self.outputs, self.error,
+             self.relaunches],
             layout=widgets.Layout(border="1px solid var(--jp-border-color2,#e0e0e0)", padding="4px 8px", margin="4px 0"),
             **kwargs,
         )
@@ -130,13 +135,18 @@ class RunView(widgets.VBox):
 
     # -- feeding the view -------------------------------------------------------------------
     def attach(self, run) -> None:
-        """Show ``run`` and follow it in the background until it ends."""
-        self.run = run
-        self.label = self.label or run.label or ""
-        self.title.value = title_html(self.label, run.name, run.url, self.note)
-        self.inputs.value = inputs_html(getattr(run, "inputs", None))
-        self._draw_run(run)
-        self._watch = runs_watch.watch(run, self.apply)
+        """Show ``run`` and follow it in the background until it ends. A view closed meanwhile (its
+        widget was replaced by the re-run cell's while the run was launching) stays closed: nobody
+        would see it, and following the run would poll it for nobody."""
+        with self._following:
+            if self._closed:
+                return
+            self.run = run
+            self.label = self.label or run.label or ""
+            self.title.value = title_html(self.label, run.name, run.url, self.note)
+            self.inputs.value = inputs_html(getattr(run, "inputs", None))
+            self._draw_run(run)
+            self._watch = runs_watch.watch(run, self.apply)
 
     def launch_failed(self, message: str) -> None:
         self.badge.value = badge_html("LAUNCH FAILED")
@@ -160,7 +170,12 @@ class RunView(widgets.VBox):
 
     def close(self) -> None:
         """Stop following the run and close every widget of the view, so the kernel lets go of them all."""
-        self.stop()
+        following = getattr(self, "_following", None)
+        if following is None:  # stopped as it was built, then garbage: nothing follows its run yet
+            return close_tree(self)
+        with following:
+            self._closed = True
+            self.stop()
         close_tree(self)
 
     @property
@@ -179,7 +194,9 @@ class RunView(widgets.VBox):
         self.badge.value = badge_html(phase)
         self.elapsed.value = f"<span class='fastreg-elapsed' style='color:var(--jp-content-font-color2,#616161)'>{duration_text(run.elapsed) or '0s'}</span>"
         self.outputs.value = outputs_html(run.outputs) if phase == "SUCCEEDED" else ""
-        self.error.value = error_html(run.error)
+        self.error.value = error_html(run.error, getattr(run, "error_headline", None))
+        if done:  # a terminate that failed no longer matters
+            self._show_terminate_problem("")
         stopping = phase == "ABORTING"  # terminated already: the backend is ending it
         self.terminate_button.disabled = done or stopping or self.terminate_button.description != "Terminate"
         self.relaunch_button.disabled = not done
@@ -204,11 +221,19 @@ class RunView(widgets.VBox):
         try:
             self.run.terminate()
         except Exception as exc:  # shown in the view: a background failure has no cell to raise in
-            self.connection.value = connection_html(f"terminate failed: {describe_failure(exc)}")
+            self._show_terminate_problem(f"Terminate failed, the run goes on: {describe_failure(exc)} "
+                                         "Click Terminate to try again.")
             self.terminate_button.disabled = False
+        else:
+            self._show_terminate_problem("")
         finally:
             self.terminate_button.description = "Terminate"
             self._draw_run(self.run)
+
+    def _show_terminate_problem(self, problem: str) -> None:
+        """Its line takes no room while there is nothing to say."""
+        self.terminate_problem.value = connection_html(problem)
+        self.terminate_problem.layout.display = "" if problem else "none"
 
     def _relaunch_clicked(self, _button=None) -> None:
         if self.run is None:
@@ -226,9 +251,10 @@ class RunView(widgets.VBox):
         except Exception as exc:
             placeholder.launch_failed(describe_failure(exc))
             return
-        placeholder.attach(run)
-        if self._on_new_run is not None:
+        if self._on_new_run is not None:  # the widget shows it: in the placeholder, if it is still open
             self._on_new_run(run, placeholder)
+        else:
+            placeholder.attach(run)
 
     # -- text for frontends without widgets -------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):

@@ -284,11 +284,14 @@ def _shown_text(value: Any, limit: int = 2000) -> str:
     return _short_repr(value, limit)
 
 
-def error_html(error: str | None) -> str:
-    """The error's one-line cause first, then the whole text; readable in light and dark themes."""
+def error_html(error: str | None, headline: str | None = None) -> str:
+    """The error's one-line cause first, then the whole text; readable in light and dark themes.
+
+    ``headline`` is that cause when the caller knows it (`Run.error_headline`): a run's error ends with
+    the task's stderr, whose lines may look like exceptions too."""
     if not error:
         return ""
-    summary = error_summary(error)
+    summary = headline or error_summary(error)
     cause = f" <span class='fastreg-error-summary'>{esc(summary)}</span>" if summary and summary != error.strip() else ""
     return (
         f"<div class='fastreg-error'><b style='color:var(--jp-error-color1,#c62828)'>error</b>{cause}"
@@ -298,11 +301,15 @@ def error_html(error: str | None) -> str:
     )
 
 
+_STDERR_TAIL = "\n\nLast lines of "  # how `runs_logs.failure_tail` starts, after the backend's error
 _EXCEPTION_LINE = re.compile(r"(?m)^\s*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")
 
 
 def error_summary(error: str) -> str:
-    """What went wrong in one line: the last exception line of a traceback, else the last line."""
+    """What went wrong in one line: the last exception line of a traceback, else the last line. The
+    task's stderr that may follow a run's error ("Last lines of stderr.log …") is not looked at: a
+    warning printed there is not what failed."""
+    error = error.split(_STDERR_TAIL, 1)[0]
     found = _EXCEPTION_LINE.findall(error)
     if found:
         return found[-1].strip()
