@@ -23,6 +23,8 @@ Prints a table of medians (time.perf_counter). Public tools only; nothing here i
 
 from __future__ import annotations
 
+import this_checkout  # noqa: F401  (first: the package is imported from this checkout)
+
 import argparse
 import json
 import os

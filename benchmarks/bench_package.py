@@ -15,6 +15,8 @@ run builds the same tree), then times, median of --runs each:
 
 from __future__ import annotations
 
+import this_checkout  # noqa: F401  (first: the package is imported from this checkout)
+
 import argparse
 import os
 import random

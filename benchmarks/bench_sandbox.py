@@ -17,6 +17,8 @@ Measures in one run, on this machine:
 
 from __future__ import annotations
 
+import this_checkout  # noqa: F401  (first: the package is imported from this checkout)
+
 import argparse
 import json
 import os

@@ -16,6 +16,8 @@ carrying the badge's new value. Against the embedded sandbox, in a temporary dat
 
 from __future__ import annotations
 
+import this_checkout  # noqa: F401  (first: the package is imported from this checkout)
+
 import argparse
 import statistics
 import sys
