@@ -100,9 +100,15 @@ class Registration:
 
     def _keep_run(self, run) -> None:
         """``run`` joins ``.runs`` and every open view of them, the re-run cell's widget too."""
-        from fastreg_magic.widget_registration import keep_run  # ipywidgets: imported only once a run starts
+        try:
+            from fastreg_magic.widget_registration import keep_run  # ipywidgets: imported only once a run starts
 
-        keep_run(self, run)
+            keep_run(self, run)
+        except KeyboardInterrupt:
+            # Stopped before it joined: it is kept all the same (the Interrupted line names it reg.runs[-1]).
+            if not any(kept is run for kept in self.runs):
+                self.runs.append(run)
+            raise
 
     def start_run(self, target: EntityRef, inputs: Mapping[str, Any], *, execution_name: str | None = None,
                   before_create: Callable[[], None] | None = None) -> Any:
@@ -612,6 +618,14 @@ def trust_module(module: ModuleType, source: str, digest: str | None) -> None:
     workflows). Until then it is run again: flytekit marks a workflow compiled before running its body,
     so one stopped half-way would keep no nodes, and FlyteAdmin refuse it ("Parameter not bound")."""
     setattr(module, _FINGERPRINT, (source, digest))
+
+
+def run_again(name: str) -> None:
+    """Make the next load of the generated module ``name`` run it again, though unchanged: data its
+    launch plans' defaults name is converted as they are declared (flytekit's ``LaunchPlan.create``)."""
+    loaded = sys.modules.get(name)
+    if loaded is not None and _is_generated(loaded):
+        setattr(loaded, _FINGERPRINT, _NOT_TRUSTED_YET)
 
 
 def _import_parent_package(name: str) -> ModuleType | None:

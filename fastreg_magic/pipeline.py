@@ -3,7 +3,8 @@
     prepare_files (files to ship, digest, version)
       ├─ dry run / --serialize-to:  load → serialize → (show | write .pb files + archive)
       ├─ same version registered before in this process:  load → the remembered Registration
-      │     (its archive stored again first if it is gone: see _store_again_if_gone)
+      │     (its archive stored again first if it is gone: see _store_again_if_gone; registered
+      │     again when a file or directory its defaults name changed since: see default_data)
       └─ otherwise:  check project/domain → (package → upload) ∥ (load → serialize) → register
 
 Kept apart from ``api.py`` (the public names and the Registration value) so each reads in one screen.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
-from fastreg_magic import api, cell_errors, register, specs, version_check
+from fastreg_magic import api, cell_errors, default_data, register, specs, version_check
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError, Interrupted, VersionConflict
 
@@ -113,6 +114,10 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
             key = api._memo_key(backend, options.project, options.domain, prepared.version,
                                 prepared.content_version, options.activate)
             cached = api._memo.get(key)
+            data_changed = default_data.changed_since(key) if cached is not None else None
+            if data_changed is not None:
+                cached = None  # the same files, other data in a default: serialized and registered again below
+                api.run_again(options.module)  # as a new kernel would: a launch plan reads its defaults as declared
             stored_again = (_store_again_if_gone(cached, prepared, options, backend, timings)
                             if cached is not None else None)
             if stored_again is not None and stored_again.uri != cached.archive_uri:
@@ -140,6 +145,9 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
                             timings=timings, remote=remote)
         reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
         api._memo[key] = reg
+        default_data.remember(key, prepared.entities)
+        if data_changed is not None:  # said once, by this run: not by the unchanged re-runs answered from memory
+            reg = dataclasses.replace(reg, warnings=reg.warnings + (data_changed,))
         return reg
 
 
@@ -147,8 +155,7 @@ def _register_as_versioned(client, prepared: Prepared, options: Options, archive
                            build_images: bool, remote=None) -> Prepared:
     """Register ``prepared``; returns it as registered (under another version when its own holds another structure)."""
     try:
-        _register(client, prepared, options, archive_uri)
-        return prepared
+        return _register(client, prepared, options, archive_uri)
     except VersionConflict:
         if options.version:
             raise
@@ -157,8 +164,7 @@ def _register_as_versioned(client, prepared: Prepared, options: Options, archive
     with stopping("while serializing the cell again under a version of its structure"):
         prepared = serialized(_versioned_by_structure(prepared), options, timings, for_place=True,
                               build_images=build_images, remote=remote)
-    _register(client, prepared, options, archive_uri)
-    return prepared
+    return _register(client, prepared, options, archive_uri)
 
 
 def _activated_again(cached, backend):
@@ -304,13 +310,23 @@ def _finding_backend(backend_fn):
     raise Interrupted(f"Interrupted while finding the Flyte backend ({backend.label}): nothing was registered.")
 
 
-def _register(client, prepared: Prepared, options: Options, archive_uri: str) -> None:
+def _register(client, prepared: Prepared, options: Options, archive_uri: str) -> Prepared:
+    """``prepared`` registered; with --activate, it says which launch plans it made active again."""
     with stopping("while preparing the registration"):
         hydrated = [_hydrate(spec, options, archive_uri) for spec in prepared.specs]
     if options.version:  # a content-derived version holds one structure, unless a default varies (above)
         with stopping(f"while checking that version {options.version} is free"):
             version_check.check_version_free(client, hydrated)
-    register.register_specs(client, hydrated, activate=options.activate)
+    if not options.activate:
+        register.register_specs(client, hydrated)
+        return prepared
+    # An unchanged cell in a new kernel takes its version back from another activated since, as the
+    # same kernel's re-run does (`_activated_again`), and says so in the same words.
+    reactivated = register.register_specs_active(client, hydrated)
+    if not reactivated:
+        return prepared
+    return dataclasses.replace(prepared, warnings=prepared.warnings
+                               + (register.reactivated_note(reactivated, prepared.version),))
 
 
 def _versioned_by_structure(prepared: Prepared) -> Prepared:
@@ -461,13 +477,35 @@ def serialized(prepared: Prepared, options: Options, timings: dict, *, for_place
         return dataclasses.replace(prepared, specs=specs)
 
 
+@contextlib.contextmanager
 def _data_stored_by(remote):
-    """flytekit's context whose raw data goes to ``remote``'s backend (its DataProxy, ``flyte://``)."""
+    """flytekit's context whose raw data goes to ``remote``'s backend (its DataProxy, ``flyte://``,
+    bound to this remote: the last FlyteRemote built in the process would take it otherwise)."""
     if remote is None:
-        return contextlib.nullcontext()
+        yield
+        return
     from flytekit.core.context_manager import FlyteContextManager
 
-    return FlyteContextManager.with_context(remote.context.new_builder())
+    from fastreg_magic.runs import uploads_through
+
+    _forget_flytekit_conversions()
+    with uploads_through(remote), FlyteContextManager.with_context(remote.context.new_builder()):
+        yield
+
+
+def _forget_flytekit_conversions() -> None:
+    """Forget what flytekit remembers of local data for the life of the process, so that a default file
+    edited since the kernel last serialized is stored anew: ``TypeEngine.to_literal`` caches each
+    literal by the pickled value (a ``FlyteFile``'s path, not its content: flytekit/core/type_engine.py
+    ``_LITERAL_CACHE``), and the uploader names a file after its md5, cached by path (``hash_file``'s
+    ``lru_cache``, flytekit/tools/script_mode.py)."""
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.tools.script_mode import hash_file
+
+    literals = getattr(TypeEngine, "_LITERAL_CACHE", None)
+    if literals is not None:
+        literals.clear()
+    hash_file.cache_clear()
 
 
 def _local_module_files(fileset, generated: str) -> dict[str, Path]:

@@ -392,6 +392,17 @@ def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> 
     the cell a deadline per remaining entity); the first failure is raised once the Creates under way
     have answered.
     """
+    return len(_created(client, specs, activate).futures)
+
+
+def register_specs_active(client, specs: Sequence[Spec]) -> list[Reactivated]:
+    """``register_specs`` with ``activate``; returns the launch plans whose version already existed and
+    was made the active one again (another version had been activated since: another kernel, ``fastreg
+    register-files --activate``), for :func:`reactivated_note`."""
+    return _created(client, specs, True).reactivated()
+
+
+def _created(client, specs: Sequence[Spec], activate: bool) -> _Creates:
     creates = _Creates(client, _dependency_order(specs), activate, create_deadline_s())
     try:
         creates.send()
@@ -401,7 +412,7 @@ def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> 
     failure = creates.failure()
     if failure is not None:
         raise failure
-    return len(creates.futures)
+    return creates
 
 
 # How often a thread waiting on the worker pool wakes up to take a Ctrl-C (see `result_of`).
@@ -461,16 +472,20 @@ class _Creates:
                 waits = [self.futures[k] for k in needs if k in self.futures]
                 self.futures[key] = worker_pool().submit(self._create_after, waits, spec)
 
-    def _create_after(self, waits: list, spec: Spec) -> None:
+    def _create_after(self, waits: list, spec: Spec) -> Reactivated | None:
         for dependency in waits:
             dependency.result()  # raises (and so skips this one) when a dependency failed
         if self.failed.is_set():
             raise _NotSent()
         try:
-            _create(self.client, spec, self.activate, self.deadline_s)
+            return _create(self.client, spec, self.activate, self.deadline_s)
         except BaseException:
             self.failed.set()
             raise
+
+    def reactivated(self) -> list[Reactivated]:
+        """The launch plans made active again (see ``_create``), once every Create has answered."""
+        return [f.result() for f in self.futures.values() if f.done() and f.exception() is None and f.result()]
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for every Create (at most ``timeout`` s), taking Ctrl-C at once; whether all are answered."""
@@ -591,15 +606,18 @@ def _dependency_order(specs: Sequence[Spec]) -> list[tuple[Spec, set]]:
     return ordered
 
 
-def _create(client, spec: Spec, activate: bool, deadline_s: float) -> None:
+def _create(client, spec: Spec, activate: bool, deadline_s: float) -> Reactivated | None:
     """One Create RPC through flytekit's raw client (it takes the protos we already hold), with a deadline:
-    flytekit's channel applies the one scoped on the calling thread (its ScopedGrpcDeadlineInterceptor)."""
+    flytekit's channel applies the one scoped on the calling thread (its ScopedGrpcDeadlineInterceptor).
+    With ``activate``, a launch plan is made the active version; one that already existed while another
+    version was active is returned (made active *again*: the cell says so), else None."""
     from flyteidl.admin import launch_plan_pb2, task_pb2, workflow_pb2
     from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
 
     identifier = spec.identifier
     try:
         with scoped_grpc_deadline(deadline_s):
+            existed = False
             try:
                 if spec.kind == "task":
                     client.create_task(task_pb2.TaskCreateRequest(id=identifier, spec=spec.proto))
@@ -610,8 +628,10 @@ def _create(client, spec: Spec, activate: bool, deadline_s: float) -> None:
             except Exception as exc:
                 if not _already_exists(exc):
                     raise
+                existed = True
             if spec.kind == "launch_plan" and activate:
-                client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
+                return _activated(client, spec, existed)
+            return None
     except FastRegError:
         raise
     except Exception as exc:
@@ -619,6 +639,24 @@ def _create(client, spec: Spec, activate: bool, deadline_s: float) -> None:
         if no_answer is not None:
             raise no_answer from exc
         raise error_for(exc, spec) from exc
+
+
+def _activated(client, spec: Spec, existed: bool) -> Reactivated | None:
+    """Make the launch plan of ``spec`` the active version. A new one is simply activated; one that
+    already existed (an unchanged cell in a new kernel) is looked at first, as the memo path's
+    ``keep_active`` does, so that taking it back from another version is said, and an active one left be."""
+    from flyteidl.admin import common_pb2, launch_plan_pb2
+
+    identifier = spec.identifier
+    active = None
+    if existed:
+        named = common_pb2.NamedEntityIdentifier(project=identifier.project, domain=identifier.domain,
+                                                 name=identifier.name)
+        active = _active_version(client, named)
+        if active == identifier.version:
+            return None
+    client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
+    return Reactivated(spec.name, active) if existed else None
 
 
 def _no_answer(exc: BaseException, spec: Spec) -> _NoAnswer | None:

@@ -99,7 +99,7 @@ def launch(
     given = dict(inputs)  # as the user gave them (and a task's defaults), for the run's view
     target = _remote_target(remote, entity)
     try:
-        with _uploads_through(remote):
+        with uploads_through(remote):
             if local is not None:  # converted here, one input at a time, so a failure can name its input
                 inputs = _literal_inputs(remote, entity, target, local.python_interface.inputs, inputs)
             if before_create is not None:
@@ -173,7 +173,8 @@ def launch_stoppably(start: Callable[[str, Callable[[], None]], "Run"], what: st
 
     On Ctrl-C nothing started is lost: before the CreateExecution, none is sent ("nothing was started");
     after it, the answer is waited for (briefly) and the run kept, and `errors.Interrupted` names the run
-    and how to stop it. A run whose answer comes later still is kept when it comes.
+    and how to stop it, as it does for a Ctrl-C while the started run is being kept (its view built, its
+    watcher started). A run whose answer comes later still is kept when it comes.
     """
     from fastreg_magic import register
 
@@ -184,7 +185,10 @@ def launch_stoppably(start: Callable[[str, Callable[[], None]], "Run"], what: st
         run = register.result_of(future)
     except KeyboardInterrupt:
         raise _interrupted_launch(future, gate, what, name, keep) from None
-    keep(run)
+    try:
+        keep(run)  # builds the run's view and starts its watcher: a Stop lands there as often as anywhere
+    except KeyboardInterrupt:
+        raise _started_and_goes_on(run, what) from None
     return run
 
 
@@ -205,6 +209,12 @@ def _interrupted_launch(future, gate: _CreateGate, what: str, name: str, keep) -
     except Exception as err:  # the launch failed on its own: that is the news
         return err
     keep(run)
+    return _started_and_goes_on(run, what)
+
+
+def _started_and_goes_on(run, what: str) -> BaseException:
+    from fastreg_magic.errors import Interrupted
+
     return Interrupted(f"Interrupted, but run {run.name} of {what} had started and goes on: it is reg.runs[-1] "
                        "(reg.runs[-1].terminate() stops it).")
 
@@ -232,7 +242,7 @@ _UPLOAD_BINDING = threading.Lock()
 
 
 @contextlib.contextmanager
-def _uploads_through(remote):
+def uploads_through(remote):
     """Local file inputs (FlyteFile, FlyteDirectory) upload through *this* remote's backend.
 
     flytekit uploads them via the process-wide ``flyte://`` fsspec protocol, which every new

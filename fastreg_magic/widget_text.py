@@ -67,7 +67,7 @@ def phase_colour(phase: str) -> str:
 def badge_html(phase: str) -> str:
     return (
         f'<span class="fastreg-phase" data-phase="{esc(phase)}" style="background:{phase_colour(phase)};color:white;'
-        f'padding:2px 8px;border-radius:10px;font-weight:600;font-size:90%">{esc(phase)}</span>'
+        f'padding:2px 8px;border-radius:10px;font-weight:600;font-size:90%;white-space:nowrap">{esc(phase)}</span>'
     )
 
 
@@ -203,7 +203,7 @@ def nodes_html(rows: Iterable[NodeStatus]) -> str:
 # "…", whole in the tooltip), so phase and duration stay in sight in a narrow notebook.
 _FITTED_TABLE = "table-layout:fixed;width:100%;max-width:64em"
 _NODE_COLUMNS = (
-    "<colgroup><col style='width:20%'><col><col style='width:8.5em'><col style='width:7em'>"
+    "<colgroup><col style='width:20%'><col><col style='width:10em'><col style='width:7em'>"
     "<col style='width:5em'></colgroup>"
 )
 _CUT = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"

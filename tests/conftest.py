@@ -72,6 +72,10 @@ def s3_endpoint(monkeypatch):
     for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
                         ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(name, value)
+    # fsspec keeps one S3FileSystem per set of arguments for the process, with the endpoint botocore read
+    # from the environment when it was made: an earlier test's server, stopped since.
+    s3fs = pytest.importorskip("s3fs")
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         yield endpoint
     finally:

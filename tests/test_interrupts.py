@@ -168,6 +168,43 @@ def test_launch_interrupted_after_the_run_started_keeps_it(sandbox_shell, sandbo
     assert runs[0].outputs == {"o0": 6}
 
 
+PRESS_CTRL_C_AS_THE_RUN_IS_KEPT = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    def _press_at_keep_run(frame, event, arg):
+        # Stop pressed just as the started run is being kept (joining reg.runs, its view and watcher built)
+        if event == "call" and frame.f_code.co_name == "keep_run" and "widget_registration" in frame.f_code.co_filename:
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sys.setprofile(_press_at_keep_run)
+    try:
+        run = reg.launch('pipeline', n=3)
+    finally:
+        sys.setprofile(None)
+    """
+)
+
+
+def test_launch_interrupted_as_the_started_run_is_kept_says_so_in_one_line(sandbox_shell, sandbox, remote, workdir,
+                                                                        python_ctrl_c, capsys):
+    mod = unique("keeping")
+    registered(sandbox_shell, mod, workdir, sandbox.config_file)
+    sandbox_shell.user_ns.pop("run", None)
+    result, shown = run_cell(sandbox_shell, PRESS_CTRL_C_AS_THE_RUN_IS_KEPT, capsys)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    runs = sandbox_shell.user_ns["reg"].runs
+    assert len(runs) == 1, shown  # kept, though the Stop came before it joined
+    assert executions_of(remote, f"{mod}.pipeline") == [runs[0].name]
+    lines = [text for text in shown.splitlines() if text.strip()]
+    assert len(lines) == 1 and "Traceback" not in shown, shown
+    assert runs[0].name in lines[0] and "had started and goes on" in lines[0], shown
+    assert "reg.runs[-1].terminate()" in lines[0], shown
+    runs[0].wait(timeout=120)  # it does run
+    assert runs[0].outputs == {"o0": 6}
+
+
 def test_launch_interrupted_before_the_create_starts_nothing(sandbox_shell, sandbox, remote, workdir, ctrl_c, capsys):
     mod = unique("notlaunched")
     registered(sandbox_shell, mod, workdir, sandbox.config_file)

@@ -115,9 +115,9 @@ def test_a_named_launch_plan_of_a_workflow_built_by_hand_can_be_edited(sandbox_s
 
 
 def test_a_local_module_naming_a_launch_plan_can_be_edited(sandbox_shell, remote, workdir):
-    mod, lp = unique("lplocal"), unique("lib_lp")
-    (workdir / "mylib").mkdir()
-    (workdir / "mylib" / "__init__.py").write_text("")
+    mod, lp, lib = unique("lplocal"), unique("lib_lp"), unique("lplib")  # a package name no other test imports
+    (workdir / lib).mkdir()
+    (workdir / lib / "__init__.py").write_text("")
     flows = textwrap.dedent(
         f"""
         from flytekit import task, workflow, LaunchPlan
@@ -133,11 +133,11 @@ def test_a_local_module_naming_a_launch_plan_can_be_edited(sandbox_shell, remote
         inner_lp = LaunchPlan.get_or_create(inner, name="{lp}", default_inputs={{"n": 1}})
         """
     )
-    (workdir / "mylib" / "flows.py").write_text(flows)
-    cell = "from flytekit import workflow\nfrom mylib.flows import inner_lp\n\n" \
+    (workdir / lib / "flows.py").write_text(flows)
+    cell = f"from flytekit import workflow\nfrom {lib}.flows import inner_lp\n\n" \
            "@workflow\ndef outer(n: int = 1) -> int:\n    return inner_lp(n=n)\n"
     first = magic(sandbox_shell, f"-m {mod}", cell)
-    (workdir / "mylib" / "flows.py").write_text(flows.replace("n + 1", "n + 2").replace('"n": 1', '"n": 5'))
+    (workdir / lib / "flows.py").write_text(flows.replace("n + 1", "n + 2").replace('"n": 1', '"n": 5'))
     edited = magic(sandbox_shell, f"-m {mod}", cell)
     assert edited.registered and edited.version != first.version
     assert default_n(remote, lp, edited.version) == 5
@@ -197,6 +197,35 @@ def test_an_unchanged_activate_cell_makes_its_version_active_again(sandbox_shell
     assert [c for c in counter.calls if c.startswith(("Create", "Update"))] == []
     assert sorted(c for c in counter.calls if c == "GetActiveLaunchPlan") == ["GetActiveLaunchPlan"] * 2
     assert not any("again" in w for w in still.warnings)
+
+
+def test_an_activate_cell_in_a_new_kernel_says_it_made_its_version_active_again(sandbox_shell, remote, workdir):
+    """The same line as the same kernel's re-run, when the kernel remembers nothing of the cell (a new
+    kernel, as after a restart): its Creates find every entity there, and the activation says so."""
+    from fastreg_magic import api
+
+    mod, lp = unique("nightly"), unique("nightly")
+    cell = CELL + f'nightly = LaunchPlan.get_or_create(pipeline, name="{lp}", ' \
+                  'schedule=CronSchedule(schedule="0 3 * * *"))\n'
+    cell = cell.replace("LaunchPlan\n", "LaunchPlan, CronSchedule\n", 1)
+    first = magic(sandbox_shell, f"-m {mod} --activate", cell)
+    other = magic(sandbox_shell, f"-m {mod} --activate", cell.replace("n * 1.0", "n * 7.0"))
+    assert active_version(remote, lp) == other.version
+
+    api.forget_registrations()  # what a new kernel knows of the cell: nothing
+    again = magic(sandbox_shell, f"-m {mod} --activate", cell)
+    assert again.version == first.version and again.registered
+    assert active_version(remote, lp) == first.version
+    plans = sorted(e.name for e in again.entities if e.kind == "launch_plan")
+    notes = [w for w in again.warnings if w.startswith("activated this cell's version")]
+    assert len(notes) == 1, again.warnings
+    assert notes[0].startswith(f"activated this cell's version {first.version} again for launch plans ")
+    assert sorted(notes[0].split(" for launch plans ")[1].split(" (")[0].split(", ")) == plans
+    assert notes[0].endswith(f"(version {other.version} was active)")
+
+    api.forget_registrations()  # its version is the active one already: nothing to say
+    still = magic(sandbox_shell, f"-m {mod} --activate", cell)
+    assert not any("again" in w for w in still.warnings), still.warnings
 
 
 def test_an_activate_release_the_backend_lost_is_registered_again(tmp_path):

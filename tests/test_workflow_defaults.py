@@ -9,6 +9,11 @@ import textwrap
 import uuid
 from pathlib import Path
 
+from flytekit.configuration import Config
+from flytekit.remote import FlyteRemote
+
+from fastreg_magic import config
+
 CELL = textwrap.dedent(
     """
     from flytekit import task, workflow
@@ -27,10 +32,15 @@ CELL = textwrap.dedent(
 )
 
 
-def test_file_and_array_defaults_are_stored_on_the_backend_and_read_by_the_run(sandbox_shell, remote, tmp_path):
+def test_file_and_array_defaults_are_stored_on_the_backend_and_read_by_the_run(sandbox, sandbox_shell, remote,
+                                                                                tmp_path):
     default = tmp_path / "default.txt"
     default.write_text("from-the-default\n")
     module = f"defaults_{uuid.uuid4().hex[:8]}"
+    # The user's own FlyteRemote for another backend, built after the cell's: flytekit binds the process's
+    # `flyte://` uploads to the last one built, yet the cell's defaults go to the cell's backend.
+    config.connect(config.resolve_backend(config_file=str(sandbox.config_file)), "flytesnacks", "development")
+    FlyteRemote(Config.for_endpoint("127.0.0.1:9", insecure=True), interactive_mode_enabled=False)
     reg = sandbox_shell.run_cell_magic(
         "flyte_fast", f"-m {module} --source-root {tmp_path}", CELL.format(path=str(default))
     )

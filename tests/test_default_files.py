@@ -1,0 +1,109 @@
+"""A data file a workflow's default names is part of what the cell ships: editing it, then re-running
+the unchanged cell, stores the new content and registers it; an untouched file sends nothing."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+
+CELL = textwrap.dedent(
+    """
+    from flytekit import task, workflow
+    from flytekit.types.file import FlyteFile
+
+    @task
+    def read(f: FlyteFile) -> str:
+        with open(f) as handle:
+            return handle.read().strip()
+
+    @workflow
+    def wf(f: FlyteFile = FlyteFile({path!r})) -> str:
+        return read(f=f)
+    """
+)
+
+
+def _launched(reg) -> str:
+    run = reg.launch("wf").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    return run.outputs["o0"]
+
+
+def test_editing_a_default_file_then_re_running_the_cell_registers_the_new_data(sandbox_shell, tmp_path):
+    default = tmp_path / "def.txt"
+    default.write_text("OLD\n")
+    module = f"default_file_{uuid.uuid4().hex[:8]}"
+    line, cell = f"-m {module} --source-root {tmp_path}", CELL.format(path=str(default))
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert _launched(first) == "OLD"
+
+    default.write_text("NEWER\n")
+    stat = default.stat()
+    os.utime(default, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # an editor saving within the same tick
+    edited = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert edited.registered and edited.version != first.version
+    assert any(f"the default file {default} changed" in w for w in edited.warnings), edited.warnings
+    assert _launched(edited) == "NEWER"
+
+    untouched = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert not untouched.registered and not untouched.uploaded
+    assert untouched.version == edited.version
+    assert not any("default file" in w for w in untouched.warnings), untouched.warnings
+
+
+DIRECTORY_CELL = textwrap.dedent(
+    """
+    import os
+    from flytekit import task, workflow
+    from flytekit.types.directory import FlyteDirectory
+
+    @task
+    def names(d: FlyteDirectory) -> str:
+        return ",".join(sorted(os.listdir(d.download())))
+
+    @workflow
+    def wf(d: FlyteDirectory = {path!r}) -> str:
+        return names(d=d)
+    """
+)
+
+
+def test_a_file_added_to_a_default_directory_is_registered_on_the_re_run(sandbox_shell, tmp_path):
+    """A directory given as a plain path for a FlyteDirectory input: its files are part of its signature."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("1\n")
+    (data / "b.csv").write_text("2\n")
+    module = f"default_dir_{uuid.uuid4().hex[:8]}"
+    line, cell = f"-m {module} --source-root {tmp_path}", DIRECTORY_CELL.format(path=str(data))
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert _launched(first) == "a.csv,b.csv"
+
+    (data / "c.csv").write_text("3\n")
+    edited = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert edited.registered and edited.version != first.version
+    assert any(f"the default directory {data} changed" in w for w in edited.warnings), edited.warnings
+    assert _launched(edited) == "a.csv,b.csv,c.csv"
+
+
+def test_editing_a_file_a_launch_plans_default_names_is_registered_on_the_re_run(sandbox_shell, tmp_path):
+    """A named launch plan's defaults are read as it is declared: the re-run declares it anew."""
+    default, planned = tmp_path / "def.txt", tmp_path / "planned.txt"
+    default.write_text("OLD\n")
+    planned.write_text("PLANNED\n")
+    module, plan = f"default_lp_{uuid.uuid4().hex[:8]}", f"plan_{uuid.uuid4().hex[:8]}"
+    cell = CELL.format(path=str(default)) + (
+        "from flytekit import LaunchPlan\n"
+        f"plan = LaunchPlan.get_or_create(wf, name={plan!r}, default_inputs={{'f': FlyteFile({str(planned)!r})}})\n"
+    )
+    line = f"-m {module} --source-root {tmp_path}"
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert first.launch(plan).wait(timeout=300).outputs == {"o0": "PLANNED"}
+
+    planned.write_text("PLANNED AGAIN\n")
+    edited = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert edited.registered and edited.version != first.version
+    assert any(f"the default file {planned} changed" in w for w in edited.warnings), edited.warnings
+    assert edited.launch(plan).wait(timeout=300).outputs == {"o0": "PLANNED AGAIN"}
+    assert _launched(edited) == "OLD"
