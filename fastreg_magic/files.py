@@ -739,13 +739,9 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
 
 def archive_sha256(path: Path) -> str:
     """The sha256 of an archive's bytes: recorded by ``serialize`` in the manifest, checked by ``register-files``."""
-    import hashlib
+    from fastreg_magic.hashing import file_digest
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256").hexdigest()
 
 
 def _archive_of(path: Path, digest: str, sha256: str):

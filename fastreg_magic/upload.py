@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import os
 import posixpath
 import re
@@ -34,6 +33,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from fastreg_magic.config import endpoint_host_port
 from fastreg_magic.errors import UploadError, causes
+from fastreg_magic.hashing import file_digest
 from fastreg_magic.package import ARCHIVE_PREFIX, ARCHIVE_SUFFIX, Archive
 
 Progress = Callable[[int, int], None]
@@ -430,11 +430,7 @@ def _md5_of(path: Path) -> bytes:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _MD5S:
-        digest = hashlib.md5()
-        with open(path, "rb") as handle:  # hashlib.file_digest is Python 3.11+
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _MD5S[key] = digest.digest()
+        _MD5S[key] = file_digest(path, "md5").digest()
     return _MD5S[key]
 
 

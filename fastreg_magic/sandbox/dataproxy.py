@@ -30,7 +30,6 @@ one rule instead of two.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import secrets
 import time
@@ -41,6 +40,7 @@ from flyteidl.core import identifier_pb2
 from flyteidl.service import dataproxy_pb2, dataproxy_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from fastreg_magic.hashing import file_digest
 from fastreg_magic.sandbox.blobserver import UrlSigner, safe_relative
 from fastreg_magic.sandbox.guard import guarded
 from fastreg_magic.sandbox.store import Store
@@ -198,9 +198,5 @@ class DataProxyService(dataproxy_pb2_grpc.DataProxyServiceServicer):
 
 
 def _md5(path: Path) -> bytes:
-    digest = hashlib.md5()
-    with open(path, "rb") as source:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+    return file_digest(path, "md5").digest()
 
