@@ -368,7 +368,7 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
         if archive.size > upload.PROGRESS_MIN_BYTES:
             with api.timed(timings, "upload"), stopping("while uploading the archive"):
                 stored = upload_archive(archive, options, remote)
-            loaded = load(prepared, options, namespace, timings)
+            loaded = _load_storing_data(prepared, options, namespace, remote, timings)
             return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images,
                                                remote=remote)
     else:
@@ -376,7 +376,7 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     background: dict[str, float] = {}
     stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
-        loaded = load(prepared, options, namespace, timings)
+        loaded = _load_storing_data(prepared, options, namespace, remote, timings)
         prepared = serialized(loaded, options, timings, for_place=True, build_images=build_images, remote=remote)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
@@ -386,6 +386,14 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     for step, seconds in background.items():
         timings[step] = timings.get(step, 0.0) + seconds
     return archive, stored, prepared
+
+
+def _load_storing_data(prepared: Prepared, options: Options, namespace, remote, timings: dict) -> Prepared:
+    """`load`, with data the module converts as it runs stored on ``remote``'s backend: flytekit turns a
+    launch plan's default and fixed inputs into literals when ``LaunchPlan.get_or_create`` runs, not
+    when it is serialized."""
+    with _data_stored_by(remote):
+        return load(prepared, options, namespace, timings)
 
 
 def _package_and_upload(archive, prepared: Prepared, options: Options, remote, timings: dict):

@@ -238,7 +238,7 @@ def _keep_when_started(keep, future) -> None:
         log.debug("keeping a run started after an interrupt failed", exc_info=True)
 
 
-_UPLOAD_BINDING = threading.Lock()
+_UPLOAD_BINDING = threading.RLock()  # re-entered by a cell's module that launches a run as it loads
 
 
 @contextlib.contextmanager

@@ -58,3 +58,38 @@ def test_file_and_array_defaults_are_stored_on_the_backend_and_read_by_the_run(s
     run = reg.launch("wf").wait(timeout=300)
     assert run.phase == "SUCCEEDED", run.error
     assert run.outputs == {"o0": "from-the-default 3.0"}
+
+
+def test_a_named_launch_plans_file_default_is_stored_on_the_backend(sandbox_shell, remote, tmp_path):
+    """flytekit converts a launch plan's defaults as the cell's module runs (`LaunchPlan.get_or_create`),
+    not as it serializes: they too must be stored on the backend, not left as this kernel's path."""
+    planned = tmp_path / "planned.txt"
+    planned.write_text("PLANNED\n")
+    module, name = f"lp_default_{uuid.uuid4().hex[:8]}", f"plan_{uuid.uuid4().hex[:8]}"
+    cell = textwrap.dedent(
+        f"""
+        from flytekit import LaunchPlan, task, workflow
+        from flytekit.types.file import FlyteFile
+
+        @task
+        def read(f: FlyteFile) -> str:
+            with open(f) as handle:
+                return handle.read().strip()
+
+        @workflow
+        def wf(f: FlyteFile) -> str:
+            return read(f=f)
+
+        plan = LaunchPlan.get_or_create(wf, name={name!r}, default_inputs={{"f": FlyteFile({str(planned)!r})}})
+        """
+    )
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m {module} --source-root {tmp_path}", cell)
+
+    stored = remote.fetch_launch_plan(name=name, version=reg.version)
+    uri = stored.default_inputs.parameters["f"].default.scalar.blob.uri
+    assert "uploads" in uri and not uri.startswith(str(tmp_path)), uri
+
+    # (The file stays: the task's container imports the module, which declares the plan again.)
+    run = reg.launch(name).wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": "PLANNED"}
