@@ -549,7 +549,8 @@ def run_register_files(args) -> int:
     registered: list[str] = []
     for plan in planned:
         try:
-            register.register_specs(plan.client, plan.specs, activate=plan.activate)
+            reactivated = (register.register_specs_active(plan.client, plan.specs) if plan.activate
+                           else register.register_specs(plan.client, plan.specs))
         except FastRegError as err:
             if not registered:
                 raise
@@ -558,6 +559,8 @@ def run_register_files(args) -> int:
         registered.append(str(plan.folder))
         print(f"{plan.folder}: registered {len(plan.specs)} entities as version {plan.version} in "
               f"{plan.project}/{plan.domain} on {backend.label}")
+        if plan.activate and reactivated:  # another version had been activated since: said, as the magic says it
+            print(f"{plan.folder}: {register.reactivated_note(reactivated, plan.version, whose='')}")
         for notice in _unscheduled(plan, backend):  # as the magic lists it under its summary
             print(f"{plan.folder}: warning: {notice}", file=sys.stderr)
     return 0

@@ -742,8 +742,9 @@ def _active_version(client, named) -> str | None:
         raise
 
 
-def reactivated_note(plans: Sequence[Reactivated], version: str) -> str:
-    """One line for the cell: which launch plans are at this cell's version again, and what was active."""
+def reactivated_note(plans: Sequence[Reactivated], version: str, whose: str = "this cell's ") -> str:
+    """One line for the cell (``whose`` version: the cell's; "" for a release of `register-files`): which
+    launch plans are at that version again, and what was active."""
     names = ", ".join(plan.name for plan in plans)
     before = sorted({plan.was_active for plan in plans if plan.was_active})
     if not before:
@@ -753,7 +754,7 @@ def reactivated_note(plans: Sequence[Reactivated], version: str) -> str:
     else:
         was = f"versions {', '.join(before)} were active"
     label = "launch plan" if len(plans) == 1 else "launch plans"
-    return f"activated this cell's version {version} again for {label} {names} ({was})"
+    return f"activated {whose}version {version} again for {label} {names} ({was})"
 
 
 def _not_found(exc: BaseException) -> bool:

@@ -298,3 +298,33 @@ def test_flyteadmins_refusal_of_a_domain_names_the_known_ones(sandbox, tmp_path)
     assert "domain [prod] is unrecognized" in error.message
     assert error.hint.startswith("Pick one of the known domains")
     assert "create-project" not in error.hint and "flytectl" not in error.hint
+
+
+def test_register_files_activate_says_when_it_made_its_version_active_again(sandbox, remote, workdir):
+    """`fastreg register-files --activate` of a release whose launch plan another version took over since:
+    the release's version is active again, and the command says so, as the magic does."""
+    mod, lp = unique("nightly"), unique("nightly")
+    source = CELL + f'nightly = LaunchPlan.get_or_create(pipeline, name="{lp}", default_inputs={{"n": 2}})\n'
+    fastreg = [sys.executable, "-m", "fastreg_magic.cli"]
+
+    def serialized_and_registered(folder, text):
+        (workdir / folder).mkdir(exist_ok=True)
+        (workdir / folder / f"{mod}.py").write_text(text)
+        subprocess.run([*fastreg, "serialize", f"{folder}/{mod}.py", "-o", f"{folder}/out"], cwd=workdir,
+                       check=True, capture_output=True)
+        return subprocess.run([*fastreg, "register-files", f"{folder}/out", "--activate", "--config",
+                               str(sandbox.config_file)], cwd=workdir, check=True, capture_output=True, text=True)
+
+    first = serialized_and_registered("mine", source)
+    assert "activated" not in first.stdout, first.stdout
+    version = active_version(remote, lp)
+    serialized_and_registered("theirs", source.replace("n * 1.0", "n * 7.0"))
+    other = active_version(remote, lp)
+    assert other != version
+
+    again = serialized_and_registered("mine", source)
+    assert active_version(remote, lp) == version
+    lines = [line for line in again.stdout.splitlines() if "activated" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{workdir / 'mine' / 'out'}: activated version {version} again "
+                                                   "for launch plans "), again.stdout
+    assert lines[0].endswith(f"(version {other} was active)")
