@@ -96,3 +96,23 @@ def _local_data_path(value, declared) -> Path | None:
     if not isinstance(value, (str, os.PathLike)) or "://" in os.fspath(value):
         return None  # already remote: nothing local to edit
     return Path(value).expanduser().resolve()
+
+
+def stored_by_content(file_access):
+    """A copy of flytekit's ``file_access`` that names each file a type transformer writes (an array's
+    ``.npy``, a pickle) ``data`` in its own random folder, where flytekit names the file itself randomly.
+
+    Stored through the backend's DataProxy, a file lands under the md5 of its content and its own name
+    (flytekit/remote/remote_fs.py): with a fixed name, the same array is the same object, so an unchanged
+    cell registers the same version in a new kernel instead of a new one. Written here because flytekit
+    has no setting for it.
+    """
+    from flytekit.core.data_persistence import FileAccessProvider
+
+    class ContentNamedFiles(FileAccessProvider):
+        def get_random_local_path(self, file_path_or_file_name=None) -> str:
+            return super().get_random_local_path(file_path_or_file_name or "data")
+
+    return ContentNamedFiles(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
+                             data_config=file_access.data_config)
+

@@ -497,7 +497,8 @@ def _data_stored_by(remote):
     from fastreg_magic.runs import uploads_through
 
     _forget_flytekit_conversions()
-    with uploads_through(remote), FlyteContextManager.with_context(remote.context.new_builder()):
+    context = remote.context.new_builder().with_file_access(default_data.stored_by_content(remote.file_access))
+    with uploads_through(remote), FlyteContextManager.with_context(context):
         yield
 
 

@@ -93,3 +93,32 @@ def test_a_named_launch_plans_file_default_is_stored_on_the_backend(sandbox_shel
     run = reg.launch(name).wait(timeout=300)
     assert run.phase == "SUCCEEDED", run.error
     assert run.outputs == {"o0": "PLANNED"}
+
+
+def test_an_array_default_is_stored_by_content_so_a_new_kernel_registers_the_same_version(sandbox_shell, tmp_path):
+    """flytekit writes an array to a randomly named file before storing it: stored by that name, each new
+    kernel would register another version of the same cell."""
+    from fastreg_magic import api
+
+    cell = textwrap.dedent(
+        """
+        from flytekit import task, workflow
+        import numpy as np
+
+        @task
+        def total(a: np.ndarray) -> float:
+            return float(a.sum())
+
+        @workflow
+        def wf(a: np.ndarray = np.arange(5.0)) -> float:
+            return total(a=a)
+        """
+    )
+    line = f"-m arrays_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    api.forget_registrations()  # what a new kernel knows of the cell: nothing
+    again = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert again.registered and again.version == first.version
+    run = again.launch("wf").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": 10.0}
