@@ -98,14 +98,16 @@ def _local_data_path(value, declared) -> Path | None:
     return Path(value).expanduser().resolve()
 
 
-def stored_by_content(file_access):
-    """A copy of flytekit's ``file_access`` that names each file a type transformer writes (an array's
-    ``.npy``, a pickle) ``data`` in its own random folder, where flytekit names the file itself randomly.
+def stored_by_content(remote):
+    """A copy of ``remote``'s flytekit file access for storing data on its backend, with differences
+    written here because flytekit has no setting for them:
 
-    Stored through the backend's DataProxy, a file lands under the md5 of its content and its own name
-    (flytekit/remote/remote_fs.py): with a fixed name, the same array is the same object, so an unchanged
-    cell registers the same version in a new kernel instead of a new one. Written here because flytekit
-    has no setting for it.
+    - each file a type transformer writes (an array's ``.npy``, a pickle) is named ``data`` in its own
+      random folder, where flytekit names the file itself randomly. Through the backend's DataProxy a file
+      lands under the md5 of its content and its own name (flytekit/remote/remote_fs.py): with a fixed
+      name, the same array is the same object, so an unchanged cell registers the same version in a new
+      kernel instead of a new one;
+    - a directory keeps its layout and its names (`_store_directory`).
     """
     from flytekit.core.data_persistence import FileAccessProvider
 
@@ -113,6 +115,67 @@ def stored_by_content(file_access):
         def get_random_local_path(self, file_path_or_file_name=None) -> str:
             return super().get_random_local_path(file_path_or_file_name or "data")
 
+        async def async_put_data(self, local_path, remote_path: str, is_multipart: bool = False, **kwargs) -> str:
+            if is_multipart and str(remote_path).startswith("flyte://"):
+                stored = _store_directory(remote, Path(local_path))
+                if stored is not None:
+                    return stored
+            return await super().async_put_data(local_path, remote_path, is_multipart=is_multipart, **kwargs)
+
+    file_access = remote.file_access
     return ContentNamedFiles(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
                              data_config=file_access.data_config)
 
+
+# Files of one directory stored at once (each a CreateUploadLocation and a PUT).
+_DIRECTORY_UPLOADS = 8
+
+
+def _store_directory(remote, local: Path) -> str | None:
+    """Store the directory ``local`` through ``remote``'s DataProxy; its URI, or None for flytekit to
+    store it (not a directory, or no file in it).
+
+    flytekit (``FlyteFS._put``) stores every file of a directory flat, by its name alone, in a folder
+    named by the files' contents alone: ``train/data.csv`` and ``val/data.csv`` are refused as one file
+    stored twice, nested folders are flattened, a directory of one file is stored as that file, and two
+    directories holding the same bytes under other names share one folder. Here the folder is named by
+    the files' relative paths and contents, and each file is stored at its relative path inside it.
+    Symbolic links are left out, as flytekit leaves them out.
+    """
+    import base64
+    import concurrent.futures
+    import hashlib
+
+    from flytekit.tools.script_mode import hash_file
+
+    if not local.is_dir():
+        return None
+    files = _files_in(local)
+    if not files:
+        return None
+    named = hashlib.sha256()
+    for relative, path in files:
+        named.update(relative.encode() + b"\0" + hash_file(path)[0])
+    root = base64.b32encode(named.digest()[:20]).decode()
+
+    def store(item) -> str:
+        relative, path = item
+        folder = "/".join([root, *relative.split("/")[:-1]])
+        return remote.upload_file(path, filename_root=folder)[1]
+
+    with concurrent.futures.ThreadPoolExecutor(min(_DIRECTORY_UPLOADS, len(files))) as pool:
+        stored = list(pool.map(store, files))
+    relative, _ = files[0]
+    return stored[0][: -len(relative) - 1]
+
+
+def _files_in(local: Path) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of the regular files under ``local``, symbolic links left out."""
+    found = []
+    for root, dirs, names in os.walk(local):
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+        for name in sorted(names):
+            path = Path(root, name)
+            if not path.is_symlink() and path.is_file():
+                found.append((path.relative_to(local).as_posix(), path))
+    return found

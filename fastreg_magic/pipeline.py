@@ -497,7 +497,7 @@ def _data_stored_by(remote):
     from fastreg_magic.runs import uploads_through
 
     _forget_flytekit_conversions()
-    context = remote.context.new_builder().with_file_access(default_data.stored_by_content(remote.file_access))
+    context = remote.context.new_builder().with_file_access(default_data.stored_by_content(remote))
     with uploads_through(remote), FlyteContextManager.with_context(context):
         yield
 

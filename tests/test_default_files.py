@@ -60,7 +60,9 @@ DIRECTORY_CELL = textwrap.dedent(
 
     @task
     def names(d: FlyteDirectory) -> str:
-        return ",".join(sorted(os.listdir(d.download())))
+        root = d.download()
+        return ",".join(sorted(os.path.relpath(os.path.join(folder, name), root)
+                               for folder, _, names in os.walk(root) for name in names))
 
     @workflow
     def wf(d: FlyteDirectory = {path!r}) -> str:
@@ -107,3 +109,46 @@ def test_editing_a_file_a_launch_plans_default_names_is_registered_on_the_re_run
     assert any(f"the default file {planned} changed" in w for w in edited.warnings), edited.warnings
     assert edited.launch(plan).wait(timeout=300).outputs == {"o0": "PLANNED AGAIN"}
     assert _launched(edited) == "OLD"
+
+
+def test_a_default_directory_of_one_file_is_stored_as_a_directory(sandbox_shell, tmp_path):
+    """flytekit names a stored directory of one file by that file: the run's `FlyteDirectory` would be a file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "only.csv").write_text("1\n")
+    module = f"default_dir_{uuid.uuid4().hex[:8]}"
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m {module} --source-root {tmp_path}",
+                                       DIRECTORY_CELL.format(path=str(data)))
+    assert _launched(reg) == "only.csv"
+
+
+def test_a_directory_of_one_file_given_at_launch_is_a_directory_in_the_run(sandbox_shell, tmp_path):
+    data = tmp_path / "given"
+    data.mkdir()
+    (data / "given.csv").write_text("1\n")
+    module = f"input_dir_{uuid.uuid4().hex[:8]}"
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m {module} --source-root {tmp_path}",
+                                       DIRECTORY_CELL.format(path=str(tmp_path)))
+    run = reg.launch("wf", d=str(data)).wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs["o0"] == "given.csv"
+
+
+def test_a_dataset_directory_keeps_its_layout_as_a_default_and_as_an_input(sandbox_shell, tmp_path):
+    """flytekit stores a directory's files flat, by name: `train/data.csv` and `val/data.csv` were refused
+    as one file stored twice, and a directory holding the same bytes as another was merged with it."""
+    data, twin = tmp_path / "ds", tmp_path / "twin"
+    for folder, name in ((data / "train", "data.csv"), (data / "val", "data.csv"), (twin, "other.csv")):
+        folder.mkdir(parents=True)
+    (data / "train" / "data.csv").write_text("1\n")
+    (data / "val" / "data.csv").write_text("2\n")
+    (data / "README").write_text("1\n")
+    (twin / "other.csv").write_text("1\n")  # the README's bytes, under another name
+    module = f"dataset_{uuid.uuid4().hex[:8]}"
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m {module} --source-root {tmp_path}",
+                                       DIRECTORY_CELL.format(path=str(data)))
+    assert _launched(reg) == "README,train/data.csv,val/data.csv"
+    for given, listed in ((data, "README,train/data.csv,val/data.csv"), (twin, "other.csv")):
+        run = reg.launch("wf", d=str(given)).wait(timeout=300)
+        assert run.phase == "SUCCEEDED", run.error
+        assert run.outputs["o0"] == listed
