@@ -21,7 +21,7 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Int, List, Unicode, observe
 
 from fastreg_magic import errors
@@ -302,9 +302,25 @@ def _down_to_the_cell(tb):
 def _parse_options(magic, usage: str, line: str):
     """argparse's one-line complaint, plus where the options are listed."""
     try:
-        return parse_argstring(magic, line)
+        return magic.parser.parse_args(_split_line(line))
+    except ValueError as err:  # shlex: an unbalanced quote
+        raise UsageError(f"{usage}: {err} in `{line.strip()}`. Quote a path with spaces as a shell would: "
+                         f"--source-root \"my dir\".") from None
     except UsageError as err:
         raise UsageError(f"{usage}: {err}. Run `{usage}?` to see its options.") from None
+
+
+def _split_line(line: str) -> list[str]:
+    """The words of a magic's line as a shell splits them: ``"my dir"``, ``'my dir'`` and ``my\\ dir`` are
+    one word without its quotes. IPython's own splitting (``parse_argstring``) keeps the quotes, and a path
+    with a space then names another place. On Windows a backslash separates folders, so there only the
+    quotes are taken off."""
+    import shlex
+
+    if os.name != "nt":
+        return shlex.split(line)
+    return [word[1:-1] if len(word) > 1 and word[0] == word[-1] and word[0] in "\"'" else word
+            for word in shlex.split(line, posix=False)]
 
 
 class UploadProgress:

@@ -592,3 +592,19 @@ def test_the_text_summary_says_what_a_dry_run_and_serialize_to_did(shell, projec
     written = registration_text(magic(shell, f"-m textmod --serialize-to {out}", CELL))
     assert written.startswith("Serialized textmod version ")
     assert f"written to {out}: nothing uploaded or registered" in written and "unchanged" not in written
+
+
+def test_a_path_with_spaces_is_quoted_as_in_a_shell(shell, project_dir):
+    """IPython's own splitting keeps the quotes: the archive went to a folder named `"`."""
+    from fastreg_magic.pipeline import MANIFEST_NAME
+
+    root = project_dir / "my notebooks é"
+    root.mkdir()
+    for quoted, out in ((f'"{project_dir}/ser out"', project_dir / "ser out"),
+                        (f"'{project_dir}/single q'", project_dir / "single q")):
+        reg = magic(shell, f'-m spaced --source-root "{root}" --serialize-to {quoted}', CELL)
+        assert (out / MANIFEST_NAME).is_file(), sorted(p.name for p in project_dir.iterdir())
+        assert reg.files == ("spaced.py",)
+    assert not any(p.name.startswith(("'", '"')) for p in project_dir.iterdir())
+    with pytest.raises(UsageError, match="Quote a path with spaces"):
+        magic(shell, f'-m spaced --serialize-to "{project_dir}/unclosed', CELL)
