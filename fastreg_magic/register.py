@@ -57,7 +57,8 @@ def module_entities(module: ModuleType) -> list:
             continue  # a reference names an entity registered elsewhere: nothing to register
         if isinstance(value, (PythonTask, WorkflowBase)) and _defined_in(value, module.__name__):
             found.append(value)
-        elif isinstance(value, LaunchPlan) and _defined_in(value.workflow, module.__name__):
+        elif isinstance(value, LaunchPlan) and (_defined_in(value.workflow, module.__name__)
+                                                or not _held_by_its_workflows_module(value)):
             found.append(value)
         seen.add(id(value))
     return found
@@ -74,6 +75,14 @@ def _defined_in(entity, module_name: str) -> bool:
     return getattr(entity, "instantiated_in", None) == module_name
 
 
+def _held_by_its_workflows_module(plan) -> bool:
+    """Whether the module that defines ``plan``'s workflow holds ``plan`` too: a plan imported along with its
+    workflow is that module's; one declared in a cell for an imported workflow is the cell's."""
+    function = getattr(plan.workflow, "_workflow_function", None)
+    loaded = sys.modules.get(getattr(function, "__module__", None) or "")
+    return loaded is not None and any(value is plan for value in vars(loaded).values())
+
+
 def forget_launch_plans_of(replaced: ModuleType | None = None) -> None:
     """Forget the launch plans of modules that are loaded again, so that their new load declares them anew.
 
@@ -85,7 +94,8 @@ def forget_launch_plans_of(replaced: ModuleType | None = None) -> None:
     about to be replaced by a new load (``sys.modules`` already holding the new one). A launch plan
     belongs to a replaced module when its workflow's function was defined in a module no longer
     loaded (the cell's previous load, a local module forgotten because its file changed), or, for
-    a ``Workflow(...)`` built by hand (it records no module), when ``replaced`` holds it. Two launch
+    a ``Workflow(...)`` built by hand (it records no module) or a workflow the cell imported, when
+    ``replaced`` holds it. Two launch
     plans of one name within one load still meet flytekit's refusal.
     """
     from flytekit.core.launch_plan import LaunchPlan
@@ -95,6 +105,8 @@ def forget_launch_plans_of(replaced: ModuleType | None = None) -> None:
         replaced_with_module = _module_replaced(plan.workflow)
         if replaced_with_module is None:  # built by hand: the replaced module's if it holds it
             replaced_with_module = id(plan) in held or id(plan.workflow) in held
+        elif not replaced_with_module:  # declared by the replaced module for a workflow it imported
+            replaced_with_module = id(plan) in held and not _held_by_its_workflows_module(plan)
         if replaced_with_module:
             LaunchPlan.CACHE.pop(name, None)
 

@@ -328,3 +328,24 @@ def test_register_files_activate_says_when_it_made_its_version_active_again(sand
     assert len(lines) == 1 and lines[0].startswith(f"{workdir / 'mine' / 'out'}: activated version {version} again "
                                                    "for launch plans "), again.stdout
     assert lines[0].endswith(f"(version {other} was active)")
+
+
+def test_a_cell_declaring_a_launch_plan_for_an_imported_workflow_registers_it_and_can_be_edited(
+        sandbox_shell, remote, workdir):
+    """The plan is the cell's though its workflow is a local module's: it was dropped without a word (or the
+    cell said it defined nothing), and editing its inputs met flytekit's two-plans refusal until a restart."""
+    mod, lp, lib = unique("lpimported"), unique("nightly"), unique("wflib")
+    (workdir / lib).mkdir()
+    (workdir / lib / "__init__.py").write_text("")
+    (workdir / lib / "flows.py").write_text(CELL)
+    cell = f"from flytekit import LaunchPlan\nfrom {lib}.flows import pipeline\n\n" \
+           f'nightly = LaunchPlan.get_or_create(pipeline, name="{lp}", default_inputs={{"n": 5}})\n'
+    first = magic(sandbox_shell, f"-m {mod}", cell)
+    assert lp in [e.name for e in first.entities if e.kind == "launch_plan"]
+    run = first.launch(lp).wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": 5.0}
+
+    edited = magic(sandbox_shell, f"-m {mod}", cell.replace('"n": 5', '"n": 6'))
+    assert edited.registered and edited.version != first.version
+    assert default_n(remote, lp, edited.version) == 6
