@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import linecache
 import re
+import sys
 import types
 from typing import Any, Mapping
 
@@ -36,9 +37,10 @@ def definition_source(def_name: str, target: Any, namespace: Mapping[str, Any]) 
             source = _top_level_definition(lines, def_name, line)
             if source is not None:
                 return source
-    # A class with no methods of its own leaves no code object to follow: search the cells,
-    # newest first, for its definition.
-    for cell in cells_newest_first(namespace):
+    # A class with no methods of its own (a dataclass: its methods are generated, from "<string>")
+    # leaves no code object to follow: search the file of its module (a %%flyte_fast cell's), then
+    # the cells, newest first, for its definition.
+    for cell in _module_file(target) + cells_newest_first(namespace):
         source = _top_level_definition(cell.splitlines(keepends=True), def_name, None)
         if source is not None:
             return source
@@ -46,6 +48,14 @@ def definition_source(def_name: str, target: Any, namespace: Mapping[str, Any]) 
         f"The source of `{def_name}` from an earlier cell is not available{_why_no_source(target)}.",
         "Define it in this cell, or move it into a module next to the notebook and import it.",
     )
+
+
+def _module_file(target: Any) -> list[str]:
+    """The source of the file ``target``'s module was loaded from, when it has one ([] otherwise)."""
+    module = sys.modules.get(getattr(target, "__module__", None) or "")
+    filename = getattr(module, "__file__", None)
+    lines = linecache.getlines(filename) if isinstance(filename, str) else []
+    return ["".join(lines)] if lines else []
 
 
 def _cells_compiled_as(filename: str, namespace: Mapping[str, Any]) -> list[list[str]]:

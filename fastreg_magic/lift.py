@@ -31,6 +31,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from fastreg_magic.cell_launch_plans import launch_plan_reference
 from fastreg_magic.earlier_cells import definition_source
 from fastreg_magic.errors import CollectError
 from fastreg_magic.lift_imports import (
@@ -68,6 +69,7 @@ class _Definition:
     uses: frozenset[str]
     # where the names it uses are looked up: its own module's globals first
     scope: Mapping[str, Any] = field(compare=False, repr=False)
+    shown: str = ""  # its line for the user, when not "def NAME (defined in an earlier cell)"
 
 
 def free_names(source: str) -> set[str]:
@@ -354,7 +356,8 @@ def _resolve(name: str, namespace: Mapping[str, Any], strict: bool, found: _Foun
     if literal is not None:
         found.constants[name] = _constant_assignment(name, literal)
         return None
-    definition = found.definitions[name] = _definition(name, value, namespace)
+    definition = _launch_plan_reference(name, value, namespace) or _definition(name, value, namespace)
+    found.definitions[name] = definition
     return definition
 
 
@@ -401,7 +404,7 @@ def _assemble(imports: dict[str, str], constants: dict[str, str], definitions: d
     lines = (
         import_lines
         + [_shorten(line) for line in constant_lines]
-        + sorted(f"{_kind(d.source)} {d.name} (defined in an earlier cell)" for d in ordered)
+        + sorted(d.shown or f"{_kind(d.source)} {d.name} (defined in an earlier cell)" for d in ordered)
     )
     return Lifted(source="\n\n".join(b.rstrip("\n") for b in blocks) + "\n" if blocks else "", lines=tuple(lines))
 
@@ -569,6 +572,19 @@ def _length_of(value: Any) -> str:
     if isinstance(value, (tuple, list, set, frozenset, dict)):
         return f" of {len(value):,} items"
     return ""
+
+
+# --- launch plans of other cells ---------------------------------------------------------
+
+
+def _launch_plan_reference(name: str, value: Any, namespace: Mapping[str, Any]) -> _Definition | None:
+    """A launch plan another %%flyte_fast cell declared, as a reference to the version that cell
+    registered (see `fastreg_magic.cell_launch_plans`); None for any other value."""
+    reference = launch_plan_reference(name, value)
+    if reference is None:
+        return None
+    return _Definition(name=name, source=reference.source, uses=frozenset(reference.names),
+                       scope=collections.ChainMap(dict(reference.names), namespace), shown=reference.shown)
 
 
 # --- definitions from earlier cells --------------------------------------------------------

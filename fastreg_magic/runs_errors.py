@@ -190,8 +190,7 @@ def readable_error(raw: str, node_tasks: dict[str, str | None] | None = None, no
     nodes, rest = _failed_nodes(raw)
     if not nodes:
         return raw
-    path = "/".join(nodes)
-    task = (node_tasks or {}).get(path)
+    path, task = _failed_task(nodes, node_tasks or {})
     who = f"{_short_task(task)} (node {path})" if task else f"Node {path}"
     parts = _TRACE_AND_MESSAGE.match(rest)
     if parts is None:  # the backend's own words (an exit code, a timeout): one sentence, kept whole
@@ -221,6 +220,29 @@ def _failed_nodes(raw: str) -> tuple[list[str], str]:
         nodes.append(found["node"])
         rest = rest[found.end():]
     return nodes, rest
+
+
+def _failed_task(nodes: list[str], node_tasks: dict[str, str | None]) -> tuple[str, str | None]:
+    """(node path, task) of the task node the error's nodes lead to: the path they name when it ran a
+    task; else the one task node whose path passes through them all. A ``conditional()`` is such a
+    case: the backend names the branch node (``n0``) that failed, not the node it chose and ran
+    (``n0/n0``), and in a sub-workflow chosen by a branch, names the nodes around the branch's level
+    (``n0`` then ``n1`` for ``n0/n0/n1``). Unsure (none, or several), the path as named, without a task."""
+    path = "/".join(nodes)
+    if node_tasks.get(path):
+        return path, node_tasks[path]
+    below = [(label, task) for label, task in node_tasks.items() if task and _passes_through(label, nodes)]
+    return below[0] if len(below) == 1 else (path, None)
+
+
+def _passes_through(label: str, nodes: list[str]) -> bool:
+    """Whether node path ``label`` starts at ``nodes[0]`` and goes through each of ``nodes`` in turn,
+    deeper than the path they name by themselves."""
+    parts = label.split("/")
+    if len(parts) <= len(nodes) or parts[0] != nodes[0]:
+        return False
+    remaining = iter(parts)
+    return all(node in remaining for node in nodes)
 
 
 def _short_task(task: str) -> str:

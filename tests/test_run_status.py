@@ -291,3 +291,46 @@ def test_a_terminate_the_backend_does_not_answer_stays_visible(sandbox_shell, ba
             run.terminate()
         except Exception:  # the run ended with its backend
             pass
+
+
+# -- a task failing inside a conditional() branch is named with its node path --------------------------------
+
+BRANCH_CELL = textwrap.dedent(
+    """
+    from flytekit import task, workflow, conditional
+
+    @task
+    def boom(n: int) -> int:
+        raise ValueError(f"boom on {n}")
+        return n
+
+    @task
+    def fine(n: int) -> int:
+        return n
+
+    @workflow
+    def pick(n: int) -> int:
+        return conditional("zero").if_(n == 0).then(boom(n=n)).else_().then(fine(n=n))
+
+    @workflow
+    def sub(n: int) -> int:
+        return boom(n=fine(n=n))
+
+    @workflow
+    def pick_sub(n: int) -> int:
+        return conditional("zero").if_(n == 0).then(sub(n=n)).else_().then(fine(n=n))
+    """
+)
+
+
+def test_a_task_failing_in_a_branch_is_named_with_its_node_path(sandbox_shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    branch = sandbox_shell.run_cell_magic("flyte_fast", f"-m branch_{uuid.uuid4().hex[:8]}", BRANCH_CELL)
+    run = branch.launch("pick", n=0).wait(timeout=240)
+    assert run.phase == "FAILED"
+    headline = run.error.splitlines()[0]
+    assert headline == "boom (node n0/n0) failed: ValueError: boom on 0", run.error
+    assert 'raise ValueError(f"boom on {n}")' in run.error
+    # a sub-workflow the branch chose: the task failing in it
+    run = branch.launch("pick_sub", n=0).wait(timeout=240)
+    assert run.error.splitlines()[0] == "boom (node n0/n0/n1) failed: ValueError: boom on 0", run.error
