@@ -44,7 +44,7 @@ CATALOGUE = {
     "dynamic": ("workflows.control.dynamic_sum", {"n": 2}, {"o0": 5}),
     "file": ("workflows.files.file_round_trip", {"text": "round trip"}, None),
     "directory": ("workflows.files.dir_round_trip", {}, {"o0": 3}),
-    "gate": ("workflows.gates.with_sleep", {}, None),
+    "gate": ("workflows.gates.with_sleep", {}, {"o0": 1}),
     "mapped_retried": ("workflows.control.mapped_retried", {"xs": [1, 2]}, {"o0": [11, 21]}),
     "mapped_retries_overridden": ("workflows.control.mapped_retries_overridden", {"xs": [3]}, {"o0": [31]}),
     "timeout_overridden": ("workflows.basic.timeout_overridden", {"seconds": 4}, {"o0": 4}),
@@ -101,12 +101,6 @@ def test_branch_else_fail_message_reaches_the_user(remote, launched):
     execution = finished(remote, launched["branch_fail"])
     assert execution.closure.phase == WorkflowExecutionPhase.FAILED
     assert "x must not be negative" in execution.error.message
-
-
-def test_unsupported_gate_fails_naming_the_node_type(remote, launched):
-    execution = finished(remote, launched["gate"])
-    assert execution.closure.phase == WorkflowExecutionPhase.FAILED
-    assert "gate node" in execution.error.message
 
 
 def test_dataclass_outputs_read_back_through_flyteremote(remote, launched):

@@ -4,7 +4,7 @@ The RPCs live in mixins by subject (``project_service``, ``entity_service``,
 ``execution_service``, ``node_service``, and ``children`` for launch-plan nodes); this class
 joins them to the store and the executor and wraps every RPC so that no exception escapes
 as UNKNOWN (see ``guard``). RPCs the sandbox does not
-serve (matchable attributes, signals, metrics, recovery) answer UNIMPLEMENTED or, for the
+serve (matchable attributes, metrics, recovery) answer UNIMPLEMENTED or, for the
 attribute lookups flytekit makes on its own, NOT_FOUND as an empty FlyteAdmin does.
 """
 

@@ -35,6 +35,7 @@ from fastreg_magic.sandbox.bindings import START_NODE
 from fastreg_magic.sandbox.graph import END_NODE, Outcome, run_graph
 from fastreg_magic.sandbox.reporting import NodePhase, NodeReporter, SafeSink, WorkflowPhase, workflow_event
 from fastreg_magic.sandbox.runstate import RunContext, Scope, Slots
+from fastreg_magic.sandbox.signals import SignalBoard
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,12 @@ class Executor:
 
     def __init__(self, sink: EventSink, children: ChildLauncher, *, max_workers: int | None = None,
                  task_env: Mapping[str, str] | None = None, cache_dir: Path | None = None,
-                 secrets_dir: Path | None = None):
+                 secrets_dir: Path | None = None, signals: SignalBoard | None = None):
         self._sink = SafeSink(sink)
         self._task_env = dict(task_env or {})  # every task process gets these (how to reach the sandbox)
         self._cache_dir = cache_dir  # cached tasks' outputs, shared by every execution
         self._secrets_dir = secrets_dir  # secrets that tasks request, one file each
+        self._signals = signals  # what approve/wait_for_input gates wait for
         self._children = children
         self._max_workers = max_workers or default_max_workers()
         self._slots = threading.BoundedSemaphore(self._max_workers)
@@ -77,7 +79,7 @@ class Executor:
         own = threading.BoundedSemaphore(job.max_parallelism) if job.max_parallelism > 0 else None
         ctx = RunContext(job=job, sink=self._sink, children=self._children, slots=Slots(self._slots, own),
                          guard=self._guard, task_env=self._task_env, cache_dir=self._cache_dir,
-                         secrets_dir=self._secrets_dir)
+                         secrets_dir=self._secrets_dir, signals=self._signals)
         thread = threading.Thread(target=self._run, args=(ctx,), name=f"execution-{job.execution_id.name}",
                                   daemon=True)
         with self._lock:

@@ -1,5 +1,5 @@
-"""Node handlers: task (and dynamic), sub-workflow, launch plan, branch, the failure node; anything
-else fails clearly.
+"""Node handlers: task (and dynamic), sub-workflow, launch plan, branch, gate (``gates``), the failure
+node; anything else fails clearly.
 
 Each handler gets the node's resolved inputs and its ``NodeReporter``; it reports RUNNING (and,
 for a dynamic task, DYNAMIC_RUNNING with the generated workflow) and returns an ``Outcome``; the
@@ -48,23 +48,21 @@ def prepare_reporter(ctx: RunContext, scope: Scope, node: workflow_pb2.Node, rep
 
 def handler_for(node: workflow_pb2.Node):
     from fastreg_magic.sandbox.arrays import run_array_node
+    from fastreg_magic.sandbox.gates import run_gate
 
     return {
         "task_node": run_task,
         "workflow_node": run_workflow_node,
         "branch_node": run_branch,
         "array_node": run_array_node,
+        "gate_node": run_gate,
     }.get(node_kind(node), run_unsupported)
 
 
 def run_unsupported(ctx, scope, node, inputs, available, reporter: NodeReporter, cancel) -> Outcome:
     kind = node_kind(node)
-    detail = ""
-    if kind == "gate_node":
-        gate = node.gate_node.WhichOneof("condition") or "gate"
-        detail = f" ({gate}: approve/signal/sleep gates need an operator the sandbox does not have)"
     return failed(
-        f"Node {node.id!r} is a {kind.replace('_', ' ')}{detail}, which the sandbox cannot run.",
+        f"Node {node.id!r} is a {kind.replace('_', ' ')}, which the sandbox cannot run.",
         code="UnsupportedNodeType",
         kind=_SYSTEM,
     )

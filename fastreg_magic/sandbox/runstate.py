@@ -21,6 +21,7 @@ from fastreg_magic.sandbox import raw_outputs
 from fastreg_magic.sandbox.archive_guard import ArchiveGuard
 from fastreg_magic.sandbox.contract import ChildLauncher, ExecutionJob
 from fastreg_magic.sandbox.reporting import SafeSink
+from fastreg_magic.sandbox.signals import SignalBoard
 from fastreg_magic.sandbox.taskrun import ProcessRegistry
 
 _WAIT_SLICE_S = 0.2
@@ -132,6 +133,7 @@ class RunContext:
     task_env: Mapping[str, str] = field(default_factory=dict)  # for every task process: how to reach the sandbox
     cache_dir: Path | None = None  # where cached tasks' outputs are kept (taskcache); None: no caching
     secrets_dir: Path | None = None  # where requested secrets may be kept as files (secrets); None: env only
+    signals: SignalBoard | None = None  # what gate nodes wait for (signals); None: gates that wait fail
     cancel: Cancel = field(default_factory=Cancel)
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)
     _lock: threading.Lock = field(default_factory=threading.Lock)

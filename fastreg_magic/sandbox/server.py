@@ -1,4 +1,4 @@
-"""Wires the sandbox together: store, Admin + DataProxy gRPC services, blob server, executor.
+"""Wires the sandbox together: store, Admin + DataProxy + Signal gRPC services, blob server, executor.
 
     with start(data_dir, port=0) as sandbox:
         FlyteRemote(Config.auto(config_file=str(sandbox.config_file)), ...)
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from flyteidl.service import admin_pb2_grpc, dataproxy_pb2_grpc
+from flyteidl.service import admin_pb2_grpc, dataproxy_pb2_grpc, signal_pb2_grpc
 
 from fastreg_magic.errors import SandboxError
 from fastreg_magic.sandbox.admin_service import AdminService
@@ -33,6 +33,7 @@ from fastreg_magic.sandbox.claim import DataDirClaim
 from fastreg_magic.sandbox.dataproxy import DataProxyService
 from fastreg_magic.sandbox.events import EventRecorder
 from fastreg_magic.sandbox.recovery import end_orphaned_tasks, recover
+from fastreg_magic.sandbox.signals import SignalBoard, SignalService
 from fastreg_magic.sandbox.store import Store
 
 log = logging.getLogger("fastreg_magic.sandbox")
@@ -135,10 +136,12 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
         blobs = BlobServer(store.data_dir)
         undo.callback(blobs.stop)
         admin = AdminService(store)
-        server, bound = _bind(admin, DataProxyService(store, blobs.signer, admin), port, store.data_dir)
+        signals = SignalBoard(store)
+        services = (admin, DataProxyService(store, blobs.signer, admin), SignalService(signals))
+        server, bound = _bind(services, port, store.data_dir)
         undo.callback(server.stop, None)
         endpoint = f"127.0.0.1:{bound}"
-        _attach_executor(admin, store, max_workers, admin_env(endpoint, store.data_dir / CONFIG_NAME))
+        _attach_executor(admin, store, max_workers, admin_env(endpoint, store.data_dir / CONFIG_NAME), signals)
         server.start()
         blobs.start()
         sandbox = Sandbox(endpoint, store.data_dir / CONFIG_NAME, store.data_dir, server, blobs, store, admin, claim)
@@ -154,7 +157,7 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
     return sandbox
 
 
-def _bind(admin, dataproxy, port: int | None, data_dir: Path) -> tuple[grpc.Server, int]:
+def _bind(services: tuple, port: int | None, data_dir: Path) -> tuple[grpc.Server, int]:
     """The gRPC server bound to ``port``; with None, to this data dir's previous port or any free one.
 
     A port asked for must be free (SandboxError if not); the previous port is only a
@@ -165,12 +168,12 @@ def _bind(admin, dataproxy, port: int | None, data_dir: Path) -> tuple[grpc.Serv
     if port:
         if not _port_free(port):
             raise _busy(port)
-        return _bound_or_busy(*_grpc_server(admin, dataproxy, port), port)
+        return _bound_or_busy(*_grpc_server(services, port), port)
     preferred = _previous_port(data_dir) if port is None else 0
-    server, bound = _grpc_server(admin, dataproxy, preferred)
+    server, bound = _grpc_server(services, preferred)
     if not bound and preferred:
         server.stop(None)
-        server, bound = _grpc_server(admin, dataproxy, 0)
+        server, bound = _grpc_server(services, 0)
     return _bound_or_busy(server, bound, preferred)
 
 
@@ -181,8 +184,10 @@ def _bound_or_busy(server: grpc.Server, bound: int, port: int) -> tuple[grpc.Ser
     return server, bound
 
 
-def _grpc_server(admin, dataproxy, port: int) -> tuple[grpc.Server, int]:
-    """The gRPC server with both services, bound to 127.0.0.1:port (bound port 0 = could not bind)."""
+def _grpc_server(services: tuple, port: int) -> tuple[grpc.Server, int]:
+    """The gRPC server with the Admin, DataProxy and Signal services, bound to 127.0.0.1:port
+    (bound port 0 = could not bind)."""
+    admin, dataproxy, signals = services
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="sandbox-grpc"),
         options=[
@@ -198,6 +203,7 @@ def _grpc_server(admin, dataproxy, port: int) -> tuple[grpc.Server, int]:
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     dataproxy_pb2_grpc.add_DataProxyServiceServicer_to_server(dataproxy, server)
+    signal_pb2_grpc.add_SignalServiceServicer_to_server(signals, server)
     try:
         return server, server.add_insecure_port(f"127.0.0.1:{port}")
     except RuntimeError:
@@ -297,7 +303,8 @@ def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
     }
 
 
-def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str]) -> None:
+def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str],
+                     signals: SignalBoard) -> None:
     try:
         from fastreg_magic.sandbox.executor import Executor
         from fastreg_magic.sandbox.secrets import SECRETS_DIR
@@ -310,4 +317,4 @@ def _attach_executor(admin: AdminService, store: Store, max_workers: int | None,
     with contextlib.suppress(OSError):  # without it, tasks still get secrets from the environment
         secrets_dir.mkdir(mode=0o700, exist_ok=True)  # there to be found, readable by its owner only
     admin.executor = Executor(EventRecorder(store), admin, max_workers=max_workers, task_env=task_env,
-                              cache_dir=store.data_dir / CACHE_DIR, secrets_dir=secrets_dir)
+                              cache_dir=store.data_dir / CACHE_DIR, secrets_dir=secrets_dir, signals=signals)

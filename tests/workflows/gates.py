@@ -1,4 +1,4 @@
-"""Nodes the sandbox cannot run (a gate), to check that they fail clearly instead of hanging."""
+"""A gate node (a sleep) before a task: the task runs once the sleep has passed."""
 
 from __future__ import annotations
 
