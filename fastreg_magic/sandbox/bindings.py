@@ -4,7 +4,9 @@ A binding is a scalar, a collection or map of bindings, or a promise — another
 possibly narrowed by an attribute path (``t1().o0.field[2]["key"]``). Attribute paths work on
 collections and maps, on ``Struct`` (JSON) scalars and on msgpack-encoded binaries (how
 flytekit stores dataclasses and dicts); like propeller, a value picked out of a binary is sent
-on as a msgpack binary, which flytekit's transformers accept for every type.
+on as a msgpack binary, which flytekit's transformers accept for every type, except a string,
+number or boolean, which becomes a primitive literal so that a condition can compare it
+(``conditional(...).if_(cfg.a > 3)``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from google.protobuf import json_format, struct_pb2
 
 START_NODE = "start-node"
 MSGPACK_TAG = "msgpack"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # a primitive integer's range (bool is an int too)
 
 
 class BindingError(Exception):
@@ -142,6 +145,9 @@ def _show(attr) -> str:
 
 def _binary_literal(value) -> literals_pb2.Literal:
     literal = literals_pb2.Literal()
+    if isinstance(value, (str, float)) or (isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX):
+        literal.scalar.primitive.CopyFrom(_primitive(value))
+        return literal
     literal.scalar.binary.value = msgpack.packb(value)
     literal.scalar.binary.tag = MSGPACK_TAG
     return literal
@@ -168,3 +174,14 @@ def _python_to_generic_literal(value) -> literals_pb2.Literal:
     elif value is None:
         literal.scalar.none_type.SetInParent()
     return literal
+
+
+def _primitive(value: str | int | float | bool) -> literals_pb2.Primitive:
+    """A string, number or boolean read from msgpack as the primitive it is (msgpack keeps int and float apart)."""
+    if isinstance(value, bool):
+        return literals_pb2.Primitive(boolean=value)
+    if isinstance(value, int):
+        return literals_pb2.Primitive(integer=value)
+    if isinstance(value, float):
+        return literals_pb2.Primitive(float_value=value)
+    return literals_pb2.Primitive(string_value=value)

@@ -3,6 +3,9 @@
 Operands are primitives, ``None`` (for ``is_none()`` checks) or variables, which name inputs of
 the branch node (flytekit binds each compared output as an input of the branch node). Comparisons
 are EQ/NEQ/GT/GTE/LT/LTE on primitives; conjunctions are AND/OR, evaluated left to right.
+
+As in flytepropeller, both sides must be the same kind of primitive (an ``int`` is never compared
+with a ``float`` or a ``str``), booleans are only equal or not, and ``None`` is only equal or not.
 """
 
 from __future__ import annotations
@@ -44,16 +47,23 @@ def evaluate(expr: condition_pb2.BooleanExpression, inputs: literals_pb2.Literal
             return left and evaluate(conj.right_expression, inputs)
         return left or evaluate(conj.right_expression, inputs)
     cmp = expr.comparison
-    left, right = _value(cmp.left_value, inputs), _value(cmp.right_value, inputs)
+    (left_kind, left), (right_kind, right) = _value(cmp.left_value, inputs), _value(cmp.right_value, inputs)
+    operator_name = _Cmp.Operator.Name(cmp.operator)
+    if left_kind is not None and right_kind is not None and left_kind != right_kind:
+        raise ConditionError(
+            f"Comparison between different primitives types. lVal[{left_kind}]:rVal[{right_kind}] "
+            f"({left!r} {operator_name} {right!r}); compare values of one type, e.g. convert one side in a task."
+        )
+    if cmp.operator not in (_Cmp.EQ, _Cmp.NEQ) and "boolean" in (left_kind, right_kind):
+        raise ConditionError(f"[{operator_name}] not defined for boolean operands.")
     try:
         return bool(_OPERATORS[cmp.operator](left, right))
     except TypeError:
-        raise ConditionError(
-            f"Cannot compare {left!r} with {right!r} using {_Cmp.Operator.Name(cmp.operator)}."
-        ) from None
+        raise ConditionError(f"Cannot compare {left!r} with {right!r} using {operator_name}.") from None
 
 
-def _value(operand: condition_pb2.Operand, inputs: literals_pb2.LiteralMap):
+def _value(operand: condition_pb2.Operand, inputs: literals_pb2.LiteralMap) -> tuple[str | None, object]:
+    """An operand's kind of primitive (``integer``, ``string_value``...; None for ``None``) and value."""
     kind = operand.WhichOneof("val")
     if kind == "primitive":
         return _primitive(operand.primitive)
@@ -76,7 +86,7 @@ def _scalar(scalar: literals_pb2.Scalar):
     if scalar.HasField("union"):
         return _literal(scalar.union.value, "union")
     if scalar.HasField("none_type"):
-        return None
+        return None, None
     if scalar.HasField("primitive"):
         return _primitive(scalar.primitive)
     raise ConditionError("Only primitives and None can be compared in a condition.")
@@ -84,6 +94,10 @@ def _scalar(scalar: literals_pb2.Scalar):
 
 def _primitive(primitive: literals_pb2.Primitive):
     kind = primitive.WhichOneof("value")
+    return kind, _primitive_value(primitive, kind)
+
+
+def _primitive_value(primitive: literals_pb2.Primitive, kind: str):
     if kind == "datetime":
         return primitive.datetime.ToDatetime()
     if kind == "duration":

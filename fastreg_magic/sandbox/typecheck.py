@@ -4,7 +4,9 @@ Every node input, every workflow output, the nodes inside branches and the failu
 checked the way flytepropeller's ``validators.ValidateBindings`` checks them: the variable
 exists on the node, each input is bound once, required inputs are bound, a promise names a
 node and an output that exist (down its attribute path, into lists, dicts and dataclass
-fields), and the bound value's type is castable to the declared one (``literal_types``).
+fields), and the bound value's type is castable to the declared one (``literal_types``); a
+branch's conditions compare operands of one type (``validators.ValidateBooleanExpression``:
+no ``str`` against ``1``, no ``float`` against ``0``).
 A workflow that fails them would fail at run time, or worse succeed with a value of the wrong
 type, so it is refused at registration, with FlyteAdmin's wording:
 
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from flyteidl.core import interface_pb2, types_pb2, workflow_pb2
+from flyteidl.core import interface_pb2, literals_pb2, types_pb2, workflow_pb2
 
 from fastreg_magic.sandbox.literal_types import castable, scalar_type_of, type_text
 from fastreg_magic.sandbox.validation import id_text
@@ -81,6 +83,7 @@ class _Checker:
         kind = node.WhichOneof("target")
         if kind == "branch_node":
             self.check_bindings(node, shown_id, node.inputs, None)
+            self.check_conditions(node, shown_id)
             for case in _branch_cases(node):
                 self.check_node(case, f"{shown_id}-{case.id}")
         elif kind == "gate_node" and node.gate_node.HasField("approve"):
@@ -156,6 +159,56 @@ class _Checker:
             if alias.var in outputs:
                 outputs[alias.alias] = outputs.pop(alias.var)
         return outputs
+
+    # -- conditions ------------------------------------------------------------------------
+
+    def check_conditions(self, node, shown_id: str) -> None:
+        """Each ``if_``/``elif_`` compares operands of one type (validators' ``ValidateBooleanExpression``):
+        FlyteAdmin does not widen ``int`` to ``float`` nor read ``"1"`` as ``1``."""
+        block = node.branch_node.if_else
+        for case in [block.case, *block.other]:
+            if not case.HasField("condition"):
+                self.errors.append(CompileError(
+                    "BranchNodeHasNoCondition", shown_id, "One of the branches on the node doesn't have a condition."))
+                continue
+            self.check_expression(node, shown_id, case.condition)
+
+    def check_expression(self, node, shown_id: str, expr) -> None:
+        if expr.HasField("conjunction"):
+            self.check_expression(node, shown_id, expr.conjunction.left_expression)
+            self.check_expression(node, shown_id, expr.conjunction.right_expression)
+        elif expr.HasField("comparison"):
+            right = self.operand_type(node, shown_id, expr.comparison.right_value, "RightValue")
+            left = self.operand_type(node, shown_id, expr.comparison.left_value, "LeftValue")
+            if right is not None and left is not None and right != left:
+                self.errors.append(_mismatching_types(shown_id, "RightValue", right, left))
+        else:
+            self.errors.append(CompileError("ValueRequired", shown_id, "Value required [Expr]."))
+
+    def operand_type(self, node, shown_id: str, operand, side: str) -> types_pb2.LiteralType | None:
+        """The type an operand compares as; None when it has none to compare (``None`` of ``is_none()``,
+        or a problem already reported)."""
+        kind = operand.WhichOneof("val")
+        if kind == "primitive":
+            return scalar_type_of(literals_pb2.Scalar(primitive=operand.primitive))
+        if kind != "var":  # FlyteAdmin 1.x compiles no other operand: ``is_none()``'s None among them
+            hint = _IS_NONE_HINT if kind == "scalar" and operand.scalar.HasField("none_type") else ""
+            self.errors.append(CompileError("ValueRequired", shown_id, f"Value required [{side}.Val].{hint}"))
+            return None
+        bound = {binding.var: binding.binding for binding in node.inputs}
+        if operand.var not in bound:
+            self.errors.append(CompileError(
+                "VariableNameNotFound", shown_id, f"Variable [{operand.var}] not found on node [{shown_id}]."))
+            return None
+        return self.compared_type(node, shown_id, operand.var, bound[operand.var])
+
+    def compared_type(self, node, shown_id: str, var: str, data) -> types_pb2.LiteralType | None:
+        """The type FlyteAdmin gives the value a condition reads: the type of the output it is bound to,
+        whole. Down an attribute path too (``cfg.a > 3`` compares ``cfg``'s type with ``3``'s and is
+        refused: validators/bindings.go returns the output's type, not the field's), although
+        flytepropeller would resolve the field when the run reads it."""
+        ok, bound_type = self.binding_type(node, shown_id, var, data, None, [])  # its errors: check_bindings'
+        return bound_type if ok else None
 
     # -- bindings --------------------------------------------------------------------------
 
@@ -330,6 +383,12 @@ def _as_list(variable: interface_pb2.Variable) -> interface_pb2.Variable:
     listed.type.Clear()
     listed.type.collection_type.CopyFrom(variable.type)
     return listed
+
+
+# What to do instead of ``is_none()`` in a condition, which FlyteAdmin 1.x does not compile.
+_IS_NONE_HINT = (" (FlyteAdmin 1.x compiles no `is_none()` in a condition: branch on a task that returns a bool, "
+                 "e.g. `missing = is_missing(x=v)`, then `conditional(...).if_(missing.is_true())`.)")
+
 
 
 def _is_optional(literal_type: types_pb2.LiteralType) -> bool:
