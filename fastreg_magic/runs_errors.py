@@ -190,16 +190,17 @@ def readable_error(raw: str, node_tasks: dict[str, str | None] | None = None, no
     nodes, rest = _failed_nodes(raw)
     if not nodes:
         return raw
+    nodes, rest, counted = _failed_element(nodes, rest)  # a map task's error: its first failed element's
     path, task = _failed_task(nodes, node_tasks or {})
     who = f"{_short_task(task)} (node {path})" if task else f"Node {path}"
     parts = _TRACE_AND_MESSAGE.match(rest)
     if parts is None:  # the backend's own words (an exit code, a timeout): one sentence, kept whole
-        return f"{who} failed: {rest.strip()}" + (f"\n{note}" if note else "")
+        return f"{who} failed: {rest.strip()}" + (f"\n{note}" if note else "") + counted
     message = textwrap.dedent(parts["message"]).strip()
     first, _, more = message.partition("\n")
     frames = _users_traceback(textwrap.dedent(parts["trace"]).strip("\n"))
     details = frames or more.strip()
-    return f"{who} failed: {first}" + (f"\n{note}" if note else "") + (f"\n\n{details}" if details else "")
+    return f"{who} failed: {first}" + (f"\n{note}" if note else "") + (f"\n\n{details}" if details else "") + counted
 
 
 def not_retried_note(task: str, declared: int, raw: str) -> str:
@@ -220,6 +221,26 @@ def _failed_nodes(raw: str) -> tuple[list[str], str]:
         nodes.append(found["node"])
         rest = rest[found.end():]
     return nodes, rest
+
+
+# flytepropeller's error for a map task: each distinct error of its elements once, after the elements it
+# failed ("[1]: <error>", "[0-2][5]: <error>"); the sandbox ends it with how many elements succeeded.
+_ELEMENTS = re.compile(r"(?m)^\[(?P<index>\d+)(?:-\d+)?\](?:\[\d+(?:-\d+)?\])*: ")
+_ELEMENTS_COUNTED = re.compile(r"\n(?P<count>\d+ of \d+ elements succeeded, \d+ needed\.)\s*$")
+
+
+def _failed_element(nodes: list[str], rest: str) -> tuple[list[str], str, str]:
+    """For a map task's error, (its node with the first failed element, "n0" -> "n0[1]" as the node table
+    labels it; that element's error; a blank line and the line counting the elements, when there is one).
+    Any other error: (nodes, rest, "") as they were."""
+    found = _ELEMENTS.match(rest)
+    if found is None:
+        return nodes, rest, ""
+    counted = _ELEMENTS_COUNTED.search(rest)
+    errors = rest[: counted.start()] if counted else rest
+    following = _ELEMENTS.search(errors, found.end())
+    error = errors[found.end() : following.start() if following else None]
+    return [*nodes[:-1], f"{nodes[-1]}[{found['index']}]"], error, f"\n\n{counted['count']}" if counted else ""
 
 
 def _failed_task(nodes: list[str], node_tasks: dict[str, str | None]) -> tuple[str, str | None]:

@@ -2,7 +2,9 @@
 
 FlyteAdmin lists a run's top-level nodes; the nodes under a parent node (``metadata.is_parent_node``)
 are listed with ``ListNodeExecutions(unique_parent_id=...)``, and a map task's elements are the
-external resources of its task execution. `NodeTree` reads them for one `Run`, keeping the
+external resources of its task execution: each element runs the mapped task itself, and its times are
+the ones the sandbox adds to the resource's ``custom_info`` (FlyteAdmin's own leave them out, and
+the element's duration blank). `NodeTree` reads them for one `Run`, keeping the
 reads light for a follower that redraws the table about once a second:
 
 - a parent that has ended and not changed since the last read is served from memory (a finished
@@ -18,13 +20,25 @@ reads light for a follower that redraws the table about once a second:
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import replace
 
 from flyteidl.admin import node_execution_pb2, task_execution_pb2
 from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
+from google.protobuf import timestamp_pb2
 
-from fastreg_magic.runs_data import NODE_TERMINAL, END_NODE, START_NODE, Graph, NodeStatus, node_phase_name, node_statuses
+from fastreg_magic.runs_data import (
+    NODE_TERMINAL,
+    END_NODE,
+    START_NODE,
+    Graph,
+    NodeStatus,
+    node_phase_name,
+    node_statuses,
+    timestamp,
+)
 from fastreg_magic.runs_errors import rpc
 
 # How many levels of nesting below the top the table follows (sub-workflow in a dynamic in ...).
@@ -107,7 +121,8 @@ class NodeTree:
 
     def _with_children(self, row, ne, found, sub: Graph | None, subgraphs, depth) -> NodeStatus:
         if found is not None and found.elements:
-            elements = tuple(replace(e, path=f"{row.path}{e.node}") for e in found.elements)
+            now = dt.datetime.now(dt.timezone.utc)
+            elements = tuple(replace(e, path=f"{row.path}{e.node}", duration=_so_far(e, now)) for e in found.elements)
             return replace(row, children=elements)
         if not ne.metadata.is_parent_node:
             return row
@@ -177,8 +192,10 @@ class Attempts:
         elements = tuple(
             NodeStatus(
                 node=f"[{r.index}]",
-                task=task,
+                task=_mapped_task(task),
                 phase=_task_phase(r.phase),
+                started=_element_time(r, "started_at"),
+                duration=_element_duration(r),
                 retries=r.retry_attempt,
                 child_run=_element_run(r),
                 cached=r.cache_status == catalog_pb2.CACHE_HIT,
@@ -199,6 +216,42 @@ def _attempt_logs(task_executions) -> tuple[tuple[str, str], ...]:
     if len(ordered) == 1:
         return _logs(ordered[0].closure.logs)
     return tuple(entry for te in ordered for entry in _logs(te.closure.logs, f"attempt {te.id.retry_attempt}: "))
+
+
+# flytekit's name for map_task(f)'s task: "<module>.map_<f>_<hash>-arraynode"
+_MAP_TASK = re.compile(r"(?P<module>.*\.)?map_(?P<task>.+)_[0-9a-f]{32}-arraynode")
+
+
+def _mapped_task(name: str | None) -> str | None:
+    """The task a map task's element runs: ``mod.map_square_<hash>-arraynode`` -> ``mod.square``."""
+    mapped = _MAP_TASK.fullmatch(name or "")
+    return f"{mapped['module'] or ''}{mapped['task']}" if mapped else name
+
+
+def _element_time(resource, name: str) -> dt.datetime | None:
+    """When an element started or ended, as the sandbox records it in the resource's ``custom_info``."""
+    value = resource.custom_info.fields.get(name)
+    if value is None or not value.string_value:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromJsonString(value.string_value)
+    except ValueError:  # not a time this reader knows: the duration stays blank
+        return None
+    return timestamp(stamp)
+
+
+def _element_duration(resource) -> float | None:
+    """How long an element that ended took; None while it runs (see `_so_far`) or when not recorded."""
+    started, ended = _element_time(resource, "started_at"), _element_time(resource, "ended_at")
+    return max(0.0, (ended - started).total_seconds()) if started and ended else None
+
+
+def _so_far(element: NodeStatus, now: dt.datetime) -> float | None:
+    """An element's duration; for one still running, the time so far, as for a node."""
+    if element.duration is not None or element.started is None or element.phase in NODE_TERMINAL:
+        return element.duration
+    return max(0.0, (now - element.started).total_seconds())
 
 
 def _element_run(resource) -> str | None:

@@ -11,6 +11,12 @@ element's slice of the inputs. Mapping a cached task looks each element up in ``
 slice of the inputs, as propeller does for map sub-tasks. Each element is retried on its own, with
 the retries and timeout of the array's inner node (where flytekit puts the task's values and
 ``with_overrides``'), as propeller runs each element as a sub-node of that spec.
+
+A failed array node's error is propeller's summary of its elements' errors, each distinct error once
+after the elements it failed (``"[1]: <error>"``, ``"[0-2][5]: <error>"``), then how many elements
+succeeded of those needed. Propeller's external resources carry no times; each element's here also
+says, in its ``custom_info``, when its turn came and when it ended (``started_at``, ``ended_at``,
+RFC 3339), so the notebook can show how long each element took.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
 from flyteidl.core import literals_pb2
 from flyteidl.event import event_pb2
+from google.protobuf import timestamp_pb2
 
 from fastreg_magic.sandbox import reporting as events
 from fastreg_magic.sandbox import taskcache
@@ -83,7 +90,7 @@ def run_array_node(ctx: RunContext, scope, node, inputs, available, reporter: No
         return Outcome(NodePhase.ABORTED)
     succeeded = sum(1 for r in run.results if r is not None and r.error is None and not r.cancelled)
     if succeeded < needed:
-        error = _array_error(node.id, run, succeeded, needed, size)
+        error = _array_error(run.results, succeeded, needed)
         run.report(TaskPhase.FAILED, error=error)
         return Outcome(NodePhase.FAILED, error=error)
     outputs = _gather(run.output_names(), run.results)
@@ -121,6 +128,9 @@ class _ArrayRun:
         self.phases = [TaskPhase.QUEUED] * size
         self.children: list = [None] * size  # child executions, when mapping a launch plan
         self.cache_statuses = [catalog_pb2.CACHE_DISABLED] * size  # elements of a cached task
+        # when each element's turn came and when it ended (its retries and cache look-up included)
+        self.started: list[str | None] = [None] * size
+        self.ended: list[str | None] = [None] * size
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._version = 0
@@ -146,8 +156,10 @@ class _ArrayRun:
         return sorted({name for r in self.results if r is not None and r.outputs for name in r.outputs.literals})
 
     def element(self, index: int, needed: int) -> None:
+        self.started[index] = _now()
         result = self._run_one(index) if not self.cancel.is_set() else AttemptResult(cancelled=True)
         self.results[index] = result
+        self.ended[index] = _now()
         ok = result.error is None and not result.cancelled
         ended = TaskPhase.SUCCEEDED if ok else TaskPhase.ABORTED if result.cancelled else TaskPhase.FAILED
         self._set_phase(index, ended)
@@ -251,6 +263,8 @@ class _ArrayRun:
             phase=self.phases[index],
             cache_status=self.cache_statuses[index],
         )
+        times = {"started_at": self.started[index], "ended_at": self.ended[index]}
+        resource.custom_info.update({name: value for name, value in times.items() if value is not None})
         child = self.children[index]
         if child is not None:
             resource.workflow_node_metadata.execution_id.CopyFrom(child)
@@ -286,19 +300,38 @@ def _element_inputs(inputs: literals_pb2.LiteralMap, index: int, bound: set[str]
     return element
 
 
-def _array_error(node_id, run: _ArrayRun, succeeded: int, needed: int, size: int) -> core_exec.ExecutionError:
-    first = next((i for i, r in enumerate(run.results) if r is not None and r.error is not None), None)
-    detail = ""
-    kind = core_exec.ExecutionError.USER
-    if first is not None:
-        error = run.results[first].error
-        detail = f"\nElement {first} failed: {error.message}"
-        kind = error.kind or kind
+def _array_error(results: list[AttemptResult | None], succeeded: int, needed: int) -> core_exec.ExecutionError:
+    """The array node's error as propeller words it (each distinct element error once, sorted, after the
+    elements it failed), then one line saying how many elements succeeded and how many were needed."""
+    failed_with: dict[str, list[int]] = {}
+    kind = core_exec.ExecutionError.UNKNOWN
+    for index, result in enumerate(results):
+        if result is not None and result.error is not None:
+            failed_with.setdefault(result.error.message, []).append(index)
+            kind = kind or result.error.kind
+    summary = "".join(f"{_index_ranges(indexes)}: {message.rstrip()}\n" for message, indexes in sorted(failed_with.items()))
     return core_exec.ExecutionError(
         code="ArrayNodeFailed",
-        message=f"Map task {node_id!r}: {succeeded} of {size} elements succeeded, {needed} needed.{detail}",
-        kind=kind,
+        message=f"{summary}{succeeded} of {len(results)} elements succeeded, {needed} needed.",
+        kind=kind or core_exec.ExecutionError.USER,
     )
+
+
+def _index_ranges(indexes: list[int]) -> str:
+    """[0, 1, 2, 5] -> "[0-2][5]", as propeller's error collector names the elements an error is about."""
+    ranges: list[list[int]] = []
+    for index in sorted(indexes):
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return "".join(f"[{start}]" if start == end else f"[{start}-{end}]" for start, end in ranges)
+
+
+def _now() -> str:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp.ToJsonString()
 
 
 def _gather(names: list[str], results: list[AttemptResult | None]) -> literals_pb2.LiteralMap:
