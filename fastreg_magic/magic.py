@@ -94,15 +94,31 @@ class FlyteFast(Magics):
                              registering=True)
 
     @magic_arguments()
-    @argument("execution", help="Execution name or console URL.")
+    @argument("execution", nargs="?", help="Execution name or console URL. Without it: list the recent runs "
+              "of this notebook's cells, to find the one to watch.")
     @argument("-p", "--project", help="Flyte project (default: FlyteFast.project).")
     @argument("-d", "--domain", help="Flyte domain (default: FlyteFast.domain).")
     @argument("--config", help="Flyte config file.")
     @argument("--endpoint", help="FlyteAdmin endpoint HOST:PORT.")
+    @argument("-n", "--last", type=int, metavar="N", help="With no execution: how many runs to list, newest first "
+              "(default 10, at most 100).")
+    @argument("-m", "--module", action="append", help="With no execution: list the runs of the cells registered "
+              "with -m MODULE (repeatable; default: FlyteFast.module, else the notebook's module, and those this kernel "
+              "registered).")
     @line_magic
     def flyte_watch(self, line: str):
-        """Show the live view of a Flyte execution started elsewhere; returns its Run."""
+        """Show the live view of a Flyte execution started elsewhere; returns its Run.
+
+        With no execution, list the recent runs of this notebook's cells on the backend the cells
+        register to (name, workflow or launch plan, phase, started, duration; newest first), so a run
+        launched before a kernel restart can be found and watched again: `%flyte_watch NAME`.
+        """
         args = _parse_options(self.flyte_watch, "%flyte_watch", line)
+        if args.execution is None:
+            return self._guarded(lambda: self._list_runs(args))
+        if args.last is not None or args.module:
+            raise UsageError("%flyte_watch: -n and -m list runs; give them without a run name "
+                             "(`%flyte_watch -n 20`), or give only the run name to watch it.")
         return self._guarded(lambda: self._watch(args))
 
     # ------------------------------------------------------------ engine calls
@@ -203,6 +219,28 @@ class FlyteFast(Magics):
         # so displaying it here too would show the view twice.
         return runs.attach_first([(b.label or b.endpoint, lambda b=b: attach_on(b)) for b in backends],
                                  args.execution, project=project, domain=domain)
+
+    def _list_runs(self, args):
+        """The recent runs of this notebook's modules: where this kernel registered last, else on the
+        backend a %%flyte_fast cell would use (the embedded sandbox keeps yesterday's runs)."""
+        _import_flytekit_keeping_the_shell(self.shell)
+        from fastreg_magic import api, config, runs_recent
+
+        limit = runs_recent.DEFAULT_LIMIT if args.last is None else args.last
+        if not 1 <= limit <= runs_recent.MAX_LIMIT:
+            raise UsageError(f"%flyte_watch: -n {limit}: list between 1 and {runs_recent.MAX_LIMIT} runs.")
+        project = args.project or self.project
+        domain = args.domain or self.domain
+        registered = [reg for reg in reversed(list(api._memo.values())) if reg.backend is not None
+                      and (reg.project, reg.domain) == (project, domain)]
+        modules = args.module or [self.module or module_name_for(notebook_path(self.shell)),
+                                  *(reg.module for reg in registered)]
+        explicit = args.endpoint or self.endpoint or args.config or self.config_file
+        backend = registered[0].backend if registered and not explicit else self._backend(args)
+        remote = config.connect(backend, project, domain)
+        rows = runs_recent.recent_runs(remote, project, domain, modules, limit)
+        return runs_recent.RecentRuns(tuple(rows), project, domain, tuple(dict.fromkeys(modules)),
+                                      backend.label or backend.endpoint)
 
     def _guarded(self, action, registering: bool = False):
         """The error boundary: our typed errors become one line; anything else keeps its traceback,

@@ -13,6 +13,7 @@ the view itself, its last lines read by the kernel, which runs where the file is
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import logging
 import threading
 from typing import Callable
@@ -32,6 +33,8 @@ from fastreg_magic.widget_text import (
     duration_text,
     error_html,
     inputs_html,
+    live_caption_html,
+    live_note_text,
     log_links_html,
     log_tail_html,
     nodes_html,
@@ -118,13 +121,15 @@ class RunView(widgets.VBox):
         self.outputs = widgets.HTML()
         self.error = widgets.HTML()
         self.relaunches = widgets.VBox()
+        # Says the view is live only while this kernel runs: its saved state outlives the kernel.
+        self.live_note = widgets.HTML(layout=widgets.Layout(display="none"))
         bar = widgets.HBox(
             [self.title, self.badge, self.elapsed, self.terminate_button, self.relaunch_button, self.connection],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         super().__init__(
-            [bar, self.terminate_problem, self.inputs, self.graph, self.node_table, self.logs, self.outputs, self.error,
-             self.relaunches],
+            [bar, self.live_note, self.terminate_problem, self.inputs, self.graph, self.node_table, self.logs,
+             self.outputs, self.error, self.relaunches],
             layout=widgets.Layout(border="1px solid var(--jp-border-color2,#e0e0e0)", padding="4px 8px", margin="4px 0"),
             **kwargs,
         )
@@ -197,6 +202,7 @@ class RunView(widgets.VBox):
         self.error.value = error_html(run.error, getattr(run, "error_headline", None))
         if done:  # a terminate that failed no longer matters
             self._show_terminate_problem("")
+        self._show_live_note(run, live=not done)
         stopping = phase == "ABORTING"  # terminated already: the backend is ending it
         self.terminate_button.disabled = done or stopping or self.terminate_button.description != "Terminate"
         self.relaunch_button.disabled = not done
@@ -230,6 +236,14 @@ class RunView(widgets.VBox):
             self.terminate_button.description = "Terminate"
             self._draw_run(self.run)
 
+    def _show_live_note(self, run, live: bool) -> None:
+        """While the run goes on, the view says until when it was true and how to see it after a restart
+        (after which ipywidgets cannot update it). An ended run's view is true for good: no note."""
+        text = live_caption_html(run.name, _now()) if live else ""
+        if text != self.live_note.value:  # the clock reads to the second: at most one update a second
+            self.live_note.value = text
+        self.live_note.layout.display = "" if live else "none"
+
     def _show_terminate_problem(self, problem: str) -> None:
         """Its line takes no room while there is nothing to say."""
         self.terminate_problem.value = connection_html(problem)
@@ -260,8 +274,16 @@ class RunView(widgets.VBox):
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
         if isinstance(bundle, dict) and self.run is not None:
-            bundle["text/plain"] = run_text(self.run, self.nodes)
+            text = run_text(self.run, self.nodes)
+            if not (self.run.done or self.run.lost):  # saved in the notebook, read after the kernel is gone
+                text += "\n" + live_note_text(self.run.name, _now())
+            bundle["text/plain"] = text
         return bundle
+
+
+def _now() -> str:
+    """The kernel's wall-clock time, to the second, as a view says when it was last updated."""
+    return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
 class LogsPanel(widgets.VBox):

@@ -447,8 +447,81 @@ def registration_text(reg) -> str:
         lines.append(f"  left out        {getattr(item, 'relpath', item)}: {getattr(item, 'reason', '')}")
     for note in (*(f"lifted {x}" for x in reg.lifted), *reg.warnings):
         lines.append(f"  note            {note}")
-    for run in getattr(reg, "runs", ()) or ():
+    runs = list(getattr(reg, "runs", ()) or ())
+    for run in runs:
         version = getattr(run, "version", None)
         previous = f" (previous version {version})" if version not in (None, reg.version) else ""
         lines.append("  " + run_text(run).splitlines()[0] + previous)
+    if runs:  # the names outlive the kernel in the saved notebook; the way back to a live view with them
+        lines.append(f"  phases as when this text was written; to watch one again: {watch_again(runs[-1].name)}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a view can say for itself once its kernel is gone
+
+
+def watch_again(name: str) -> str:
+    return f"%flyte_watch {name}"
+
+
+def live_caption_html(name: str, seen_at: str) -> str:
+    """The quiet line under a run still going. A widget's saved state is what it showed last: after a
+    kernel restart the view no longer changes, so it says so itself, with the time it was last true."""
+    return (
+        f"<div class='fastreg-live-note' style='color:var(--jp-content-font-color2,#757575);font-size:90%;{_WRAP}'>"
+        f"live while this kernel runs (last updated {esc(seen_at)}) — after a restart: "
+        f"<code>{esc(watch_again(name))}</code></div>"
+    )
+
+
+def live_note_text(name: str, seen_at: str) -> str:
+    return f"  as of {seen_at}; live only while this kernel runs. After a restart: {watch_again(name)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the recent runs of a notebook's cells (`%flyte_watch` with no run name)
+
+
+def _started_text(started) -> str:
+    return started.strftime("%Y-%m-%d %H:%M:%S UTC") if started is not None else ""
+
+
+def _recent_where(listed) -> str:
+    modules = ", ".join(f"{m}.*" for m in listed.modules)
+    return f"{modules} in {listed.project}/{listed.domain} on {listed.backend}"
+
+
+def recent_runs_text(listed) -> str:
+    """The list as terminal text: one line a run, newest first, and how to watch one."""
+    if not listed.runs:
+        return (f"No runs of {_recent_where(listed)}. A cell registered with -m NAME: "
+                "%flyte_watch -m NAME; another project or domain: -p / -d.")
+    lines = [f"Recent runs of {_recent_where(listed)}, newest first:"]
+    width = max(len(run.name) for run in listed.runs)
+    for run in listed.runs:
+        lines.append(f"  {run.name:<{width}}  {short_name(run.target):<20} {run.phase:<10} "
+                     f"{_started_text(run.started):<23} {duration_text(run.duration):>8}")
+    lines.append(f"Watch one: {watch_again(listed.runs[0].name)}")
+    return "\n".join(lines)
+
+
+def recent_runs_html(listed) -> str:
+    if not listed.runs:
+        return f"<pre>{esc(recent_runs_text(listed))}</pre>"
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>"
+                   for h in ("run", "workflow / launch plan", "phase", "started", "duration"))
+    rows = "".join(
+        f"<tr class='fastreg-recent-run' data-run='{esc(run.name)}'>"
+        f"<td style='padding:2px 8px'><code>{esc(run.name)}</code></td>"
+        f"<td style='padding:2px 8px' title='{esc(run.target)}'>{esc(short_name(run.target))}</td>"
+        f"<td style='padding:2px 8px'>{badge_html(run.phase)}</td>"
+        f"<td style='padding:2px 8px'>{esc(_started_text(run.started))}</td>"
+        f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(run.duration))}</td></tr>"
+        for run in listed.runs
+    )
+    return (
+        f"<div><b>Recent runs</b> of {esc(_recent_where(listed))}, newest first"
+        f"<table class='fastreg-recent' style='{TABLE}'><tr>{head}</tr>{rows}</table>"
+        f"Watch one: <code>{esc(watch_again(listed.runs[0].name))}</code></div>"
+    )

@@ -1,0 +1,110 @@
+"""The recent runs of a notebook's cells on a backend, newest first: what `%flyte_watch` lists with no run name.
+
+    rows = recent_runs(remote, "flytesnacks", "development", modules=["my_flows"], limit=10)
+    rows[0].name, rows[0].target, rows[0].phase, rows[0].started, rows[0].duration
+    RecentRuns(rows, ...)            # shown as a table in Jupyter, as text in a terminal and in the saved notebook
+
+A cell's workflows and launch plans are named after its module (``my_flows.pipeline``), so the runs of a
+notebook are the executions whose launch plan name starts with that module: one ListExecutions per
+module, filtered by the backend (``contains(launch_plan.name,my_flows.)``) and sorted by it, newest
+first. The names survive a kernel restart, a closed notebook and a lost widget state, which is what a
+user who wants yesterday's run back needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable
+
+from fastreg_magic.runs_data import RUN_TERMINAL, phase_name
+from fastreg_magic.runs_errors import rpc
+
+DEFAULT_LIMIT = 10  # runs listed when -n is not given
+MAX_LIMIT = 100  # FlyteAdmin's usual page size: a longer list would need several pages
+
+
+@dataclass(frozen=True)
+class RecentRun:
+    """One run as the list shows it."""
+
+    name: str
+    target: str  # the launch plan (or task) it runs: a workflow's default launch plan has the workflow's name
+    phase: str
+    started: dt.datetime | None
+    duration: float | None  # seconds; up to now for a run still going
+
+
+def recent_runs(remote, project: str, domain: str, modules: Iterable[str], limit: int = DEFAULT_LIMIT) -> list[RecentRun]:
+    """The ``limit`` newest runs in ``project``/``domain`` of anything the cells of ``modules`` registered."""
+    found: dict[str, tuple[float, RecentRun]] = {}
+    for module in dict.fromkeys(modules):  # each once, in order
+        for execution in _list_executions(remote, project, domain, module, limit):
+            if execution.spec.launch_plan.name.startswith(f"{module}."):  # `contains` also matches `pkg.my_flows.`
+                found[execution.id.name] = (_created(execution), _row(execution))
+    newest_first = sorted(found.values(), key=lambda pair: pair[0], reverse=True)
+    return [row for _, row in newest_first[:limit]]
+
+
+def _list_executions(remote, project: str, domain: str, module: str, limit: int) -> list:
+    from flyteidl.admin import common_pb2
+    from flytekit.models import filters
+
+    request = common_pb2.ResourceListRequest(
+        id=common_pb2.NamedEntityIdentifier(project=project, domain=domain),
+        limit=limit,
+        filters=filters.FilterList([filters.Contains("launch_plan.name", [f"{module}."])]).to_flyte_idl(),
+        sort_by=common_pb2.Sort(key="created_at", direction=common_pb2.Sort.DESCENDING),
+    )
+    answer = rpc(remote.client, "list_executions_paginated", request,
+                 what=f"Listing the runs of {module} in {project}/{domain}", remote=remote)
+    return list(answer.executions)
+
+
+def _created(execution) -> float:
+    stamp = execution.closure.created_at
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _row(execution) -> RecentRun:
+    closure = execution.closure
+    phase = phase_name(closure.phase)
+    start = closure.started_at if closure.started_at.seconds else closure.created_at
+    started = start.ToDatetime(tzinfo=dt.timezone.utc) if start.seconds else None
+    if phase in RUN_TERMINAL and closure.HasField("duration"):
+        duration = closure.duration.ToTimedelta().total_seconds()
+    elif started is not None:  # still going: how long so far
+        duration = max(0.0, (dt.datetime.now(dt.timezone.utc) - started).total_seconds())
+    else:
+        duration = None
+    return RecentRun(execution.id.name, execution.spec.launch_plan.name, phase, started, duration)
+
+
+@dataclass(frozen=True)
+class RecentRuns:
+    """The list `%flyte_watch` shows: a table in Jupyter, text elsewhere (and in the saved notebook)."""
+
+    runs: tuple[RecentRun, ...]
+    project: str
+    domain: str
+    modules: tuple[str, ...]
+    backend: str
+
+    def __iter__(self):
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index):
+        return self.runs[index]
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        from fastreg_magic.widget_text import recent_runs_text
+
+        printer.text(recent_runs_text(self))
+
+    def _repr_html_(self) -> str:
+        from fastreg_magic.widget_text import recent_runs_html
+
+        return recent_runs_html(self)
