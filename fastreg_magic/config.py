@@ -222,16 +222,18 @@ def _make_backend(endpoint: str, config_file: str | None, insecure: bool, consol
 
 def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | None = None, *,
                                 start_sandbox: bool = True,
-                                how_to_configure: str = "Pass --endpoint/--config") -> tuple[Backend, str | None]:
+                                how_to_configure: str = "Pass --endpoint/--config",
+                                in_kernel: bool = True) -> tuple[Backend, str | None]:
     """``resolve_backend`` plus what to tell the user when, with nothing configured, the embedded
     sandbox was chosen: one line said once per process (and again whenever it had to be started),
     and a warning when the sandbox runs tasks in another Python environment than this one.
-    ``how_to_configure`` names the caller's own way to pick a backend (options, or keywords)."""
+    ``how_to_configure`` names the caller's own way to pick a backend (options, or keywords);
+    ``in_kernel`` is False for a command (``fastreg register-files``), which runs in no kernel."""
     global _sandbox_announced, _last_sandbox
     _last_sandbox = None
     backend = resolve_backend(endpoint, config_file, start_sandbox=start_sandbox)
     if _last_sandbox is None:  # configured explicitly
-        return backend, "\n".join(_configured_sandbox_warning(backend)) or None
+        return backend, "\n".join(_configured_sandbox_warning(backend, in_kernel)) or None
     lines = []
     if _last_sandbox.started or not _sandbox_announced:
         _sandbox_announced = True
@@ -240,11 +242,13 @@ def resolve_backend_with_notice(endpoint: str | None = None, config_file: str | 
             f"No Flyte backend configured: using the embedded sandbox at {backend.endpoint} ({how}). "
             f"{how_to_configure} or set FLYTECTL_CONFIG to use a cluster."
         )
-    lines += _other_environment_warning(_last_sandbox)
+    restart = None if in_kernel else ("stop the sandbox (`fastreg sandbox --stop`) and start it again from this "
+                                      "environment (`fastreg sandbox`).")
+    lines += _other_environment_warning(_last_sandbox, restart, in_kernel)
     return backend, "\n".join(lines) or None
 
 
-def _other_environment_warning(info, restart: str | None = None) -> list[str]:
+def _other_environment_warning(info, restart: str | None = None, in_kernel: bool = True) -> list[str]:
     """The shared background sandbox runs every kernel's tasks with the Python that started it:
     said once per process and sandbox Python when that is not this kernel's environment."""
     if not info.runs_tasks_elsewhere() or (info.endpoint, info.environment) in _warned_environments:
@@ -254,12 +258,13 @@ def _other_environment_warning(info, restart: str | None = None) -> list[str]:
                           "from here.")
     return [
         f"Warning: the embedded sandbox at {info.endpoint} runs tasks with {info.python}, not with this "
-        f"kernel's Python ({sys.executable}): a task that imports a package only this environment has fails "
+        f"{'kernel' if in_kernel else 'command'}'s Python ({sys.executable}): a task that imports a package only "
+        "this environment has fails "
         f"there (ModuleNotFoundError), as does syntax only this Python knows. To run tasks in this environment, {restart}"
     ]
 
 
-def _configured_sandbox_warning(backend: Backend) -> list[str]:
+def _configured_sandbox_warning(backend: Backend, in_kernel: bool = True) -> list[str]:
     """The same warning for a sandbox named by its config file (``--config``), once per file: its state
     file, in its data dir, says which Python it runs tasks with."""
     if not (backend.is_sandbox and backend.config_file) or backend.config_file in _checked_sandbox_configs:
@@ -275,7 +280,7 @@ def _configured_sandbox_warning(backend: Backend) -> list[str]:
     info = background.info_of(state, Path(data_dir), started=False)
     restart = (f"start that sandbox from this environment (`fastreg sandbox --data-dir {data_dir} --config-out "
                f"{backend.config_file}`), after stopping it.")
-    return _other_environment_warning(info, restart)
+    return _other_environment_warning(info, restart, in_kernel)
 
 
 _sandbox_announced = False

@@ -5,11 +5,18 @@ The kernel's memory of what it registered is keyed by the files a cell ships; da
 not one of them, yet it is stored on the backend as the cell registers. So each registration
 remembers a cheap signature of that data (size and mtime; for a directory, of its first files), and
 an unchanged re-run whose data changed registers again instead of answering from memory.
+
+``fastreg serialize`` has no backend to store that data on: it keeps it in the release folder instead
+(`staged_in`, `keep_staged`), named by content so the release is the same bytes on every machine, and
+``register-files`` stores it where the magic would (`store_kept`, `point_at`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 
@@ -109,6 +116,13 @@ def stored_by_content(remote):
       kernel instead of a new one;
     - a directory keeps its layout and its names (`_store_directory`).
     """
+    file_access = remote.file_access
+    return _content_named(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
+                          file_access.data_config, remote)
+
+
+def _content_named(local_sandbox_dir: Path, raw_output_prefix: str, data_config, remote=None):
+    """flytekit's file access with the naming of `stored_by_content`; ``remote`` stores directories."""
     from flytekit.core.data_persistence import FileAccessProvider
 
     class ContentNamedFiles(FileAccessProvider):
@@ -116,15 +130,13 @@ def stored_by_content(remote):
             return super().get_random_local_path(file_path_or_file_name or "data")
 
         async def async_put_data(self, local_path, remote_path: str, is_multipart: bool = False, **kwargs) -> str:
-            if is_multipart and str(remote_path).startswith("flyte://"):
+            if remote is not None and is_multipart and str(remote_path).startswith("flyte://"):
                 stored = _store_directory(remote, Path(local_path))
                 if stored is not None:
                     return stored
             return await super().async_put_data(local_path, remote_path, is_multipart=is_multipart, **kwargs)
 
-    file_access = remote.file_access
-    return ContentNamedFiles(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
-                             data_config=file_access.data_config)
+    return ContentNamedFiles(str(local_sandbox_dir), raw_output_prefix, data_config=data_config)
 
 
 # Files of one directory stored at once (each a CreateUploadLocation and a PUT).
@@ -179,3 +191,155 @@ def _files_in(local: Path) -> list[tuple[str, Path]]:
             if not path.is_symlink() and path.is_file():
                 found.append((path.relative_to(local).as_posix(), path))
     return found
+
+
+# ---------------------------------------------------------------- data kept in a serialized release
+#
+# A literal of a serialized release names its data by a path relative to the release folder,
+# `data/<sha256>/<name>` for a file and `data/<sha256>` for a directory, which the manifest lists:
+# no temporary path of the machine that serialized, so another machine (CI) can store it.
+
+DATA_FOLDER = "data"
+_DATA_MESSAGES = ("flyteidl.core.Blob", "flyteidl.core.StructuredDataset")  # the literals that name data
+
+
+@contextlib.contextmanager
+def staged_in(folder: Path):
+    """flytekit's context in which data converted to a literal (a default file, an array, a DataFrame) is
+    written under ``folder``, named as `stored_by_content` names it; yields where it lands."""
+    from flytekit.core.context_manager import FlyteContextManager
+
+    local, raw = Path(folder) / "local", Path(folder) / "raw"
+    local.mkdir(parents=True, exist_ok=True)
+    raw.mkdir(parents=True, exist_ok=True)
+    context = FlyteContextManager.current_context().new_builder().with_file_access(
+        _content_named(local, str(raw), None))
+    with FlyteContextManager.with_context(context):
+        yield raw
+
+
+def keep_staged(specs, raw: Path, release: Path) -> tuple[tuple, dict]:
+    """``specs`` whose literals naming data under ``raw`` name a copy of it in ``release`` instead, by
+    its relative path; and those paths, each with its kind and sha256, for the manifest."""
+    raw = Path(raw).resolve()
+    kept, entries = [], {}
+    for spec in specs:
+        proto = type(spec.proto)()
+        proto.CopyFrom(spec.proto)
+        for message in data_literals(proto):
+            local = _under(message.uri, raw)
+            if local is not None:
+                relative, entry = _keep(local, Path(release))
+                entries[relative] = entry
+                message.uri = relative
+        kept.append(dataclasses.replace(spec, proto=proto))
+    return tuple(kept), dict(sorted(entries.items()))
+
+
+def data_literals(message):
+    """Every Blob and StructuredDataset message in ``message``, however deep (defaults, fixed inputs)."""
+    if message.DESCRIPTOR.full_name in _DATA_MESSAGES:
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE:
+                for item in value.values():
+                    yield from data_literals(item)
+        elif _is_repeated(field):
+            for item in value:
+                yield from data_literals(item)
+        else:
+            yield from data_literals(value)
+
+
+def _is_repeated(field) -> bool:
+    # protobuf 6 deprecates FieldDescriptor.label (and 7 drops it) in favour of is_repeated.
+    flag = getattr(field, "is_repeated", None)
+    return flag if flag is not None else field.label == field.LABEL_REPEATED
+
+
+def _under(uri: str, raw: Path) -> Path | None:
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if not path or "://" in path:
+        return None
+    path = Path(path).resolve()
+    return path if path.is_relative_to(raw) and path.exists() else None
+
+
+def _keep(local: Path, release: Path) -> tuple[str, dict]:
+    """Copy ``local`` into ``release``'s data folder; its relative path, and its manifest entry."""
+    kind = "directory" if local.is_dir() else "file"
+    digest = content_sha256(local, kind)
+    relative = f"{DATA_FOLDER}/{digest}" if kind == "directory" else f"{DATA_FOLDER}/{digest}/{local.name}"
+    target = release / relative
+    if kind == "directory":
+        for inner, path in _files_in(local):
+            (target / inner).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / inner)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+    return relative, {"kind": kind, "sha256": digest}
+
+
+def content_sha256(path: Path, kind: str) -> str:
+    """A file's sha256; a directory's, over its files' relative paths and sha256s."""
+    import hashlib
+
+    from fastreg_magic.hashing import file_digest
+
+    if kind == "file":
+        return file_digest(path, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for relative, inner in _files_in(path):
+        digest.update(f"{relative}\0{file_digest(inner, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def store_kept(remote, release: Path, entries: dict) -> dict[str, str]:
+    """Store a release's kept data on ``remote``'s backend as the magic stores a default's data (so a
+    file lands where the magic's would, and the same cell has the same structure from both); returns
+    each relative path's URI there. Raises ``RegistrationError`` naming the file that could not be stored."""
+    from urllib.parse import unquote
+
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.utils.asyn import loop_manager
+
+    from fastreg_magic.errors import RegistrationError
+    from fastreg_magic.pipeline import _data_stored_by
+
+    stored = {}
+    with _data_stored_by(remote):
+        file_access = FlyteContextManager.current_context().file_access
+        for relative, entry in entries.items():
+            local = Path(release) / relative
+            try:
+                if entry["kind"] == "directory":  # `put_data` would skip ContentNamedFiles' own async_put_data
+                    uri = loop_manager.run_sync(file_access.async_put_data, str(local),
+                                                file_access.get_random_remote_directory(), is_multipart=True)
+                else:
+                    uri = unquote(str(file_access.put_raw_data(str(local))))
+            except Exception as err:  # noqa: BLE001 - any failure to store is this file's, said in one line
+                reason = " ".join(str(err).split()) or type(err).__name__
+                raise RegistrationError(
+                    f"cannot store the data {local} on the backend ({reason}); nothing was registered.",
+                    "Check the connection to the backend and its storage, then re-run `fastreg register-files`.",
+                ) from err
+            stored[relative] = uri
+    return stored
+
+
+def point_at(specs, stored: dict[str, str]) -> tuple:
+    """``specs`` whose literals naming kept data (a relative path in ``stored``) name where it was stored."""
+    pointed = []
+    for spec in specs:
+        proto = type(spec.proto)()
+        proto.CopyFrom(spec.proto)
+        for message in data_literals(proto):
+            if message.uri in stored:
+                message.uri = stored[message.uri]
+        pointed.append(dataclasses.replace(spec, proto=proto))
+    return tuple(pointed)

@@ -5,8 +5,9 @@
     fastreg register-files _pb_output/ -p flytesnacks -d development [--additional-distribution-dir s3://...]
 
 ``serialize`` writes, per cell or module, numbered ``NN_<name>_<1|2|3>.pb`` files (task, workflow,
-launch plan, in registration order), the archive ``fast<digest>.tar.gz`` and ``fastreg-manifest.json``;
-it registers nothing; what it left out (secrets, ignored files) and its warnings (large files) go to
+launch plan, in registration order), the archive ``fast<digest>.tar.gz``, the data its defaults name
+(``data/<sha256>/<name>``: see default_data.keep_staged) and ``fastreg-manifest.json``; it registers
+nothing; what it left out (secrets, ignored files) and its warnings (large files) go to
 stderr, as the magic lists them. A notebook with several ``%%flyte_fast`` cells gets one sub-directory
 per cell. A module inside a package (``src/pkg/mod.py`` beside ``src/pkg/__init__.py``) is ``pkg.mod``,
 shipped from ``src`` with its package, as ``pyflyte register`` names it.
@@ -23,7 +24,8 @@ and only once every cell has serialized does it replace what earlier serializati
 A failure leaves DIR as it was. ``register-files`` checks every folder first (a damaged manifest or
 archive, .pb files its manifest does not list, a release next to cell folders are refused), then
 uploads each archive (to the cell's own ``--distribution-dir``, which its version covers, unless
-``--additional-distribution-dir`` says otherwise) and registers the files. Every failure is one
+``--additional-distribution-dir`` says otherwise) and each release's data (where the magic stores it, the
+literals then pointing there), all before the first Create, and registers the files. Every failure is one
 line naming the file (and line).
 """
 
@@ -51,6 +53,8 @@ MANIFEST = "fastreg-manifest.json"  # pipeline.MANIFEST_NAME, without importing 
 CELL_FOLDER = re.compile(r"cell\d{3,}")  # serialize's folder per %%flyte_fast cell: cell000, cell001, ...
 ARCHIVE_NAME = re.compile(r"fast[0-9a-f]+\.tar\.gz")  # the archive write_serialized names
 PB_NAME = re.compile(r"\d+_.+_[123]\.pb")  # specs.write_specs' file names
+# default_data.keep_staged's paths: data/<sha256> (a directory) or data/<sha256>/<name> (a file)
+DATA_PATH = re.compile(r"data/[0-9a-f]{64}(/(?!\.\.?$)[^/\\\0]+)?")
 DONE_HINT = "Nothing was written; fix it and re-run `fastreg serialize`."
 DEFAULT_PROJECT, DEFAULT_DOMAIN = "flytesnacks", "development"  # api's defaults, without importing it (and flytekit)
 
@@ -63,7 +67,8 @@ def add_serialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the .pb files and the archive")
     # For a notebook, each of these given here applies to every %%flyte_fast cell, over the cell's own.
     parser.add_argument("-i", "--image", action="append", default=[], metavar="[NAME=]FQN",
-                        help="image (repeatable; for a notebook: every cell's, over its own -i)")
+                        help="image (repeatable; for a notebook: a plain FQN replaces each cell's default image, "
+                             "NAME=FQN its image of that name; its other images stay)")
     parser.add_argument("--source-root", help="directory of the local modules to ship (default: the source's directory; "
                                               "for a module in a package, the folder above the package)")
     parser.add_argument("--copy", choices=("auto", "all"), help="auto (default): imported local modules; all: every file")
@@ -112,10 +117,23 @@ def run_serialize(args) -> int:
 
 def _cell_overrides(args) -> dict:
     """The command line's options that apply to every cell of a notebook, over the cell's own."""
-    overrides = {"images": tuple(args.image) or None, "copy": args.copy, "version": args.version,
+    overrides = {"image_overrides": tuple(args.image) or None, "copy": args.copy, "version": args.version,
                  "destination_dir": args.destination_dir,
                  "source_root": str(Path(args.source_root).expanduser().resolve()) if args.source_root else None}
     return {name: value for name, value in overrides.items() if value}
+
+
+def with_images_replaced(own, given) -> tuple[str, ...]:
+    """The cell's own ``-i`` images with the command line's over them, name by name: a plain FQN replaces
+    the default image, ``NAME=FQN`` the image of that name; the cell's other images stay."""
+    images = {_image_name(entry): entry for entry in own}
+    images.update({_image_name(entry): entry for entry in given or ()})
+    return tuple(images.values())
+
+
+def _image_name(entry: str) -> str:
+    name, sep, _ = entry.partition("=")
+    return name.strip() if sep else "default"
 
 
 def notices(reg) -> list[str]:
@@ -149,14 +167,32 @@ def serialize_module(path: Path, output: Path, args):
     try:
         reg = pipeline.run_module(module_source, options, namespace=None, dry_run=False, serialize_to=output,
                                   backend_fn=_no_backend, timings={}, module_file=path)
-    except FastRegError:
-        raise
+    except FastRegError as err:
+        missing = _named_image_missing(err, "to `fastreg serialize`")
+        if missing is None:
+            raise
+        raise missing from err
     except Exception as exc:
         raised = _raised_by_module(exc, module_source, path.name, source_root)
         if raised is None:
             raise
         raise raised from exc
     return output, reg
+
+
+_NO_IMAGE_NAMED = re.compile(r"Image Config with name (\S+) not found")  # flytekit's words (python_auto_container)
+
+
+def _named_image_missing(err: FastRegError, where: str) -> RegistrationError | None:
+    """A task running on a named image (``{{.image.gpu.fqn}}``) that no ``-i`` gives, as one line naming
+    the image and the option that gives it; None for any other error."""
+    found = _NO_IMAGE_NAMED.search(str(err.__cause__ or ""))
+    if found is None:
+        return None
+    name = found.group(1)
+    entity = err.message.split(" cannot be serialized", 1)[0]
+    return RegistrationError(f"{entity} runs on the image named {name!r}, which no -i option gives.",
+                             f"Pass -i {name}=REGISTRY/IMAGE:TAG {where}.")
 
 
 def _no_backend():  # pragma: no cover - serialize never asks for a backend
@@ -231,8 +267,9 @@ def serialize_notebook(notebook: Path, output: Path, max_archive_mib: int | None
 
     ``max_archive_mib`` (``--max-archive-mib``) is the archive limit, as ``%config
     FlyteFast.max_archive_mib`` sets it in a notebook (a ``%config`` in the notebook's own cells still
-    has the last word, as it would in Jupyter). ``overrides`` (the command line's ``-i``, ``--copy``...)
-    replace every cell's own options. A plain cell that fails is skipped, its failure appended to
+    has the last word, as it would in Jupyter). ``overrides`` (the command line's ``--copy``...)
+    replace every cell's own options; its ``-i`` images (``image_overrides``) replace the cell's images
+    of their names. A plain cell that fails is skipped, its failure appended to
     ``skipped``: in a notebook that launches runs between its cells those cells cannot work here, where
     nothing is registered; a ``%%flyte_fast`` cell failing after it names it as a likely cause.
     """
@@ -353,10 +390,13 @@ def _serialize_cell(magics, line: str, body: str, folder: Path, notebook: Path, 
         raise CollectError(f"Cell {index} of {notebook.name}: bad %%flyte_fast options {line!r}: {exc}", "Fix the cell's options.") from exc
     options = magics._options(args)
     options["source_root"] = args.source_root or magics.source_root or str(notebook.parent)
+    overrides = dict(overrides)
+    options["images"] = with_images_replaced(options.get("images") or (), overrides.pop("image_overrides", ()))
     options.update(overrides)
     try:
         return api.fast_register(body, namespace=magics.shell.user_ns, serialize_to=folder, first_line=2, **options)
     except FastRegError as err:
+        err = _named_image_missing(err, "on the %%flyte_fast line or to `fastreg serialize`") or err
         raise type(err)(f"Cell {index} of {notebook.name}: {err.message}", err.hint) from err
     except Exception as exc:
         raised = _cell_raised(exc, body, options, magics.shell.user_ns, f"Cell {index} of {notebook.name}")
@@ -455,7 +495,30 @@ def release_files(folder: Path) -> list[Path] | None:
         pbs = [p for p in folder.glob("*.pb") if PB_NAME.fullmatch(p.name)]
     archive = manifest.get("archive")
     archives = [folder / archive] if isinstance(archive, str) and ARCHIVE_NAME.fullmatch(archive) else []
-    return [p for p in pbs + archives if p.is_file()] + [manifest_path]
+    return [p for p in pbs + archives + _kept_data_files(folder, manifest) if p.is_file()] + [manifest_path]
+
+
+def _kept_data_files(folder: Path, manifest: dict) -> list[Path]:
+    """The files of the data a release keeps (``data/<sha256>/...``, as its manifest lists them)."""
+    kept = manifest.get("data")
+    found = []
+    for relative in kept if isinstance(kept, dict) else ():
+        if isinstance(relative, str) and DATA_PATH.fullmatch(relative):
+            path = folder / relative
+            found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return found
+
+
+def _remove_empty_data_folders(folder: Path) -> None:
+    """The ``data`` folder's sub-folders left empty once a release's files are removed, and it too."""
+    data = folder / "data"
+    if not data.is_dir() or data.is_symlink():
+        return
+    for sub in sorted((p for p in data.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        data.rmdir()
 
 
 def clear_releases(output: Path) -> None:
@@ -463,10 +526,12 @@ def clear_releases(output: Path) -> None:
     folders' releases (a folder left empty goes too). Files fastreg did not write stay."""
     for path in release_files(output) or ():
         path.unlink(missing_ok=True)
+    _remove_empty_data_folders(output)
     for sub in sorted(output.iterdir()) if output.is_dir() else ():
         if CELL_FOLDER.fullmatch(sub.name) and sub.is_dir() and not sub.is_symlink():
             for path in release_files(sub) or ():
                 path.unlink(missing_ok=True)
+            _remove_empty_data_folders(sub)
             with contextlib.suppress(OSError):
                 sub.rmdir()
 
@@ -493,12 +558,12 @@ def install(staged: Path, output: Path, option: str = "-o") -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
         clear_releases(output)
-        folders = [(staged, output)] + [(d, output / d.name) for d in sorted(staged.iterdir()) if d.is_dir()]
-        for source_dir, target_dir in folders:
-            target_dir.mkdir(exist_ok=True)
-            files = sorted((p for p in source_dir.iterdir() if p.is_file()), key=lambda p: (p.name == MANIFEST, p.name))
-            for path in files:
-                _move(path, target_dir / path.name)
+        # Every file, at any depth (a release's kept data is data/<sha256>/...), each manifest after all the rest.
+        files = sorted((p for p in staged.rglob("*") if p.is_file()), key=lambda p: (p.name == MANIFEST, p.parts))
+        for path in files:
+            target = output / path.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _move(path, target)
     except OSError as err:
         raise PackageError(f"cannot write the serialized files to {output} ({_reason(err)}).",
                            f"Pass {option} a directory you can write to.") from err
@@ -539,10 +604,10 @@ def run_register_files(args) -> int:
     # Nothing configured: the embedded sandbox only if it is running already. A CI job whose Flyte config
     # went missing must fail, not register into a sandbox it started and leave behind.
     backend, notice = config.resolve_backend_with_notice(endpoint=args.endpoint, config_file=args.config,
-                                                         start_sandbox=False)
+                                                         start_sandbox=False, in_kernel=False)
     if notice:  # nothing configured: the running embedded sandbox
         print(notice, file=sys.stderr)
-    backend = config.ensure_reachable(backend)
+    backend = _reachable(backend)
     # Then everything that can refuse a release (its project and domain, its upload, a taken version) is
     # done for every folder before the first Create: a notebook's cells register all together or not at all.
     planned = [plan_release(release, backend, **_place(args, release)) for release in releases]
@@ -557,13 +622,43 @@ def run_register_files(args) -> int:
             raise type(err)(f"{plan.folder}: {err.message}",
                             f"{err.hint} Registered before it: {', '.join(registered)}.".strip()) from err
         registered.append(str(plan.folder))
-        print(f"{plan.folder}: registered {len(plan.specs)} entities as version {plan.version} in "
-              f"{plan.project}/{plan.domain} on {backend.label}")
+        print(f"{plan.folder}: {_what_was_new(plan)} as version {plan.version} in {plan.project}/{plan.domain} "
+              f"on {backend.label}")
         if plan.activate and reactivated:  # another version had been activated since: said, as the magic says it
             print(f"{plan.folder}: {register.reactivated_note(reactivated, plan.version, whose='')}")
         for notice in _unscheduled(plan, backend):  # as the magic lists it under its summary
             print(f"{plan.folder}: warning: {notice}", file=sys.stderr)
     return 0
+
+
+_UNREACHABLE_HINT = (
+    "Check that FlyteAdmin runs there, or point elsewhere: pass --endpoint HOST:PORT or --config FILE, or set "
+    "FLYTECTL_CONFIG. register-files never starts the embedded sandbox: with no Flyte configuration it uses one "
+    "already running (`fastreg sandbox`)."
+)
+
+
+def _reachable(backend):
+    """``config.ensure_reachable``, whose general hint says how the magic picks a backend: here, the command's way."""
+    from fastreg_magic import config
+    from fastreg_magic.errors import BackendError
+
+    try:
+        return config.ensure_reachable(backend)
+    except BackendError as err:
+        if err.hint != config._CONFIGURE_HINT:
+            raise
+        raise BackendError(err.message, _UNREACHABLE_HINT) from err
+
+
+def _what_was_new(plan: "PlannedRelease") -> str:
+    """What the Creates added, so that a CI log tells a re-run that changed nothing from a registration."""
+    total, before = len(plan.specs), plan.registered_before
+    if before == 0:
+        return f"registered {total} entities"
+    if before == total:
+        return f"already registered: nothing new ({total} entities)"
+    return f"registered {total - before} new entities ({before} of {total} were already registered)"
 
 
 def _unscheduled(plan: "PlannedRelease", backend) -> tuple[str, ...]:
@@ -656,6 +751,8 @@ def read_manifest(folder: Path) -> dict:
                                 "Re-run `fastreg serialize` into this directory.")
     if not (isinstance(manifest["archive_sha256"], str) and _SHA256.fullmatch(manifest["archive_sha256"])):
         raise damaged("archive_sha256 is not a sha256")
+    if not _is_data_listing(manifest.get("data", {})):
+        raise damaged("data is not a list of data/<sha256>[/<name>] paths, each with its kind and sha256")
     listed = manifest.get("files")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
@@ -672,6 +769,43 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def _is_data_listing(kept) -> bool:
+    """``{"data/<sha256>/<name>": {"kind": "file", "sha256": <sha256>},
+    "data/<sha256>": {"kind": "directory", "sha256": <sha256>}}``, as default_data.keep_staged lists them."""
+    if not isinstance(kept, dict):
+        return False
+    for relative, entry in kept.items():
+        match = DATA_PATH.fullmatch(relative) if isinstance(relative, str) else None
+        if match is None or not isinstance(entry, dict) or entry.get("sha256") != relative.split("/")[1]:
+            return False
+        if entry.get("kind") != ("file" if match.group(1) else "directory"):
+            return False
+    return True
+
+
+def _check_kept_data(folder: Path, kept: dict) -> None:
+    """Each data file or directory the manifest lists is there, with the bytes ``serialize`` wrote."""
+    from fastreg_magic import default_data
+
+    for relative, entry in kept.items():
+        path = folder / relative
+        present = path.is_dir() if entry["kind"] == "directory" else path.is_file()
+        if not present:
+            raise RegistrationError(f"The data {path} is missing (a default of the release names it).",
+                                    "Copy the whole folder `fastreg serialize` wrote, or re-run it into this "
+                                    "directory.")
+        try:
+            held = default_data.content_sha256(path, entry["kind"])
+        except OSError as err:
+            raise RegistrationError(f"cannot read the data {path} ({_reason(err)}).", "Check its permissions.") from err
+        if path.is_symlink() or held != entry["sha256"]:
+            raise RegistrationError(
+                f"The data {path} was changed since `fastreg serialize` wrote it (its bytes are not those "
+                f"{MANIFEST} records).",
+                "Re-run `fastreg serialize` into this directory.",
+            )
+
+
 @dataclass(frozen=True)
 class Release:
     """A serialized folder, read and checked: its manifest, entity specs and archive."""
@@ -680,6 +814,7 @@ class Release:
     manifest: dict
     specs: tuple
     archive: object  # package.Archive
+    data: dict  # the data its defaults name, kept in it: relative path -> kind and sha256
 
 
 def load_release(folder: Path) -> Release:
@@ -688,8 +823,21 @@ def load_release(folder: Path) -> Release:
     serialized = specs.read_specs(folder)
     if not serialized:
         raise RegistrationError(f"{folder} holds no .pb files.", "Re-run `fastreg serialize`.")
+    _refuse_empty_specs(folder, serialized)
     archive = _archive_of(folder / manifest["archive"], manifest["digest"], manifest["archive_sha256"])
-    return Release(folder, manifest, serialized, archive)
+    kept = manifest.get("data", {})
+    _check_kept_data(folder, kept)
+    return Release(folder, manifest, serialized, archive, kept)
+
+
+def _refuse_empty_specs(folder: Path, serialized) -> None:
+    """A .pb file that parses yet names no entity (an empty file parses as an empty message): FlyteAdmin
+    would refuse it with a riddle ("unexpected resource type unspecified")."""
+    for path, spec in zip(sorted(folder.glob("*.pb")), serialized):
+        if not spec.identifier.name:
+            what = "it is empty" if path.stat().st_size == 0 else "it names no entity"
+            raise RegistrationError(f"{path} is not a valid {spec.kind.replace('_', ' ')} protobuf: {what}.",
+                                    "Re-run `fastreg serialize`.")
 
 
 @dataclass(frozen=True)
@@ -704,13 +852,14 @@ class PlannedRelease:
     domain: str
     activate: bool
     options: object  # pipeline.Options it was planned with
+    registered_before: int = 0  # of its entities, those the backend held already (with this structure)
 
 
 def plan_release(release: Release, backend, *, project, domain, service_account=None, raw_output_prefix=None,
                  distribution_dir=None, activate=False) -> PlannedRelease:
     """Everything short of the Creates: the project and domain exist, the archive is stored, the
     version is free (or holds exactly this). Nothing is created."""
-    from fastreg_magic import config, pipeline
+    from fastreg_magic import config, default_data, pipeline
 
     manifest = release.manifest
     remote = config.connect(backend, project, domain)
@@ -723,7 +872,10 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
         raw_output_prefix=raw_output_prefix, distribution_dir=distribution_dir, activate=activate,
     )
     stored = pipeline.upload_archive(release.archive, options, remote)
-    hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in release.specs]
+    # The data its defaults name, stored as the magic stores it: the same cell, the same structure.
+    pointed = default_data.point_at(release.specs, default_data.store_kept(remote, release.folder, release.data)) \
+        if release.data else release.specs
+    hydrated = [pipeline._hydrate(spec, options, stored.uri) for spec in pointed]
     try:
         # The folder's version may have been given to `fastreg serialize --version`: check it is free first.
         version_check.check_version_free(client, hydrated)
@@ -737,7 +889,14 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
             "the settings differ, register it with the same --additional-distribution-dir, --service-account "
             "and --raw-output-prefix as before.",
         ) from err
-    return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate, options)
+    return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate, options,
+                          registered_before=_registered_already(client, hydrated))
+
+
+def _registered_already(client, hydrated) -> int:
+    """How many of the entities the backend holds under this version (the same ones: the version was checked)."""
+    lookups = [register.worker_pool().submit(version_check._registered, client, spec) for spec in hydrated]
+    return sum(1 for lookup in lookups if register.result_of(lookup) is not None)
 
 
 def archive_sha256(path: Path) -> str:

@@ -242,15 +242,31 @@ def _stored_again_note(uri: str) -> str:
 def _serialize_only(prepared: Prepared, options: Options, namespace, timings: dict, *, dry_run: bool,
                     serialize_to: Path | None, module_file: Path | None) -> api.Registration:
     """A dry run (what would ship and register) or --serialize-to (the .pb files and the archive)."""
+    import tempfile
+
     where = module_file.name if module_file is not None else "the cell"
-    loaded = load(prepared, options, namespace, timings, where=where)
-    prepared = serialized(loaded, options, timings, build_images=not dry_run)
     if dry_run:
+        loaded = load(prepared, options, namespace, timings, where=where)
+        prepared = serialized(loaded, options, timings, build_images=False)
         return _registration(prepared, options, None, archive=None, upload=None, registered=False, timings=timings)
-    archive = _package(prepared, options, timings)
-    uri = write_serialized(prepared, options, archive, serialize_to)
+    # No backend to store the data defaults convert to: it is written to a folder of ours, and
+    # write_serialized keeps it in the release, where register-files finds it on any machine.
+    with tempfile.TemporaryDirectory(prefix="fastreg-data-") as data, _data_staged_in(Path(data)) as raw:
+        loaded = load(prepared, options, namespace, timings, where=where)
+        prepared = serialized(loaded, options, timings)
+        archive = _package(prepared, options, timings)
+        uri = write_serialized(prepared, options, archive, serialize_to, data=raw)
+    api.run_again(options.module)  # its launch plans' literals name the folder just removed: converted anew next time
     return _registration(prepared, options, None, archive=archive, upload=_Stored(uri, False), registered=False,
                          timings=timings)
+
+
+@contextlib.contextmanager
+def _data_staged_in(folder: Path):
+    """`_data_stored_by` for a serialization: the data goes under ``folder`` (see default_data.staged_in)."""
+    _forget_flytekit_conversions()  # a literal converted earlier in this process names another folder
+    with default_data.staged_in(folder) as raw:
+        yield raw
 
 
 @contextlib.contextmanager
@@ -651,8 +667,12 @@ def _fileset_names(fileset) -> list[str]:
 # ---------------------------------------------------------------- the seed's serialize format
 
 
-def write_serialized(prepared: Prepared, options: Options, archive, folder: Path) -> str:
+def write_serialized(prepared: Prepared, options: Options, archive, folder: Path, *, data: Path | None = None) -> str:
     """Write ``NN_<name>_<k>.pb`` files, the archive and a manifest into ``folder``; return the archive's URI.
+
+    The data under ``data`` that the specs' literals name (a default file, an array) is kept in the
+    release as ``data/<sha256>/<name>``, named by content so the release is the same bytes wherever and
+    whenever it is serialized; the literals name it by that path, and the manifest lists it with its sha256.
 
     What earlier serializations wrote into ``folder`` (its release, its cellNNN folders' releases) is
     replaced, other files are left alone. The files are written to a staging folder first and moved
@@ -667,7 +687,9 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
     archive_name = f"fast{archive.digest}.tar.gz"
     staging = Path(tempfile.mkdtemp(prefix="fastreg-serialize-"))
     try:
-        written = specs.write_specs(prepared.specs, staging)
+        kept_specs, kept_data = default_data.keep_staged(prepared.specs, data, staging) if data is not None \
+            else (prepared.specs, {})
+        written = specs.write_specs(kept_specs, staging)
         shutil.copyfile(archive.path, staging / archive_name)
         manifest = {
             "module": options.module,
@@ -687,6 +709,7 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "images": list(prepared.images),
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "files": [path.name for path in written],  # so a later serialization removes exactly these
+            "data": kept_data,  # relative path -> kind and sha256: register-files stores it, refusing other bytes
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         files.install(staging, folder, option="--serialize-to")
