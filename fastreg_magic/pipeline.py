@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
-from fastreg_magic import api, cell_errors, default_data, register, specs, version_check
+from fastreg_magic import api, cell_errors, default_data, default_signatures, register, specs, version_check
 from fastreg_magic import config as _config
 from fastreg_magic.errors import CollectError, Interrupted, VersionConflict
 
@@ -67,6 +67,7 @@ class Prepared:
     content_version: str  # what the version would be without --version: the memo's key
     specs: tuple[specs.Spec, ...]
     warnings: tuple[str, ...] = ()  # found while the module ran (a local module imported by name, not shipped)
+    said_once: tuple[str, ...] = ()  # what this registration did once (reactivated a launch plan): not remembered
 
     @property
     def digest(self) -> str:
@@ -114,7 +115,7 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
             key = api._memo_key(backend, options.project, options.domain, prepared.version,
                                 prepared.content_version, options.activate)
             cached = api._memo.get(key)
-            data_changed = default_data.changed_since(key) if cached is not None else None
+            data_changed = default_signatures.paths_changed_since(key) if cached is not None else None
             if data_changed is not None:
                 cached = None  # the same files, other data in a default: serialized and registered again below
                 api.run_again(options.module)  # as a new kernel would: a launch plan reads its defaults as declared
@@ -125,8 +126,16 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
         if cached is not None and options.activate:
             cached = _activated_again(cached, backend)  # None: the backend lost this version, registered again below
         if cached is not None:  # same content, same place: nothing to create, nothing to upload unless it was gone
+            computed = default_signatures.has_computed(key)
+            if computed:  # data a default computes (a DataFrame read from a file) is read as the cell runs: run it
+                api.run_again(options.module)
             with stopping("while running the cell"):
-                return _answered_from_memory(cached, stored_again, prepared, options, namespace, timings)
+                answered, entities = _answered_from_memory(cached, stored_again, prepared, options, namespace,
+                                                           timings)
+            data_changed = default_signatures.values_changed_since(key, entities) if computed else None
+            if data_changed is None:
+                return answered
+            api.run_again(options.module)  # registered below from a new run, its launch plans' data stored too
         with stopping(f"while connecting to {backend.label}"):
             backend = _config.ensure_reachable(backend)  # an --endpoint may turn out to be the embedded sandbox
             remote = _config.connect(backend, options.project, options.domain)
@@ -145,10 +154,10 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
                             timings=timings, remote=remote)
         reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
         api._memo[key] = reg
-        default_data.remember(key, prepared.entities)
-        if data_changed is not None:  # said once, by this run: not by the unchanged re-runs answered from memory
-            reg = dataclasses.replace(reg, warnings=reg.warnings + (data_changed,))
-        return reg
+        default_signatures.remember(key, prepared.entities)
+        # Said once, by this run: not by the unchanged re-runs answered from memory.
+        said_once = prepared.said_once + ((data_changed,) if data_changed is not None else ())
+        return dataclasses.replace(reg, warnings=reg.warnings + said_once) if said_once else reg
 
 
 def _register_as_versioned(client, prepared: Prepared, options: Options, archive_uri: str, timings: dict, *,
@@ -181,7 +190,8 @@ def _activated_again(cached, backend):
 
 
 def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Options, namespace, timings: dict):
-    """The remembered Registration of an unchanged cell, pointing at the objects of the module just run."""
+    """The remembered Registration of an unchanged cell, pointing at the objects of the module just run;
+    and those objects."""
     prepared = load(prepared, options, namespace, timings)
     timings.setdefault("upload", 0.0)
     timings["register"] = 0.0
@@ -190,9 +200,10 @@ def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Opt
     # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
     # cell's view shows the runs started from the one it replaces (those still going too, with
     # their Terminate button), and vice versa.
-    return dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
-                               registered=False, timings=dict(timings), lifted=prepared.module_source.lifted,
-                               runs=cached.runs, warnings=warnings)
+    answered = dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
+                                   registered=False, timings=dict(timings), lifted=prepared.module_source.lifted,
+                                   runs=cached.runs, warnings=warnings)
+    return answered, prepared.entities
 
 
 # The cell's failed runs whose failure has been answered by a look in the archive's store, by run
@@ -341,7 +352,7 @@ def _register(client, prepared: Prepared, options: Options, archive_uri: str) ->
     reactivated = register.register_specs_active(client, hydrated)
     if not reactivated:
         return prepared
-    return dataclasses.replace(prepared, warnings=prepared.warnings
+    return dataclasses.replace(prepared, said_once=prepared.said_once
                                + (register.reactivated_note(reactivated, prepared.version),))
 
 

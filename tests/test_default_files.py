@@ -152,3 +152,99 @@ def test_a_dataset_directory_keeps_its_layout_as_a_default_and_as_an_input(sandb
         run = reg.launch("wf", d=str(given)).wait(timeout=300)
         assert run.phase == "SUCCEEDED", run.error
         assert run.outputs["o0"] == listed
+
+
+LIST_CELL = textwrap.dedent(
+    """
+    from typing import List
+    from flytekit import task, workflow
+    from flytekit.types.file import FlyteFile
+
+    @task
+    def read_all(fs: List[FlyteFile]) -> str:
+        return ",".join(open(f).read().strip() for f in fs)
+
+    @workflow
+    def wf(fs: List[FlyteFile] = [FlyteFile({path!r})]) -> str:
+        return read_all(fs=fs)
+    """
+)
+
+
+def test_a_file_in_a_list_default_is_watched_too(sandbox_shell, tmp_path):
+    default = tmp_path / "in_list.txt"
+    default.write_text("A\n")
+    line = f"-m list_default_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    cell = LIST_CELL.format(path=str(default))
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    default.write_text("B\n")
+    edited = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert edited.registered and edited.version != first.version
+    assert _launched(edited) == "B"
+
+
+def test_a_default_path_that_leads_elsewhere_now_registers_again(sandbox_shell, tmp_path, monkeypatch):
+    """A symbolic link re-pointed, or a relative path read from another working directory: the same cell
+    text names other data."""
+    for version in ("V1", "V2"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "data.txt").write_text(f"{version}\n")
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "V1")
+    line = f"-m moved_default_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    cell = CELL.format(path=str(current / "data.txt"))
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert _launched(first) == "V1"
+    current.unlink()
+    current.symlink_to(tmp_path / "V2")
+    repointed = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert repointed.registered and any("now leads to" in w for w in repointed.warnings), repointed.warnings
+    assert _launched(repointed) == "V2"
+
+    monkeypatch.chdir(tmp_path / "V1")
+    relative = CELL.format(path="data.txt")
+    line = f"-m relative_default_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    assert _launched(sandbox_shell.run_cell_magic("flyte_fast", line, relative)) == "V1"
+    monkeypatch.chdir(tmp_path / "V2")
+    assert _launched(sandbox_shell.run_cell_magic("flyte_fast", line, relative)) == "V2"
+
+
+def test_a_dataframe_default_read_from_a_file_registers_again_when_the_file_changed(sandbox_shell, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n2\n")
+    cell = textwrap.dedent(
+        f"""
+        import pandas as pd
+        from flytekit import task, workflow
+
+        @task
+        def total(df: pd.DataFrame) -> int:
+            return int(df["x"].sum())
+
+        @workflow
+        def wf(df: pd.DataFrame = pd.read_csv({str(data)!r})) -> int:
+            return total(df=df)
+        """
+    )
+    line = f"-m computed_default_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    first = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert not sandbox_shell.run_cell_magic("flyte_fast", line, cell).registered  # the same data: from memory
+    data.write_text("x\n1\n2\n10\n")
+    edited = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert edited.registered and edited.version != first.version
+    assert any("data a default holds" in w for w in edited.warnings), edited.warnings
+    assert _launched(edited) == 13
+    assert not sandbox_shell.run_cell_magic("flyte_fast", line, cell).registered
+
+
+def test_a_file_added_to_a_large_default_directory_is_noticed(sandbox_shell, tmp_path):
+    data = tmp_path / "parts"
+    data.mkdir()
+    for i in range(1000):
+        (data / f"part-{i:05d}.txt").write_text(str(i))
+    line = f"-m many_parts_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    cell = DIRECTORY_CELL.format(path=str(data))
+    sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    (data / "part-01000.txt").write_text("1000")
+    again = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    assert again.registered and any("changed since" in w for w in again.warnings), again.warnings

@@ -222,6 +222,8 @@ def test_an_activate_cell_in_a_new_kernel_says_it_made_its_version_active_again(
     assert notes[0].startswith(f"activated this cell's version {first.version} again for launch plans ")
     assert sorted(notes[0].split(" for launch plans ")[1].split(" (")[0].split(", ")) == plans
     assert notes[0].endswith(f"(version {other.version} was active)")
+    repeated = magic(sandbox_shell, f"-m {mod} --activate", cell)  # answered from memory: said once, not again
+    assert not repeated.registered and not any("again" in w for w in repeated.warnings), repeated.warnings
 
     api.forget_registrations()  # its version is the active one already: nothing to say
     still = magic(sandbox_shell, f"-m {mod} --activate", cell)
