@@ -254,3 +254,18 @@ def point_at(specs, stored: dict[str, str]) -> tuple:
                 message.uri = stored[message.uri]
         pointed.append(dataclasses.replace(spec, proto=proto))
     return tuple(pointed)
+
+
+def forget_flytekit_conversions() -> None:
+    """Forget what flytekit remembers of local data for the life of the process, so that a file edited
+    since the kernel last stored it (a default, a launch input) is stored anew: ``TypeEngine.to_literal`` caches each
+    literal by the pickled value (a ``FlyteFile``'s path, not its content: flytekit/core/type_engine.py
+    ``_LITERAL_CACHE``), and the uploader names a file after its md5, cached by path (``hash_file``'s
+    ``lru_cache``, flytekit/tools/script_mode.py)."""
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.tools.script_mode import hash_file
+
+    literals = getattr(TypeEngine, "_LITERAL_CACHE", None)
+    if literals is not None:
+        literals.clear()
+    hash_file.cache_clear()

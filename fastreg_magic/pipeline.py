@@ -275,7 +275,7 @@ def _serialize_only(prepared: Prepared, options: Options, namespace, timings: di
 @contextlib.contextmanager
 def _data_staged_in(folder: Path):
     """`_data_stored_by` for a serialization: the data goes under ``folder`` (see default_data.staged_in)."""
-    _forget_flytekit_conversions()  # a literal converted earlier in this process names another folder
+    default_data.forget_flytekit_conversions()  # a literal converted earlier in this process names another folder
     with default_data.staged_in(folder) as raw:
         yield raw
 
@@ -523,25 +523,10 @@ def _data_stored_by(remote):
 
     from fastreg_magic.runs import uploads_through
 
-    _forget_flytekit_conversions()
+    default_data.forget_flytekit_conversions()
     context = remote.context.new_builder().with_file_access(default_data.stored_by_content(remote))
     with uploads_through(remote), FlyteContextManager.with_context(context):
         yield
-
-
-def _forget_flytekit_conversions() -> None:
-    """Forget what flytekit remembers of local data for the life of the process, so that a default file
-    edited since the kernel last serialized is stored anew: ``TypeEngine.to_literal`` caches each
-    literal by the pickled value (a ``FlyteFile``'s path, not its content: flytekit/core/type_engine.py
-    ``_LITERAL_CACHE``), and the uploader names a file after its md5, cached by path (``hash_file``'s
-    ``lru_cache``, flytekit/tools/script_mode.py)."""
-    from flytekit.core.type_engine import TypeEngine
-    from flytekit.tools.script_mode import hash_file
-
-    literals = getattr(TypeEngine, "_LITERAL_CACHE", None)
-    if literals is not None:
-        literals.clear()
-    hash_file.cache_clear()
 
 
 def _local_module_files(fileset, generated: str) -> dict[str, Path]:

@@ -800,15 +800,13 @@ def _literal_inputs(remote, entity, target, python_types: Mapping[str, Any], inp
 
     from flytekit.core.context_manager import FlyteContextManager
 
-    from fastreg_magic.default_data import stored_by_content
+    from fastreg_magic.default_data import forget_flytekit_conversions, stored_by_content
 
     variables = target.interface.inputs
     literals = {}
-    from flytekit.tools.script_mode import hash_file
-
-    # remote.remote_context(), but stored as defaults are (a directory keeps its layout), and with no
-    # file's md5 remembered from an earlier launch: the file may have been edited since.
-    hash_file.cache_clear()
+    # remote.remote_context(), but stored as defaults are (a directory keeps its layout), and with nothing
+    # remembered of a file from an earlier launch: it may have been edited since.
+    forget_flytekit_conversions()
     context = FlyteContextManager.current_context().with_file_access(stored_by_content(remote))
     with FlyteContextManager.with_context(context) as ctx:
         for name, value in inputs.items():

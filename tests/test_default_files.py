@@ -248,3 +248,26 @@ def test_a_file_added_to_a_large_default_directory_is_noticed(sandbox_shell, tmp
     (data / "part-01000.txt").write_text("1000")
     again = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
     assert again.registered and any("changed since" in w for w in again.warnings), again.warnings
+
+
+def test_launching_again_after_editing_an_input_file_sends_its_new_content(sandbox_shell, tmp_path):
+    """flytekit remembers a converted value by its path for the life of the process: the second launch sent
+    the first content."""
+    given, folder = tmp_path / "input.txt", tmp_path / "inputs"
+    given.write_text("first\n")
+    folder.mkdir()
+    (folder / "a.csv").write_text("1\n")
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m relaunch_{uuid.uuid4().hex[:8]} --source-root {tmp_path}",
+                                       CELL.format(path=str(given)) + DIRECTORY_CELL.format(path=str(folder))
+                                       .replace("def names", "def dir_names").replace("def wf", "def dir_wf")
+                                       .replace("names(d=d)", "dir_names(d=d)"))
+    for text in ("first", "second, longer"):
+        given.write_text(text + "\n")
+        run = reg.launch("wf", f=str(given)).wait(timeout=300)
+        assert run.phase == "SUCCEEDED", run.error
+        assert run.outputs["o0"] == text
+    for listed in ("a.csv", "a.csv,b.csv"):
+        (folder / listed.split(",")[-1]).write_text("1\n")
+        run = reg.launch("dir_wf", d=str(folder)).wait(timeout=300)
+        assert run.phase == "SUCCEEDED", run.error
+        assert run.outputs["o0"] == listed
