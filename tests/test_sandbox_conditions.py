@@ -101,6 +101,7 @@ def test_comparing_different_types_is_refused_and_registers_no_workflow(
     assert "failed to compile workflow" in message
     assert f"Code: MismatchingTypes, Node Id: n0, Description: Variable [RightValue] (type [{right}]) " \
            f"doesn't match expected type [{left}" in message
+    assert "compare with a value of the input's own type" in message
     assert "CreateLaunchPlan" not in counter.creates()  # the workflow was refused, so nothing launches it
 
 

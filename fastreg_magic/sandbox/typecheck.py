@@ -21,6 +21,7 @@ interfaces are derived here, as FlyteAdmin derives them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -181,7 +182,8 @@ class _Checker:
             right = self.operand_type(node, shown_id, expr.comparison.right_value, "RightValue")
             left = self.operand_type(node, shown_id, expr.comparison.left_value, "LeftValue")
             if right is not None and left is not None and right != left:
-                self.errors.append(_mismatching_types(shown_id, "RightValue", right, left))
+                refused = _mismatching_types(shown_id, "RightValue", right, left)
+                self.errors.append(dataclasses.replace(refused, description=refused.description + _COMPARE_HINT))
         else:
             self.errors.append(CompileError("ValueRequired", shown_id, "Value required [Expr]."))
 
@@ -384,6 +386,12 @@ def _as_list(variable: interface_pb2.Variable) -> interface_pb2.Variable:
     listed.type.collection_type.CopyFrom(variable.type)
     return listed
 
+
+# What to do with a condition whose two sides FlyteAdmin types differently.
+_COMPARE_HINT = (" (FlyteAdmin compares the two sides of a condition only when they have one type, with no "
+                 "conversion: compare with a value of the input's own type, e.g. `score > 0.0` for a float, "
+                 "`code == \"1\"` for a str; for a field of a dataclass or an Optional, branch on a task that "
+                 "returns the bool, e.g. `big = is_big(c=c)`, then `.if_(big.is_true())`.)")
 
 # What to do instead of ``is_none()`` in a condition, which FlyteAdmin 1.x does not compile.
 _IS_NONE_HINT = (" (FlyteAdmin 1.x compiles no `is_none()` in a condition: branch on a task that returns a bool, "
