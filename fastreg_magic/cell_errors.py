@@ -58,6 +58,40 @@ def imported_but_not_shipped(names: set[str], shipped: dict[str, Path], source_r
     return tuple(found)
 
 
+def launch_plan_files_tasks_cannot_read(entities, fileset) -> tuple[str, ...]:
+    """A note for each local file a launch plan the module declares holds in its inputs (its own, or its
+    workflow's defaults it takes on) that a task's container will not have.
+
+    flytekit converts a launch plan's inputs as ``LaunchPlan.get_or_create`` runs, and a task's container
+    imports the cell's module, so it converts them again there: where the file is not, the import fails,
+    and with it every task of the cell. A relative path to a shipped file is there (the archive is
+    unpacked in the task's working directory); an absolute path is there only on this machine.
+    """
+    from flytekit.core.launch_plan import LaunchPlan
+
+    from fastreg_magic.default_signatures import named_paths
+
+    shipped = {f.relpath for f in fileset.files}
+    notes = []
+    for plan in entities:
+        if not isinstance(plan, LaunchPlan):
+            continue
+        interface = getattr(plan.workflow, "python_interface", None)
+        types = getattr(interface, "inputs", {})
+        defaults = getattr(interface, "default_inputs_as_kwargs", {})  # the plan takes them on, converted too
+        held = {**defaults, **plan.saved_inputs, **getattr(plan, "raw_fixed_inputs", {})}
+        for name, value in held.items():
+            for path in named_paths(value, types.get(name)):
+                if Path(path).is_absolute() or Path(path).as_posix() not in shipped:
+                    notes.append(
+                        f"launch plan {plan.name} holds the local file {path} (input {name}): each task of this cell "
+                        "imports the cell's module in its container, where flytekit reads that file again, and "
+                        "fails where it is not (absolute: any other machine; not shipped: anywhere). Give it as a "
+                        "URI the tasks can read (s3://...), or as a path relative to the source root of a file "
+                        "the cell ships (--copy all)")
+    return tuple(notes)
+
+
 def _loaded_by_name_note(name: str, filename: str, root: str) -> str:
     """A module under the root that no import statement names; or, found through a subfolder of the
     root on sys.path, its package, as the fix it needs."""

@@ -48,7 +48,7 @@ def remember(key, entities) -> None:
     values = list(_default_values(entities))
     paths = {}
     for value, declared in values:
-        for given in _named_paths(value, declared):
+        for given in named_paths(value, declared):
             led_to = _leads_to(given)
             paths.setdefault((given, led_to), _NamedPath(given, led_to, _signature(led_to)))
     _REMEMBERED[key] = _Signed(tuple(paths.values()), _digest_of_computed(values))
@@ -115,7 +115,7 @@ def _default_values(entities):
             yield value, types.get(name)
 
 
-def _named_paths(value, declared) -> list[str]:
+def named_paths(value, declared) -> list[str]:
     """The local paths a default names: a FlyteFile/FlyteDirectory, a path given for one, and those in a
     list, tuple or dict of them."""
     import typing
@@ -128,10 +128,10 @@ def _named_paths(value, declared) -> list[str]:
         value = value.path
     elif isinstance(value, (list, tuple)):
         inner = typing.get_args(declared)
-        return [p for item in value for p in _named_paths(item, inner[0] if inner else None)]
+        return [p for item in value for p in named_paths(item, inner[0] if inner else None)]
     elif isinstance(value, dict):
         inner = typing.get_args(declared)
-        return [p for item in value.values() for p in _named_paths(item, inner[-1] if inner else None)]
+        return [p for item in value.values() for p in named_paths(item, inner[-1] if inner else None)]
     elif not (isinstance(declared, type) and issubclass(declared, data_types)):
         return []
     if not isinstance(value, (str, os.PathLike)) or "://" in os.fspath(value):

@@ -481,6 +481,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         api.remember_local_modules(shipped)
         unshipped = cell_errors.imported_but_not_shipped(set(sys.modules) - imported_before, shipped,
                                                           Path(options.source_root), prepared.fileset.warnings)
+        unshipped += cell_errors.launch_plan_files_tasks_cannot_read(entities, prepared.fileset)
         if not entities:
             raise CollectError(
                 f"The cell defines no Flyte task, workflow or launch plan (module {options.module!r}).",

@@ -122,3 +122,40 @@ def test_an_array_default_is_stored_by_content_so_a_new_kernel_registers_the_sam
     run = again.launch("wf").wait(timeout=300)
     assert run.phase == "SUCCEEDED", run.error
     assert run.outputs == {"o0": 10.0}
+
+
+def test_a_launch_plan_holding_a_file_its_tasks_cannot_read_is_named(sandbox_shell, tmp_path, monkeypatch):
+    """A task's container imports the cell's module, where flytekit converts the plan's inputs again: a file
+    that is not there fails every task of the cell. Shipped, at a path relative to the source root, it is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edit.txt").write_text("EDIT\n")
+    name = f"plan_{uuid.uuid4().hex[:8]}"
+    cell = textwrap.dedent(
+        f"""
+        from flytekit import LaunchPlan, task, workflow
+        from flytekit.types.file import FlyteFile
+
+        @task
+        def read(f: FlyteFile) -> str:
+            with open(f) as handle:
+                return handle.read().strip()
+
+        @workflow
+        def files(f: FlyteFile = FlyteFile("edit.txt")) -> str:
+            return read(f=f)
+
+        nightly = LaunchPlan.get_or_create(files, name={name!r})
+        """
+    )
+    line = f"-m lp_file_{uuid.uuid4().hex[:8]} --source-root {tmp_path}"
+    reg = sandbox_shell.run_cell_magic("flyte_fast", line, cell)
+    notes = [w for w in reg.warnings if w.startswith(f"launch plan {name} holds the local file edit.txt")]
+    assert len(notes) == 1, reg.warnings
+    assert reg.launch("files").wait(timeout=300).phase == "FAILED"  # what the note warns of
+
+    shipped = sandbox_shell.run_cell_magic("flyte_fast", line + " --copy all", cell)
+    assert "edit.txt" in shipped.files
+    assert not any("holds the local file" in w for w in shipped.warnings), shipped.warnings
+    run = shipped.launch("files").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": "EDIT"}
