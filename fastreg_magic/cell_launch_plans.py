@@ -12,6 +12,14 @@ Re-running A after an edit registers a new version; re-running B then calls that
 is written from A's workflow; its types become names the lift carries over (imports, or classes by
 their source). A cell whose launch plan the kernel has no registered version of, or whose types
 cannot be written as source, is refused with the ``@reference_launch_plan`` to declare instead.
+
+An input the launch plan has a default for (its own, or its workflow's) may be left out of B's call,
+whatever its type: as for a launch plan flytekit fetches from FlyteAdmin, the node then binds nothing
+for it and FlyteAdmin starts the child with the plan's default. The reference is then of a small
+class written with it, whose ``compile`` leaves those inputs out of the node's interface.
+
+The cell that declared the launch plan is the one whose module holds it: the module of its workflow,
+or a cell that declared a launch plan for a workflow it imported from a local module.
 """
 
 from __future__ import annotations
@@ -24,10 +32,6 @@ from typing import Any, Mapping
 
 from fastreg_magic.errors import CollectError
 from fastreg_magic.lift_imports import GENERATED_MARK, import_statement, wrapped_function
-
-# Defaults written into the reference: those a literal writes exactly.
-_LITERAL_DEFAULTS = (bool, int, float, str)
-
 
 @dataclass(frozen=True)
 class LaunchPlanReference:
@@ -68,20 +72,15 @@ def launch_plan_reference(name: str, value: Any) -> LaunchPlanReference | None:
         outputs = _outputs_source(value, names)
     except _Unwritable as unwritable:
         raise _not_writable(name, value, cell, registered, unwritable.args[0]) from None
-    source = (
-        f"{name} = ReferenceLaunchPlan(\n"
-        f"    {registered.project!r}, {registered.domain!r}, {value.name!r}, {registered.version!r},\n"
-        f"    inputs={inputs},\n"
-        f"    outputs={outputs},\n"
-        ")\n"
-    )
+    source = _reference_source(name, value, registered, inputs, outputs, names)
     shown = f"launch plan {value.name} of the cell {cell}, version {registered.version} (as a reference: {name})"
     return LaunchPlanReference(source=source, names=names, shown=shown)
 
 
 def _declaring_cell(value: Any) -> str | None:
-    """The module of the %%flyte_fast cell whose workflow ``value`` launches, if it is a launch plan
-    (not already a reference) of one."""
+    """The module of the %%flyte_fast cell that declared ``value``, if it is a launch plan (not
+    already a reference) of a cell: the cell defining its workflow, or the cell holding a plan it
+    declared for a workflow imported from a local module (see ``register.module_entities``)."""
     launch_plan = sys.modules.get("flytekit.core.launch_plan")
     reference_entity = sys.modules.get("flytekit.core.reference_entity")
     if launch_plan is None or not isinstance(value, launch_plan.LaunchPlan):
@@ -90,9 +89,25 @@ def _declaring_cell(value: Any) -> str | None:
         return None
     function = wrapped_function(value.workflow)
     module_name = getattr(function, "__module__", None) if function is not None else None
-    if not isinstance(module_name, str) or not hasattr(sys.modules.get(module_name), GENERATED_MARK):
-        return None
-    return module_name
+    if isinstance(module_name, str) and _is_cell(sys.modules.get(module_name)):
+        return module_name
+    from fastreg_magic.register import _held_by_its_workflows_module
+
+    if _held_by_its_workflows_module(value):
+        return None  # imported with its workflow: its module is shipped and imports it
+    return _cell_holding(value)
+
+
+def _is_cell(module: Any) -> bool:
+    return module is not None and hasattr(module, GENERATED_MARK)
+
+
+def _cell_holding(value: Any) -> str | None:
+    """The cell module whose globals hold ``value`` itself (a cell's latest load replaces the last)."""
+    for module_name, module in list(sys.modules.items()):
+        if _is_cell(module) and any(held is value for held in list(vars(module).values())):
+            return module_name
+    return None
 
 
 def _registered_version(value: Any) -> _Registered | None:
@@ -111,20 +126,54 @@ def _registered_version(value: Any) -> _Registered | None:
 
 
 def _inputs_source(value: Any, names: dict[str, Any]) -> str:
-    """``{"n": int, "k": (int, 3)}``: the inputs a caller may give (not the fixed ones), with
-    the launch plan's defaults a literal writes, so a call may leave them out as it would in A."""
+    """``{"n": int, "k": int}``: the inputs a caller may give (not the fixed ones)."""
     fixed = set(value.fixed_inputs.literals)
-    saved = value.saved_inputs
-    items = []
-    for input_name, kind in value.python_interface.inputs.items():
-        if input_name in fixed:
-            continue
-        written = type_source(kind, names)
-        default = saved.get(input_name)
-        if type(default) in _LITERAL_DEFAULTS:
-            written = f"({written}, {default!r})"
-        items.append(f"{input_name!r}: {written}")
+    items = [
+        f"{input_name!r}: {type_source(kind, names)}"
+        for input_name, kind in value.python_interface.inputs.items()
+        if input_name not in fixed
+    ]
     return "{" + ", ".join(items) + "}"
+
+
+def _defaulted_inputs(value: Any) -> list[str]:
+    """The inputs the launch plan has a default for (its own or its workflow's): a call may leave
+    them out. Fixed inputs are not among its parameters."""
+    parameters = value.parameters.parameters
+    return [input_name for input_name, parameter in parameters.items() if not parameter.required]
+
+
+def _reference_source(name: str, value: Any, registered: _Registered, inputs: str, outputs: str,
+                      names: dict[str, Any]) -> str:
+    """``name = ReferenceLaunchPlan(...)``; when the plan has defaults, of a class written before it
+    that leaves out of a call's node the defaulted inputs the call does not give."""
+    arguments = (
+        f"    {registered.project!r}, {registered.domain!r}, {value.name!r}, {registered.version!r},\n"
+        f"    inputs={inputs},\n"
+        f"    outputs={outputs},\n"
+    )
+    defaulted = _defaulted_inputs(value)
+    if not defaulted:
+        return f"{name} = ReferenceLaunchPlan(\n{arguments})\n"
+    from flytekit.core.interface import Interface
+    from flytekit.core.promise import create_and_link_node
+
+    names.update(Interface=Interface, create_and_link_node=create_and_link_node)
+    kind = f"_{name}_reference"
+    optional = " or ".join(sorted(defaulted))
+    return (
+        f"class {kind}(ReferenceLaunchPlan):\n"
+        f'    """The launch plan {value.name}: a call may leave out {optional}, as it has defaults."""\n'
+        "\n"
+        "    def compile(self, ctx, *args, **kwargs):\n"
+        "        # No binding for a defaulted input the call leaves out: FlyteAdmin uses the plan's default.\n"
+        "        given = {k: t for k, t in self.python_interface.inputs.items()\n"
+        f"                 if k in kwargs or k not in {tuple(sorted(defaulted))!r}}}\n"
+        "        interface = Interface(given, self.python_interface.outputs)\n"
+        "        return create_and_link_node(ctx, entity=self, overridden_interface=interface, **kwargs)\n"
+        "\n\n"
+        f"{name} = {kind}(\n{arguments})\n"
+    )
 
 
 def _outputs_source(value: Any, names: dict[str, Any]) -> str:

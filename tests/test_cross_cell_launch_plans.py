@@ -164,3 +164,90 @@ def test_a_launch_plan_whose_type_cannot_be_written_names_the_reference_at_its_v
     assert "cannot be written here as source: typing.Annotated[int, 'metres']" in said, said
     assert (f'@reference_launch_plan(project="flytesnacks", domain="development", name="{lp}", '
             f'version="{a.version}")` over `def a_lp(n: typing.Annotated[int, \'metres\']) -> int: ...`') in said, said
+
+
+def test_a_launch_plan_called_without_its_list_and_dataclass_defaults_runs_with_them(sandbox_shell, workdir):
+    """Any input A's launch plan has a default for may be left out, whatever its type: the child
+    launch plan starts with A's defaults, as FlyteAdmin starts it."""
+    cell_a, cell_b, lp = unique("cella"), unique("cellb"), unique("agg_lp")
+    magic(sandbox_shell, f"-m {cell_a}", textwrap.dedent(
+        f"""
+        from dataclasses import dataclass
+        from flytekit import task, workflow, LaunchPlan
+
+        @dataclass
+        class Cfg:
+            k: int
+
+        @task
+        def agg(xs: list[int], c: Cfg) -> int:
+            return sum(xs) * c.k
+
+        @workflow
+        def agg_wf(xs: list[int], c: Cfg) -> int:
+            return agg(xs=xs, c=c)
+
+        agg_lp = LaunchPlan.get_or_create(agg_wf, "{lp}", default_inputs={{"xs": [1, 2, 3], "c": Cfg(k=2)}})
+        """
+    ))
+    b = magic(sandbox_shell, f"-m {cell_b}", textwrap.dedent(
+        """
+        from flytekit import workflow
+
+        @workflow
+        def all_defaults() -> int:
+            return agg_lp()
+
+        @workflow
+        def one_given() -> int:
+            return agg_lp(c=Cfg(k=3))
+
+        @workflow
+        def both_given() -> int:
+            return agg_lp(xs=[10], c=Cfg(k=5))
+        """
+    ))
+    for workflow_name, expected in (("all_defaults", 12), ("one_given", 18), ("both_given", 50)):
+        run = b.launch(workflow_name).wait(timeout=300)
+        outcome = (workflow_name, run.phase, run.outputs, run.error)
+        assert outcome == (workflow_name, "SUCCEEDED", {"o0": expected}, None)
+
+
+def test_a_launch_plan_a_cell_declared_for_a_workflow_of_a_local_module_is_called_by_a_later_cell(
+    sandbox_shell, workdir
+):
+    cell_c, cell_d, lp = unique("cellc"), unique("celld"), unique("five")
+    library = unique("mylib")
+    (workdir / f"{library}.py").write_text(textwrap.dedent(
+        """
+        from flytekit import task, workflow
+
+        @task
+        def double(x: int) -> int:
+            return x * 2
+
+        @workflow
+        def libwf(x: int) -> int:
+            return double(x=x)
+        """
+    ))
+    c = magic(sandbox_shell, f"-m {cell_c}", textwrap.dedent(
+        f"""
+        from flytekit import LaunchPlan
+        from {library} import libwf
+
+        five = LaunchPlan.get_or_create(libwf, "{lp}", default_inputs={{"x": 5}})
+        """
+    ))
+    d = magic(sandbox_shell, f"-m {cell_d}", textwrap.dedent(
+        """
+        from flytekit import workflow
+
+        @workflow
+        def d_wf() -> int:
+            return five()
+        """
+    ))
+    assert any(lp in line and cell_c in line and c.version in line for line in d.lifted), d.lifted
+    run = d.launch("d_wf").wait(timeout=300)
+    assert (run.phase, run.outputs, run.error) == ("SUCCEEDED", {"o0": 10}, None)
