@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from flyteidl.core import catalog_pb2
 from flyteidl.core import execution_pb2 as core_exec
@@ -66,6 +67,7 @@ class GraphNode:
     task: str | None  # the task (or sub-workflow / launch plan) it runs, fully qualified
     kind: str  # "task", "workflow", "launch plan", "branch", "gate", "array"
     upstream: tuple[str, ...] = ()
+    gate: Any = field(default=None, compare=False)  # a gate node's ``core.GateNode``: sleep, signal or approve
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class NodeStatus:
     cached: bool = False  # its outputs came from the task cache: the task did not run
     # Its task's logs as the backend names and links them: (name, URI), a retried task's attempts in order.
     logs: tuple[tuple[str, str], ...] = ()
+    # A gate node: what it is ("sleep 30s", "waiting for signal v (int)") and, while it waits, how to let it pass.
+    gate: str = ""
+    gate_hint: str = ""
 
     @property
     def label(self) -> str:
@@ -113,7 +118,8 @@ def workflow_graph(compiled_workflow) -> Graph:
             continue
         task, kind = _node_target(node)
         declared = tuple(node.upstream_node_ids) or upstream.get(node.id, ())
-        nodes.append(GraphNode(node.id, task, kind, tuple(u for u in declared if u not in (START_NODE, END_NODE))))
+        gate = node.gate_node if kind == "gate" else None
+        nodes.append(GraphNode(node.id, task, kind, tuple(u for u in declared if u not in (START_NODE, END_NODE)), gate))
     return Graph(tuple(_topological(nodes)))
 
 

@@ -54,6 +54,8 @@ def _registered_input_types(run) -> dict:
     else:
         lp = rpc(run._client, "get_launch_plan", request, what=what, remote=run._remote)
         variables = {k: p.var.type for k, p in lp.closure.expected_inputs.parameters.items()}
+        if lp.spec.fixed_inputs.literals:
+            variables = {**_workflow_input_types(run, lp.spec.workflow_id, what), **variables}
     types = {}
     for name in sorted(variables, key=_natural_key):
         try:
@@ -61,6 +63,15 @@ def _registered_input_types(run) -> dict:
         except Exception:  # a type flytekit cannot guess: that input is told about as unreadable
             types[name] = None
     return types
+
+
+def _workflow_input_types(run, workflow_id, what: str) -> dict:
+    """The input types of a launch plan's workflow: its expected inputs leave out the fixed ones,
+    which a run still has among its inputs."""
+    request = common_pb2.ObjectGetRequest(id=workflow_id)
+    workflow = rpc(run._client, "get_workflow", request, what=what, remote=run._remote)
+    interface = workflow.closure.compiled_workflow.primary.template.interface
+    return {k: v.type for k, v in interface.inputs.variables.items()}
 
 
 def to_python_values(remote, literal_map: literals_pb2.LiteralMap, types: dict, *, run_name: str | None = None,

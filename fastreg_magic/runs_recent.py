@@ -4,11 +4,15 @@
     rows[0].name, rows[0].target, rows[0].phase, rows[0].started, rows[0].duration
     RecentRuns(rows, ...)            # shown as a table in Jupyter, as text in a terminal and in the saved notebook
 
-A cell's workflows and launch plans are named after its module (``my_flows.pipeline``), so the runs of a
-notebook are the executions whose launch plan name starts with that module: one ListExecutions per
-module, filtered by the backend (``contains(launch_plan.name,my_flows.)``) and sorted by it, newest
-first. The names survive a kernel restart, a closed notebook and a lost widget state, which is what a
-user who wants yesterday's run back needs.
+A cell's workflows and default launch plans are named after its module (``my_flows.pipeline``), so the
+runs of a notebook are the executions whose launch plan name starts with that module. A launch plan
+the cell names itself (``LaunchPlan.get_or_create(pipeline, "quad", ...)``) has no module prefix: its
+runs are found by their workflow's name instead (``contains(workflow.name,my_flows.)``, the workflow
+FlyteAdmin records in each execution's closure), and, for launch plans this kernel registered, by
+their names (``value_in(launch_plan.name,quad;...)``: a cell's launch plan may run a workflow of a
+module it imports). The backend filters and sorts each list, newest first. The names survive a
+kernel restart, a closed notebook and a lost widget state, which is what a user who wants
+yesterday's run back needs.
 """
 
 from __future__ import annotations
@@ -37,23 +41,52 @@ class RecentRun:
 
 def recent_runs(remote, project: str, domain: str, modules: Iterable[str], limit: int = DEFAULT_LIMIT) -> list[RecentRun]:
     """The ``limit`` newest runs in ``project``/``domain`` of anything the cells of ``modules`` registered."""
+    from flytekit.models import filters
+
     found: dict[str, tuple[float, RecentRun]] = {}
     for module in dict.fromkeys(modules):  # each once, in order
-        for execution in _list_executions(remote, project, domain, module, limit):
-            if execution.spec.launch_plan.name.startswith(f"{module}."):  # `contains` also matches `pkg.my_flows.`
-                found[execution.id.name] = (_created(execution), _row(execution))
+        prefix = f"{module}."
+        named = declared_launch_plans(project, domain, module)
+        asked = [filters.Contains("launch_plan.name", [prefix]), filters.Contains("workflow.name", [prefix])]
+        if named:
+            asked.append(filters.ValueIn("launch_plan.name", sorted(named)))
+        for one_filter in asked:  # FlyteAdmin ands the filters of a request: one request for each
+            for execution in _list_executions(remote, project, domain, module, one_filter, limit):
+                if _is_of_module(execution, prefix, named):
+                    found[execution.id.name] = (_created(execution), _row(execution))
     newest_first = sorted(found.values(), key=lambda pair: pair[0], reverse=True)
     return [row for _, row in newest_first[:limit]]
 
 
-def _list_executions(remote, project: str, domain: str, module: str, limit: int) -> list:
+def declared_launch_plans(project: str, domain: str, module: str) -> frozenset[str]:
+    """The names of the launch plans this kernel registered from ``module``'s cells in ``project``/``domain``
+    (empty in a fresh kernel: its runs are then found by their workflow's name alone)."""
+    from fastreg_magic import api
+
+    return frozenset(
+        ref.name
+        for registration in list(api._memo.values())
+        if registration.module == module and (registration.project, registration.domain) == (project, domain)
+        for ref in registration.entities
+        if ref.kind == "launch_plan"
+    )
+
+
+def _is_of_module(execution, prefix: str, named: frozenset[str]) -> bool:
+    """`contains` also matches ``pkg.my_flows.``: keep the runs whose launch plan or workflow is this module's."""
+    launch_plan = execution.spec.launch_plan.name
+    workflow = execution.closure.workflow_id.name
+    return launch_plan.startswith(prefix) or workflow.startswith(prefix) or launch_plan in named
+
+
+def _list_executions(remote, project: str, domain: str, module: str, one_filter, limit: int) -> list:
     from flyteidl.admin import common_pb2
     from flytekit.models import filters
 
     request = common_pb2.ResourceListRequest(
         id=common_pb2.NamedEntityIdentifier(project=project, domain=domain),
         limit=limit,
-        filters=filters.FilterList([filters.Contains("launch_plan.name", [f"{module}."])]).to_flyte_idl(),
+        filters=filters.FilterList([one_filter]).to_flyte_idl(),
         sort_by=common_pb2.Sort(key="created_at", direction=common_pb2.Sort.DESCENDING),
     )
     answer = rpc(remote.client, "list_executions_paginated", request,

@@ -14,6 +14,10 @@ reads light for a follower that redraws the table about once a second:
   and again while a running node has no log links yet;
 - nesting is followed ``MAX_DEPTH`` levels down; deeper parents are marked ``truncated``.
 
+A gate node runs no task: its row says what it is, from the workflow as registered ("sleep 30s",
+"signal v (int)", "approval review"), and while it waits, what for and how to let it pass
+(``FlyteRemote(...).set_signal("v", "<run>", value)``), since that is what a user watching it needs.
+
     tree = NodeTree(run)
     tree.rows(graph, subgraphs)   -> [NodeStatus("n0", ..., children=(NodeStatus("n0-0-n0", path="n0/n0"), ...))]
 """
@@ -111,9 +115,11 @@ class NodeTree:
             cached_task = _cached_task(ne) if ne is not None else None
             task = row.task or (found.task if found else None) or cached_task or default_task
             row = replace(row, task=task, path=f"{prefix}{row.node}", logs=found.logs if found else ())
+            gnode = kinds.get(row.node)
+            if gnode is not None and gnode.gate is not None:
+                row = self._gate_row(row, gnode.gate)
             if ne is not None:
                 row = replace(row, child_run=_child_run(ne))
-                gnode = kinds.get(row.node)
                 sub = subgraphs.get(gnode.task) if gnode is not None and gnode.kind == "workflow" else None
                 row = self._with_children(row, ne, found, sub, subgraphs, depth)
             result.append(row)
@@ -142,6 +148,11 @@ class NodeTree:
         kids = tuple(self._level(sub or Graph(()), children, subgraphs, depth + 1, f"{row.path}/"))
         self._children[unique_id] = (stamp, kids)
         return replace(row, children=kids)
+
+    def _gate_row(self, row: NodeStatus, gate) -> NodeStatus:
+        """A gate's row says what it is and, while it waits, how to let it pass."""
+        waiting = row.phase == "RUNNING"
+        return replace(row, gate=gate_text(gate, waiting), gate_hint=gate_hint(gate, self.run.name) if waiting else "")
 
     # -- RPCs ----------------------------------------------------------------------------------
     def _list(self, parent: str | None) -> list:
@@ -265,6 +276,67 @@ def _task_phase(phase: int) -> str:
     """A map task element's phase (a task execution phase) in the node table's words."""
     name = core_exec.TaskExecution.Phase.Name(phase) if phase in core_exec.TaskExecution.Phase.values() else "UNDEFINED"
     return {"RETRYABLE_FAILED": "FAILING"}.get(name, name)
+
+
+def gate_text(gate, waiting: bool) -> str:
+    """What a gate node (``core.GateNode``) is: "sleep 30s", "signal v (int)", "approval review";
+    while it waits, "waiting for signal v (int)" (a sleep ends by itself, and says only how long)."""
+    kind = gate.WhichOneof("condition")
+    if kind == "sleep":
+        return f"sleep {_sleep_text(gate.sleep.duration)}"
+    if kind == "signal":
+        what = f"signal {gate.signal.signal_id} ({_type_text(gate.signal.type)})"
+    elif kind == "approve":
+        what = f"approval {gate.approve.signal_id}"
+    else:
+        return "gate"
+    return f"waiting for {what}" if waiting else what
+
+
+def gate_hint(gate, run_name: str) -> str:
+    """How to let a waiting gate pass, with stock flytekit; "" for a sleep, which ends by itself."""
+    kind = gate.WhichOneof("condition")
+    if kind == "signal":
+        return f'FlyteRemote(...).set_signal("{gate.signal.signal_id}", "{run_name}", value)'
+    if kind == "approve":
+        signal = gate.approve.signal_id
+        return f'FlyteRemote(...).approve("{signal}", "{run_name}") (or .reject("{signal}", "{run_name}"))'
+    return ""
+
+
+def _sleep_text(duration) -> str:
+    """How long a sleep is: 30s, 2m, 1h30m, 1500ms."""
+    total_ms = duration.seconds * 1000 + duration.nanos // 1_000_000
+    if total_ms % 1000:
+        return f"{total_ms}ms"
+    hours, rest = divmod(total_ms // 1000, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or "0s"
+
+
+_SIMPLE_TYPES = {"INTEGER": "int", "FLOAT": "float", "STRING": "str", "BOOLEAN": "bool",
+                 "DATETIME": "datetime", "DURATION": "timedelta"}
+
+
+def _type_text(literal_type) -> str:
+    """A signal's type in Python's words: int, str, list[int], ...; the Flyte type when flytekit here
+    has no Python type for it."""
+    from flyteidl.core import types_pb2
+
+    if literal_type.WhichOneof("type") == "simple":
+        name = types_pb2.SimpleType.Name(literal_type.simple)
+        return _SIMPLE_TYPES.get(name, name.lower())
+    try:
+        from flytekit.core.type_engine import TypeEngine
+        from flytekit.models.types import LiteralType
+
+        python_type = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(literal_type))
+    except Exception:  # a type of a plugin this kernel lacks: name it as Flyte does
+        return literal_type.WhichOneof("type") or "value"
+    if isinstance(python_type, type):
+        return python_type.__name__
+    return str(python_type).replace("typing.", "")  # list[int], dict[str, float]
 
 
 def flatten(rows, depth: int = 0):

@@ -37,11 +37,11 @@ from fastreg_magic.widget_text import (
     live_note_text,
     log_links_html,
     log_tail_html,
+    node_task,
     nodes_html,
     outputs_html,
     run_text,
     shown_phase,
-    short_name,
     title_html,
 )
 
@@ -213,7 +213,7 @@ class RunView(widgets.VBox):
         self.logs.show(rows)
         graph = run.graph()
         phases = {r.node: r.phase for r in rows}
-        self.graph.value = graph_svg([(r.node, short_name(r.task)) for r in rows], graph.edges, phases)
+        self.graph.value = graph_svg([(r.node, node_task(r)) for r in rows], graph.edges, phases)
 
     # -- buttons ----------------------------------------------------------------------------
     def _terminate_clicked(self, _button=None) -> None:

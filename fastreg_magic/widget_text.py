@@ -142,12 +142,14 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
     for depth, row in flatten(nodes or ()):
         node = "  " * depth + row.label
         lines.append(
-            f"  {node:<16} {short_name(row.task):<24} {row.phase:<12} {duration_text(row.duration):>8}"
+            f"  {node:<16} {node_task(row):<24} {row.phase:<12} {duration_text(row.duration):>8}"
             + ("  from the cache" if row.cached else "")
             + (f"  retries {row.retries}" if row.retries else "")
             + (f"  run {row.child_run} (%flyte_watch {row.child_run})" if row.child_run else "")
             + ("  (deeper nodes not shown)" if row.truncated else "")
         )
+        if row.gate_hint:
+            lines.append(f"  {'  ' * depth}  to go on: {row.gate_hint}")
         lines.extend(f"  {'  ' * depth}  log {name}: {uri}" for name, uri in row.logs)
     if s["outputs"]:
         lines.append("  outputs:")
@@ -213,19 +215,26 @@ _WRAP = "overflow-wrap:anywhere"
 _CACHED_HTML = " <span class='fastreg-cached' style='color:var(--jp-content-font-color2,#757575)' title='outputs from the task cache'>cached</span>"
 
 
+def node_task(row: NodeStatus) -> str:
+    """The task column (and a graph box's label): the task's short name; for a gate, what it is."""
+    return row.gate or short_name(row.task)
+
+
 def _node_row(depth: int, r: NodeStatus) -> str:
-    task = esc(short_name(r.task))
+    task = esc(node_task(r))
+    if r.gate_hint:  # a waiting gate: how to let it pass
+        task += f"<br><span class='fastreg-gate-hint' style='color:var(--jp-content-font-color2,#757575)'>to go on: <code>{esc(r.gate_hint)}</code></span>"
     if r.child_run:  # a launch-plan node: name the run it started, and how to watch it
         task += f" → run <code>{esc(r.child_run)}</code> <span style='color:var(--jp-content-font-color2,#757575)'>(<code>%flyte_watch {esc(r.child_run)}</code>)</span>"
     if r.truncated:
         task += " <i style='color:var(--jp-content-font-color2,#757575)'>(deeper nodes not shown)</i>"
     error = f" title='{esc(r.error)}'" if r.error else ""
     # A launch-plan node's cell says how to watch its run: that wraps rather than being cut.
-    task_fit = _WRAP if r.child_run or r.truncated else _CUT
+    task_fit = _WRAP if r.child_run or r.truncated or r.gate_hint else _CUT
     return (
         f"<tr class='fastreg-node' data-depth='{depth}' data-path='{esc(r.label)}' data-phase='{esc(r.phase)}'>"
         f"<td style='padding:2px 8px 2px {8 + INDENT_PX * depth}px;{_CUT}' title='{esc(r.label)}'><code>{esc(r.label)}</code></td>"
-        f"<td style='padding:2px 8px;{task_fit}' title='{esc(r.task)}'>{task}</td>"
+        f"<td style='padding:2px 8px;{task_fit}' title='{esc(r.gate or r.task)}'>{task}</td>"
         f"<td style='padding:2px 8px;{_WRAP}'{error}>{badge_html(r.phase)}{_CACHED_HTML if r.cached else ''}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(r.duration))}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{r.retries}</td>"

@@ -129,6 +129,9 @@ def test_a_run_terminated_during_a_sleep_ends_aborted(reg):
         assert wait_until(lambda: run.refresh().done or gate_phase(run) == "RUNNING"), run.phase
         assert gate_phase(run) == "RUNNING", run.error
         assert wait_until(lambda: "data-phase='RUNNING'" in view.node_table.value), view.node_table.value
+        (gate,) = [row for row in run.nodes() if row.gate]
+        assert (gate.gate, gate.gate_hint) == ("sleep 30m", "")  # a sleep ends by itself: nothing to give
+        assert "sleep 30m" in view.node_table.value
         run.terminate("no more sleeping")
         run.wait(timeout=60)  # thirty minutes of sleep left: only the terminate ends it this soon
     finally:
@@ -155,6 +158,34 @@ def test_wait_for_input_creates_its_signal_and_its_value_becomes_the_nodes_outpu
     assert run.phase == "SUCCEEDED", run.error
     assert run.outputs == {"o0": 25}
     assert signals_of(remote, run)["extra"].value.scalar.primitive.integer == 5
+
+
+def test_a_waiting_gate_says_what_it_waits_for_and_how_to_give_it(reg, remote):
+    from html import escape
+
+    from fastreg_magic.widget_run import RunView
+    from fastreg_magic.widget_text import run_text
+
+    run = reg.launch("asks", x=10)
+    view = RunView(run)
+    hint = f'FlyteRemote(...).set_signal("extra", "{run.name}", value)'
+    try:
+        waiting_for(remote, run, "extra")
+        (gate,) = [row for row in run.nodes() if row.gate]
+        assert (gate.gate, gate.gate_hint) == ("waiting for signal extra (int)", hint)
+        # the node table, the graph and the text the notebook saves all say it
+        assert wait_until(lambda: "waiting for signal extra (int)" in view.node_table.value), view.node_table.value
+        assert escape(hint, quote=True) in view.node_table.value
+        assert wait_until(lambda: "waiting for signal extra (int)" in view.graph.value), view.graph.value
+        text = run_text(run, run.nodes())
+        assert "waiting for signal extra (int)" in text and f"to go on: {hint}" in text
+        remote.set_signal("extra", run.name, 5, project=run.project, domain=run.domain)
+        run.wait(timeout=240)
+    finally:
+        view.close()
+    assert run.phase == "SUCCEEDED", run.error
+    (gate,) = [row for row in run.nodes() if row.gate]
+    assert (gate.gate, gate.gate_hint) == ("signal extra (int)", "")  # no longer waiting
 
 
 def test_a_signal_the_execution_does_not_have_is_refused_saying_which_it_has(reg, remote):
@@ -193,6 +224,9 @@ def test_an_approved_gate_passes_its_upstream_value_on(reg, remote):
 def test_a_rejected_gate_fails_the_run(reg, remote):
     run = reg.launch("reviewed", x=3)
     waiting_for(remote, run, "review")
+    (gate,) = [row for row in run.nodes() if row.gate]
+    assert gate.gate == "waiting for approval review"
+    assert gate.gate_hint == f'FlyteRemote(...).approve("review", "{run.name}") (or .reject("review", "{run.name}"))'
     remote.reject("review", run.name, project=run.project, domain=run.domain)
     run.wait(timeout=240)
     assert run.phase == "FAILED"

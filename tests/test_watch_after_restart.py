@@ -166,3 +166,79 @@ def test_listing_uses_the_notebooks_module_and_refuses_what_it_cannot_do(sandbox
         sandbox_shell.run_line_magic("flyte_watch", "-n 0")
     with pytest.raises(UsageError, match="without a run name"):
         sandbox_shell.run_line_magic("flyte_watch", f"{run.name} -n 3")
+
+
+# -- runs of the launch plans a cell names itself ---------------------------------------------------
+
+LIBRARY = """from flytekit import task, workflow
+
+
+@task
+def add(n: int, m: int) -> int:
+    return n + m
+
+
+@workflow
+def plus(n: int = 1, m: int = 1) -> int:
+    return add(n=n, m=m)
+"""
+
+NAMED_PLANS = """from flytekit import LaunchPlan, task, workflow
+from wlib import plus
+
+
+@task
+def times(n: int, k: int) -> int:
+    return n * k
+
+
+@workflow
+def scaled(n: int = 1, k: int = 2) -> int:
+    return times(n=n, k=k)
+
+
+quad = LaunchPlan.get_or_create(scaled, "quad", fixed_inputs={"k": 4})
+plus_ten = LaunchPlan.get_or_create(plus, "plus_ten", fixed_inputs={"m": 10})
+"""
+
+
+@pytest.fixture(scope="module")
+def named_plan_runs(sandbox_shell, tmp_path_factory):
+    """Runs of `quad` (a named launch plan of the cell's own workflow) and of `plus_ten` (of a workflow
+    the cell imports from a local module), both with a fixed input."""
+    root = tmp_path_factory.mktemp("cellw")
+    (root / "wlib.py").write_text(LIBRARY)
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m cellw --source-root {root}", NAMED_PLANS)
+    quad = reg.launch("quad", n=3).wait(timeout=300)
+    plus_ten = reg.launch("plus_ten", n=5).wait(timeout=300)
+    assert (quad.phase, plus_ten.phase) == ("SUCCEEDED", "SUCCEEDED"), (quad.error, plus_ten.error)
+    return quad, plus_ten
+
+
+def test_the_runs_of_a_cells_named_launch_plans_are_listed(sandbox_shell, named_plan_runs):
+    quad, plus_ten = named_plan_runs
+    listed = sandbox_shell.run_line_magic("flyte_watch", "-m cellw")
+    assert {(row.name, row.target) for row in listed} >= {(quad.name, "quad"), (plus_ten.name, "plus_ten")}
+    assert [row.name for row in listed][:2] == [plus_ten.name, quad.name]  # newest first
+
+
+def test_a_fresh_kernel_lists_the_runs_of_named_launch_plans_of_the_cells_workflows(sandbox, tmp_path,
+                                                                                     named_plan_runs):
+    quad, _ = named_plan_runs
+    morning = fresh_kernel(sandbox, tmp_path)  # nothing in memory: found by their workflow's name
+    try:
+        (listed,) = morning.run("%flyte_watch -m cellw")["outputs"]
+    finally:
+        morning.close()
+    rows = [line.split() for line in listed["text/plain"].splitlines() if line.startswith("  ")]
+    assert [quad.name, "quad"] in [row[:2] for row in rows]
+
+
+def test_watching_a_run_of_a_launch_plan_reads_its_fixed_inputs(sandbox_shell, named_plan_runs):
+    from fastreg_magic.widget_text import run_text
+
+    quad, plus_ten = named_plan_runs
+    watched = sandbox_shell.run_line_magic("flyte_watch", quad.name)
+    assert watched.inputs == {"n": 3, "k": 4}
+    assert "inputs: k=4, n=3" in run_text(watched) and "could not be read" not in run_text(watched)
+    assert sandbox_shell.run_line_magic("flyte_watch", plus_ten.name).inputs == {"n": 5, "m": 10}
