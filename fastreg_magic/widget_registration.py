@@ -10,15 +10,14 @@ A cell re-run many times keeps many runs in ``reg.runs``; its widget shows the l
 (the live ones first) and says how many earlier ones there are, so a re-run costs the same whatever
 the history. "Show all" builds the views of the rest when asked.
 
-The widget's text version (text/plain, what the saved notebook keeps beside the widget) names the
-cell's runs. Each place the widget is displayed has a display id, and a run joining the widget updates
-the text there (`update_display_data`): the notebook saved later names every run launched from the
-cell, to `%flyte_watch` after the kernel is gone.
+The widget's text version (text/plain, what the saved notebook keeps beside the widget) is written when
+the widget is displayed. It is not sent again as runs join: JupyterLab would draw the widget anew each
+time, taking the keyboard focus from a field being typed in and closing open sections. After a restart,
+`%flyte_watch` with no run name lists the cell's runs.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 
@@ -35,8 +34,6 @@ from fastreg_magic.widget_text import (
     short_name,
 )
 
-
-log = logging.getLogger(__name__)
 
 SHOWN_RUNS = 10  # run views a widget builds at first; the others are counted, and built on "Show all"
 
@@ -59,7 +56,6 @@ def keep_run(reg, run, launched_in: tuple | None = None) -> None:
             widget._attach(view, run)
         else:
             widget.show_run(run)
-        widget.refresh_text()
 
 
 def latest_runs(runs, limit: int = SHOWN_RUNS) -> list:
@@ -101,7 +97,6 @@ class RegistrationWidget(widgets.VBox):
         self.showing_all = False
         self._views_lock = threading.RLock()  # views come and go from the kernel and from launch threads
         self._closed = False
-        self._displays: list = []  # a DisplayHandle for each place this widget was displayed
         self.earlier = widgets.HTML()
         self.show_all_button = widgets.Button(description="Show all", tooltip="Show every run of this cell here")
         self.show_all_button.on_click(self.show_all)
@@ -290,27 +285,3 @@ class RegistrationWidget(widgets.VBox):
         if isinstance(bundle, dict):
             bundle["text/plain"] = registration_text(self.reg)
         return bundle
-
-    # -- the text the saved notebook keeps -----------------------------------------------------
-    def _ipython_display_(self, **kwargs) -> None:
-        """Displayed under a display id of its own, so `refresh_text` can update what was displayed."""
-        from IPython.display import DisplayHandle, display
-
-        bundle = self._repr_mimebundle_()
-        if not isinstance(bundle, dict):  # ipywidgets drew nothing (no frontend): nothing to update later
-            return display(bundle, raw=True)
-        handle = DisplayHandle()
-        display(bundle, raw=True, display_id=handle.display_id)
-        self._displays.append(handle)
-
-    def refresh_text(self) -> None:
-        """Send the displays of this widget again with the current text (the runs the cell launched).
-        The widget's model is the same, so the frontend draws the same widget: only the saved text changes."""
-        if self._closed:
-            return
-        for handle in list(self._displays):
-            try:
-                handle.update(self._repr_mimebundle_(), raw=True)
-            except Exception:  # the text is a fallback: a failed update must not fail the launch
-                log.debug("updating the text of the registration widget failed", exc_info=True)
-
