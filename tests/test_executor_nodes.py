@@ -273,3 +273,19 @@ def test_map_over_a_launch_plan_starts_a_child_per_element(harness):
     children = [r.workflow_node_metadata.execution_id.name for r in final.metadata.external_resources]
     assert len(set(children)) == 3 and all(children)
     assert all(harness.sink.final(name).phase == WorkflowPhase.SUCCEEDED for name in children)
+
+
+def test_a_map_elements_time_runs_from_its_start_not_from_its_wait_for_a_worker(tmp_path):
+    """With one worker the elements run one after another: each one's time starts when it starts running,
+    so their times do not overlap (an element's time used to include its wait in the queue)."""
+    import datetime
+
+    with ExecutorHarness(tmp_path, max_workers=1) as one_worker:
+        run = one_worker.run(control.mapped)
+    assert run.outputs() == {"o0": 30}
+    resources = run.task_events("n0")[-1].metadata.external_resources
+    spans = sorted((datetime.datetime.fromisoformat(r.custom_info["started_at"]),
+                    datetime.datetime.fromisoformat(r.custom_info["ended_at"])) for r in resources)
+    assert len(spans) == 4  # in the order they ran, which need not be the elements' order
+    for (_, ended), (started, _) in zip(spans, spans[1:]):
+        assert started >= ended, spans

@@ -15,7 +15,7 @@ the retries and timeout of the array's inner node (where flytekit puts the task'
 A failed array node's error is propeller's summary of its elements' errors, each distinct error once
 after the elements it failed (``"[1]: <error>"``, ``"[0-2][5]: <error>"``), then how many elements
 succeeded of those needed. Propeller's external resources carry no times; each element's here also
-says, in its ``custom_info``, when its turn came and when it ended (``started_at``, ``ended_at``,
+says, in its ``custom_info``, when it started running and when it ended (``started_at``, ``ended_at``,
 RFC 3339), so the notebook can show how long each element took.
 """
 
@@ -128,7 +128,7 @@ class _ArrayRun:
         self.phases = [TaskPhase.QUEUED] * size
         self.children: list = [None] * size  # child executions, when mapping a launch plan
         self.cache_statuses = [catalog_pb2.CACHE_DISABLED] * size  # elements of a cached task
-        # when each element's turn came and when it ended (its retries and cache look-up included)
+        # when each element started running and when it ended (its retries included)
         self.started: list[str | None] = [None] * size
         self.ended: list[str | None] = [None] * size
         self._lock = threading.Lock()
@@ -156,10 +156,11 @@ class _ArrayRun:
         return sorted({name for r in self.results if r is not None and r.outputs for name in r.outputs.literals})
 
     def element(self, index: int, needed: int) -> None:
-        self.started[index] = _now()
         result = self._run_one(index) if not self.cancel.is_set() else AttemptResult(cancelled=True)
         self.results[index] = result
         self.ended[index] = _now()
+        if self.started[index] is None:  # it never ran (answered from the cache, stopped while queued)
+            self.started[index] = self.ended[index]
         ok = result.error is None and not result.cancelled
         ended = TaskPhase.SUCCEEDED if ok else TaskPhase.ABORTED if result.cancelled else TaskPhase.FAILED
         self._set_phase(index, ended)
@@ -248,6 +249,8 @@ class _ArrayRun:
     def _set_phase(self, index: int, phase: int) -> None:
         with self._lock:
             self.phases[index] = phase
+            if phase == TaskPhase.RUNNING and self.started[index] is None:
+                self.started[index] = _now()  # from when it runs, not from when it waited for a worker
         self.report(TaskPhase.RUNNING)
 
     def report(self, phase: int, *, outputs=None, error=None) -> None:
