@@ -239,8 +239,11 @@ class FlyteFast(Magics):
         backend = registered[0].backend if registered and not explicit else self._backend(args)
         remote = config.connect(backend, project, domain)
         rows = runs_recent.recent_runs(remote, project, domain, modules, limit)
+        of_anything = not rows and not args.module  # the cells' module names guessed: show what there is
+        if of_anything:
+            rows = runs_recent.latest_runs(remote, project, domain, limit)
         return runs_recent.RecentRuns(tuple(rows), project, domain, tuple(dict.fromkeys(modules)),
-                                      backend.label or backend.endpoint)
+                                      backend.label or backend.endpoint, of_anything=of_anything)
 
     def _guarded(self, action, registering: bool = False):
         """The error boundary: our typed errors become one line; anything else keeps its traceback,

@@ -58,6 +58,12 @@ def recent_runs(remote, project: str, domain: str, modules: Iterable[str], limit
     return [row for _, row in newest_first[:limit]]
 
 
+def latest_runs(remote, project: str, domain: str, limit: int = DEFAULT_LIMIT) -> list[RecentRun]:
+    """The ``limit`` newest runs in ``project``/``domain``, of anything: what to list when none is found of
+    the cells asked about (a cell registered under a ``-m`` name the user does not remember)."""
+    return [_row(execution) for execution in _list_executions(remote, project, domain, None, None, limit)]
+
+
 def declared_launch_plans(project: str, domain: str, module: str) -> frozenset[str]:
     """The names of the launch plans this kernel registered from ``module``'s cells in ``project``/``domain``
     (empty in a fresh kernel: its runs are then found by their workflow's name alone)."""
@@ -79,18 +85,19 @@ def _is_of_module(execution, prefix: str, named: frozenset[str]) -> bool:
     return launch_plan.startswith(prefix) or workflow.startswith(prefix) or launch_plan in named
 
 
-def _list_executions(remote, project: str, domain: str, module: str, one_filter, limit: int) -> list:
+def _list_executions(remote, project: str, domain: str, module: str | None, one_filter, limit: int) -> list:
     from flyteidl.admin import common_pb2
     from flytekit.models import filters
 
     request = common_pb2.ResourceListRequest(
         id=common_pb2.NamedEntityIdentifier(project=project, domain=domain),
         limit=limit,
-        filters=filters.FilterList([one_filter]).to_flyte_idl(),
+        filters=filters.FilterList([one_filter]).to_flyte_idl() if one_filter is not None else "",
         sort_by=common_pb2.Sort(key="created_at", direction=common_pb2.Sort.DESCENDING),
     )
+    of = f"the runs of {module}" if module is not None else "the latest runs"
     answer = rpc(remote.client, "list_executions_paginated", request,
-                 what=f"Listing the runs of {module} in {project}/{domain}", remote=remote)
+                 what=f"Listing {of} in {project}/{domain}", remote=remote)
     return list(answer.executions)
 
 
@@ -122,6 +129,7 @@ class RecentRuns:
     domain: str
     modules: tuple[str, ...]
     backend: str
+    of_anything: bool = False  # none found of ``modules``: the latest runs in the project and domain instead
 
     def __iter__(self):
         return iter(self.runs)

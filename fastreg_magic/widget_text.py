@@ -506,7 +506,7 @@ def recent_runs_text(listed) -> str:
     if not listed.runs:
         return (f"No runs of {_recent_where(listed)}. A cell registered with -m NAME: "
                 "%flyte_watch -m NAME; another project or domain: -p / -d.")
-    lines = [f"Recent runs of {_recent_where(listed)}, newest first:"]
+    lines = [_recent_heading(listed) + ":"]
     width = max(len(run.name) for run in listed.runs)
     for run in listed.runs:
         lines.append(f"  {run.name:<{width}}  {short_name(run.target):<20} {run.phase:<10} "
@@ -515,22 +515,31 @@ def recent_runs_text(listed) -> str:
     return "\n".join(lines)
 
 
+def _recent_heading(listed) -> str:
+    if listed.of_anything:
+        return (f"No runs of {_recent_where(listed)}; the latest runs in {listed.project}/{listed.domain}, newest "
+                "first (a cell registered with -m NAME: %flyte_watch -m NAME)")
+    return f"Recent runs of {_recent_where(listed)}, newest first"
+
+
 def recent_runs_html(listed) -> str:
     if not listed.runs:
         return f"<pre>{esc(recent_runs_text(listed))}</pre>"
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>"
-                   for h in ("run", "workflow / launch plan", "phase", "started", "duration"))
+    # JupyterLab's own table style aligns cells right: each cell says where it sits, as its header does
+    head = "".join(f"<th style='text-align:{side};padding:2px 8px'>{h}</th>"
+                   for h, side in (("run", "left"), ("workflow / launch plan", "left"), ("phase", "left"),
+                                   ("started", "left"), ("duration", "right")))
     rows = "".join(
         f"<tr class='fastreg-recent-run' data-run='{esc(run.name)}'>"
-        f"<td style='padding:2px 8px'><code>{esc(run.name)}</code></td>"
-        f"<td style='padding:2px 8px' title='{esc(run.target)}'>{esc(short_name(run.target))}</td>"
-        f"<td style='padding:2px 8px'>{badge_html(run.phase)}</td>"
-        f"<td style='padding:2px 8px'>{esc(_started_text(run.started))}</td>"
+        f"<td style='padding:2px 8px;text-align:left'><code>{esc(run.name)}</code></td>"
+        f"<td style='padding:2px 8px;text-align:left' title='{esc(run.target)}'>{esc(short_name(run.target))}</td>"
+        f"<td style='padding:2px 8px;text-align:left'>{badge_html(run.phase)}</td>"
+        f"<td style='padding:2px 8px;text-align:left'>{esc(_started_text(run.started))}</td>"
         f"<td style='padding:2px 8px;text-align:right'>{esc(duration_text(run.duration))}</td></tr>"
         for run in listed.runs
     )
     return (
-        f"<div><b>Recent runs</b> of {esc(_recent_where(listed))}, newest first"
+        f"<div>{esc(_recent_heading(listed))}"
         f"<table class='fastreg-recent' style='{TABLE}'><tr>{head}</tr>{rows}</table>"
         f"Watch one: <code>{esc(watch_again(listed.runs[0].name))}</code></div>"
     )

@@ -226,3 +226,27 @@ def test_watching_a_run_of_a_launch_plan_reads_its_fixed_inputs(sandbox_shell, n
     assert watched.inputs == {"n": 3, "k": 4}
     assert "inputs: k=4, n=3" in run_text(watched) and "could not be read" not in run_text(watched)
     assert sandbox_shell.run_line_magic("flyte_watch", plus_ten.name).inputs == {"n": 5, "m": 10}
+
+
+def test_with_no_run_of_the_guessed_cells_the_latest_runs_are_listed(sandbox_shell, named_plan_runs):
+    """After a restart the user may not remember the -m names their cells used: with none given and no run
+    of the notebook's own module, the latest runs of the project and domain are shown, saying so."""
+    from fastreg_magic import api
+
+    quad, _ = named_plan_runs
+    api.forget_registrations()  # what a restarted kernel knows of its cells: nothing
+    sandbox_shell.run_line_magic("config", "FlyteFast.module = 'never_registered_here'")
+    try:
+        listed = sandbox_shell.run_line_magic("flyte_watch", "-n 100")
+    finally:
+        sandbox_shell.run_line_magic("config", "FlyteFast.module = ''")
+    assert listed.of_anything and quad.name in [row.name for row in listed]
+    text = str(sandbox_shell.display_formatter.format(listed)[0]["text/plain"])
+    assert text.startswith("No runs of never_registered_here.* in flytesnacks/development"), text
+    assert "the latest runs in flytesnacks/development, newest first" in text
+    sandbox_shell.run_line_magic("config", "FlyteFast.module = 'never_registered_here'")
+    try:
+        asked = sandbox_shell.run_line_magic("flyte_watch", "-m never_registered_here")  # a name given: only it
+    finally:
+        sandbox_shell.run_line_magic("config", "FlyteFast.module = ''")
+    assert not asked.of_anything and len(asked) == 0
