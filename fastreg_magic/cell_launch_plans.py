@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from fastreg_magic.errors import CollectError
 from fastreg_magic.lift_imports import GENERATED_MARK, import_statement, wrapped_function
 
+
 @dataclass(frozen=True)
 class LaunchPlanReference:
     """The source binding the name to the reference, the names that source reads (types, and
