@@ -82,7 +82,9 @@ def launch_plan_files_tasks_cannot_read(entities, fileset) -> tuple[str, ...]:
         held = {**defaults, **plan.saved_inputs, **getattr(plan, "raw_fixed_inputs", {})}
         for name, value in held.items():
             for path in named_paths(value, types.get(name)):
-                if Path(path).is_absolute() or Path(path).as_posix() not in shipped:
+                relative = Path(path).as_posix()
+                if Path(path).is_absolute() or not (relative in shipped or any(
+                        f.startswith(relative + "/") for f in shipped)):  # a file, or a folder of files, shipped
                     notes.append(
                         f"launch plan {plan.name} holds the local file {path} (input {name}): each task of this cell "
                         "imports the cell's module in its container, where flytekit reads that file again, and "

@@ -25,7 +25,9 @@ def stored_by_content(remote):
       lands under the md5 of its content and its own name (flytekit/remote/remote_fs.py): with a fixed
       name, the same array is the same object, so an unchanged cell registers the same version in a new
       kernel instead of a new one;
-    - a directory keeps its layout and its names (`_store_directory`).
+    - a directory keeps its layout and its names (`_store_directory`);
+    - a file given by a symbolic link is stored as the file it leads to (flytekit refuses a link: "is a
+      symlink, can't upload").
     """
     file_access = remote.file_access
     return _content_named(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
@@ -45,9 +47,20 @@ def _content_named(local_sandbox_dir: Path, raw_output_prefix: str, data_config,
                 stored = _store_directory(remote, Path(local_path))
                 if stored is not None:
                     return stored
-            return await super().async_put_data(local_path, remote_path, is_multipart=is_multipart, **kwargs)
+            return await super().async_put_data(_unlinked(local_path), remote_path, is_multipart=is_multipart,
+                                                **kwargs)
+
+        async def async_put_raw_data(self, lpath, *args, **kwargs) -> str:
+            return await super().async_put_raw_data(_unlinked(lpath), *args, **kwargs)
 
     return ContentNamedFiles(str(local_sandbox_dir), raw_output_prefix, data_config=data_config)
+
+
+def _unlinked(path):
+    """``path``, or the file it leads to when it is a symbolic link to a file."""
+    if isinstance(path, (str, os.PathLike)) and os.path.islink(path) and os.path.isfile(path):
+        return str(Path(path).resolve())
+    return path
 
 
 # Files of one directory stored at once (each a CreateUploadLocation and a PUT).

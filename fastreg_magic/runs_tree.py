@@ -152,7 +152,8 @@ class NodeTree:
     def _gate_row(self, row: NodeStatus, gate) -> NodeStatus:
         """A gate's row says what it is and, while it waits, how to let it pass."""
         waiting = row.phase == "RUNNING"
-        return replace(row, gate=gate_text(gate, waiting), gate_hint=gate_hint(gate, self.run.name) if waiting else "")
+        hint = gate_hint(gate, self.run.name, self.run.project, self.run.domain) if waiting else ""
+        return replace(row, gate=gate_text(gate, waiting), gate_hint=hint)
 
     # -- RPCs ----------------------------------------------------------------------------------
     def _list(self, parent: str | None) -> list:
@@ -293,15 +294,29 @@ def gate_text(gate, waiting: bool) -> str:
     return f"waiting for {what}" if waiting else what
 
 
-def gate_hint(gate, run_name: str) -> str:
-    """How to let a waiting gate pass, with stock flytekit; "" for a sleep, which ends by itself."""
+def gate_hint(gate, run_name: str, project: str, domain: str) -> str:
+    """How to let a waiting gate pass, with stock flytekit; "" for a sleep, which ends by itself. flytekit
+    needs the run's project and domain (it refuses "missing project" without them), and the Python type
+    of a value that is not a plain int, float, str or bool (it cannot guess a list's)."""
+    remote = f'FlyteRemote(config, default_project="{project}", default_domain="{domain}")'
     kind = gate.WhichOneof("condition")
     if kind == "signal":
-        return f'FlyteRemote(...).set_signal("{gate.signal.signal_id}", "{run_name}", value)'
+        typed = "" if gate.signal.type.WhichOneof("type") == "simple" else \
+            f", python_type={_python_type_source(gate.signal.type)}"
+        return f'{remote}.set_signal("{gate.signal.signal_id}", "{run_name}", value{typed})'
     if kind == "approve":
         signal = gate.approve.signal_id
-        return f'FlyteRemote(...).approve("{signal}", "{run_name}") (or .reject("{signal}", "{run_name}"))'
+        return f'{remote}.approve("{signal}", "{run_name}") (or .reject(...))'
     return ""
+
+
+def _python_type_source(literal_type) -> str:
+    """The signal's Python type as code to pass flytekit: ``typing.List[int]``; a placeholder when it has none
+    to write (a dataclass: the class the workflow declared)."""
+    text = _type_text(literal_type)
+    if text.startswith(("list[", "dict[", "List[", "Dict[")):
+        return "typing." + text[0].upper() + text[1:]
+    return text if text.isidentifier() and text not in ("struct", "value") else "<the value's Python type>"
 
 
 def _sleep_text(duration) -> str:

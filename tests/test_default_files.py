@@ -271,3 +271,12 @@ def test_launching_again_after_editing_an_input_file_sends_its_new_content(sandb
         run = reg.launch("dir_wf", d=str(folder)).wait(timeout=300)
         assert run.phase == "SUCCEEDED", run.error
         assert run.outputs["o0"] == listed
+
+
+def test_a_default_file_given_by_a_symbolic_link_is_stored_as_the_file_it_leads_to(sandbox_shell, tmp_path):
+    """flytekit refuses to upload a link ("is a symlink, can't upload")."""
+    (tmp_path / "real.txt").write_text("REAL\n")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    reg = sandbox_shell.run_cell_magic("flyte_fast", f"-m linked_{uuid.uuid4().hex[:8]} --source-root {tmp_path}",
+                                       CELL.format(path=str(tmp_path / "link.txt")))
+    assert _launched(reg) == "REAL"

@@ -160,15 +160,19 @@ def test_wait_for_input_creates_its_signal_and_its_value_becomes_the_nodes_outpu
     assert signals_of(remote, run)["extra"].value.scalar.primitive.integer == 5
 
 
-def test_a_waiting_gate_says_what_it_waits_for_and_how_to_give_it(reg, remote):
+def test_a_waiting_gate_says_what_it_waits_for_and_how_to_give_it(reg, remote, sandbox):
     from html import escape
+
+    from flytekit.configuration import Config
+    from flytekit.remote import FlyteRemote
 
     from fastreg_magic.widget_run import RunView
     from fastreg_magic.widget_text import run_text
 
     run = reg.launch("asks", x=10)
     view = RunView(run)
-    hint = f'FlyteRemote(...).set_signal("extra", "{run.name}", value)'
+    hint = (f'FlyteRemote(config, default_project="flytesnacks", default_domain="development")'
+            f'.set_signal("extra", "{run.name}", value)')
     try:
         waiting_for(remote, run, "extra")
         (gate,) = [row for row in run.nodes() if row.gate]
@@ -179,7 +183,8 @@ def test_a_waiting_gate_says_what_it_waits_for_and_how_to_give_it(reg, remote):
         assert wait_until(lambda: "waiting for signal extra (int)" in view.graph.value), view.graph.value
         text = run_text(run, run.nodes())
         assert "waiting for signal extra (int)" in text and f"to go on: {hint}" in text
-        remote.set_signal("extra", run.name, 5, project=run.project, domain=run.domain)
+        # the hint, followed as written
+        eval(hint, {"FlyteRemote": FlyteRemote, "config": Config.auto(config_file=str(sandbox.config_file)), "value": 5})
         run.wait(timeout=240)
     finally:
         view.close()
@@ -226,7 +231,8 @@ def test_a_rejected_gate_fails_the_run(reg, remote):
     waiting_for(remote, run, "review")
     (gate,) = [row for row in run.nodes() if row.gate]
     assert gate.gate == "waiting for approval review"
-    assert gate.gate_hint == f'FlyteRemote(...).approve("review", "{run.name}") (or .reject("review", "{run.name}"))'
+    assert gate.gate_hint == (f'FlyteRemote(config, default_project="flytesnacks", default_domain="development")'
+                              f'.approve("review", "{run.name}") (or .reject(...))')
     remote.reject("review", run.name, project=run.project, domain=run.domain)
     run.wait(timeout=240)
     assert run.phase == "FAILED"
@@ -260,3 +266,15 @@ def test_signals_and_their_values_are_listed_after_a_restart(tmp_path):
         listed = remote.list_signals("a1")
     assert [s.id.signal_id for s in listed] == ["go"]
     assert listed[0].value.scalar.primitive.boolean is True
+
+
+def test_the_hint_for_a_list_signal_gives_flytekit_its_python_type():
+    """flytekit cannot guess a list's Python type from the value ("Type of Generic List type is not supported")."""
+    from flyteidl.core import workflow_pb2
+
+    gate = workflow_pb2.GateNode(signal=workflow_pb2.SignalCondition(
+        signal_id="nums", type=types_pb2.LiteralType(collection_type=types_pb2.LiteralType(simple=types_pb2.INTEGER))))
+    from fastreg_magic.runs_tree import gate_hint, gate_text
+
+    assert gate_text(gate, True) == "waiting for signal nums (List[int])"
+    assert gate_hint(gate, "r1", "p", "d").endswith('.set_signal("nums", "r1", value, python_type=typing.List[int])')

@@ -156,6 +156,29 @@ def test_a_launch_plan_holding_a_file_its_tasks_cannot_read_is_named(sandbox_she
     shipped = sandbox_shell.run_cell_magic("flyte_fast", line + " --copy all", cell)
     assert "edit.txt" in shipped.files
     assert not any("holds the local file" in w for w in shipped.warnings), shipped.warnings
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "s.txt").write_text("S\n")
+    folder = cell + textwrap.dedent(
+        f"""
+        import os
+        from flytekit.types.directory import FlyteDirectory
+
+        @task
+        def listed(d: FlyteDirectory) -> str:
+            return ",".join(sorted(os.listdir(d.download())))
+
+        @workflow
+        def folders(d: FlyteDirectory) -> str:
+            return listed(d=d)
+
+        folder_plan = LaunchPlan.get_or_create(folders, name="{name}_dir", default_inputs={{"d": FlyteDirectory("sub")}})
+        """
+    )
+    in_folder = sandbox_shell.run_cell_magic("flyte_fast", line + " --copy all", folder)
+    assert not any("holds the local file" in w for w in in_folder.warnings), in_folder.warnings
+    run = in_folder.launch(f"{name}_dir").wait(timeout=300)
+    assert run.phase == "SUCCEEDED", run.error
+    assert run.outputs == {"o0": "s.txt"}
     run = shipped.launch("files").wait(timeout=300)
     assert run.phase == "SUCCEEDED", run.error
     assert run.outputs == {"o0": "EDIT"}
