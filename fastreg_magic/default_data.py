@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import weakref
 from pathlib import Path
 
 
@@ -29,9 +30,15 @@ def stored_by_content(remote):
     - a file given by a symbolic link is stored as the file it leads to (flytekit refuses a link: "is a
       symlink, can't upload").
     """
-    file_access = remote.file_access
-    return _content_named(Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix,
-                          file_access.data_config, remote)
+    stored = _STORED_BY_CONTENT.get(remote)
+    if stored is None:  # one per backend: building it costs a fraction of a millisecond, each changed cell twice
+        file_access = remote.file_access
+        stored = _STORED_BY_CONTENT[remote] = _content_named(
+            Path(file_access.local_sandbox_dir).parent, file_access.raw_output_prefix, file_access.data_config, remote)
+    return stored
+
+
+_STORED_BY_CONTENT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _content_named(local_sandbox_dir: Path, raw_output_prefix: str, data_config, remote=None):

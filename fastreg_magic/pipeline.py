@@ -395,16 +395,14 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
         if archive.size > upload.PROGRESS_MIN_BYTES:
             with api.timed(timings, "upload"), stopping("while uploading the archive"):
                 stored = upload_archive(archive, options, remote)
-            loaded = _load_storing_data(prepared, options, namespace, remote, timings)
-            return archive, stored, serialized(loaded, options, timings, for_place=True, build_images=build_images,
-                                               remote=remote)
+            return archive, stored, _loaded_and_serialized(prepared, options, namespace, remote, timings,
+                                                           build_images=build_images)
     else:
         archive = None
     background: dict[str, float] = {}
     stored_future = register.worker_pool().submit(_package_and_upload, archive, prepared, options, remote, background)
     try:
-        loaded = _load_storing_data(prepared, options, namespace, remote, timings)
-        prepared = serialized(loaded, options, timings, for_place=True, build_images=build_images, remote=remote)
+        prepared = _loaded_and_serialized(prepared, options, namespace, remote, timings, build_images=build_images)
     except BaseException:
         concurrent.futures.wait([stored_future])  # let the upload settle; the cell's error is the news
         raise
@@ -415,12 +413,14 @@ def _store_while_loading(prepared: Prepared, options: Options, namespace, remote
     return archive, stored, prepared
 
 
-def _load_storing_data(prepared: Prepared, options: Options, namespace, remote, timings: dict) -> Prepared:
-    """`load`, with data the module converts as it runs stored on ``remote``'s backend: flytekit turns a
-    launch plan's default and fixed inputs into literals when ``LaunchPlan.get_or_create`` runs, not
-    when it is serialized."""
+def _loaded_and_serialized(prepared: Prepared, options: Options, namespace, remote, timings: dict, *,
+                           build_images: bool) -> Prepared:
+    """`load` then `serialized`, in one context storing data on ``remote``'s backend: flytekit converts a
+    launch plan's default and fixed inputs when ``LaunchPlan.get_or_create`` runs, as the module loads,
+    and a workflow's defaults as it is serialized."""
     with _data_stored_by(remote):
-        return load(prepared, options, namespace, timings)
+        loaded = load(prepared, options, namespace, timings)
+        return serialized(loaded, options, timings, for_place=True, build_images=build_images)
 
 
 def _package_and_upload(archive, prepared: Prepared, options: Options, remote, timings: dict):

@@ -253,8 +253,14 @@ def uploads_through(remote):
     from flytekit.remote.remote_fs import get_flyte_fs
 
     with _UPLOAD_BINDING:
-        fsspec.register_implementation("flyte", get_flyte_fs(remote=remote), clobber=True)
+        bound = _FLYTE_FS.get(remote)
+        if bound is None:  # flytekit builds a class for each call: one per remote is enough
+            bound = _FLYTE_FS[remote] = get_flyte_fs(remote=remote)
+        fsspec.register_implementation("flyte", bound, clobber=True)
         yield
+
+
+_FLYTE_FS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # the flyte:// filesystem class of each remote
 
 
 def attach(
