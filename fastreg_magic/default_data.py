@@ -153,18 +153,31 @@ def keep_staged(specs, raw: Path, release: Path) -> tuple[tuple, dict]:
     """``specs`` whose literals naming data under ``raw`` name a copy of it in ``release`` instead, by
     its relative path; and those paths, each with its kind and sha256, for the manifest."""
     raw = Path(raw).resolve()
-    kept, entries = [], {}
+    entries = {}
+
+    def kept(uri: str) -> str | None:
+        local = _under(uri, raw)
+        if local is None:
+            return None
+        relative, entry = _keep(local, Path(release))
+        entries[relative] = entry
+        return relative
+
+    return _with_data_uris(specs, kept), dict(sorted(entries.items()))
+
+
+def _with_data_uris(specs, new_uri) -> tuple:
+    """``specs`` (copies) whose data literals' URIs are ``new_uri(uri)``, where that is not None."""
+    changed = []
     for spec in specs:
         proto = type(spec.proto)()
         proto.CopyFrom(spec.proto)
         for message in data_literals(proto):
-            local = _under(message.uri, raw)
-            if local is not None:
-                relative, entry = _keep(local, Path(release))
-                entries[relative] = entry
-                message.uri = relative
-        kept.append(dataclasses.replace(spec, proto=proto))
-    return tuple(kept), dict(sorted(entries.items()))
+            uri = new_uri(message.uri)
+            if uri is not None:
+                message.uri = uri
+        changed.append(dataclasses.replace(spec, proto=proto))
+    return tuple(changed)
 
 
 def data_literals(message):
@@ -265,15 +278,7 @@ def store_kept(remote, release: Path, entries: dict) -> dict[str, str]:
 
 def point_at(specs, stored: dict[str, str]) -> tuple:
     """``specs`` whose literals naming kept data (a relative path in ``stored``) name where it was stored."""
-    pointed = []
-    for spec in specs:
-        proto = type(spec.proto)()
-        proto.CopyFrom(spec.proto)
-        for message in data_literals(proto):
-            if message.uri in stored:
-                message.uri = stored[message.uri]
-        pointed.append(dataclasses.replace(spec, proto=proto))
-    return tuple(pointed)
+    return _with_data_uris(specs, stored.get)
 
 
 def forget_flytekit_conversions() -> None:
