@@ -7,7 +7,13 @@ DeviceFlow or ExternalCommand login, and reports that call's UNIMPLEMENTED as th
 Asked only once that happened, on a plain channel (same TLS settings, no login), so the user is told
 which of the two it is.
 
+The embedded sandbox refuses a call without its access token with a message saying where the token is
+(``sandbox/access.py``); flytekit's default browser login, run on that refusal, then fails on its own
+terms (the sandbox has no login page). ``sandbox_refusal`` asks the same way, without a login, to get
+the sandbox's own words.
+
     offered = offered_services(platform)     # {"admin": True, "auth": False, "dataproxy": True}
+    refusal = sandbox_refusal(platform)      # "this sandbox at 127.0.0.1:PORT needs its access token: ..."
 """
 
 from __future__ import annotations
@@ -47,3 +53,24 @@ def _implemented(call) -> bool:
     except grpc.RpcError as exc:
         return exc.code() != grpc.StatusCode.UNIMPLEMENTED
     return True
+
+
+def sandbox_refusal(platform, options: list) -> str | None:
+    """What the embedded sandbox says to a call without its token; None if the server is no such sandbox
+    or accepts the call."""
+    from flyteidl.admin import version_pb2
+    from flyteidl.service import admin_pb2_grpc
+    from flytekit.clients.auth_helper import get_channel
+
+    from fastreg_magic.sandbox.access import REFUSAL_START
+
+    channel = get_channel(platform, options=CHANNEL_OPTIONS + options)
+    try:
+        admin_pb2_grpc.AdminServiceStub(channel).GetVersion(version_pb2.GetVersionRequest(), timeout=DEADLINE_S)
+    except grpc.RpcError as exc:
+        details = exc.details() or ""
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED and details.startswith(REFUSAL_START):
+            return details
+    finally:
+        channel.close()
+    return None

@@ -12,7 +12,9 @@ Resolution order, first match wins:
 
 The first contact (``ensure_reachable``) also asks the backend who it is: an ``--endpoint`` or a
 hand-written config file that leads to an embedded sandbox answers GetVersion with Build
-``fastreg-sandbox``, and is then labelled as the sandbox, without console links that lead nowhere.
+``fastreg-sandbox``, and is then labelled as the sandbox, without console links: the cell's own run
+view is the live one there (the sandbox's read-only console pages are for the links stock tools print,
+and its gRPC address, which a guessed console URL would name, serves none).
 A backend that does not answer is told as what would bring it back: re-running the cell restarts only
 the per-user sandbox the magic started; a config file ``fastreg sandbox`` wrote names the sandbox to
 start again; an endpoint FLYTE_PLATFORM_URL set is labelled so; a proxy variable on the way is named
@@ -48,7 +50,7 @@ REACHABILITY_TIMEOUT_S = 3.0
 # Deadline of the cheap RPCs that prove the backend speaks FlyteAdmin and accepts our credentials.
 PROBE_DEADLINE_S = 5.0
 # What `fastreg sandbox` answers in GetVersion's ``control_plane_version.Build``: how an endpoint or a
-# hand-written config file is recognised as the embedded sandbox (no console to link to).
+# hand-written config file is recognised as the embedded sandbox (no console links shown for it).
 SANDBOX_BUILD = "fastreg-sandbox"
 
 _CONFIGURE_HINT = (
@@ -210,6 +212,8 @@ def fresh_config_file(config_file: str | None):
 
 
 def _make_backend(endpoint: str, config_file: str | None, insecure: bool, console_endpoint: str | None) -> Backend:
+    if console_endpoint is not None and config_file is not None and files.written_by_sandbox(config_file):
+        console_endpoint = None  # the sandbox's console pages are for stock tools: no links from cells to them
     backend = Backend(endpoint, config_file, insecure, is_sandbox=False, label=endpoint, console_url=None)
     host, port = host_and_port(backend)
     default_port = 80 if insecure else 443
@@ -321,7 +325,7 @@ def _wait_for_channel(backend: Backend) -> None:
 
 
 def sandbox_backend(endpoint: str, config_file: str | None) -> Backend:
-    """The Backend of an embedded sandbox (no console; always loopback, always insecure)."""
+    """The Backend of an embedded sandbox (no console links; always loopback, always insecure)."""
     return Backend(
         endpoint=endpoint,
         config_file=config_file,
@@ -337,10 +341,20 @@ def flytekit_config(backend: Backend, rpc_retries: int | None = None):
     from flytekit.configuration import Config
 
     cfg = Config.auto(fresh_config_file(backend.config_file))
-    platform = replace(cfg.platform, endpoint=backend.endpoint, insecure=backend.insecure)
+    platform = _with_sandbox_token(replace(cfg.platform, endpoint=backend.endpoint, insecure=backend.insecure))
     if rpc_retries is not None:
         platform = replace(platform, rpc_retries=rpc_retries)
     return cfg.with_params(platform=platform)
+
+
+def _with_sandbox_token(platform):
+    """The embedded sandbox takes only calls carrying its access token (``sandbox/access.py``): the token of
+    this user's sandbox serving that very endpoint (a bare ``--endpoint 127.0.0.1:PORT``, a hand-written
+    config), or the one the sandbox's own config file names, read once per connection."""
+    from fastreg_magic.sandbox import access
+
+    data_dir = access.running_sandbox(platform.endpoint.removeprefix("dns:///"))
+    return access.platform_with_token(platform, data_dir)
 
 
 _lock = threading.Lock()
@@ -524,7 +538,8 @@ def _identify(backend: Backend, client) -> Backend:
     if build != SANDBOX_BUILD or backend.is_sandbox:
         return backend
     host, port = host_and_port(backend)
-    # The sandbox has no console: a guessed console URL would lead nowhere, one configured by hand stays.
+    # No console links on the sandbox: a URL guessed from the gRPC address would lead nowhere; one
+    # configured by hand stays.
     return replace(sandbox_backend(backend.endpoint, backend.config_file), insecure=backend.insecure,
                    label=f"embedded sandbox ({host}:{port})",
                    console_url=backend.console_url if backend.console_configured else None)
@@ -572,6 +587,8 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
         return  # an older FlyteAdmin without this call
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
         return  # the server speaks gRPC and answered; it just does not serve this call to us
+    if error is None or code == grpc.StatusCode.UNAUTHENTICATED:
+        _explain_sandbox_refusal(backend, exc)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         raise BackendError(
             f"Flyte backend {backend.label} refused our credentials: {error.details()}",
@@ -582,6 +599,30 @@ def _raise_probe_failure(backend: Backend, exc: Exception) -> None:
         raise BackendError(
             f"Flyte backend {backend.label} does not answer as FlyteAdmin ({detail}).",
             _TLS_HINT if _looks_like_tls(error, detail) else _unanswered_hint(backend),
+        ) from exc
+
+
+def _explain_sandbox_refusal(backend: Backend, exc: Exception) -> None:
+    """The embedded sandbox refused a call without its access token: its words, as one message. flytekit's
+    default login, run on that refusal, fails on its own terms (the sandbox has no login page), so the
+    sandbox is asked again without one (``admin_services.sandbox_refusal``)."""
+    from fastreg_magic.admin_services import sandbox_refusal
+    from fastreg_magic.proxies import channel_options
+
+    from fastreg_magic.sandbox.access import SANDBOX_HOST
+
+    host, _ = host_and_port(backend)
+    if host != SANDBOX_HOST:
+        return
+    try:
+        refusal = sandbox_refusal(flytekit_config(backend).platform, channel_options(host))
+    except Exception:  # asking could not even start: the first answer stands as it was
+        return
+    if refusal:
+        raise BackendError(
+            refusal[:1].upper() + refusal[1:] + ".",  # "This sandbox at ... needs its access token: use ..."
+            "Only the user who started that sandbox can read its config file and token; start your own "
+            "sandbox (`fastreg sandbox`) if it is someone else's.",
         ) from exc
 
 

@@ -169,3 +169,18 @@ def counting_admin_calls(backend):
         yield counter
     finally:
         client._stub = original
+
+
+def sandbox_channel(handle):
+    """A raw gRPC channel to an embedded sandbox that carries its access token, as its owner's tools do."""
+    import grpc
+
+    from fastreg_magic.sandbox import access
+
+    metadata = access.bearer(handle.data_dir)
+
+    class WithToken(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(details._replace(metadata=[*(details.metadata or []), *metadata]), request)
+
+    return grpc.intercept_channel(grpc.insecure_channel(handle.endpoint), WithToken())

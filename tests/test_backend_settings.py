@@ -175,7 +175,8 @@ def corporate_proxy(monkeypatch):
 def test_a_cluster_behind_a_corporate_proxy_is_still_reached_through_it(shell, sandbox, corporate_proxy):
     """A name that only the proxy knows: registering works because the proxy variable is honoured."""
     port = sandbox.endpoint.rsplit(":", 1)[1]
-    reg = shell.run_cell_magic("flyte_fast", f"-m behind_proxy --endpoint http://flyte.corp.invalid:{port}", CELL)
+    reg = shell.run_cell_magic(
+        "flyte_fast", f"-m behind_proxy --endpoint http://flyte.corp.invalid:{port} --config {sandbox.config_file}", CELL)
     assert reg.registered
     assert f"flyte.corp.invalid:{port}" in corporate_proxy.tunnels
 
@@ -218,21 +219,21 @@ def _auth_config(tmp_path, endpoint: str, auth_type: str):
 
 
 @pytest.mark.parametrize("auth_type", ["ClientSecret", "DeviceFlow", "ExternalCommand"])
-def test_auth_settings_against_a_backend_without_auth_are_named(shell, sandbox, tmp_path, auth_type):
-    config = _auth_config(tmp_path, sandbox.endpoint, auth_type)
+def test_auth_settings_against_a_backend_without_auth_are_named(shell, admin_without_auth, tmp_path, auth_type):
+    config = _auth_config(tmp_path, admin_without_auth, auth_type)
     message = _fails(shell, f"-m auth_less --config {config}")
     assert message.startswith(f"The Flyte config {config} asks for authentication (authType: {auth_type}), "
-                              f"but the backend at {sandbox.endpoint} has no auth service.")
+                              f"but the backend at {admin_without_auth} has no auth service.")
     assert "Remove authType" in message and "distribution-dir" not in message
 
 
-def test_register_files_with_auth_settings_against_a_backend_without_auth(sandbox, tmp_path, capsys):
+def test_register_files_with_auth_settings_against_a_backend_without_auth(admin_without_auth, tmp_path, capsys):
     from fastreg_magic.cli import main
 
     module = tmp_path / "auth_less_files.py"
     module.write_text(CELL)
     assert main(["serialize", str(module), "-o", str(tmp_path / "out")]) == 0
-    config = _auth_config(tmp_path, sandbox.endpoint, "ClientSecret")
+    config = _auth_config(tmp_path, admin_without_auth, "ClientSecret")
     assert main(["register-files", str(tmp_path / "out"), "--config", str(config)]) != 0
     err = capsys.readouterr().err
     assert "asks for authentication (authType: ClientSecret)" in err and "distribution-dir" not in err
@@ -308,22 +309,26 @@ def test_a_config_file_without_an_endpoint_says_so(shell, tmp_path):
     assert "--endpoint HOST:PORT" in message and "localhost:30080" not in message
 
 
-class WithoutDataProxy(grpc.GenericRpcHandler):
-    """A FlyteAdmin without DataProxy (as older ones are): every call but DataProxyService's is passed
-    on to the session sandbox as it came, bytes in, bytes out."""
+class WithoutService(grpc.GenericRpcHandler):
+    """A FlyteAdmin without one of its services (as older ones are, or one without auth): every other
+    call is passed on to the session sandbox as it came, bytes in, bytes out, with the sandbox's token."""
 
-    def __init__(self, sandbox_endpoint: str):
-        self._channel = grpc.insecure_channel(sandbox_endpoint)
+    def __init__(self, sandbox, service: str = "DataProxyService"):
+        from fastreg_magic.sandbox.access import bearer
+
+        self._channel = grpc.insecure_channel(sandbox.endpoint)
+        self._missing = f"/flyteidl.service.{service}/"
+        self._token = bearer(sandbox.data_dir)
 
     def service(self, handler_call_details):
         method = handler_call_details.method
-        if method.startswith("/flyteidl.service.DataProxyService/"):
+        if method.startswith(self._missing):
             return None  # UNIMPLEMENTED, as gRPC answers for a service the server does not have
         forward = self._channel.unary_unary(method)
 
         def call(request: bytes, context) -> bytes:
             try:
-                return forward(request, metadata=context.invocation_metadata())
+                return forward(request, metadata=self._token)
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details())
 
@@ -332,7 +337,16 @@ class WithoutDataProxy(grpc.GenericRpcHandler):
 
 @pytest.fixture
 def admin_without_dataproxy(sandbox):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[WithoutDataProxy(sandbox.endpoint)])
+    yield from _admin_without(sandbox, "DataProxyService")
+
+
+@pytest.fixture
+def admin_without_auth(sandbox):
+    yield from _admin_without(sandbox, "AuthMetadataService")
+
+
+def _admin_without(sandbox, service: str):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[WithoutService(sandbox, service)])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"

@@ -19,13 +19,16 @@ ONE_WAY_MS = 300
 @pytest.fixture
 def far_config(sandbox, tmp_path):
     """A flytekit config file whose endpoint is the session sandbox, 300 ms away each way."""
+    from fastreg_magic.sandbox import access
+
     port = sandbox.endpoint.rsplit(":", 1)[1]
     proxy = subprocess.Popen([sys.executable, str(LATENCY_PROXY), port, str(ONE_WAY_MS)],
                              stdout=subprocess.PIPE, text=True)
     try:
         listening = proxy.stdout.readline().strip()
         config = tmp_path / "far.yaml"
-        config.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:{listening}\n  insecure: true\n")
+        config.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:{listening}\n  insecure: true\n"
+                          + access.config_lines(sandbox.data_dir))  # the sandbox's access token
         yield config
     finally:
         proxy.kill()

@@ -1,7 +1,7 @@
 """What the magic tells a user on the embedded sandbox: how to create a project there, and no console links.
 
-The embedded sandbox has neither flytectl beside it nor a console: a hint naming flytectl, or a link to
-a console at its gRPC address, would send the user nowhere.
+The embedded sandbox has no flytectl beside it, and its console pages are for stock tools (the run view in the
+notebook is live): a hint naming flytectl would send the user nowhere, and the magic shows no console links.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_flyte_watch_of_the_link_pyflyte_printed_shows_no_console_link(sandbox_s
     assert "/console/" in printed
     run = sandbox_shell.run_line_magic("flyte_watch", printed)
     assert run.wait(timeout=300).phase == "SUCCEEDED", run.error
-    assert run.url is None  # the sandbox serves no console: a link to it would be dead
+    assert run.url is None  # the magic links no console pages on the sandbox: its own run view is live
     assert "console" not in repr(run)
 
 

@@ -12,6 +12,7 @@ import pytest
 from flyteidl.admin import common_pb2, execution_pb2, launch_plan_pb2, task_pb2
 from flyteidl.core import identifier_pb2
 from flyteidl.service import admin_pb2, admin_pb2_grpc, dataproxy_pb2
+from sandbox_support import sandbox_channel
 
 ADMIN_METHODS = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].methods
 DATAPROXY_METHODS = dataproxy_pb2.DESCRIPTOR.services_by_name["DataProxyService"].methods
@@ -22,7 +23,7 @@ ALLOWED_FOR_EMPTY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 
 @pytest.fixture(scope="module")
 def channel(sandbox):
-    with grpc.insecure_channel(sandbox.endpoint) as chan:
+    with sandbox_channel(sandbox) as chan:
         yield chan
 
 

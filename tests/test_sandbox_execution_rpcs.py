@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from flyteidl.admin import execution_pb2
+from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2, literals_pb2
 from flyteidl.service import dataproxy_pb2
 from flytekit.exceptions.user import (
@@ -25,7 +25,7 @@ from flytekit.exceptions.user import (
 )
 from flytekit.models.core.execution import WorkflowExecutionPhase
 
-from sandbox_support import PIPELINE_BODY, SLEEPY_BODY, grpc_code, grpc_details
+from sandbox_support import PIPELINE_BODY, SLEEPY_BODY, grpc_code, grpc_details, sandbox_channel
 
 FLOWS = """
 import time
@@ -190,6 +190,23 @@ def test_invalid_execution_names_are_refused(remote, flows, name, expected):
     assert expected in grpc_details(info.value)
 
 
+@pytest.mark.parametrize("labels, expected", [
+    ({"Team Name": "ml"}, "invalid label key [Team Name]"),
+    ({"team": "not ok!"}, "invalid label value [not ok!]"),
+    ({f"k{i}": "v" for i in range(17)}, "labels map cannot exceed 16 entries"),
+])
+def test_labels_are_checked_as_flyteadmin_checks_them(remote, flows, labels, expected):
+    module, version = flows
+    request = execution_pb2.ExecutionCreateRequest(
+        project="flytesnacks", domain="development",
+        spec=execution_pb2.ExecutionSpec(launch_plan=lp_id(module, version), labels=common_pb2.Labels(values=labels)),
+        inputs=literals_pb2.LiteralMap(literals={"a": int_literal(1)}),
+    )
+    with pytest.raises(FlyteInvalidInputException) as info:
+        remote.client.raw.create_execution(request)
+    assert expected in grpc_details(info.value)
+
+
 def test_given_names_are_used_and_duplicates_refused(remote, flows):
     module, version = flows
     name = f"n{uuid.uuid4().hex[:12]}-" + "x" * 49  # 63: FlyteAdmin's longest (flytekit's eager names run long)
@@ -268,6 +285,22 @@ def test_relaunch_runs_again_with_the_same_inputs(remote, finished):
     assert again.outputs["o0"] == 8
 
 
+def test_relaunch_takes_overwrite_cache_from_the_request_not_from_the_run(remote, flows):
+    module, version = flows
+    request = execution_pb2.ExecutionCreateRequest(
+        project="flytesnacks", domain="development",
+        spec=execution_pb2.ExecutionSpec(launch_plan=lp_id(module, version), overwrite_cache=True),
+        inputs=literals_pb2.LiteralMap(literals={"a": int_literal(1)}),
+    )
+    created = remote.client.raw.create_execution(request)
+    plain = remote.client.raw.relaunch_execution(execution_pb2.ExecutionRelaunchRequest(id=created.id))
+    asked = remote.client.raw.relaunch_execution(
+        execution_pb2.ExecutionRelaunchRequest(id=created.id, overwrite_cache=True))
+    specs = {name: remote.client.raw.get_execution(execution_pb2.WorkflowExecutionGetRequest(id=i.id)).spec
+             for name, i in (("plain", plain), ("asked", asked))}
+    assert (specs["plain"].overwrite_cache, specs["asked"].overwrite_cache) == (False, True)
+
+
 def test_relaunch_of_a_launch_plan_with_fixed_inputs_keeps_them_fixed(remote, flows):
     module, version = flows
     created = create(remote, lp_id(module, version, "fixed"), {"a": int_literal(1)})
@@ -282,7 +315,7 @@ def test_archived_executions_are_listed_only_when_asked_for(remote, sandbox, fin
     from flytekit.models.filters import Filter
 
     def set_state(state):  # flytekit's client has no UpdateExecution; the generated stub does
-        with grpc.insecure_channel(sandbox.endpoint) as channel:
+        with sandbox_channel(sandbox) as channel:
             admin_pb2_grpc.AdminServiceStub(channel).UpdateExecution(
                 execution_pb2.ExecutionUpdateRequest(id=finished.id.to_flyte_idl(), state=state), timeout=120)
 

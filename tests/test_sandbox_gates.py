@@ -15,7 +15,7 @@ import pytest
 from flyteidl.admin import signal_pb2
 from flyteidl.core import identifier_pb2, literals_pb2, types_pb2
 from flyteidl.service import signal_pb2_grpc
-from sandbox_support import grpc_code, grpc_details
+from sandbox_support import grpc_code, grpc_details, sandbox_channel
 
 pytestmark = pytest.mark.slow
 
@@ -253,7 +253,7 @@ def test_signals_and_their_values_are_listed_after_a_restart(tmp_path):
     execution = identifier_pb2.WorkflowExecutionIdentifier(project="flytesnacks", domain="development", name="a1")
     signal_id = identifier_pb2.SignalIdentifier(execution_id=execution, signal_id="go")
     with sandbox_api.start(data_dir=tmp_path, port=0) as first:
-        with grpc.insecure_channel(first.endpoint) as channel:
+        with sandbox_channel(first) as channel:
             service = signal_pb2_grpc.SignalServiceStub(channel)
             service.GetOrCreateSignal(signal_pb2.SignalGetOrCreateRequest(
                 id=signal_id, type=types_pb2.LiteralType(simple=types_pb2.BOOLEAN)))

@@ -527,7 +527,7 @@ def test_a_sandbox_killed_during_the_upload_is_named_without_the_signed_url(tmp_
                 process.send_signal(signal.SIGKILL)  # as `kill -9` at "Uploading 10%"
                 process.wait()
 
-        client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True))
+        client = SynchronousFlyteClient(PlatformConfig.auto(str(data_dir / "config.yaml")))
         uploader = SignedUrlUploader(client, "flytesnacks", "development", **FAST)
         with pytest.raises(UploadError) as failed:
             uploader.upload(big_archive, progress=kill_at_the_first_chunk)

@@ -7,7 +7,7 @@ A live sandbox holds its data dir's claim (``claim``: a lock the kernel drops wh
 process dies, however it dies) and announces itself in ``<data dir>/sandbox.json``
 (endpoint, pid, config file, and the Python it runs tasks with: the environment that started
 it, which may not be the environment of every kernel that shares it). ``ensure_running`` reuses the sandbox that holds the claim,
-waiting for it to answer a cheap RPC (GetVersion) if it is busy or still starting; only
+waiting for it to answer a cheap RPC (GetVersion, sent with its access token: ``access.py``) if it is busy or still starting; only
 when nobody holds the claim does it start ``fastreg sandbox`` detached (own session,
 output to ``<data dir>/sandbox.log``), on the data dir's previous port if that is free. A
 file lock makes two kernels calling at once share one sandbox instead of starting two. A
@@ -97,7 +97,7 @@ def wait_answering(data_dir: Path, timeout: float = START_TIMEOUT_SECONDS) -> di
     deadline = time.monotonic() + timeout
     while is_claimed(data_dir):
         state = read_state(data_dir)
-        if state and answers(state.get("endpoint", "")):
+        if state and answers(state.get("endpoint", ""), data_dir):
             return state
         if time.monotonic() > deadline:
             pid = state.get("pid", "?") if state else "?"
@@ -109,20 +109,24 @@ def wait_answering(data_dir: Path, timeout: float = START_TIMEOUT_SECONDS) -> di
     return None
 
 
-def answers(endpoint: str) -> bool:
-    """True if a FlyteAdmin answers GetVersion at ``endpoint`` (host:port)."""
+def answers(endpoint: str, data_dir: Path | None = None) -> bool:
+    """True if a FlyteAdmin answers GetVersion at ``endpoint`` (host:port), asked with the access token
+    of the sandbox of ``data_dir``, or else of this user's sandbox running there (``access.py``)."""
     # imported here: `import fastreg_magic.sandbox` must stay cheap for the magic's first use
     import grpc
     from flyteidl.admin import version_pb2
     from flyteidl.service import admin_pb2_grpc
 
     from fastreg_magic.proxies import NO_PROXY_OPTION
+    from fastreg_magic.sandbox.access import bearer, running_sandbox
 
+    data_dir = data_dir or running_sandbox(endpoint)
     # The sandbox is on loopback: a proxy named in the environment could only make it look dead.
     with grpc.insecure_channel(endpoint, options=[NO_PROXY_OPTION]) as channel:
         try:
-            admin_pb2_grpc.AdminServiceStub(channel).GetVersion(version_pb2.GetVersionRequest(),
-                                                                timeout=HEALTH_TIMEOUT_SECONDS)
+            admin_pb2_grpc.AdminServiceStub(channel).GetVersion(
+                version_pb2.GetVersionRequest(), timeout=HEALTH_TIMEOUT_SECONDS,
+                metadata=bearer(data_dir) if data_dir is not None else None)
             return True
         except grpc.RpcError:
             return False
@@ -158,7 +162,7 @@ def make_data_dir(data_dir: Path) -> None:
         raise SandboxError(f"cannot create the data dir {data_dir}: {in_the_way} is a file, not a directory.",
                            "Pass --data-dir with a directory, or a path that does not exist yet.")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its own files are the owner's alone
     except OSError as err:
         raise SandboxError(f"the data dir {data_dir} is not writable ({err.strerror or err}).",
                            "Pass --data-dir with a directory you can write to.") from err

@@ -1,4 +1,4 @@
-"""The sandbox's loopback HTTP server for signed uploads and downloads.
+"""The sandbox's loopback HTTP server for signed uploads and downloads, and its console pages.
 
 DataProxy hands out URLs signed by :class:`UrlSigner`; this server accepts exactly those:
 
@@ -12,6 +12,9 @@ DataProxy hands out URLs signed by :class:`UrlSigner`; this server accepts exact
   ``Content-MD5``; if the request carries one anyway, the bytes must hash to it, as S3 and GCS
   check an unsigned ``Content-MD5`` too.
 * ``GET /blobs/<path>?expires=T&signature=S`` returns a file (download links).
+* any other ``GET``, when a page maker is given (``console_pages.ConsolePages.page``): the read-only
+  pages at the console links flytekit prints for the sandbox (``/KEY/console/...``: it checks the key);
+  they involve no signature and reach no blob.
 
 An upload that breaks off (the client resets the connection, is killed, or stops sending for
 ``IDLE_CONNECTION_SECONDS``) stores nothing and leaves nothing: its temporary file is removed, and
@@ -37,8 +40,11 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
+from typing import Callable, Protocol
 
 CHUNK_BYTES = 1 << 20
+CONSOLE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'none'")
 IDLE_CONNECTION_SECONDS = 120
 
 log = logging.getLogger("fastreg_magic.sandbox")
@@ -92,11 +98,19 @@ def safe_relative(rel_path: str) -> str | None:
     return str(path)
 
 
-class BlobServer:
-    """A ThreadingHTTPServer on 127.0.0.1 serving signed PUT/GET under ``root``."""
+class _Page(Protocol):
+    status: int
+    html: str
 
-    def __init__(self, root: Path, port: int = 0, idle_seconds: float = IDLE_CONNECTION_SECONDS):
+
+class BlobServer:
+    """A ThreadingHTTPServer on 127.0.0.1 serving signed PUT/GET under ``root``, and ``pages(path, host)``
+    (a status and an HTML document) for any other GET when given."""
+
+    def __init__(self, root: Path, port: int = 0, idle_seconds: float = IDLE_CONNECTION_SECONDS,
+                 pages: Callable[[str, str | None], _Page] | None = None):
         self.root = Path(root)
+        self.pages = pages
         handler = type("Handler", (_Handler,), {"blob_server": self, "timeout": idle_seconds})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
@@ -142,8 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._went_away(exc.strerror or type(exc).__name__)
 
     def _went_away(self, why: str) -> None:
-        # the path without its query: the signature in it is a credential, not for logs
+        # the path without its query: the signature in it is a credential, not for logs; so is a page's key
         shown = urllib.parse.urlsplit(self.path or "").path
+        if not shown.startswith("/blobs/"):
+            shown = "(a console page)"
         log.warning("blob server: the client of %s %s went away (%s)", self.command, shown, why)
 
     def _target(self, method: str) -> tuple[Path | None, dict[str, str]]:
@@ -236,6 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
     def do_GET(self):  # noqa: N802 - stdlib naming
+        path = urllib.parse.urlsplit(self.path).path
+        if self.blob_server.pages is not None and not path.startswith("/blobs/"):
+            self._page(self.blob_server.pages(path, self.headers.get("Host")))
+            return
         target, _ = self._target("GET")
         if target is None:
             return
@@ -249,6 +269,19 @@ class _Handler(BaseHTTPRequestHandler):
         with open(target, "rb") as source:
             while chunk := source.read(CHUNK_BYTES):
                 self.wfile.write(chunk)
+
+    def _page(self, page: _Page) -> None:
+        body = page.html.encode()
+        self.send_response(page.status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        # the pages run no scripts: should an escape ever be missed, a browser still runs none
+        self.send_header("Content-Security-Policy", CONSOLE_CSP)
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reply(self, status: int, text: str) -> None:
         body = (text + "\n").encode()

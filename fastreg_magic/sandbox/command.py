@@ -124,7 +124,7 @@ def _create_project(data_dir: Path | None, project: str) -> int:
     info = ensure_running(data_dir)
     if info.started:
         print(f"embedded sandbox: {info.endpoint} (started in the background, data in {info.data_dir})")
-    if _register_project(info.endpoint, project):
+    if _register_project(info.endpoint, project, info.data_dir):
         print(f"created project {project} on the embedded sandbox at {info.endpoint}: use it with -p {project} "
               f"(or %config FlyteFast.project = {project!r})")
     else:
@@ -132,7 +132,7 @@ def _create_project(data_dir: Path | None, project: str) -> int:
     return 0
 
 
-def _register_project(endpoint: str, project: str) -> bool:
+def _register_project(endpoint: str, project: str, data_dir: Path) -> bool:
     """True if created, False if it already existed; SandboxError for any other refusal."""
     import grpc
     from flytekit.clients.friendly import SynchronousFlyteClient
@@ -145,7 +145,10 @@ def _register_project(endpoint: str, project: str) -> bool:
     from fastreg_magic.proxies import NO_PROXY_OPTION
 
     # the sandbox is on loopback: a proxy named in the environment could only stand in the way
-    client = SynchronousFlyteClient(PlatformConfig(endpoint=endpoint, insecure=True), options=[NO_PROXY_OPTION])
+    from fastreg_magic.sandbox.access import platform_with_token
+
+    platform = platform_with_token(PlatformConfig(endpoint=endpoint, insecure=True), data_dir)
+    client = SynchronousFlyteClient(platform, options=[NO_PROXY_OPTION])
     try:
         client.register_project(Project(id=project, name=project, description=""))
         return True

@@ -23,6 +23,11 @@ flytekit's local file system either way, but flytekit's file transformer refuses
 ``file://`` blob URIs ("is not a file"), so the sandbox uses plain paths everywhere for
 one rule instead of two.
 
+Download locations are signed only for the data the sandbox serves (``SERVED_DIRS``: uploads, run
+inputs and outputs, raw outputs and decks), never for the rest of its data dir (its secrets, database,
+access token, config, logs, unpacked code): PERMISSION_DENIED, as FlyteAdmin refuses a location
+outside its storage.
+
 ``GetData`` resolves the URLs FlyteAdmin puts in ``flyte_urls``:
 ``flyte://v1/<project>/<domain>/<execution>/<node>[/<attempt>]/<i|o|d>[/<name>]``.
 """
@@ -50,6 +55,8 @@ MAX_EXPIRES_SECONDS = 3600  # FlyteAdmin's default upload.maxExpiresIn
 DEFAULT_FILENAME_LENGTH = 20  # FlyteAdmin's default upload.defaultFileNameLength
 # the alphabet of k8s.io/apimachinery/pkg/util/rand.String, which FlyteAdmin names files with
 FILENAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# The data dir's folders a download may come from (the store's uploads, executions and raw dirs).
+SERVED_DIRS = ("uploads", "executions", "raw")
 FLYTE_URL = re.compile(
     r"^flyte://v1/(?P<project>[^/]+)/(?P<domain>[^/]+)/(?P<execution>[^/]+)/(?P<node>[^/]+)"
     r"(?:/(?P<attempt>[0-9]+))?/(?P<io>[iod])(?:/(?P<name>[^/]+))?$"
@@ -192,6 +199,10 @@ class DataProxyService(dataproxy_pb2_grpc.DataProxyServiceServicer):
             rel = path.resolve().relative_to(self.store.data_dir.resolve())
         except ValueError:
             raise invalid(f"{native_url} is not stored by this sandbox (under {self.store.data_dir})") from None
+        if not rel.parts or rel.parts[0] not in SERVED_DIRS:
+            raise AdminError(grpc.StatusCode.PERMISSION_DENIED,
+                             f"{native_url} is not data this sandbox serves: it signs downloads only under "
+                             + ", ".join(f"{self.store.data_dir / name}/" for name in SERVED_DIRS))
         if not path.is_file():
             raise not_found(f"nothing is stored at {native_url}")
         return self.signer.sign("GET", str(rel), expires_at)

@@ -27,6 +27,7 @@ from fastreg_magic.sandbox.validation import (
     GENERATED_NAME_LENGTH,
     AdminError,
     check_execution_name,
+    check_labels,
     check_limit,
     check_literal_map,
     check_named_id,
@@ -110,6 +111,7 @@ class ExecutionRpcs:
         if target.resource_type not in (LAUNCH_PLAN, TASK):
             raise invalid(f"Invalid reference entity resource type [{target.resource_type}], only [LAUNCH_PLAN, TASK] allowed")
         check_literal_map(user_inputs, "inputs")
+        check_labels(spec.labels)
         plan = self._single_task_launch_plan(target) if target.resource_type == TASK else self._stored_plan(target)
         workflow = self.store.get_entity(WORKFLOW, key_of(plan.spec.workflow_id), workflow_pb2.Workflow)
         if workflow is None:
@@ -360,7 +362,7 @@ class ExecutionRpcs:
         user_inputs = self._user_inputs(original)
         spec = execution_pb2.ExecutionSpec()
         spec.CopyFrom(original.spec)
-        spec.overwrite_cache = request.overwrite_cache or spec.overwrite_cache
+        spec.overwrite_cache = request.overwrite_cache  # FlyteAdmin's RelaunchExecution: the request's, not the run's
         spec.metadata.Clear()
         spec.metadata.principal = original.spec.metadata.principal
         new_id = self.create_execution(request.id.project, request.id.domain, request.name, spec, user_inputs,

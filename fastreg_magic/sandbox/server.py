@@ -1,5 +1,10 @@
 """Wires the sandbox together: store, Admin + DataProxy + Signal gRPC services, blob server, executor.
 
+The blob server also serves the console pages (``console_pages``): the config files written here set
+``console.endpoint`` to it, under the pages' key of this start, so the console links stock flytekit
+prints (``pyflyte run --remote``, ``pyflyte register``) open a page about the run or entity instead of
+the gRPC port.
+
     with start(data_dir, port=0) as sandbox:
         FlyteRemote(Config.auto(config_file=str(sandbox.config_file)), ...)
 
@@ -23,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from flyteidl.service import admin_pb2_grpc, dataproxy_pb2_grpc, signal_pb2_grpc
+from flyteidl.service import admin_pb2_grpc, auth_pb2_grpc, dataproxy_pb2_grpc, signal_pb2_grpc
 
 from fastreg_magic.errors import SandboxError
+from fastreg_magic.sandbox import access
 from fastreg_magic.sandbox.admin_service import AdminService
 from fastreg_magic.sandbox.background import clear_state, make_data_dir, read_state, write_state
 from fastreg_magic.sandbox.blobserver import BlobServer
 from fastreg_magic.sandbox.claim import DataDirClaim
+from fastreg_magic.sandbox.console_pages import ConsolePages
 from fastreg_magic.sandbox.dataproxy import DataProxyService
 from fastreg_magic.sandbox.events import EventRecorder
 from fastreg_magic.sandbox.recovery import end_orphaned_tasks, recover
@@ -52,15 +59,18 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("fastreg")) / "sandbox"
 
 
-def config_text(endpoint: str, data_dir: Path | None = None) -> str:
+def config_text(endpoint: str, data_dir: Path | None = None, console: str | None = None) -> str:
     """A flytekit/flytectl config for this sandbox (``pyflyte -c``, ``Config.auto(config_file=...)``);
-    it names the data dir, so a cell using it can say how to start that sandbox again."""
+    it names the data dir, so a cell using it can say how to start that sandbox again, and its console
+    (``console.endpoint``, which flytekit's console links start with: ``ConsolePages.console_endpoint``)."""
     return (
         "# Written by `fastreg sandbox`: the embedded Flyte sandbox on loopback.\n"
         + (f"# Data dir: {data_dir}\n" if data_dir is not None else "")
         + "admin:\n"
         f"  endpoint: dns:///{endpoint}\n"
         "  insecure: true\n"
+        + (access.config_lines(data_dir, endpoint) if data_dir is not None else "")
+        + (f"console:\n  endpoint: {console}\n" if console is not None else "")
     )
 
 
@@ -95,6 +105,8 @@ class Sandbox:
             self._grpc.stop(grace=1).wait()
             self._blobs.stop()
             self._store.close()
+            access.withdraw(self.endpoint, self.data_dir)
+            access.remove_tokens(self.data_dir)
             clear_state(self.data_dir)
             self._claim.release()
 
@@ -133,14 +145,19 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
         store = _open_store(data_dir)
         undo.callback(store.close)
         _recover(store)
-        blobs = BlobServer(store.data_dir)
+        console = ConsolePages(store, store.data_dir / CONFIG_NAME)
+        blobs = BlobServer(store.data_dir, pages=console.page)
         undo.callback(blobs.stop)
         admin = AdminService(store)
         signals = SignalBoard(store)
-        services = (admin, DataProxyService(store, blobs.signer, admin), SignalService(signals))
+        token = access.new_token()
+        token_check = access.TokenCheck(token)
+        services = (admin, DataProxyService(store, blobs.signer, admin), SignalService(signals), token_check)
         server, bound = _bind(services, port, store.data_dir)
         undo.callback(server.stop, None)
         endpoint = f"127.0.0.1:{bound}"
+        access.write_token(store.data_dir, endpoint, token)
+        token_check.refusal = access.refusal(endpoint, Path(config_out).absolute() if config_out else store.data_dir / CONFIG_NAME)
         _attach_executor(admin, store, max_workers, admin_env(endpoint, store.data_dir / CONFIG_NAME), signals)
         server.start()
         blobs.start()
@@ -148,12 +165,13 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None, *,
         undo.pop_all()
     try:
         for path in [sandbox.config_file] + ([Path(config_out)] if config_out is not None else []):
-            path.write_text(config_text(endpoint, store.data_dir))
+            access.write_private(path, config_text(endpoint, store.data_dir, console.console_endpoint(blobs.port)))
     except OSError as err:
         sandbox.stop()
         raise SandboxError(f"cannot write the config file {err.filename} ({err.strerror}).",
                            "Pass a writable path to --config-out.") from err
     write_state(store.data_dir, endpoint, sandbox.config_file)
+    access.announce(endpoint, store.data_dir)
     return sandbox
 
 
@@ -186,10 +204,12 @@ def _bound_or_busy(server: grpc.Server, bound: int, port: int) -> tuple[grpc.Ser
 
 def _grpc_server(services: tuple, port: int) -> tuple[grpc.Server, int]:
     """The gRPC server with the Admin, DataProxy and Signal services, bound to 127.0.0.1:port
-    (bound port 0 = could not bind)."""
-    admin, dataproxy, signals = services
+    (bound port 0 = could not bind); calls need the access token (``access.py``), except to the public
+    AuthMetadataService."""
+    admin, dataproxy, signals, token_check = services
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="sandbox-grpc"),
+        interceptors=[token_check],
         options=[
             ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -204,6 +224,7 @@ def _grpc_server(services: tuple, port: int) -> tuple[grpc.Server, int]:
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     dataproxy_pb2_grpc.add_DataProxyServiceServicer_to_server(dataproxy, server)
     signal_pb2_grpc.add_SignalServiceServicer_to_server(signals, server)
+    auth_pb2_grpc.add_AuthMetadataServiceServicer_to_server(access.auth_metadata_servicer(), server)
     try:
         return server, server.add_insecure_port(f"127.0.0.1:{port}")
     except RuntimeError:
@@ -254,6 +275,7 @@ def _busy(port: int) -> SandboxError:
 
 def _prepare_data_dir(data_dir: Path) -> None:
     make_data_dir(data_dir)
+    access.tighten_data_dir(data_dir)
     try:
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
@@ -296,11 +318,21 @@ def admin_env(endpoint: str, config_file: Path) -> dict[str, str]:
         "_FLYTECTL_CONFIG_PYFLYTE_OVERRIDE": str(config_file),
         "FLYTE_PLATFORM_URL": endpoint,
         "FLYTE_PLATFORM_INSECURE": "True",
+        # the config file's login (its access token, ``access.py``) over one the user set for a cluster
+        "FLYTE_CREDENTIALS_AUTH_MODE": "ExternalCommand",
+        # and its command, which flytekit also reads from the environment first (comma-separated)
+        **({"FLYTE_CREDENTIALS_COMMAND": f"cat,{token}"} if (token := _token_of(config_file, endpoint)) else {}),
         # gRPC would take a proxy variable inherited from the user's environment on the way to this
         # loopback sandbox too; it reads no_grpc_proxy before no_proxy, so the user's list is kept in it.
         "no_grpc_proxy": ",".join(filter(None, (os.environ.get("no_grpc_proxy") or os.environ.get("no_proxy"),
                                                 "127.0.0.1,localhost,::1"))),
     }
+
+
+def _token_of(config_file: Path, endpoint: str) -> str | None:
+    """The token file a task's flytekit reads (a path with a comma cannot go in flytekit's comma list)."""
+    path = str(access.token_file(config_file.parent, endpoint))
+    return None if "," in path else path
 
 
 def _attach_executor(admin: AdminService, store: Store, max_workers: int | None, task_env: dict[str, str],

@@ -127,6 +127,23 @@ def check_execution_name(name: str) -> None:
         )
 
 
+def check_labels(labels) -> None:
+    """A run's labels, as FlyteAdmin's validateLabels checks them (validation.go): at most 16, each key a
+    Kubernetes qualified name and each value a label value."""
+    from fastreg_magic.launch_options import MAX_LABELS, is_label_value, qualified_name_problem
+
+    values = labels.values
+    if len(values) > MAX_LABELS:
+        raise invalid(f"labels map cannot exceed {MAX_LABELS} entries")
+    for key, value in values.items():
+        problem = qualified_name_problem(key)
+        if problem:
+            raise invalid(f"invalid label key [{key}]: {problem}")
+        if not is_label_value(value):
+            raise invalid(f"invalid label value [{value}]: a label value is empty or at most 63 letters, digits, "
+                          "'-', '_' or '.', starting and ending with a letter or digit")
+
+
 def check_literal_map(literals: literals_pb2.LiteralMap, field: str) -> None:
     for name, literal in literals.literals.items():
         if not name:
