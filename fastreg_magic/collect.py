@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fastreg_magic.errors import CollectError
-from fastreg_magic.ignore import SECRET, Found, IgnoreRules, Skipped, classify_file, iter_dir_files, walk
+from fastreg_magic.ignore import SECRET, Found, IgnoreRules, Skipped, classify_file, find_credential, iter_dir_files, walk
 from fastreg_magic.lift import has_star_import, lift_free_names, scope_names
 from fastreg_magic.local_imports import local_modules
+from fastreg_magic.notebook_files import paired_files
 from fastreg_magic.package_data import package_data_note
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 RUNNING_NOTEBOOK = "the notebook this kernel runs: its cells ship as modules, not its file"
+PAIRED_NOTEBOOK = "the notebook this kernel runs, as jupytext pairs it: its cells ship as modules, not its file"
 COPY_MODES = ("auto", "all")
 _LIFTED_HEADER = "# --- carried over from earlier notebook cells ---"
 _CELL_HEADER = "# --- the cell ---"
@@ -278,7 +280,8 @@ def files_to_ship(module: ModuleSource, source_root: Path, copy: str = "auto", n
     root = _check_root(source_root)
     if copy not in COPY_MODES:
         raise CollectError(f"--copy {copy!r} is not a copy mode.", "Use --copy auto or --copy all.")
-    _check_clash(module, root)
+    _check_no_credentials(module)
+    _check_clash(module, root, notebook)
     rules = IgnoreRules(root)
     found, skipped, warnings = _auto_files(module, root, rules)
     if copy == "all":
@@ -307,15 +310,57 @@ def _check_root(source_root: Path) -> Path:
     return root
 
 
-def _check_clash(module: ModuleSource, root: Path) -> None:
+def _check_no_credentials(module: ModuleSource) -> None:
+    """The generated module is read as any shipped module is (`ignore.find_credential`): one holding a
+    secret value, written in the cell or carried over from an earlier one, is refused, naming the line
+    or the variable, never the value."""
+    data = module.source.encode("utf-8", "surrogateescape")
+    found = find_credential(data, is_code=True)
+    if found is None:
+        return
+    module_line = data.count(b"\n", 0, found.start) + 1
+    cell_line = module.cell_line(module_line)
+    if cell_line is not None:
+        from_cell = module.tree is not None or bool(module.lifted)  # a module file's ModuleSource has neither
+        where = "the cell" if from_cell else module_relpath(module.name)
+        what = f"Line {cell_line} of {where} holds {found.kind}"
+    else:
+        what = f"{_lifted_name(module.source, module_line)}, carried over from an earlier cell, holds {found.kind}"
+    raise CollectError(
+        f"{what}: shipped in the module `{module.name}`, it would be readable by anyone who can read its code "
+        "archive, so nothing was registered.",
+        "Keep credentials out of the code: have the task request a Flyte secret "
+        "(`@task(secret_requests=[Secret(group=..., key=...)])`, read with `current_context().secrets.get(...)`) "
+        "or read an environment variable at run time, then run the cell again.",
+    )
+
+
+def _lifted_name(source: str, line: int) -> str:
+    """The name the top-level statement at ``line`` of the module binds: `TOKEN` or `def helper`."""
+    for node in _parse(source, where="the module").body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                return f"`{'class' if isinstance(node, ast.ClassDef) else 'def'} {node.name}`"
+            names = [t.id for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                     for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+            if names:
+                return f"`{names[0]}`"
+    return "Code"
+
+
+def _check_clash(module: ModuleSource, root: Path, notebook: Path | None = None) -> None:
     """A local `<name>.py` or package `<name>/` would be shadowed by (or shadow) the generated
-    module. A plain folder of that name is no clash: Python prefers a module to a namespace."""
+    module. A plain folder of that name is no clash: Python prefers a module to a namespace, nor is
+    the notebook's own jupytext file (`pipeline.py` paired with `pipeline.ipynb`): it is the notebook,
+    which no cell imports and which is never shipped."""
     place = root / module_relpath(module.name)
     for candidate in (place, place.with_suffix("") / "__init__.py"):
         if not candidate.is_file():
             continue
         if candidate.name != "__init__.py" and _same_text(candidate, module.source):
             continue  # the module written out earlier from this very cell
+        if candidate.resolve() in paired_files(notebook):
+            continue
         kind = "package" if candidate.name == "__init__.py" else "module"
         candidate = candidate.parent if kind == "package" else candidate
         raise CollectError(
@@ -362,7 +407,7 @@ def _auto_files(module: ModuleSource, root: Path, rules: IgnoreRules) -> tuple[l
     skipped: list[Skipped] = []
     warnings = list(needed.warnings)
     for relpath, path in sorted(needed.files.items()):
-        item = classify_file(path, relpath, rules)
+        item = classify_file(path, relpath, rules, imported=True)
         if isinstance(item, Found):
             found.append(item)
         elif relpath in needed.unguarded:
@@ -418,25 +463,26 @@ def _everything(root: Path, rules: IgnoreRules, imported: list[Found],
     shipped = {f.relpath: f for f in found}
     for item in imported:
         shipped.setdefault(item.relpath, item)
-    # A folder the walk left out (a link to a directory) whose imported modules ship is not left out.
-    kept = [s for s in left_out + skipped
-            if not any(item.relpath.startswith(s.relpath.rstrip("/") + "/") for item in imported)]
+    # A folder the walk left out (a link to a directory) whose imported modules ship is not left out,
+    # nor an imported module reached through a link leading out of the root.
+    kept = [s for s in left_out + skipped if s.relpath not in shipped
+            and not any(item.relpath.startswith(s.relpath.rstrip("/") + "/") for item in imported)]
     return sorted(shipped.values(), key=lambda f: f.relpath), kept
 
 
 def _without_notebook(found: list[Found], skipped: list[Skipped], root: Path,
                       notebook: Path | None) -> tuple[list[Found], list[Skipped]]:
-    """The running notebook is left out (and said so); other notebooks ship, as data a task may read."""
-    if notebook is None:
-        return found, skipped
-    try:
-        relpath = Path(notebook).expanduser().resolve().relative_to(root).as_posix()
-    except ValueError:
-        return found, skipped  # outside the source root: never among the files
-    kept = [item for item in found if item.relpath != relpath]
-    if len(kept) == len(found):
-        return found, skipped
-    return kept, skipped + [Skipped(relpath, RUNNING_NOTEBOOK)]
+    """The running notebook, and the files jupytext pairs with it, are left out (and said so); other
+    notebooks ship, as data a task may read."""
+    relpaths = set()
+    for path in paired_files(notebook):
+        with contextlib.suppress(ValueError):  # outside the source root: never among the files
+            relpaths.add(path.relative_to(root).as_posix())
+    own = Path(notebook).expanduser().resolve() if notebook is not None else None
+    kept = [item for item in found if item.relpath not in relpaths]
+    left = [item for item in found if item.relpath in relpaths]
+    return kept, skipped + [Skipped(item.relpath, RUNNING_NOTEBOOK if Path(item.path).resolve() == own
+                                    else PAIRED_NOTEBOOK) for item in left]
 
 
 def _size_warnings(found: list[Found], generated: ShippedFile) -> list[str]:

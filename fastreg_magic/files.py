@@ -1,6 +1,7 @@
 """The seed's two-step flow as commands, on the same code as the magic.
 
     fastreg serialize analysis.ipynb -o _pb_output/        # every %%flyte_fast cell, as the magic builds it
+    fastreg serialize analysis.py -o _pb_output/           # a jupytext notebook (.py, .md): read as the notebook it is
     fastreg serialize pipeline.py -o _pb_output/ -i ghcr.io/acme/ml:2024-06
     fastreg register-files _pb_output/ -p flytesnacks -d development [--additional-distribution-dir s3://...]
 
@@ -25,8 +26,10 @@ A failure leaves DIR as it was. ``register-files`` checks every folder first (a 
 archive, .pb files its manifest does not list, a release next to cell folders are refused), then
 uploads each archive (to the cell's own ``--distribution-dir``, which its version covers, unless
 ``--additional-distribution-dir`` says otherwise) and each release's data (where the magic stores it, the
-literals then pointing there), all before the first Create, and registers the files. Every failure is one
-line naming the file (and line).
+literals then pointing there), all before the first Create, and registers the files, activating the launch
+plans the cell declared ``auto_activate=True`` (the manifest names them: the flag is not in the .pb files) as
+``pyflyte register`` does, or every launch plan with ``--activate``. Every failure is one line naming the file
+(and line).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ DEFAULT_PROJECT, DEFAULT_DOMAIN = "flytesnacks", "development"  # api's defaults
 
 
 def add_serialize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="NOTEBOOK.ipynb (its %%%%flyte_fast cells) or MODULE.py")
+    parser.add_argument("source", help="NOTEBOOK.ipynb (its %%%%flyte_fast cells), a jupytext notebook "
+                                       "(.py, .md), or MODULE.py")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the .pb files and the archive")
     # For a notebook, each of these given here applies to every %%flyte_fast cell, over the cell's own.
     parser.add_argument("-i", "--image", action="append", default=[], metavar="[NAME=]FQN",
@@ -91,16 +95,13 @@ def _positive_int(text: str) -> int:
 
 def run_serialize(args) -> int:
     source = Path(args.source).expanduser().resolve()
-    if not source.is_file():
-        raise CollectError(f"{args.source} does not exist.", "Pass a notebook (.ipynb) or a Python module (.py).")
-    if source.suffix not in (".ipynb", ".py"):
-        raise CollectError(f"{source.name} is neither a notebook nor a Python module.", "Pass a .ipynb or a .py file.")
+    is_notebook = _is_notebook(source, args.source)
     output = Path(args.output).expanduser().resolve()
     # Everything is written to a staging folder first and moved into DIR only once every cell has
     # serialized: a failing cell leaves DIR as it was, never half-written.
     with staged_output(output, args.output) as staging:
         skipped: list[str] = []
-        if source.suffix == ".ipynb":
+        if is_notebook:
             results = serialize_notebook(source, staging, max_archive_mib=getattr(args, "max_archive_mib", None),
                                          overrides=_cell_overrides(args), skipped=skipped)
         else:
@@ -113,6 +114,24 @@ def run_serialize(args) -> int:
             print(f"{shown}: {notice}", file=sys.stderr)
         print(f"{shown}: module {reg.module}, version {reg.version}, {len(reg.entities)} entities, {len(reg.files)} files")
     return 0
+
+
+_SOURCES = "a notebook (.ipynb, or a jupytext notebook: .py or .md with its jupytext header) or a Python module (.py)"
+
+
+def _is_notebook(source: Path, given: str) -> bool:
+    """Whether ``source`` is a notebook (an .ipynb, a jupytext text notebook) rather than a module; refuses
+    anything else. A jupytext notebook is one even when jupytext is not installed: read as a module, its
+    cells' options (``-i``, ``-p``, ``-m``) would be lost, and the wrong release serialized without a word."""
+    from fastreg_magic import notebook_files
+
+    if not source.is_file():
+        raise CollectError(f"{given} does not exist.", f"Pass {_SOURCES}.")
+    if source.suffix == ".ipynb" or notebook_files.is_text_notebook(source):
+        return True
+    if source.suffix == ".py":
+        return False
+    raise CollectError(f"{source.name} is neither a notebook nor a Python module.", f"Pass {_SOURCES}.")
 
 
 def _cell_overrides(args) -> dict:
@@ -244,10 +263,9 @@ def _raised_by_module(exc: Exception, module_source, where: str, source_root: Pa
 
 def magic_cells(notebook: Path) -> list[tuple[int, str, str]]:
     """``(index, options line, body)`` of every ``%%flyte_fast`` code cell, and the code cells before them."""
-    try:
-        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CollectError(f"{notebook} is not a readable notebook: {exc}", "Pass a Jupyter .ipynb file.") from exc
+    from fastreg_magic import notebook_files
+
+    cells = notebook_files.read_cells(notebook)  # an .ipynb's, or a jupytext notebook's as jupytext reads it
     found = []
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
@@ -614,8 +632,10 @@ def run_register_files(args) -> int:
     registered: list[str] = []
     for plan in planned:
         try:
-            reactivated = (register.register_specs_active(plan.client, plan.specs) if plan.activate
-                           else register.register_specs(plan.client, plan.specs))
+            # As flytekit registers: every launch plan made active with --activate, else those declared
+            # `auto_activate=True` (the manifest names them).
+            reactivated = register.register_specs_active(plan.client, plan.specs, activate=plan.activate,
+                                                         auto_activate=plan.auto_activate)
         except FastRegError as err:
             if not registered:
                 raise
@@ -624,7 +644,7 @@ def run_register_files(args) -> int:
         registered.append(str(plan.folder))
         print(f"{plan.folder}: {_what_was_new(plan)} as version {plan.version} in {plan.project}/{plan.domain} "
               f"on {backend.label}")
-        if plan.activate and reactivated:  # another version had been activated since: said, as the magic says it
+        if reactivated:  # another version had been activated since: said, as the magic says it
             print(f"{plan.folder}: {register.reactivated_note(reactivated, plan.version, whose='')}")
         for notice in _unscheduled(plan, backend):  # as the magic lists it under its summary
             print(f"{plan.folder}: warning: {notice}", file=sys.stderr)
@@ -665,7 +685,7 @@ def _unscheduled(plan: "PlannedRelease", backend) -> tuple[str, ...]:
     """The magic's notice for launch plans activated with a schedule on the embedded sandbox, which runs none."""
     from fastreg_magic import pipeline
 
-    return pipeline._unscheduled(plan.specs, plan.options, backend)
+    return pipeline._unscheduled(plan.specs, plan.options, backend, plan.auto_activate)
 
 
 def _place(args, release: "Release") -> dict:
@@ -745,6 +765,9 @@ def read_manifest(folder: Path) -> dict:
             raise damaged(f"{key} is not a string")
     if not isinstance(manifest.get("activate"), (bool, type(None))):
         raise damaged("activate is not true or false")
+    auto_activate = manifest.get("auto_activate", [])  # absent from the manifests of earlier fastregs: none
+    if not isinstance(auto_activate, list) or not all(isinstance(name, str) for name in auto_activate):
+        raise damaged("auto_activate is not a list of launch plan names")
     if "archive_sha256" not in manifest:
         raise RegistrationError(f"{path} was written by an earlier fastreg: it does not record the archive's bytes, "
                                 "so a change to them since could not be told.",
@@ -853,6 +876,7 @@ class PlannedRelease:
     activate: bool
     options: object  # pipeline.Options it was planned with
     registered_before: int = 0  # of its entities, those the backend held already (with this structure)
+    auto_activate: tuple[str, ...] = ()  # its launch plans declared `auto_activate=True`: activated all the same
 
 
 def plan_release(release: Release, backend, *, project, domain, service_account=None, raw_output_prefix=None,
@@ -890,7 +914,8 @@ def plan_release(release: Release, backend, *, project, domain, service_account=
             "and --raw-output-prefix as before.",
         ) from err
     return PlannedRelease(release.folder, client, hydrated, manifest["version"], project, domain, activate, options,
-                          registered_before=_registered_already(client, hydrated))
+                          registered_before=_registered_already(client, hydrated),
+                          auto_activate=tuple(manifest.get("auto_activate", ())))
 
 
 def _registered_already(client, hydrated) -> int:

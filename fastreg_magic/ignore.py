@@ -2,11 +2,14 @@
 
 Five kinds of reasons, checked in this order:
 
-    secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud credential files, ..., and any
-                  file holding a private key or an AWS secret key's value, whatever its name;
-                  never shipped, whatever the copy mode; always reported. A Python module is
-                  judged by its content only: code that merely names a key (`id_rsa_tools.py`,
-                  `aws_secret_access_key=os.environ[...]`) is code, not a credential
+    secret        .env*, *.pem, *.key, id_rsa*, .netrc, cloud and tool credential files (.s3cfg,
+                  kaggle.json, gh's hosts.yml, Hugging Face's token, client_secret, ...), and any
+                  file holding a secret value, whatever its name (a private key, an AWS secret
+                  key, a service's token, an Azure account key, a password in a URL; in a
+                  notebook, in its cells' sources and text outputs: `find_credential`); a link to
+                  such a file; never shipped, whatever the copy mode; always reported. A Python
+                  module is judged by its content only: code that merely names a key
+                  (`id_rsa_tools.py`, `aws_secret_access_key=os.environ[...]`) is code, not a credential
     junk          .git, __pycache__, *.pyc, virtualenvs, .ipynb_checkpoints, node_modules, ...
                   left out silently, as flytekit's own standard ignores (`.cache`, `__pycache__`, `*.pyc`)
     tool state    folders tools keep their state in, never code: IPython's and Jupyter's (profiles,
@@ -17,6 +20,10 @@ Five kinds of reasons, checked in this order:
                   up to the repository's top, plus .git/info/exclude
     .flyteignore  gitignore semantics
     .dockerignore patterns anchored at the root, as Docker reads them
+
+A symbolic link to a file under the root ships that file's content under the link's name; one leading
+out of the root is not followed (left out, with a notice saying to copy the file in), unless it is a
+module the cell imports. The walk (`--copy all`) never goes into a link to a directory.
 
 Matching uses ``pathspec`` (gitignore semantics without needing git or a repository);
 flytekit's own ``flytekit.tools.ignore`` shells out to ``git`` twice per use and imports
@@ -29,6 +36,7 @@ flytekit, which costs about a second, and it cannot tell which file ignored a pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -49,16 +57,25 @@ SECRET_PATTERNS = (
     # gcloud's credentials live in ~/.config/gcloud/; a package of the project named `gcloud` is code.
     "application_default_credentials.json", "**/.config/gcloud/", ".azure/", "**/.kube/config", "kubeconfig",
     "**/.docker/config.json", "**/.streamlit/secrets.toml", "secrets.toml", ".gnupg/",
+    # s3cmd, boto 2 / gsutil, Databricks, Kaggle, the GitHub CLI, Hugging Face (`huggingface-cli login`),
+    # and the file Flyte's `clientSecretLocation` names (flytekit's default: /etc/secrets/client_secret)
+    ".s3cfg", ".boto", ".databrickscfg", "kaggle.json", "**/.config/gh/hosts.yml", "**/huggingface/token",
+    "**/.huggingface/token", "client_secret", "client_secret.*",
 )  # fmt: skip
 # What gives away a credentials file whatever its name (a service-account key saved as `sa.json`, a
-# copy of ~/.aws/credentials): secret VALUES, not the words that name them in code. Files up to this
-# size are read.
-#   a private key block: the PEM header, a line break, then a line of key material (also inside a JSON
-#   string, where line breaks are written \n), possibly after the headers of an encrypted key
-#   (Proc-Type, DEK-Info); not the header alone, as code that parses keys writes it
+# copy of ~/.aws/credentials, a notebook that printed a key): secret VALUES, not the words that name
+# them in code. Files up to SECRET_CONTENT_MAX_BYTES are read (notebooks up to NOTEBOOK_MAX_BYTES: their
+# outputs make them large). Each rule's regex runs only on text holding one of its clues (plain
+# substrings of the lowercased text): most files hold none, and a substring test runs at memory speed
+# where a regex tried at every position of a file (one alternation of all the rules) runs at a few MB/s.
+#   a private key block: the PEM (or PGP armor) header, a line break, then a line of key material (also
+#   inside a JSON string, where line breaks are written \n), possibly after the headers of an encrypted
+#   key (Proc-Type, DEK-Info) or of an armored one (Version, Comment); not the header alone, as code that
+#   parses keys writes it
 _BREAK = rb"[ \t]*(?:\r?\n|(?:\\r)?\\n)\s*"
 _KEY_LINE = rb"[A-Za-z0-9+/]+={0,2}(?=[ \t]*(?:\r?\n|$)|\\[rn]|[\"',])"
-_PRIVATE_KEY = rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----" + _BREAK + rb"(?:[A-Za-z-]+: [^\n\\]*" + _BREAK + rb")*" + _KEY_LINE
+_PRIVATE_KEY = (rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----" + _BREAK + rb"(?:[A-Za-z-]+: [^\n\\]*" + _BREAK
+                + rb")*" + _KEY_LINE)
 #   an AWS secret key given a value on a line of its own, as in ~/.aws/credentials, a .env file, YAML
 #   or JSON: `aws_secret_access_key = wJalr...`, `export AWS_SECRET_ACCESS_KEY="..."`, `"SecretAccessKey": "..."`
 _AWS_SECRET = (
@@ -67,13 +84,162 @@ _AWS_SECRET = (
 )
 #   an AWS secret key's value written inline, in code or config: a quoted 40-character key after its name
 #   (`boto3.client(..., aws_secret_access_key="wJalr...")`, `{"key": ..., "secret": "wJalr..."}`), whatever
-#   follows it on the line
-_AWS_SECRET_INLINE = rb"""(?:secret_?access_?key|["']secret)["']?[ \t]*[=:][ \t]*(?P<quote2>["'])[A-Za-z0-9/+]{40}(?P=quote2)"""
-SECRET_CONTENT = re.compile(
-    rb"(?P<key>" + _PRIVATE_KEY + rb")|(?P<aws>" + _AWS_SECRET + rb")|(?P<inline>" + _AWS_SECRET_INLINE + rb")",
-    re.IGNORECASE | re.MULTILINE,
+#   follows it on the line; not 40 lower-case hex digits, which is a SHA-1 digest (`{"secret": sha1(...)}`),
+#   never an AWS key (those mix cases)
+_AWS_SECRET_INLINE = (rb"""(?:secret_?access_?key|["']secret)["']?[ \t]*[=:][ \t]*(?P<quote>["'])"""
+                      rb"""(?![0-9a-f]{40}["'])[A-Za-z0-9/+]{40}(?P=quote)""")
+#   a token whose format says what it is, wherever it is written (code too: `GH_TOKEN = "ghp_..."`): a
+#   service's prefix, then as many characters as its tokens have, not inside a longer word. One regex
+#   per service, each starting with its prefix, which the regex engine looks for as a plain substring
+#   (an alternation of them all, or a leading look-behind, is tried at every position: many times slower)
+_TOKENS = (  # (what it is, its clue, its regex)
+    ("a GitHub token", b"gh", rb"gh[pousr]_[A-Za-z0-9]{36,}"),
+    ("a GitHub token", b"github_pat_", rb"github_pat_[A-Za-z0-9_]{40,}"),
+    ("a GitLab token", b"glpat-", rb"glpat-[A-Za-z0-9_-]{20,}"),
+    ("a Hugging Face token", b"hf_", rb"hf_[A-Za-z0-9]{30,}"),
+    ("a Databricks token", b"dapi", rb"dapi[0-9a-f]{32}"),
+    ("a Slack token", b"xox", rb"xox[abposr]-[0-9A-Za-z-]{20,}"),
+    ("a Stripe secret key", b"sk_live_", rb"sk_live_[0-9A-Za-z]{24,}"),
+    ("an Anthropic API key", b"sk-ant-", rb"sk-ant-[A-Za-z0-9_-]{20,}"),
+    ("an OpenAI API key", b"sk-", rb"sk-(?:proj|svcacct)-[A-Za-z0-9_-]{20,}"),
+    ("a Google API key", b"aiza", rb"AIza[0-9A-Za-z_-]{35}"),
+)
+_WORD_CHAR = rb"[A-Za-z0-9_-]"
+#   an Azure storage (or Service Bus) connection string's key: `...;AccountKey=Eby8...==;...`
+_AZURE_KEY = rb"(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{40,}={0,2}"
+#   a password in a URL, outside code: a pip.conf or requirements file's `https://user:token@host/...`;
+#   not placeholders (`${TOKEN}`, `<password>`, `***`), which a documented example writes
+_URL_PASSWORD = rb"""://[^\s/:@"'<>]+:(?P<value>[^\s/@"'<>${}*]{8,})@[A-Za-z0-9.-]"""
+#   a client secret, API key or token given a value on a line of its own, outside code: a legacy
+#   flytekit.config's `[credentials] client_secret=...`, a YAML `api_key: ...`. The value is one word
+#   of 8 characters or more with a digit (not a name: `client_secret: Incomplete` in a type stub), not
+#   an environment variable's name (`API_KEY`) and no placeholder
+_SECRET_NAMES = rb"client[_-]?secret|secret[_-]?key|api[_-]?(?:key|secret)|(?:access|auth|oauth|refresh)[_-]?token|account[_-]?key"
+_ASSIGNED = (
+    rb"""^[ \t]*(?:export[ \t]+)?["']?(?:""" + _SECRET_NAMES + rb""")["']?[ \t]*[=:][ \t]*"""
+    rb"""(?P<quote>["']?)(?P<value>(?=[^\s"'$<>{}()*#,;]*[0-9])[^\s"'$<>{}()*#,;]{8,})(?P=quote)[ \t]*,?[ \t]*\r?$"""
+)
+_PLACEHOLDER = re.compile(rb"[A-Z_]+|(.)\1*|(?i:pass(?:word|wd)?|secret|token|changeme|placeholder|your[_-].*)")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # what it finds, in messages: "a private key"
+    clues: tuple[bytes, ...]  # lowercase; a match holds one of them
+    regex: re.Pattern
+    in_code: str  # "yes": counts in code too; "quoted": in code only as a quoted literal; "no": never in code
+    after_word: bool = True  # whether a match may follow a word's letters
+
+
+_F = re.IGNORECASE | re.MULTILINE
+_WORD_BEFORE = re.compile(_WORD_CHAR)
+_RULES = (
+    _Rule("a private key", (b"-----begin",), re.compile(_PRIVATE_KEY, _F), "yes"),
+    _Rule("an AWS secret key", (b"secret",), re.compile(_AWS_SECRET, _F), "quoted"),
+    _Rule("an AWS secret key", (b"secret",), re.compile(_AWS_SECRET_INLINE, _F), "yes"),
+    *(_Rule(kind, (clue,), re.compile(token + rb"(?!" + _WORD_CHAR + rb")"), "yes", after_word=False)
+      for kind, clue, token in _TOKENS),
+    _Rule("an Azure storage account key", (b"accountkey=", b"sharedaccesskey="), re.compile(_AZURE_KEY, _F), "yes"),
+    _Rule("a password in a URL", (b"://",), re.compile(_URL_PASSWORD), "no"),
+    _Rule("a client secret, API key or token",
+          (b"secret", b"api_key", b"api-key", b"apikey", b"token", b"account_key", b"accountkey", b"account-key"),
+          re.compile(_ASSIGNED, _F), "no"),
 )
 SECRET_CONTENT_MAX_BYTES = 1024 * 1024
+NOTEBOOK_MAX_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret value found in a text: what it is ("a GitHub token") and where it starts in that text."""
+
+    kind: str
+    start: int
+
+
+def find_credential(data: bytes, is_code: bool = False) -> Credential | None:
+    """The first secret value in ``data`` (see _RULES), or None. In Python code only a quoted literal
+    counts as a value: ``aws_secret_access_key = SECRET`` assigns a variable."""
+    lowered = data.lower()
+    found = []
+    for rule in _RULES:
+        if (is_code and rule.in_code == "no") or not any(clue in lowered for clue in rule.clues):
+            continue
+        for match in rule.regex.finditer(data):
+            if _counts(rule, match, is_code):
+                found.append(Credential(rule.kind, match.start()))
+                break
+    return min(found, key=lambda c: c.start) if found else None
+
+
+def _counts(rule: _Rule, match: re.Match, is_code: bool) -> bool:
+    if rule.in_code == "quoted" and is_code and not match["quote"]:
+        return False
+    if not rule.after_word and _WORD_BEFORE.fullmatch(match.string[max(match.start() - 1, 0) : match.start()]):
+        return False
+    value = match.groupdict().get("value")
+    return value is None or _PLACEHOLDER.fullmatch(value) is None
+
+
+def holds_credentials(data: bytes, is_code: bool = False) -> bool:
+    """Whether ``data`` holds a secret value (see `find_credential`)."""
+    return find_credential(data, is_code) is not None
+
+
+def notebook_credential(data: bytes) -> Credential | None:
+    """The first secret value in a notebook's cells: their sources (code cells as code) and their text
+    outputs (printed, displayed, tracebacks). nbformat stores each text as a JSON list of lines, with
+    quotes escaped, which the rules would not see through in the file's bytes. A file that is not a
+    notebook's JSON is read as plain text."""
+    texts = _notebook_texts(data)
+    if texts is None:
+        return find_credential(data)
+    for text, is_code in texts:
+        found = find_credential(text.encode("utf-8", "surrogateescape"), is_code)
+        if found is not None:
+            return found
+    return None
+
+
+def _notebook_texts(data: bytes) -> list[tuple[str, bool]] | None:
+    """(text, whether it is code) of each cell's source and text outputs; None if ``data`` is no notebook."""
+    try:
+        notebook = json.loads(data)
+    except ValueError:
+        return None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        return None
+    texts = []
+    for cell in (c for c in cells if isinstance(c, dict)):
+        texts.append((_joined(cell.get("source")), cell.get("cell_type") == "code"))
+        outputs = cell.get("outputs")
+        for output in outputs if isinstance(outputs, list) else ():
+            if isinstance(output, dict):
+                texts.append((_output_text(output), False))
+    return texts
+
+
+def _output_text(output: dict) -> str:
+    """A cell output's text: a stream's, an error's traceback, every text/JSON form of a displayed value."""
+    parts = [_joined(output.get("text")), _joined(output.get("traceback"))]
+    data = output.get("data")
+    for mime, value in data.items() if isinstance(data, dict) else ():
+        if mime.startswith("text/"):
+            parts.append(_joined(value))
+        elif mime.endswith("json"):
+            parts.append(json.dumps(value))
+    return "\n".join(part for part in parts if part)
+
+
+def _joined(text) -> str:
+    """nbformat's multiline string: one string, or a list of lines (each ending with its line break)."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list):
+        return "".join(line if line.endswith("\n") else line + "\n" for line in text if isinstance(line, str))
+    return ""
+
 
 JUNK_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules",
@@ -130,6 +296,12 @@ JUNK_FILES = _Spec(["*.pyc", "*.pyo", ".DS_Store", "*.egg-info/", "*.swp"])
 _SECRETS = _Spec(list(SECRET_PATTERNS))
 
 
+def is_secret_name(path: str) -> bool:
+    """Whether a path (relative, or absolute without its leading slash) is named as a credentials file
+    is (a Python module never is)."""
+    return not path.endswith(".py") and _SECRETS.match_file(path)
+
+
 @dataclass(frozen=True)
 class Found:
     """A regular file under the root: its posix path relative to the root, and its size."""
@@ -161,7 +333,7 @@ class IgnoreRules:
 
     def is_secret(self, relpath: str) -> bool:
         """Whether the path's name marks it as a credentials file (a Python module never does)."""
-        return not relpath.endswith(".py") and _SECRETS.match_file(relpath)
+        return is_secret_name(relpath)
 
     def dir_reason(self, reldir: str, name: str, path: Path) -> str | None:
         """Why the walk should not descend into ``reldir`` (root-relative, no trailing slash)."""
@@ -284,8 +456,14 @@ def _walk_dir(path: Path, reldir: str, rules: IgnoreRules, found: list[Found], s
             skipped.append(item)
 
 
-def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipped | None:
-    """A file shipped (Found), left out with a reason worth telling (Skipped), or junk (None)."""
+def classify_file(path: Path, relpath: str, rules: IgnoreRules, *, imported: bool = False) -> Found | Skipped | None:
+    """A file shipped (Found), left out with a reason worth telling (Skipped), or junk (None).
+
+    A symbolic link to a file ships the file's content under the link's name, as long as the file is
+    under the root too; one leading out of the root is not followed (``shadow -> /etc/shadow``), unless
+    it is a module the cell imports (``imported``): code the cell asks for by name, still read for
+    credentials, which the container needs to import.
+    """
     reason = rules.file_reason(relpath)
     if reason == "junk":
         return None
@@ -301,38 +479,64 @@ def classify_file(path: Path, relpath: str, rules: IgnoreRules) -> Found | Skipp
         return Skipped(relpath, "broken symbolic link" if path.is_symlink() else "unreadable")
     if stat.S_ISDIR(st.st_mode):
         return Skipped(relpath, "symbolic link to a directory (not followed)")
-    if path.is_symlink() and rules.is_secret(os.path.realpath(path).lstrip("/")):
-        return Skipped(relpath, SECRET)  # a link whose target is a credentials file
+    if path.is_symlink():
+        left_out = _link_left_out(path, relpath, rules, imported)
+        if left_out is not None:
+            return left_out
     if not stat.S_ISREG(st.st_mode):
         return None  # sockets, fifos, devices
-    if _holds_credentials(path, st, is_code=relpath.endswith(".py")):
+    if _holds_credentials(path, st, _content_kind(relpath)):
         return Skipped(relpath, SECRET)
     return Found(relpath, path, st.st_size)
 
 
-# (file, size, mtime, is code) -> whether it holds credentials: each file is read once until it changes.
-_CONTENT_VERDICTS: dict[tuple[str, int, int, bool], bool] = {}
+def _link_left_out(path: Path, relpath: str, rules: IgnoreRules, imported: bool) -> Skipped | None:
+    """Why a symbolic link to a file is not followed: its target is a credentials file, or lies outside the root."""
+    target = os.path.realpath(path)
+    if rules.is_secret(target.lstrip("/")):
+        return Skipped(relpath, SECRET)  # a link whose target is a credentials file
+    if imported or Path(target).is_relative_to(rules.root):
+        return None
+    return Skipped(relpath, f"symbolic link to {target}, outside the source root: not followed "
+                            "(copy the file into the source root to ship it)")
 
 
-def holds_credentials(data: bytes, is_code: bool = False) -> bool:
-    """Whether ``data`` holds a secret value (see SECRET_CONTENT). In Python code only a quoted
-    literal counts as a value: ``aws_secret_access_key = SECRET`` assigns a variable."""
-    for found in SECRET_CONTENT.finditer(data):
-        if found["key"] or found["inline"] or not is_code or found["quote"]:
-            return True
-    return False
+# Python source, as judged by its content: what counts there is a quoted literal, not a name.
+CODE_SUFFIXES = (".py", ".pyi", ".pyx", ".pxd", ".ipy")
 
 
-def _holds_credentials(path: Path, st: os.stat_result, is_code: bool) -> bool:
-    if st.st_size > SECRET_CONTENT_MAX_BYTES:
+def _content_kind(relpath: str) -> str:
+    if relpath.endswith(CODE_SUFFIXES):
+        return "code"
+    return "notebook" if relpath.endswith(".ipynb") else "text"
+
+
+# (file, size, mtime, kind of content) -> whether it holds credentials: each file is read once until it changes.
+_CONTENT_VERDICTS: dict[tuple[str, int, int, str], bool] = {}
+
+
+def file_holds_credentials(path: Path) -> bool:
+    """Whether the file at ``path`` holds a secret value (read as `classify_file` reads it; a file too
+    big to be read never does)."""
+    try:
+        st = path.stat()
+    except OSError:
         return False
-    key = (str(path), st.st_size, st.st_mtime_ns, is_code)
+    return stat.S_ISREG(st.st_mode) and _holds_credentials(path, st, _content_kind(path.name))
+
+
+def _holds_credentials(path: Path, st: os.stat_result, kind: str) -> bool:
+    if st.st_size > (NOTEBOOK_MAX_BYTES if kind == "notebook" else SECRET_CONTENT_MAX_BYTES):
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns, kind)
     verdict = _CONTENT_VERDICTS.get(key)
     if verdict is None:
         try:
-            verdict = holds_credentials(path.read_bytes(), is_code)
+            data = path.read_bytes()
         except OSError:
             return False  # unreadable: packaging reports it
+        found = notebook_credential(data) if kind == "notebook" else find_credential(data, is_code=kind == "code")
+        verdict = found is not None
         if len(_CONTENT_VERDICTS) > 100_000:
             _CONTENT_VERDICTS.clear()
         _CONTENT_VERDICTS[key] = verdict

@@ -8,7 +8,7 @@ stands alone. This module finds those free names and turns each into source:
     imported module            ->  import numpy as np
     function/class from a cell ->  its source, lifted (and what *it* uses, recursively)
     function/class of a module ->  from mylib.features import clean
-    literal constant           ->  N = 3
+    literal constant           ->  N = 3 (shown as `TOKEN = …` in the notes when it looks like a credential)
     anything else              ->  CollectError naming the variable and the fix
 
 Example::
@@ -25,6 +25,7 @@ import builtins
 import collections
 import io
 import math
+import re
 import symtable
 import sys
 import types
@@ -34,6 +35,7 @@ from typing import Any, Mapping
 from fastreg_magic.cell_launch_plans import launch_plan_reference
 from fastreg_magic.earlier_cells import definition_source
 from fastreg_magic.errors import CollectError
+from fastreg_magic.ignore import find_credential
 from fastreg_magic.lift_imports import (
     import_statement,
     is_named_definition,
@@ -52,6 +54,9 @@ _BUILTINS = (frozenset(dir(builtins)) - _IPYTHON_ONLY) | _MODULE_DUNDERS
 # A constant longer than this is data, not code: it belongs in a file or a task input.
 MAX_CONSTANT_CHARS = 1024 * 1024
 _SHOWN_CONSTANT_CHARS = 60
+# A constant named so is not shown in the notes about what was carried over (`_shown_constant`).
+_SECRET_NAME = re.compile(r"token|secret|passw(?:or)?d|pwd|api_?key|access_?key|private_?key|credential|(?:^|_)key$",
+                          re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -403,7 +408,7 @@ def _assemble(imports: dict[str, str], constants: dict[str, str], definitions: d
     blocks.extend(d.source for d in ordered)
     lines = (
         import_lines
-        + [_shorten(line) for line in constant_lines]
+        + [_shown_constant(n, constants[n]) for n in sorted(constants)]
         + sorted(d.shown or f"{_kind(d.source)} {d.name} (defined in an earlier cell)" for d in ordered)
     )
     return Lifted(source="\n\n".join(b.rstrip("\n") for b in blocks) + "\n" if blocks else "", lines=tuple(lines))
@@ -432,6 +437,15 @@ def _dependency_order(definitions: dict[str, _Definition]) -> list[_Definition]:
 def _kind(source: str) -> str:
     node = ast.parse(source).body[0]
     return "class" if isinstance(node, ast.ClassDef) else "def"
+
+
+def _shown_constant(name: str, line: str) -> str:
+    """A carried-over constant's line for the user (kept in the notebook's saved output): its value
+    hidden when the name or the value looks like a credential's. (One whose value is a secret is
+    refused before anything ships: `collect`.)"""
+    if _SECRET_NAME.search(name) or find_credential(line.encode("utf-8", "surrogateescape"), is_code=True):
+        return f"{name} = … (value not shown: it looks like a credential)"
+    return _shorten(line)
 
 
 def _shorten(line: str) -> str:
