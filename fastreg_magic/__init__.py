@@ -33,6 +33,7 @@ _LAZY = {
     "EntityRef": "fastreg_magic.api",
     "Run": "fastreg_magic.runs",
     "RunLost": "fastreg_magic.runs",
+    "LaunchOptions": "fastreg_magic.launch_options",
     # The errors a caller catches: what the README names.
     **{name: "fastreg_magic.errors" for name in (
         "FastRegError", "CollectError", "PackageError", "UploadError", "BackendError", "RegistrationError",

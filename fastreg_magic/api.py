@@ -4,6 +4,7 @@
     reg = fast_register(open("pipeline.py").read(), module="pipeline", project="flytesnacks")
     reg.version, reg.archive_uri, [e.name for e in reg.entities]
     run = reg.launch(n=3).wait()
+    reg.with_options(overwrite_cache=True, envs={"LOG_LEVEL": "debug"}).launch(n=3)   # see launch_options
 
 Steps, each feeding the next a small immutable value: collect (cell → module source + files to
 ship), load (the module executed as a real module, so ``<module>.<function>`` imports everywhere),
@@ -29,7 +30,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, MutableMapping
 
 from fastreg_magic import config as _config
-from fastreg_magic.errors import CollectError, Interrupted, RunError
+from fastreg_magic.errors import CollectError, FastRegError, Interrupted, RunError
 from fastreg_magic.lift_imports import GENERATED_MARK
 
 DEFAULT_PROJECT = "flytesnacks"
@@ -82,7 +83,22 @@ class Registration:
         return pick_entity(self.entities, self.module, name)
 
     def launch(self, name: str | None = None, **inputs) -> Any:
-        """Start a run of a registered workflow/launch plan/task; returns a ``Run`` (also kept in ``.runs``)."""
+        """Start a run of a registered workflow/launch plan/task; returns a ``Run`` (also kept in ``.runs``).
+        Launch options (overwrite the cache, env vars, labels, ...): ``reg.with_options(...).launch(...)``."""
+        return self.launch_with(None, name, inputs)
+
+    def with_options(self, options: Any = None, /, **changes) -> "WithOptions":
+        """This release, to launch with ``options`` (a `LaunchOptions`) and/or the options named in ``changes``:
+        ``reg.with_options(overwrite_cache=True, envs={"LOG_LEVEL": "debug"}).launch("pipeline", n=3)``.
+
+        Apart from ``launch(...)``, whose keywords are all the workflow's inputs (one may be called ``envs``).
+        Every value is checked here, before anything is sent (`launch_options.LaunchOptionRefused`)."""
+        from fastreg_magic.launch_options import combined
+
+        return WithOptions(self, combined(options, changes))
+
+    def launch_with(self, options: Any, name: str | None, inputs: Mapping[str, Any]) -> Any:
+        """``launch(name, **inputs)`` with launch ``options`` (a `LaunchOptions`, or None for the defaults)."""
         if self.remote is None:
             raise RunError(
                 f"Release {self.version} was not registered (dry run or --serialize-to), so it cannot be launched.",
@@ -94,8 +110,8 @@ class Registration:
         # On a worker thread, so that Ctrl-C either sends no CreateExecution or keeps the run it started.
         return runs.launch_stoppably(
             lambda execution_name, before_create: self.start_run(target, inputs, execution_name=execution_name,
-                                                                 before_create=before_create),
-            target.name, self._keep_run,
+                                                                 before_create=before_create, options=options),
+            target.name, self._keep_run, name=options.name if options is not None else None,
         )
 
     def _keep_run(self, run) -> None:
@@ -111,20 +127,21 @@ class Registration:
             raise
 
     def start_run(self, target: EntityRef, inputs: Mapping[str, Any], *, execution_name: str | None = None,
-                  before_create: Callable[[], None] | None = None) -> Any:
-        """A new run of ``target``, not yet kept or shown anywhere (``launch`` and the widget do that)."""
+                  before_create: Callable[[], None] | None = None, options: Any = None) -> Any:
+        """A new run of ``target``, not yet kept or shown anywhere (``launch`` and the widget do that);
+        ``options`` are its `LaunchOptions` (None: the defaults)."""
         from fastreg_magic import runs, runs_errors
 
         try:
             return runs.launch(self.remote, target, inputs, console_url=self.console_url, on_lost=self._forget_backend,
-                               execution_name=execution_name, before_create=before_create)
+                               execution_name=execution_name, before_create=before_create, options=options)
         except RunError as err:
             if not runs_errors.is_not_found(err.__cause__):
                 raise
             raise self._lost(target) from err.__cause__
 
     def relaunch_run(self, run) -> Any:
-        """``run`` (one of this release's) started again with the same inputs, not yet kept or shown
+        """``run`` (one of this release's) started again with the same inputs and options, not yet kept or shown
         anywhere; when the backend lost it, the same error as a launch of what it lost."""
         from fastreg_magic.runs import RunLost
 
@@ -145,15 +162,46 @@ class Registration:
     def _lost(self, target: EntityRef) -> RunError:
         """The backend no longer has what this cell registered (a reset sandbox, another data dir
         behind the same address): forget having registered and uploaded there, so re-running the
-        cell sends everything again instead of answering from the memo."""
-        self._forget_backend()
+        cell sends everything again instead of answering from the memo.
+
+        Unless the rest of the release is still there: then the backend lost nothing, only ``target``
+        is missing, and forgetting would only make every cell upload and register again for nothing."""
         endpoint = self.backend.endpoint if self.backend is not None else None
+        if self._rest_still_registered(target):
+            return RunError(
+                f"{target.kind.replace('_', ' ')} {target.name} version {target.version} is not on "
+                f"{endpoint or 'the backend'}, although the rest of this cell's release is: it was not registered.",
+                "Launch one of the release's other entities (reg.entities lists them), or register this one "
+                "with the cell that defines it.",
+            )
+        self._forget_backend()
         return RunError(
             f"{target.kind.replace('_', ' ')} {target.name} version {target.version} is not on "
             f"{endpoint or 'the backend'} any more: it lost what this cell registered there (a reset sandbox, or "
             "another one behind the same address).",
             "Re-run the %%flyte_fast cell: it uploads and registers the release again.",
         )
+
+    def _rest_still_registered(self, missing: EntityRef) -> bool:
+        """Whether the backend still has another task or workflow of this release than ``missing`` (one Get)."""
+        from flyteidl.admin import common_pb2
+        from flyteidl.core import identifier_pb2
+
+        from fastreg_magic.runs_errors import rpc
+
+        kinds = {"task": (identifier_pb2.TASK, "get_task"), "workflow": (identifier_pb2.WORKFLOW, "get_workflow")}
+        other = next((ref for ref in self.entities if ref.kind in kinds and ref.name != missing.name), None)
+        if other is None or self.remote is None:
+            return False
+        resource_type, method = kinds[other.kind]
+        request = common_pb2.ObjectGetRequest(id=identifier_pb2.Identifier(
+            resource_type=resource_type, project=other.project, domain=other.domain, name=other.name,
+            version=other.version))
+        try:
+            rpc(self.remote.client, method, request, what=f"Looking up {other.kind} {other.name}", remote=self.remote)
+        except FastRegError:
+            return False
+        return True
 
     def _forget_backend(self) -> None:
         """Forget what this process registered and uploaded on this release's backend, and the launch
@@ -194,6 +242,28 @@ class Registration:
         from fastreg_magic.widget_text import registration_text
 
         return registration_text(self)
+
+
+@dataclass(frozen=True)
+class WithOptions:
+    """A release and the options to launch its runs with (``reg.with_options(...)``); reusable."""
+
+    registration: Registration
+    options: Any  # a launch_options.LaunchOptions
+
+    def launch(self, name: str | None = None, **inputs) -> Any:
+        """As ``Registration.launch``, with these options; the run joins ``registration.runs``."""
+        return self.registration.launch_with(self.options, name, inputs)
+
+    def with_options(self, options: Any = None, /, **changes) -> "WithOptions":
+        """These options with more on top (``options``, then ``changes``)."""
+        from fastreg_magic.launch_options import combined
+
+        given = combined(options, {})  # checks that `options` is a LaunchOptions (or None)
+        return WithOptions(self.registration, self.options.merged({**given.changed(), **changes}))
+
+    def __repr__(self) -> str:
+        return f"<{self.registration.module} version {self.registration.version} with {self.options!r}>"
 
 
 def pick_entity(entities, module: str, name: str | None) -> EntityRef:
@@ -538,8 +608,10 @@ def module_dir() -> Path:
     return _module_dir
 
 
-def check_module_name_free(name: str, module_file: Path | None = None) -> None:
-    """Refuse a module name an installed module already uses (local clashes are collect's to report)."""
+def check_module_name_free(name: str, module_file: Path | None = None, notebook: Path | None = None) -> None:
+    """Refuse a module name an installed module already uses (local clashes are collect's to report; the
+    notebook's own jupytext file, ``pipeline.py`` beside ``pipeline.ipynb``, is none: the generated module,
+    first on ``sys.path``, is the one imported)."""
     if "." in name:
         # A module file's package (`pkg` of `pkg.mod`) is imported from the source root, which load_module puts
         # ahead of installed packages, as PYTHONPATH does in the container; looking `pkg.mod` up would import `pkg`.
@@ -551,7 +623,8 @@ def check_module_name_free(name: str, module_file: Path | None = None) -> None:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         spec = None
-    if spec is not None and not _is_generated_path(spec.origin) and not _same_file(spec.origin, module_file):
+    if spec is not None and not _is_generated_path(spec.origin) and not _same_file(spec.origin, module_file) \
+            and not _is_notebook_file(spec.origin, notebook):
         raise CollectError(
             f"The cell's module `{name}` clashes with the existing module {spec.origin or name}, which Python "
             "would import instead.",
@@ -561,6 +634,12 @@ def check_module_name_free(name: str, module_file: Path | None = None) -> None:
 
 def _same_file(origin: str | None, module_file: Path | None) -> bool:
     return origin is not None and module_file is not None and Path(origin).resolve() == Path(module_file).resolve()
+
+
+def _is_notebook_file(origin: str | None, notebook: Path | None) -> bool:
+    from fastreg_magic.notebook_files import paired_files
+
+    return origin is not None and notebook is not None and Path(origin).resolve() in paired_files(notebook)
 
 
 def _is_generated(module) -> bool:

@@ -1,6 +1,11 @@
 """Data in a cell's defaults (its workflows' defaults, its launch plans' default and fixed inputs: a
 ``FlyteFile``, a directory, an array, a DataFrame), stored on the backend as the cell registers, so that
-a run elsewhere can read it (`stored_by_content`). `default_signatures` notices when it changed.
+a run elsewhere can read it (`stored_by_content`), named by its content so that the same cell is the
+same version from any kernel. A DataFrame is written by its encoder through flytekit's ``flyte://`` file
+system, which `flyte_fs_by_content` replaces for this. `default_signatures` notices when it changed.
+
+A default that looks like credentials (`secret_looking_defaults`: ``~/.ssh/id_rsa``) is stored all the
+same, with one line saying so.
 
 ``fastreg serialize`` has no backend to store that data on: it keeps it in the release folder instead
 (`staged_in`, `keep_staged`), named by content so the release is the same bytes on every machine, and
@@ -68,6 +73,110 @@ def _unlinked(path):
     if isinstance(path, (str, os.PathLike)) and os.path.islink(path) and os.path.isfile(path):
         return str(Path(path).resolve())
     return path
+
+
+# Files of a default directory whose names are read for `secret_looking_defaults` (their contents are not).
+_DIRECTORY_NAMES_READ = 10_000
+
+
+def secret_looking_defaults(entities) -> tuple[str, ...]:
+    """One line per local file or directory the cell's defaults name (stored on the backend as it
+    registers) that looks like credentials: named as a credentials file is, or holding a secret value
+    (`ignore`'s rules, which keep such files out of the code archive). It is stored all the same, as
+    ``pyflyte register`` stores it: a default is data the user named on purpose, and a data file may
+    look like one by chance; the line says who can read it and what to use for a secret instead."""
+    from fastreg_magic.default_signatures import _default_values, named_paths
+
+    lines = []
+    for value, declared in _default_values(entities):
+        for given in dict.fromkeys(named_paths(value, declared)):
+            why = _why_secret_looking(Path(given).expanduser().resolve())
+            if why is not None:
+                lines.append(f"the default {given} looks like credentials ({why}): registering stores it on the "
+                             "backend as data, which anyone who can read this project's data can read; for a secret a "
+                             "task needs, use `@task(secret_requests=[Secret(...)])` instead")
+    return tuple(lines)
+
+
+def _why_secret_looking(path: Path) -> str | None:
+    from fastreg_magic.ignore import file_holds_credentials, is_secret_name
+
+    if path.is_dir():
+        if is_secret_name(path.as_posix().lstrip("/") + "/"):
+            return "by its name"
+        read = 0
+        for folder, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                if is_secret_name(Path(folder, name).as_posix().lstrip("/")):
+                    return f"{Path(folder, name).relative_to(path).as_posix()} in it, by its name"
+                read += 1
+            if read >= _DIRECTORY_NAMES_READ:
+                break
+        return None
+    if is_secret_name(path.as_posix().lstrip("/")):
+        return "by its name"
+    return "it holds a key or a token" if file_holds_credentials(path) else None
+
+
+def flyte_fs_by_content(remote):
+    """flytekit's ``flyte://`` file system for ``remote`` (``get_flyte_fs``), whose written files are
+    stored by content: what a DataFrame default is written through.
+
+    flytekit's StructuredDataset encoders (pandas, pyarrow, polars) write a frame as the file
+    ``<raw output prefix>/<random>/00000``; through ``flyte://`` that is an ``HttpFileWriter``
+    (flytekit/remote/remote_fs.py), which asks the DataProxy for a location with no content digest, so
+    the backend names it randomly: the same frame would be a new object, and the cell a new version, in
+    every kernel. Here the file is written to a local folder, which is then stored as a default
+    directory is (`_store_directory`): the literal names a folder named by its files' names and
+    contents, the same folder ``fastreg register-files`` stores a serialized release's frame in. A parquet
+    file pandas or pyarrow writes is the same bytes for the same frame with the same library versions.
+    """
+    import tempfile
+
+    import fsspec.spec
+    from flytekit.remote.remote_fs import FlytePathResolver, get_flyte_fs
+
+    class WrittenByContent(fsspec.spec.AbstractBufferedFile):
+        """A file written under a ``flyte://`` folder, the one the literal names: written to a local
+        file as it comes, then its folder is stored by content and flytekit told where
+        (``FlytePathResolver``, as its ``HttpFileWriter`` does), so the literal names the stored folder.
+
+        Each stock encoder writes one file per frame. Should one write several into a folder, the folder
+        stored holds the last alone, as flytekit's own writer maps the folder to its last file."""
+
+        def __init__(self, path: str, **kwargs):
+            folder, name = path.rstrip("/").rsplit("/", 1)
+            super().__init__(path=folder, **kwargs)
+            self._staged = Path(tempfile.mkdtemp(prefix="fastreg-frame-"))
+            self._local = open(self._staged / name, "wb")  # noqa: SIM115 - closed by the final chunk or discard
+
+        def _initiate_upload(self) -> None:
+            pass
+
+        def _upload_chunk(self, final: bool = False) -> bool:
+            self._local.write(self.buffer.getvalue())
+            if final:
+                try:
+                    self._local.close()
+                    FlytePathResolver.add_mapping(self.path, _store_directory(remote, self._staged))
+                finally:
+                    shutil.rmtree(self._staged, ignore_errors=True)
+            return True
+
+        def discard(self) -> None:
+            self._local.close()
+            shutil.rmtree(self._staged, ignore_errors=True)
+
+    class FlyteFSByContent(get_flyte_fs(remote)):
+        def _open(self, path, mode="wb", block_size=None, autocommit=None, cache_type=None, cache_options=None,
+                  size=None, **kwargs):
+            if mode != "wb":
+                raise ValueError("Only wb mode is supported")  # as flytekit's: flyte:// is written, never read
+            return WrittenByContent(path, fs=self, mode=mode, block_size=block_size, cache_type=cache_type,
+                                    cache_options=cache_options, size=size, **kwargs)
+
+    return FlyteFSByContent
 
 
 # Files of one directory stored at once (each a CreateUploadLocation and a PUT).

@@ -6,9 +6,10 @@ the backend as the cell registers. So each registration remembers a signature of
 unchanged re-run whose data changed registers again instead of answering from memory:
 
 - a local file or directory a default names (a ``FlyteFile``/``FlyteDirectory``, a path given for one,
-  also inside a list or a dict): where the path leads now (a relative path from the kernel's working
-  directory, a symbolic link re-pointed) and its size and mtime; for a directory, every folder's mtime
-  (a file added or removed anywhere) and the size and mtime of its first files;
+  ``Optional`` too, also inside a list, a dict, a dataclass or a Pydantic model): where the path leads
+  now (a relative path from the kernel's working directory, a symbolic link re-pointed) and its size and
+  mtime; for a directory, every folder's mtime (a file added or removed anywhere) and the size and mtime
+  of its first files;
 - data the module computes as it runs (a DataFrame read from a CSV, an array): a digest of its values,
   compared once the unchanged re-run has run the module.
 """
@@ -116,27 +117,73 @@ def _default_values(entities):
 
 
 def named_paths(value, declared) -> list[str]:
-    """The local paths a default names: a FlyteFile/FlyteDirectory, a path given for one, and those in a
-    list, tuple or dict of them."""
-    import typing
-
+    """The local paths a default names: a FlyteFile/FlyteDirectory, a path given for one (declared plainly,
+    ``Optional[...]``, in a ``Union`` or ``Annotated``), and those in a list, tuple or dict of them and in the
+    fields of a dataclass or a Pydantic model (nested too)."""
     from flytekit.types.directory import FlyteDirectory
     from flytekit.types.file import FlyteFile
 
     data_types = (FlyteFile, FlyteDirectory)
+    variants = _variants(declared)
     if isinstance(value, data_types):
         value = value.path
     elif isinstance(value, (list, tuple)):
-        inner = typing.get_args(declared)
+        inner = _inner_types(variants, (list, tuple))
         return [p for item in value for p in named_paths(item, inner[0] if inner else None)]
     elif isinstance(value, dict):
-        inner = typing.get_args(declared)
+        inner = _inner_types(variants, (dict,))
         return [p for item in value.values() for p in named_paths(item, inner[-1] if inner else None)]
-    elif not (isinstance(declared, type) and issubclass(declared, data_types)):
-        return []
+    elif (fields := _fields_of(value)) is not None:
+        return [p for item, field_type in fields for p in named_paths(item, field_type)]
+    elif type(value) in variants or not any(isinstance(v, type) and issubclass(v, data_types) for v in variants):
+        return []  # not for a file (in ``Union[str, FlyteFile]``, flytekit keeps a str a str)
     if not isinstance(value, (str, os.PathLike)) or "://" in os.fspath(value):
         return []  # already remote: nothing local to edit
     return [os.fspath(value)]
+
+
+def _variants(declared) -> list:
+    """The types a value declared ``declared`` may be: ``Optional[FlyteFile]`` -> [FlyteFile];
+    ``Annotated[T, ...]`` -> T's; ``Union[A, B]`` -> [A, B]; None for an undeclared value -> []."""
+    import types
+    import typing
+
+    origin = typing.get_origin(declared)
+    if origin is typing.Annotated:
+        return _variants(typing.get_args(declared)[0])
+    if origin in (typing.Union, types.UnionType):  # Optional[FlyteFile], FlyteFile | None
+        return [v for arg in typing.get_args(declared) if arg is not type(None) for v in _variants(arg)]
+    return [] if declared is None else [declared]
+
+
+def _inner_types(variants, containers) -> tuple:
+    """The item types (for a dict: key and value types) of the first of ``variants`` that is one of
+    ``containers`` (``List[FlyteFile]`` -> (FlyteFile,)); () when none says."""
+    import typing
+
+    for variant in variants:
+        origin = typing.get_origin(variant) or variant
+        if isinstance(origin, type) and issubclass(origin, containers) and typing.get_args(variant):
+            return typing.get_args(variant)
+    return ()
+
+
+def _fields_of(value) -> list[tuple] | None:
+    """(value, declared type) of each field of a dataclass instance or a Pydantic model, which flytekit
+    converts field by field (so a file in one is uploaded as the default registers); None for other values."""
+    import sys
+    import typing
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        try:  # string annotations (``from __future__ import annotations``) resolved as flytekit resolves them
+            hints = typing.get_type_hints(type(value), include_extras=True)
+        except Exception:  # a name the annotations use that does not resolve: those given as types still say
+            hints = {f.name: f.type for f in dataclasses.fields(value) if not isinstance(f.type, str)}
+        return [(getattr(value, f.name, None), hints.get(f.name)) for f in dataclasses.fields(value)]
+    pydantic = sys.modules.get("pydantic")  # no Pydantic model without pydantic imported
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        return [(getattr(value, name, None), field.annotation) for name, field in type(value).model_fields.items()]
+    return None
 
 
 def _leads_to(given: str) -> Path:

@@ -407,26 +407,38 @@ class UploadProgress:
 
 
 def notebook_path(shell) -> Path | None:
-    """The notebook's file when the frontend tells the kernel (VS Code, JupyterLab/Notebook 7), else None."""
+    """The notebook's file when the frontend tells the kernel (VS Code, JupyterLab/Notebook 7), else None.
+    A jupytext text notebook (``pipeline.py`` opened as a notebook) is one too."""
+    from fastreg_magic.notebook_files import is_text_notebook
+
     candidates = [
         shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None,
         os.environ.get("JPY_SESSION_NAME"),
     ]
     for candidate in candidates:
-        if candidate and str(candidate).endswith(".ipynb"):
-            path = Path(candidate)
-            return path if path.is_absolute() else Path.cwd() / path
+        if not candidate:
+            continue
+        path = Path(candidate) if Path(candidate).is_absolute() else Path.cwd() / candidate
+        if path.suffix == ".ipynb" or is_text_notebook(path):
+            return path
     return None
 
 
 def module_name_for(notebook: Path | None) -> str:
-    """``My Pipeline (v2).ipynb`` → ``my_pipeline_v2``; a fixed name when the notebook is unknown."""
+    """``My Pipeline (v2).ipynb`` → ``my_pipeline_v2``; a fixed name when the notebook is unknown.
+
+    A name Python cannot import is made one: ``2024 runs.ipynb`` → ``nb_2024_runs``, and a keyword
+    (``class.ipynb``, ``import.ipynb``) → ``nb_class``, ``nb_import``."""
+    import keyword
+
     if notebook is None:
         return _FALLBACK_MODULE
-    name = re.sub(r"\W+", "_", notebook.stem.lower()).strip("_")
+    stem = re.sub(r"\W+", "_", notebook.stem.lower())
+    # \w takes characters no identifier may hold (``²``, ``½``): each of those is a ``_`` too.
+    name = "".join(char if f"a{char}".isidentifier() else "_" for char in stem).strip("_")
     if not name:
         return _FALLBACK_MODULE
-    return name if name[0].isalpha() else f"nb_{name}"
+    return name if name.isidentifier() and not keyword.iskeyword(name) else f"nb_{name}"
 
 
 # ---------------------------------------------------------------- extension hooks

@@ -4,7 +4,9 @@ Whether that matters is decided by the file the kernel imported, not by the modu
 installed (under site-packages, or listed in the RECORD of a distribution installed beside it) is the
 image's business: nothing to say. Any other file is code the user can edit — a checkout on sys.path
 that hides an installed copy of the same name, an editable install, a helper beside the notebook — and
-the runs would not see those edits, so the note says so and what to do.
+the runs would not see those edits, so the note says so and what to do. The folder the cells' own
+modules are written to and loaded from (``api.module_dir``, a temporary folder) is never one: each of
+those modules ships as its cell's, whatever folder the source root is.
 
     outside_root_note("mylib", spec, Path("/proj/notebooks"))
     # "`mylib` is an editable install (pip install -e) whose code is in /proj/src, outside the source
@@ -33,7 +35,7 @@ def outside_root_note(top: str, spec: ModuleSpec, root: Path) -> str | None:
     if path is None:
         return None
     folder = search_folder(path)
-    if _installed_by_pip(path, folder):
+    if _installed_by_pip(path, folder) or is_generated_modules_folder(folder):
         return None
     entry = folder.resolve()  # `sys.path.insert(0, "..")` makes it `/proj/notebooks/..`: say /proj
     if entry.is_relative_to(root):
@@ -65,14 +67,25 @@ def outside_root_note(top: str, spec: ModuleSpec, root: Path) -> str | None:
     )
 
 
-def subfolder_note(top: str, entry: Path) -> str:
+def subfolder_note(top: str, entry: Path) -> str | None:
     """The note for a module Python finds in ``entry``, a folder under the source root on sys.path (the
-    notebook's folder under a parent source root): shipped, it would sit below where the container looks."""
+    notebook's folder under a parent source root): shipped, it would sit below where the container looks.
+    None for the folder of the cells' own modules (under a source root such as /tmp, the temporary folder)."""
+    if is_generated_modules_folder(entry):
+        return None
     return (
         f"`{top}` is imported from {entry}, a subfolder of the source root that Python searches "
         f"through sys.path; in the container it would not be importable, so it is not shipped. "
         f"Pass --source-root {entry} to ship it."
     )
+
+
+def is_generated_modules_folder(folder: Path) -> bool:
+    """Whether ``folder`` is this process's folder of the modules the cells become (``api.module_dir``):
+    each is shipped as its cell's module, so that folder is no code left behind."""
+    generated = sys.modules.get("fastreg_magic.api")  # not loaded yet: no cell has made a module
+    made = getattr(generated, "_module_dir", None)
+    return made is not None and Path(folder).resolve() == Path(made).resolve()
 
 
 def imported_path(spec: ModuleSpec) -> Path | None:

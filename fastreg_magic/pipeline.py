@@ -11,7 +11,8 @@ Kept apart from ``api.py`` (the public names and the Registration value) so each
 The version depends only on the shipped files and settings, so the upload can start before the
 cell's module runs. No Create RPC is sent before every entity has been serialized, the
 project/domain checked and the archive stored: a failure that can be foreseen leaves nothing
-half-registered.
+half-registered. Each registration shows the runs of its cell, which its re-runs share and other
+cells do not (`_runs_of_the_cell`).
 """
 
 from __future__ import annotations
@@ -123,15 +124,16 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
                             if cached is not None else None)
             if stored_again is not None and stored_again.uri != cached.archive_uri:
                 cached = None  # stored under another name: register entities that point there
-        if cached is not None and options.activate:
-            cached = _activated_again(cached, backend)  # None: the backend lost this version, registered again below
+        if cached is not None and (options.activate or register.auto_activated(cached.entities)):
+            # None: the backend lost this version, registered again below
+            cached = _activated_again(cached, backend, options.activate)
         if cached is not None:  # same content, same place: nothing to create, nothing to upload unless it was gone
             computed = default_signatures.has_computed(key)
             if computed:  # data a default computes (a DataFrame read from a file) is read as the cell runs: run it
                 api.run_again(options.module)
             with stopping("while running the cell"):
                 answered, entities = _answered_from_memory(cached, stored_again, prepared, options, namespace,
-                                                           timings)
+                                                           timings, runs=_runs_of_the_cell(key, options, cached.entities))
             data_changed = default_signatures.values_changed_since(key, entities) if computed else None
             if data_changed is None:
                 return answered
@@ -152,7 +154,8 @@ def run_module(module_source, options: Options, *, namespace, dry_run, serialize
             registered.append(prepared.version)  # right as the Creates return: from here on, it is registered
         reg = _registration(prepared, options, backend, archive=archive, upload=stored, registered=True,
                             timings=timings, remote=remote)
-        reg = dataclasses.replace(reg, warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
+        reg = dataclasses.replace(reg, runs=_runs_of_the_cell(key, options, reg.entities),
+                                  warnings=reg.warnings + _unscheduled(prepared.specs, options, backend))
         api._memo[key] = reg
         default_signatures.remember(key, prepared.entities)
         # Said once, by this run: not by the unchanged re-runs answered from memory.
@@ -176,11 +179,12 @@ def _register_as_versioned(client, prepared: Prepared, options: Options, archive
     return _register(client, prepared, options, archive_uri)
 
 
-def _activated_again(cached, backend):
-    """--activate, unchanged cell: its launch plans' versions made the active ones again where another
-    version was activated since (see register.keep_active), with one line saying so. None when the
-    backend no longer has this version."""
-    plans = [ref for ref in cached.entities if ref.kind == "launch_plan"]
+def _activated_again(cached, backend, activate: bool):
+    """--activate, unchanged cell: its launch plans' versions (without --activate, those declared
+    ``auto_activate=True``) made the active ones again where another version was activated since (see
+    register.keep_active), with one line saying so. None when the backend no longer has this version."""
+    auto = register.auto_activated(cached.entities)
+    plans = [ref for ref in cached.entities if ref.kind == "launch_plan" and (activate or ref.name in auto)]
     with stopping("while checking which versions of the cell's launch plans are active"):
         reactivated = register.keep_active(_config.admin_client(_config.ensure_reachable(backend)), plans)
     if not reactivated:
@@ -189,9 +193,10 @@ def _activated_again(cached, backend):
     return dataclasses.replace(cached, warnings=cached.warnings + (note,))
 
 
-def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Options, namespace, timings: dict):
-    """The remembered Registration of an unchanged cell, pointing at the objects of the module just run;
-    and those objects."""
+def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Options, namespace, timings: dict, *,
+                          runs: list):
+    """The remembered Registration of an unchanged cell, pointing at the objects of the module just run
+    and showing ``runs`` (the cell's: `_runs_of_the_cell`); and those objects."""
     prepared = load(prepared, options, namespace, timings)
     timings.setdefault("upload", 0.0)
     timings["register"] = 0.0
@@ -199,10 +204,11 @@ def _answered_from_memory(cached, stored_again, prepared: Prepared, options: Opt
     warnings = cached.warnings + ((_stored_again_note(cached.archive_uri),) if uploaded else ())
     # The cell's runs are one list, shared by all its versions (`_runs_of_the_cell`): the re-run
     # cell's view shows the runs started from the one it replaces (those still going too, with
-    # their Terminate button), and vice versa.
+    # their Terminate button), and vice versa. Not the remembered release's own list: another cell
+    # with the same code (a copy) registered it, and its runs are that cell's.
     answered = dataclasses.replace(cached, entities=_refresh(cached.entities, prepared.entities), uploaded=uploaded,
                                    registered=False, timings=dict(timings), lifted=prepared.module_source.lifted,
-                                   runs=cached.runs, warnings=warnings)
+                                   runs=runs, warnings=warnings)
     return answered, prepared.entities
 
 
@@ -344,12 +350,13 @@ def _register(client, prepared: Prepared, options: Options, archive_uri: str) ->
     if options.version:  # a content-derived version holds one structure, unless a default varies (above)
         with stopping(f"while checking that version {options.version} is free"):
             version_check.check_version_free(client, hydrated)
-    if not options.activate:
+    if not (options.activate or register.auto_activated(hydrated)):
         register.register_specs(client, hydrated)
         return prepared
     # An unchanged cell in a new kernel takes its version back from another activated since, as the
-    # same kernel's re-run does (`_activated_again`), and says so in the same words.
-    reactivated = register.register_specs_active(client, hydrated)
+    # same kernel's re-run does (`_activated_again`), and says so in the same words; without --activate,
+    # for its launch plans declared `auto_activate=True`.
+    reactivated = register.register_specs_active(client, hydrated, activate=options.activate)
     if not reactivated:
         return prepared
     return dataclasses.replace(prepared, said_once=prepared.said_once
@@ -366,15 +373,18 @@ def _versioned_by_structure(prepared: Prepared) -> Prepared:
     return dataclasses.replace(prepared, version=api.derive_version(prepared.version, structure.hexdigest()))
 
 
-def _unscheduled(registered, options: Options, backend) -> tuple[str, ...]:
-    """Activated launch plans with a schedule, on the embedded sandbox, which runs no schedules."""
-    if not (options.activate and backend.is_sandbox):
+def _unscheduled(registered, options: Options, backend, auto_activate=None) -> tuple[str, ...]:
+    """Activated launch plans (--activate, or declared ``auto_activate=True``: ``auto_activate`` names them
+    for specs read from files) with a schedule, on the embedded sandbox, which runs no schedules."""
+    if not backend.is_sandbox:
         return ()
+    activated = register.activated_launch_plans(registered, options.activate, auto_activate)
     return tuple(
         f"launch plan {spec.name} is active with a schedule, but the embedded sandbox runs no schedules: "
         "launch it yourself, or register to a Flyte cluster"
         for spec in registered
-        if spec.kind == "launch_plan" and spec.proto.spec.entity_metadata.HasField("schedule")
+        if spec.kind == "launch_plan" and spec.name in activated
+        and spec.proto.spec.entity_metadata.HasField("schedule")
     )
 
 
@@ -439,7 +449,7 @@ def prepare_files(module_source, options: Options, timings: dict, module_file: P
 
     with api.timed(timings, "collect"):
         fileset = collect.files_to_ship(module_source, options.source_root, copy=options.copy, notebook=options.notebook)
-        api.check_module_name_free(options.module, module_file)
+        api.check_module_name_free(options.module, module_file, notebook=options.notebook)
     with api.timed(timings, "package"):
         measured = package.measure(fileset, max_bytes=options.max_archive_bytes)
         image_config = register.image_config(options.images)
@@ -482,6 +492,7 @@ def load(prepared: Prepared, options: Options, namespace, timings: dict, *, wher
         unshipped = cell_errors.imported_but_not_shipped(set(sys.modules) - imported_before, shipped,
                                                           Path(options.source_root), prepared.fileset.warnings)
         unshipped += cell_errors.launch_plan_files_tasks_cannot_read(entities, prepared.fileset)
+        unshipped += default_data.secret_looking_defaults(entities)
         if not entities:
             raise CollectError(
                 f"The cell defines no Flyte task, workflow or launch plan (module {options.module!r}).",
@@ -639,22 +650,75 @@ def _registration(prepared: Prepared, options: Options, backend, *, archive, upl
         registered=registered,
         timings=dict(timings),
         remote=remote,
-        runs=_runs_of_the_cell(backend, options),
     )
 
 
-def _runs_of_the_cell(backend, options: Options) -> list:
-    """The runs list every registration of this module on this backend, project and domain shares.
+@dataclass
+class _Cell:
+    """One cell of the notebook as the kernel saw it register: its runs, shared by its registrations."""
+
+    place: tuple  # backend, project, domain, module
+    cell_id: str | None  # the frontend's id of the cell; None when it sends none
+    names: frozenset[str]  # what it launches (`_launchable_names`) as it last registered
+    memo_keys: set  # the kernel's memo entries of its registrations (`api._memo`)
+    runs: list = field(default_factory=list)
+
+
+# The cells that registered in this kernel, oldest first.
+_CELLS: list[_Cell] = []
+
+
+def _runs_of_the_cell(key: tuple, options: Options, entities: tuple) -> list:
+    """The list of runs of the cell registering now (under memo ``key``, ``entities`` its `api.EntityRef`s),
+    which every registration of that cell shares.
 
     A changed cell registers a new version; the runs started from the versions it replaces (those still
     going too) stay in its widget, each marked with the version it runs, to be watched and terminated.
+    Another cell has its own runs, even with the same module name (the default: the notebook's). A cell
+    is known by the id the frontend sends with it (JupyterLab, Notebook 7, VS Code). Where none is sent
+    (nbclient, nbconvert, papermill, terminal IPython, plain Python), it is the latest cell of the module
+    that launches a workflow (or launch plan; a cell with neither, a task) of the same name: an edited
+    cell keeps its workflow's name, and two cells defining different workflows are never one. A cell
+    whose registrations the kernel forgot (its backend lost them) starts a new list: those runs are lost too.
     """
-    if backend is None:
-        return []
-    for key, reg in api._memo.items():
-        if key[:3] == (backend, options.project, options.domain) and reg.module == options.module:
-            return reg.runs
-    return []
+    place = (key[0], options.project, options.domain, options.module)
+    cell_id, names = _frontend_cell_id(), _launchable_names(entities)
+    remembered = set(api._memo)
+    _CELLS[:] = [cell for cell in _CELLS if cell.memo_keys & remembered]
+    for cell in reversed(_CELLS):
+        if cell.place == place and _same_cell(cell, cell_id, names):
+            cell.names = names
+            cell.memo_keys.add(key)
+            return cell.runs
+    cell = _Cell(place, cell_id, names, {key})
+    _CELLS.append(cell)
+    return cell.runs
+
+
+def _same_cell(cell: _Cell, cell_id: str | None, names: frozenset[str]) -> bool:
+    if cell_id is not None or cell.cell_id is not None:
+        return cell.cell_id == cell_id
+    return bool(cell.names & names)
+
+
+def _launchable_names(entities: tuple) -> frozenset[str]:
+    """The names of the workflows and launch plans among ``entities``; of its tasks when it has neither.
+
+    Tasks alone would join cells that share a task (a later cell calling an earlier cell's task lifts
+    it into its own module)."""
+    launched = frozenset(ref.name for ref in entities if ref.kind in ("workflow", "launch_plan"))
+    return launched or frozenset(ref.name for ref in entities)
+
+
+def _frontend_cell_id() -> str | None:
+    """The id of the notebook cell being run, from the request the kernel is answering (``metadata.cellId``);
+    None outside a kernel or when the frontend sends none."""
+    if "IPython" not in sys.modules:
+        return None
+    from fastreg_magic.widget import _parent_message
+
+    cell_id = (_parent_message().get("metadata") or {}).get("cellId")
+    return str(cell_id) if cell_id else None
 
 
 def _fileset_names(fileset) -> list[str]:
@@ -703,6 +767,8 @@ def write_serialized(prepared: Prepared, options: Options, archive, folder: Path
             "project": None if options.project == specs.PROJECT_PLACEHOLDER else options.project,
             "domain": None if options.domain == specs.DOMAIN_PLACEHOLDER else options.domain,
             "activate": options.activate,
+            # Launch plans declared `auto_activate=True`: the flag is flytekit's object's, not in the .pb files.
+            "auto_activate": list(register.auto_activated(prepared.specs)),
             "images": list(prepared.images),
             "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "files": [path.name for path in written],  # so a later serialization removes exactly these

@@ -3,15 +3,17 @@
 Three steps, each usable alone (the magic runs all three; ``fastreg serialize`` stops after the first,
 ``fastreg register-files`` starts at the second):
 
-1. :func:`serialize` turns a module's tasks, workflows and launch plans (plus each workflow's default
-   launch plan and everything they reference) into admin protos with flytekit's translator. The
+1. :func:`serialize` turns a module's tasks, workflows and launch plans (plus everything they reference,
+   and the default launch plan of every workflow among them, as ``pyflyte register`` registers one for
+   each workflow) into admin protos with flytekit's translator. The
    protos are project/domain independent: the identifiers carry flytekit's ``{{ registration.* }}``
    placeholders and the task commands ``{{ .remote_package_path }}`` — the seed's serialize format.
 2. :func:`hydrate` (in ``specs.py``) fills those in for one project/domain/archive and applies the launch-plan options
    (service account, raw output prefix).
 3. :func:`register_specs` sends the Create RPCs in dependency waves, each wave in parallel; an entity
    that already exists identically counts as done. A Create has a deadline (``CREATE_DEADLINE_S``, or
-   ``$FASTREG_CREATE_DEADLINE_S``), and once one fails nothing more is sent.
+   ``$FASTREG_CREATE_DEADLINE_S``), and once one fails nothing more is sent. A launch plan is made the
+   active version as it is registered with ``--activate``, or when it was declared ``auto_activate=True``.
 
 Every gRPC failure is mapped to a typed error in :func:`error_for`.
 """
@@ -28,7 +30,7 @@ import threading
 import time
 import weakref
 from types import ModuleType
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from fastreg_magic.errors import BackendError, FastRegError, RegistrationError, VersionConflict, causes
 from fastreg_magic.specs import DOMAIN_PLACEHOLDER, PROJECT_PLACEHOLDER, Spec, dependencies, identity_key
@@ -315,9 +317,8 @@ def serialize(entities: Iterable, settings, *, build_images: bool = True) -> tup
     """
     from collections import OrderedDict
 
-    from flytekit.core.launch_plan import LaunchPlan
-    from flytekit.core.workflow import WorkflowBase
     from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.workflow import WorkflowBase
 
     mapping: OrderedDict = OrderedDict()
     ctx = FlyteContextManager.current_context()
@@ -330,18 +331,54 @@ def serialize(entities: Iterable, settings, *, build_images: bool = True) -> tup
                 settings = dataclasses.replace(settings, image_config=named)
             get_serializable(mapping, settings, entity)
             if isinstance(entity, WorkflowBase):
-                # LaunchPlan.CACHE would hand back the default launch plan of an earlier run's workflow
-                # object (and its old interface) after the cell changed; always build a fresh one.
-                LaunchPlan.CACHE.pop(entity.name, None)
-                get_serializable(mapping, settings, LaunchPlan.get_default_launch_plan(ctx, entity))
+                _serialize_default_launch_plan(mapping, settings, ctx, entity)
         except FastRegError:
             raise
         except Exception as exc:
-            raise RegistrationError(
-                f"{getattr(entity, 'name', entity)} cannot be serialized for Flyte: {exc}",
-                "Fix the definition (type hints, supported types, task config) and re-run; nothing was registered.",
-            ) from exc
+            raise _not_serializable(entity, exc) from exc
+    _serialize_default_launch_plans_of_the_rest(mapping, settings, ctx)
     return tuple(_spec_of(local, cp) for local, cp in mapping.items() if _registrable(cp))
+
+
+def _serialize_default_launch_plan(mapping, settings, ctx, workflow) -> None:
+    from flytekit.core.launch_plan import LaunchPlan
+    from flytekit.tools.translator import get_serializable
+
+    # LaunchPlan.CACHE would hand back the default launch plan of an earlier run's workflow object (and
+    # its old interface, its defaults stored on another backend) after the cell changed; always build a fresh one.
+    LaunchPlan.CACHE.pop(workflow.name, None)
+    get_serializable(mapping, settings, LaunchPlan.get_default_launch_plan(ctx, workflow))
+
+
+def _serialize_default_launch_plans_of_the_rest(mapping, settings, ctx) -> None:
+    """The default launch plan of every other workflow serialized along (one the cell imports from a local
+    module and runs as a sub-workflow, or declares a launch plan for), as ``pyflyte register`` registers one
+    for every workflow it registers (flytekit's ``get_registrable_entities``). Without it, the workflow's
+    newest version (this one) has no launch plan: ``FlyteRemote.execute(remote.fetch_workflow(name))`` and
+    the console's launch form, which look up the launch plan of the workflow's name and version, fail.
+    A launch plan of the workflow's name the module declares itself is left as declared."""
+    from flytekit.core.reference_entity import ReferenceEntity
+    from flytekit.core.workflow import WorkflowBase
+    from flytekit.models import launch_plan as launch_plan_models
+    from flytekit.models.admin import workflow as workflow_models
+
+    planned = {cp.id.name for cp in mapping.values() if isinstance(cp, launch_plan_models.LaunchPlan)}
+    for local, cp in list(mapping.items()):
+        if not (isinstance(cp, workflow_models.WorkflowSpec) and isinstance(local, WorkflowBase)) \
+                or isinstance(local, ReferenceEntity) or cp.template.id.name in planned:
+            continue
+        try:
+            _serialize_default_launch_plan(mapping, settings, ctx, local)
+        except Exception as exc:
+            raise _not_serializable(local, exc) from exc
+        planned.add(cp.template.id.name)
+
+
+def _not_serializable(entity, exc: BaseException) -> RegistrationError:
+    return RegistrationError(
+        f"{getattr(entity, 'name', entity)} cannot be serialized for Flyte: {exc}",
+        "Fix the definition (type hints, supported types, task config) and re-run; nothing was registered.",
+    )
 
 
 def _registrable(cp_entity) -> bool:
@@ -395,7 +432,8 @@ def create_deadline_s() -> float:
     return seconds
 
 
-def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> int:
+def register_specs(client, specs: Sequence[Spec], *, activate: bool = False,
+                   auto_activate: Collection[str] | None = None) -> int:
     """Create every spec, each as soon as what it references is registered; returns the Creates sent.
 
     FlyteAdmin compiles a workflow against its tasks (and launch plans it calls) and a launch plan
@@ -403,19 +441,43 @@ def register_specs(client, specs: Sequence[Spec], *, activate: bool = False) -> 
     Once a Create fails, nothing more is sent (a backend that stopped answering would otherwise hold
     the cell a deadline per remaining entity); the first failure is raised once the Creates under way
     have answered.
+
+    With ``activate`` every launch plan is made the active version, as ``pyflyte register
+    --activate-launchplans``; without it, those declared with ``auto_activate=True`` (see
+    :func:`activated_launch_plans`).
     """
-    return len(_created(client, specs, activate).futures)
+    return len(_created(client, specs, activated_launch_plans(specs, activate, auto_activate)).futures)
 
 
-def register_specs_active(client, specs: Sequence[Spec]) -> list[Reactivated]:
-    """``register_specs`` with ``activate``; returns the launch plans whose version already existed and
-    was made the active one again (another version had been activated since: another kernel, ``fastreg
-    register-files --activate``), for :func:`reactivated_note`."""
-    return _created(client, specs, True).reactivated()
+def register_specs_active(client, specs: Sequence[Spec], *, activate: bool = True,
+                          auto_activate: Collection[str] | None = None) -> list[Reactivated]:
+    """``register_specs``; returns the launch plans it activated whose version already existed while
+    another was active (another kernel, ``fastreg register-files --activate``), for :func:`reactivated_note`."""
+    return _created(client, specs, activated_launch_plans(specs, activate, auto_activate)).reactivated()
 
 
-def _created(client, specs: Sequence[Spec], activate: bool) -> _Creates:
-    creates = _Creates(client, _dependency_order(specs), activate, create_deadline_s())
+def auto_activated(entities: Iterable) -> tuple[str, ...]:
+    """The names of the launch plans among ``entities`` (specs, or the registration's entity refs) whose
+    flytekit object was declared with ``auto_activate=True``. flytekit activates those as it registers them
+    (``FlyteRemote.raw_register``, ``pyflyte register``); the flag is the local object's, not the protobuf's,
+    so a release's manifest records these names for ``register-files``."""
+    return tuple(entity.name for entity in entities
+                 if entity.kind == "launch_plan" and getattr(entity.entity, "should_auto_activate", False))
+
+
+def activated_launch_plans(specs: Iterable[Spec], activate: bool,
+                           auto_activate: Collection[str] | None = None) -> frozenset[str]:
+    """The names of the launch plans among ``specs`` to make active as they are registered: all of them
+    with ``activate`` (--activate), else those declared ``auto_activate=True`` (``auto_activate``: their
+    names, when the specs were read from files and hold no flytekit object)."""
+    specs = list(specs)
+    if activate:
+        return frozenset(spec.name for spec in specs if spec.kind == "launch_plan")
+    return frozenset(auto_activated(specs) if auto_activate is None else auto_activate)
+
+
+def _created(client, specs: Sequence[Spec], activated: frozenset[str]) -> _Creates:
+    creates = _Creates(client, _dependency_order(specs), activated, create_deadline_s())
     try:
         creates.send()
         creates.wait()
@@ -438,8 +500,20 @@ def wait_for(future: concurrent.futures.Future, timeout: float | None = None) ->
     short slices keeps Ctrl-C prompt."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while not future.done() and (deadline is None or time.monotonic() < deadline):
-        concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+        _wait_a_slice(future)
     return future.done()
+
+
+def _wait_a_slice(future: concurrent.futures.Future) -> None:
+    try:
+        concurrent.futures.wait([future], timeout=CTRL_C_CHECK_S)
+    except RuntimeError as exc:
+        # Ctrl-C taken just as threading.Condition.wait was to take its lock back: the `with` around it then
+        # releases a lock it does not hold, and that RuntimeError ("release unlocked lock") hides the
+        # KeyboardInterrupt. The waiter and its lock were this call's own, so nothing is left broken.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
+        raise
 
 
 def result_of(future: concurrent.futures.Future):
@@ -466,8 +540,8 @@ class _Creates:
     """The Creates of one version, on the worker pool: each sent once what it references is registered,
     none once one has failed, each with a deadline."""
 
-    def __init__(self, client, ordered: list[tuple[Spec, set]], activate: bool, deadline_s: float):
-        self.client, self.ordered, self.activate, self.deadline_s = client, ordered, activate, deadline_s
+    def __init__(self, client, ordered: list[tuple[Spec, set]], activated: frozenset[str], deadline_s: float):
+        self.client, self.ordered, self.activated, self.deadline_s = client, ordered, activated, deadline_s
         self.futures: dict[tuple, concurrent.futures.Future] = {}
         self.failed = threading.Event()
 
@@ -490,7 +564,8 @@ class _Creates:
         if self.failed.is_set():
             raise _NotSent()
         try:
-            return _create(self.client, spec, self.activate, self.deadline_s)
+            activate = spec.kind == "launch_plan" and spec.name in self.activated
+            return _create(self.client, spec, activate, self.deadline_s)
         except BaseException:
             self.failed.set()
             raise
@@ -656,7 +731,9 @@ def _create(client, spec: Spec, activate: bool, deadline_s: float) -> Reactivate
 def _activated(client, spec: Spec, existed: bool) -> Reactivated | None:
     """Make the launch plan of ``spec`` the active version. A new one is simply activated; one that
     already existed (an unchanged cell in a new kernel) is looked at first, as the memo path's
-    ``keep_active`` does, so that taking it back from another version is said, and an active one left be."""
+    ``keep_active`` does, so that taking over from another version is said, and an active one left be.
+    Whether that version was ever active before is not known here (it may have been registered without
+    --activate): the note does not say "again" for it."""
     from flyteidl.admin import common_pb2, launch_plan_pb2
 
     identifier = spec.identifier
@@ -668,7 +745,7 @@ def _activated(client, spec: Spec, existed: bool) -> Reactivated | None:
         if active == identifier.version:
             return None
     client.update_launch_plan(launch_plan_pb2.LaunchPlanUpdateRequest(id=identifier, state=launch_plan_pb2.ACTIVE))
-    return Reactivated(spec.name, active) if existed else None
+    return Reactivated(spec.name, active, again=False) if existed else None
 
 
 def _no_answer(exc: BaseException, spec: Spec) -> _NoAnswer | None:
@@ -690,10 +767,11 @@ def _no_answer(exc: BaseException, spec: Spec) -> _NoAnswer | None:
 
 @dataclasses.dataclass(frozen=True)
 class Reactivated:
-    """A launch plan whose version was made the active one again."""
+    """A launch plan whose version was made the active one, taking over from another version or from none."""
 
     name: str
     was_active: str | None  # the version active until then; None when none was
+    again: bool = True  # its version is known to have been the active one before (this kernel activated it)
 
 
 class _VersionGone(Exception):
@@ -706,8 +784,9 @@ def keep_active(client, plans: Sequence) -> list[Reactivated] | None:
     register-files --activate``). ``plans`` hold ``project``, ``domain``, ``name`` and ``version``.
 
     One GetActiveLaunchPlan per launch plan, all at once; an UpdateLaunchPlan only where another
-    version is active. Returns the launch plans activated again; None when the backend no longer has
-    one of these versions, which then has to be registered again.
+    version is active. Returns the launch plans activated again (this kernel activated these versions as
+    it registered them); None when the backend no longer has one of these versions, which then has to be
+    registered again.
     """
     deadline_s = create_deadline_s()
     futures = [worker_pool().submit(_activate_if_another, client, plan, deadline_s) for plan in plans]
@@ -756,17 +835,29 @@ def _active_version(client, named) -> str | None:
 
 def reactivated_note(plans: Sequence[Reactivated], version: str, whose: str = "this cell's ") -> str:
     """One line for the cell (``whose`` version: the cell's; "" for a release of `register-files`): which
-    launch plans are at that version again, and what was active."""
-    names = ", ".join(plan.name for plan in plans)
-    before = sorted({plan.was_active for plan in plans if plan.was_active})
-    if not before:
-        was = "no version was active"
-    elif len(before) == 1:
-        was = f"version {before[0]} was active"
-    else:
-        was = f"versions {', '.join(before)} were active"
-    label = "launch plan" if len(plans) == 1 else "launch plans"
-    return f"activated {whose}version {version} again for {label} {names} ({was})"
+    launch plans are at that version now, each with the version that was active until then, "again" for
+    those whose version had been the active one before.
+
+        activated this cell's version V again for launch plans a (version U was active) and b (no version was active)
+    """
+    clauses = []
+    for again in (True, False):
+        chosen = [plan for plan in plans if plan.again == again]
+        if chosen:
+            clauses.append(f"{'again ' if again else ''}for {_plans_with_what_was_active(chosen)}")
+    return f"activated {whose}version {version} " + ", and ".join(clauses)
+
+
+def _plans_with_what_was_active(plans: Sequence[Reactivated]) -> str:
+    """``launch plans a, b (version U was active) and c (no version was active)``: the plans grouped by
+    the version that was active, in their order."""
+    groups: dict[str | None, list[str]] = {}
+    for plan in plans:
+        groups.setdefault(plan.was_active, []).append(plan.name)
+    phrases = [f"{', '.join(names)} ({f'version {was} was active' if was else 'no version was active'})"
+               for was, names in groups.items()]
+    listed = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+    return f"{'launch plan' if len(plans) == 1 else 'launch plans'} {listed}"
 
 
 def _not_found(exc: BaseException) -> bool:

@@ -118,7 +118,7 @@ def test_a_live_run_is_polled_once_however_many_widgets_showed_it(kernel, sandbo
 # Each click's start is held until the cell has been re-run, as a slow CreateExecution would hold it.
 LAUNCH_CLICK = """
 start_run = w_old.reg.start_run
-object.__setattr__(w_old.reg, 'start_run', lambda ref, values: held.wait() and start_run(ref, values))
+object.__setattr__(w_old.reg, 'start_run', lambda ref, values, **kw: held.wait() and start_run(ref, values, **kw))
 button, thread = w_old.form('napping').launch_button, 'fastreg-launch'
 """
 RELAUNCH_CLICK = """
