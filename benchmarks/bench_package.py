@@ -58,12 +58,13 @@ def make_tree(root: Path, files: int, mbytes: int, seed: int = 7) -> None:
 
 
 def _code_line(rng: random.Random) -> str:
+    """A few lines of valid Python (the cell imports a module of the tree, whose imports are read)."""
     a, b, c = rng.choice(WORDS), rng.choice(WORDS), rng.choice(WORDS)
     return rng.choice(
         [
-            f"def {a}_{b}_{rng.randint(0, 999)}({c}):",
-            f"    {a}_{b} = {c}.{rng.choice(WORDS)}({rng.randint(0, 99)})",
-            f"    return {a} + {b} * {rng.random():.4f}",
+            f"def {a}_{b}_{rng.randint(0, 999)}({c}):\n"
+            f"    {a}_{b} = {c}.{rng.choice(WORDS)}({rng.randint(0, 99)})\n"
+            f"    return {a}_{b} + {c} * {rng.random():.4f}",
             f"# {a} {b} {c} {rng.choice(WORDS)}",
         ]
     )

@@ -4,6 +4,7 @@
     run.phase                                    # "QUEUED", "RUNNING", "SUCCEEDED", ...
     run.wait().outputs                           # {"o0": 6.0}
     run.logs()                                   # {"n0": [("stderr.log (local file)", "file:///…")]}
+    run.deck("train")                            # the HTML report of a task with @task(enable_deck=True)
     attach(remote, "https://flyte.acme.dev/console/projects/p/domains/d/executions/abc").error
 
 A `Run` is a thin, thread-safe view of one execution. ``refresh()`` is one GetExecution;
@@ -32,6 +33,7 @@ from flyteidl.admin import common_pb2, execution_pb2
 from flyteidl.core import identifier_pb2
 
 from fastreg_magic.errors import FastRegError, RunError
+from fastreg_magic.launch_options import LaunchOptions
 from fastreg_magic.run_inputs import InputError, entity_fields, launch_value
 from fastreg_magic.run_inputs_json import type_label
 from fastreg_magic.runs_data import (  # noqa: F401  (parse_execution_ref is public here too)
@@ -80,6 +82,7 @@ def launch(
     console_url: str | None = None,
     on_lost: Callable[[], None] | None = None,
     before_create: Callable[[], None] | None = None,
+    options: LaunchOptions | None = None,
 ) -> "Run":
     """Start a run of a registered task, workflow or launch plan (an `api.EntityRef`).
 
@@ -90,7 +93,11 @@ def launch(
     once if the backend later loses the run (and then, most likely, what it ran). ``before_create()``
     is called just before the CreateExecution is sent, and may raise to send none (see `launch_stoppably`).
     The run is named here when ``execution_name`` is None, so its name is known before the backend answers.
+    ``options`` (`launch_options.LaunchOptions`, checked as they were made) go in the run's ExecutionSpec as
+    ``pyflyte run`` puts them; a ``name`` among them that a run of the project and domain has is refused.
     """
+    options = options or LaunchOptions()
+    execution_name = execution_name or options.name or new_execution_name()
     local = getattr(entity, "entity", None)  # the flytekit object from the cell, when we have it
     if local is not None:
         fields = {f.name: f for f in entity_fields(local)}
@@ -102,6 +109,8 @@ def launch(
         with uploads_through(remote):
             if local is not None:  # converted here, one input at a time, so a failure can name its input
                 inputs = _literal_inputs(remote, entity, target, local.python_interface.inputs, inputs)
+            if options.name is not None:
+                _refuse_taken_name(remote, entity, execution_name)
             if before_create is not None:
                 before_create()
             # Without the local object, flytekit guesses Python types from the registered interface.
@@ -110,7 +119,8 @@ def launch(
                 dict(inputs),
                 project=entity.project,
                 domain=entity.domain,
-                execution_name=execution_name or new_execution_name(),
+                execution_name=execution_name,
+                **options.flytekit_arguments(),
             )
     except _LaunchStopped:
         raise
@@ -125,8 +135,23 @@ def launch(
         inputs=given,
         on_lost=on_lost,
     )
+    run.options = options
     run._seen(execution.to_flyte_idl())  # flytekit already fetched it once: no second GetExecution
     return run
+
+
+def _refuse_taken_name(remote, entity, name: str) -> None:
+    """A run named ``name`` must not exist yet: flytekit, told it does, hands back that run as if it were new."""
+    wid = identifier_pb2.WorkflowExecutionIdentifier(project=entity.project, domain=entity.domain, name=name)
+    try:
+        rpc(remote.client, "get_execution", execution_pb2.WorkflowExecutionGetRequest(id=wid),
+            what=f"Checking that no run is named {name}", remote=remote)
+    except RunError as err:
+        if is_not_found(err.__cause__):
+            return
+        raise
+    raise RunError(f"A run named {name!r} exists already in {entity.project}/{entity.domain}.",
+                   "Pick another name=, or leave it out for a fresh one.")
 
 
 def new_execution_name() -> str:
@@ -168,17 +193,19 @@ class _CreateGate:
             return self._sent
 
 
-def launch_stoppably(start: Callable[[str, Callable[[], None]], "Run"], what: str, keep: Callable[["Run"], None]) -> "Run":
+def launch_stoppably(start: Callable[[str, Callable[[], None]], "Run"], what: str, keep: Callable[["Run"], None],
+                     name: str | None = None) -> "Run":
     """``start(execution_name, before_create)`` on a worker thread, waited for here, then ``keep(run)``.
 
     On Ctrl-C nothing started is lost: before the CreateExecution, none is sent ("nothing was started");
     after it, the answer is waited for (briefly) and the run kept, and `errors.Interrupted` names the run
     and how to stop it, as it does for a Ctrl-C while the started run is being kept (its view built, its
-    watcher started). A run whose answer comes later still is kept when it comes.
+    watcher started). A run whose answer comes later still is kept when it comes. ``name`` is the run's
+    name when the user chose it, else a fresh one.
     """
     from fastreg_magic import register
 
-    name = new_execution_name()
+    name = name or new_execution_name()
     gate = _CreateGate()
     future = register.worker_pool().submit(start, name, gate.pass_through)
     try:
@@ -250,12 +277,13 @@ def uploads_through(remote):
     with two backends in one kernel, the last one built would receive the other's uploads.
     """
     import fsspec
-    from flytekit.remote.remote_fs import get_flyte_fs
+
+    from fastreg_magic.default_data import flyte_fs_by_content
 
     with _UPLOAD_BINDING:
         bound = _FLYTE_FS.get(remote)
         if bound is None:  # flytekit builds a class for each call: one per remote is enough
-            bound = _FLYTE_FS[remote] = get_flyte_fs(remote=remote)
+            bound = _FLYTE_FS[remote] = flyte_fs_by_content(remote)  # a DataFrame written there: by content
         fsspec.register_implementation("flyte", bound, clobber=True)
         yield
 
@@ -293,6 +321,7 @@ def attach(
     run = Run(remote, wid, console_url=console or console_url)
     run.refresh()
     run.inputs = _launched_with(run)
+    run.options = LaunchOptions.from_spec(run._spec)
     return run
 
 
@@ -380,6 +409,8 @@ class Run:
         self._remote = remote
         # The inputs it was launched with, as Python values; None for a run attached to (not launched here).
         self.inputs = dict(inputs) if inputs is not None else None
+        # The options it was launched with (`LaunchOptions`): given here, or read from an attached run's spec.
+        self.options = LaunchOptions()
         self._client = remote.client
         self._id = execution_id
         self._lock = threading.RLock()
@@ -651,6 +682,17 @@ class Run:
             raise RunError(f"Node {node} of run {self.name} has no log named like {name!r}.", f"Its logs: {names}.")
         return tail(matching[-1][1], lines=lines).text
 
+    def deck(self, node: str | None = None):
+        """The HTML report (Flyte Deck) a task of the run wrote with ``@task(enable_deck=True)``, as a
+        `runs_decks.TaskDeck`: shown framed in Jupyter, with ``.html`` and ``.save(path)``.
+
+        ``node`` is a node's path as the node table shows it (``"n1"``, ``"n0/n2"``) or its task's name;
+        without it, the run's one node with a deck. A run with none says why (no task makes one, not
+        finished yet, answered from the cache)."""
+        from fastreg_magic.runs_decks import read_deck
+
+        return read_deck(self, node)
+
     def graph(self) -> Graph:
         """The workflow's nodes and edges as registered (read once)."""
         if self._graph is not None:
@@ -672,13 +714,30 @@ class Run:
         return graph
 
     def wait(self, timeout: float | None = None) -> "Run":
-        """Block until the run ends, polling fast then backing off; RunError after ``timeout`` s."""
-        try:
-            return self._wait(timeout)
-        except KeyboardInterrupt:
-            from fastreg_magic.errors import Interrupted
+        """Block until the run ends, polling fast then backing off; RunError after ``timeout`` s.
 
+        Before it returns, every open view of the run in this kernel shows how it ended, drawn on behalf
+        of the caller's cell (`widget_registration.show_ended`): a notebook executed headless saves them so.
+        """
+        import sys
+
+        from fastreg_magic.errors import Interrupted
+
+        try:
+            self._wait(timeout)
+        except KeyboardInterrupt:
             raise Interrupted(f"Stopped waiting; run {self.name} goes on (run.terminate() stops it).") from None
+        if "fastreg_magic.widget_run" not in sys.modules:  # no view was ever drawn: ipywidgets is not imported here
+            return self
+        from fastreg_magic.widget_registration import show_ended
+
+        try:
+            show_ended(self)
+        except KeyboardInterrupt:
+            raise Interrupted(f"Run {self.name} ended {self.phase}; stopped as its views were being updated.") from None
+        except Exception:  # a drawing bug must not hide that the run ended: its views' follower draws it too
+            log.exception("drawing the end of run %s in its views failed", self.name)
+        return self
 
     def _wait(self, timeout: float | None) -> "Run":
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -710,8 +769,11 @@ class Run:
         self.refresh()
 
     def relaunch(self) -> "Run":
-        """Start the same launch plan again with the same inputs; returns the new run."""
-        request = execution_pb2.ExecutionRelaunchRequest(id=self._id)
+        """Start the same launch plan again with the same inputs and options; returns the new run."""
+        if self._spec is None:
+            self.refresh()
+        # FlyteAdmin copies the run's spec, but takes overwrite_cache from the request alone (RelaunchExecution).
+        request = execution_pb2.ExecutionRelaunchRequest(id=self._id, overwrite_cache=self._spec.overwrite_cache)
         try:
             response = rpc(self._client, "relaunch_execution", request, what=f"Relaunching run {self.name}",
                            remote=self._remote)
@@ -720,6 +782,7 @@ class Run:
             raise
         run = Run(self._remote, response.id, label=self.label, output_types=self._output_types, console_url=self._console,
                   inputs=self.inputs, on_lost=self._on_lost)
+        run.options = self.options.without_name()  # the new run has a name of its own
         run.refresh()
         return run
 

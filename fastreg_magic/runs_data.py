@@ -102,6 +102,10 @@ class NodeStatus:
     # A gate node: what it is ("sleep 30s", "waiting for signal v (int)") and, while it waits, how to let it pass.
     gate: str = ""
     gate_hint: str = ""
+    # FlyteAdmin's id of the node execution ("n0-0-dn1" for a dynamic task's child); "" before it ran.
+    execution_id: str = ""
+    # Where the backend keeps the HTML report (Flyte Deck) its task wrote; "" for none (`runs_decks`).
+    deck_uri: str = ""
 
     @property
     def label(self) -> str:
@@ -198,7 +202,8 @@ def _row(node_id, task, ne, retries, now) -> NodeStatus:
         duration = max(0.0, (now - started).total_seconds())
     error = closure.error.message if closure.HasField("error") else None
     cached = closure.task_node_metadata.cache_status == catalog_pb2.CACHE_HIT
-    return NodeStatus(node_id, task, phase, started, duration, retries.get(node_id, 0), error, cached=cached)
+    return NodeStatus(node_id, task, phase, started, duration, retries.get(node_id, 0), error, cached=cached,
+                      execution_id=ne.id.node_id, deck_uri=closure.deck_uri)
 
 
 def run_error(closure) -> str | None:

@@ -17,6 +17,10 @@ reads light for a follower that redraws the table about once a second:
 A gate node runs no task: its row says what it is, from the workflow as registered ("sleep 30s",
 "signal v (int)", "approval review"), and while it waits, what for and how to let it pass
 (``FlyteRemote(...).set_signal("v", "<run>", value)``), since that is what a user watching it needs.
+A dynamic task's nodes are in no registered workflow: the workflow it generated is in its node
+execution's data (``GetNodeExecutionData`` -> ``dynamic_workflow.compiled_workflow``, as FlyteAdmin
+keeps it), asked once per attempt of a dynamic node (``metadata.is_dynamic``) and kept: a run with no
+dynamic node never asks, and its gates and not yet started nodes are shown as a sub-workflow's are.
 
     tree = NodeTree(run)
     tree.rows(graph, subgraphs)   -> [NodeStatus("n0", ..., children=(NodeStatus("n0-0-n0", path="n0/n0"), ...))]
@@ -42,7 +46,9 @@ from fastreg_magic.runs_data import (
     node_phase_name,
     node_statuses,
     timestamp,
+    workflow_graph,
 )
+from fastreg_magic.errors import FastRegError
 from fastreg_magic.runs_errors import rpc
 
 # How many levels of nesting below the top the table follows (sub-workflow in a dynamic in ...).
@@ -88,6 +94,8 @@ class NodeTree:
         self.run = run
         self._attempts: dict[str, tuple] = {}  # unique node id -> (stamp, Attempts)
         self._children: dict[str, tuple] = {}  # unique parent id -> (stamp, [NodeStatus])
+        # (unique node id, attempt) of a dynamic node -> the graphs of the workflow it generated
+        self._dynamic: dict[tuple[str, int], tuple[Graph, dict[str, Graph]]] = {}
 
     # -- public ------------------------------------------------------------------------------
     def rows(self, graph: Graph, subgraphs: dict[str, Graph], task_name: str | None = None) -> list[NodeStatus]:
@@ -145,6 +153,10 @@ class NodeTree:
         if len(groups) > 1:
             latest = max(groups, key=lambda g: int(g) if g.isdigit() else -1)
             children = [c for c in children if c.metadata.retry_group == latest]
+        if sub is None and ne.metadata.is_dynamic:
+            generated = self._dynamic_graphs(ne, found.retries if found is not None else 0)
+            if generated is not None:
+                sub, subgraphs = generated[0], {**subgraphs, **generated[1]}
         kids = tuple(self._level(sub or Graph(()), children, subgraphs, depth + 1, f"{row.path}/"))
         self._children[unique_id] = (stamp, kids)
         return replace(row, children=kids)
@@ -169,6 +181,27 @@ class NodeTree:
             token = page.token
             if not token or not page.node_executions:
                 return executions
+
+    def _dynamic_graphs(self, ne, attempt: int) -> tuple[Graph, dict[str, Graph]] | None:
+        """The workflow a dynamic node generated (its nodes, and its sub-workflows by name), asked once per
+        attempt; None while the backend has none for it yet (asked again next time)."""
+        key = (ne.id.node_id, attempt)
+        if key in self._dynamic:
+            return self._dynamic[key]
+        run = self.run
+        request = node_execution_pb2.NodeExecutionGetDataRequest(id=ne.id)
+        try:
+            data = rpc(run._client, "get_node_execution_data", request,
+                       what=f"Reading the workflow node {ne.id.node_id} generated", remote=run._remote)
+        except FastRegError:  # the node's rows stand without it (no gate described): asked again next time
+            return None
+        if not data.dynamic_workflow.compiled_workflow.primary.template.nodes:
+            return None
+        closure = data.dynamic_workflow.compiled_workflow
+        generated = (workflow_graph(closure.primary),
+                     {sub.template.id.name: workflow_graph(sub) for sub in closure.sub_workflows})
+        self._dynamic[key] = generated
+        return generated
 
     def _attempts_of(self, ne) -> "Attempts":
         """Retries, task name and (for a map task) elements of one task node; asked once per change."""
@@ -297,12 +330,13 @@ def gate_text(gate, waiting: bool) -> str:
 def gate_hint(gate, run_name: str, project: str, domain: str) -> str:
     """How to let a waiting gate pass, with stock flytekit; "" for a sleep, which ends by itself. flytekit
     needs the run's project and domain (it refuses "missing project" without them), and the Python type
-    of a value that is not a plain int, float, str or bool (it cannot guess a list's)."""
+    of a value whose own type does not say it (a list's items, an Optional): runnable as written, given
+    ``config`` and ``value`` (and ``typing`` and the classes it names imported)."""
     remote = f'FlyteRemote(config, default_project="{project}", default_domain="{domain}")'
     kind = gate.WhichOneof("condition")
     if kind == "signal":
-        typed = "" if gate.signal.type.WhichOneof("type") == "simple" else \
-            f", python_type={_python_type_source(gate.signal.type)}"
+        source = _python_type_source(gate.signal.type)
+        typed = f", python_type={source}" if source else ""
         return f'{remote}.set_signal("{gate.signal.signal_id}", "{run_name}", value{typed})'
     if kind == "approve":
         signal = gate.approve.signal_id
@@ -310,13 +344,17 @@ def gate_hint(gate, run_name: str, project: str, domain: str) -> str:
     return ""
 
 
-def _python_type_source(literal_type) -> str:
-    """The signal's Python type as code to pass flytekit: ``typing.List[int]``; a placeholder when it has none
-    to write (a dataclass: the class the workflow declared)."""
-    text = _type_text(literal_type)
-    if text.startswith(("list[", "dict[", "List[", "Dict[")):
-        return "typing." + text[0].upper() + text[1:]
-    return text if text.isidentifier() and text not in ("struct", "value") else "<the value's Python type>"
+def _python_type_source(literal_type) -> str | None:
+    """The signal's Python type as code to pass flytekit's ``set_signal`` (``typing.List[int]``,
+    ``typing.Optional[int]``) when the value's own type does not say it; None when it does (an int, a
+    dataclass instance: flytekit converts it by its type) or when it cannot be named exactly (an enum
+    flytekit rebuilds under another name): the hint then passes none rather than a guess."""
+    if literal_type.WhichOneof("type") == "simple":
+        return None
+    python_type = _guessed_python_type(literal_type)
+    if python_type is None or isinstance(python_type, type):
+        return None
+    return _type_words(python_type, source=True)
 
 
 def _sleep_text(duration) -> str:
@@ -335,23 +373,69 @@ _SIMPLE_TYPES = {"INTEGER": "int", "FLOAT": "float", "STRING": "str", "BOOLEAN":
 
 
 def _type_text(literal_type) -> str:
-    """A signal's type in Python's words: int, str, list[int], ...; the Flyte type when flytekit here
-    has no Python type for it."""
+    """A signal's type in Python's words: int, str, List[int], Optional[int], the dataclass's name; the
+    Flyte type when flytekit here has no Python type for it to name."""
     from flyteidl.core import types_pb2
 
-    if literal_type.WhichOneof("type") == "simple":
+    kind = literal_type.WhichOneof("type")
+    if kind == "simple" and literal_type.simple != types_pb2.STRUCT:
         name = types_pb2.SimpleType.Name(literal_type.simple)
         return _SIMPLE_TYPES.get(name, name.lower())
+    python_type = _guessed_python_type(literal_type)
+    words = _type_words(python_type, source=False) if python_type is not None else None
+    return words or {"simple": "struct", "enum_type": "enum"}.get(kind, kind or "value")
+
+
+def _guessed_python_type(literal_type):
+    """The Python type flytekit makes of a Flyte type (a dataclass from its JSON schema, under the name the
+    workflow gave it); None when it has none (a plugin's type this kernel lacks)."""
     try:
         from flytekit.core.type_engine import TypeEngine
         from flytekit.models.types import LiteralType
 
-        python_type = TypeEngine.guess_python_type(LiteralType.from_flyte_idl(literal_type))
-    except Exception:  # a type of a plugin this kernel lacks: name it as Flyte does
-        return literal_type.WhichOneof("type") or "value"
-    if isinstance(python_type, type):
-        return python_type.__name__
-    return str(python_type).replace("typing.", "")  # list[int], dict[str, float]
+        return TypeEngine.guess_python_type(LiteralType.from_flyte_idl(literal_type))
+    except Exception:
+        return None
+
+
+# Python types by (their name in the table, their name in code a user runs).
+_NAMED_TYPES = {int: ("int", "int"), float: ("float", "float"), str: ("str", "str"), bool: ("bool", "bool"),
+                dict: ("dict", "dict"), type(None): ("None", "None"),
+                dt.datetime: ("datetime", "datetime.datetime"), dt.timedelta: ("timedelta", "datetime.timedelta")}
+
+
+def _type_words(python_type, source: bool) -> str | None:
+    """``python_type`` in words (``source``: as code, ``typing.`` spelled out); None when a part of it has
+    no exact name. flytekit's own ``repr`` is not used: it names a dataclass rebuilt from its schema
+    ``types.Params`` and an Any ``FlytePickle``, neither of which a user's code has."""
+    import enum
+    import typing
+
+    prefix = "typing." if source else ""
+    origin, args = typing.get_origin(python_type), typing.get_args(python_type)
+    if origin in (list, dict, typing.Union):
+        words = [_type_words(arg, source) for arg in args if not (origin is typing.Union and arg is type(None))]
+        if not words or None in words:
+            return None
+        if origin is typing.Union:
+            if len(words) < len(args):  # None among the variants
+                return f"{prefix}Optional[{words[0]}]" if len(words) == 1 else \
+                    f"{prefix}Optional[{prefix}Union[{', '.join(words)}]]"
+            return f"{prefix}Union[{', '.join(words)}]"
+        return f"{prefix}{'List' if origin is list else 'Dict'}[{', '.join(words)}]"
+    if python_type in _NAMED_TYPES:
+        return _NAMED_TYPES[python_type][source]
+    if not isinstance(python_type, type) or not python_type.__name__.isidentifier():
+        return None
+    module, name = python_type.__module__, python_type.__name__
+    if module == "flytekit.types.pickle.pickle":  # how flytekit carries an Any
+        return f"{prefix}Any"
+    if module == "types" or (module.startswith("flytekit.types.") and name in ("FlyteFile", "FlyteDirectory",
+                                                                                "StructuredDataset")):
+        return name  # a dataclass or Pydantic model, by the name its schema gives; flytekit's data types
+    if source:
+        return None  # an enum flytekit rebuilt as DynamicEnum, a class flytekit made up
+    return "enum" if issubclass(python_type, enum.Enum) else name
 
 
 def flatten(rows, depth: int = 0):

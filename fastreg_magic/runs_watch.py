@@ -274,6 +274,12 @@ _watches_lock = threading.Lock()
 _last_nodes: "weakref.WeakKeyDictionary[Run, SeenNodes]" = weakref.WeakKeyDictionary()
 
 
+def ended_with(run: Run, nodes: list[NodeStatus]) -> None:
+    """``nodes``, read after ``run`` ended (by the cell that waited for it), are what it ended with: a view
+    opened later draws them without polling, as it would after a poll that saw the end."""
+    _last_nodes[run] = SeenNodes(nodes, after_end=True)
+
+
 def watch(run: Run, on_update: Callable[[RunUpdate], None]) -> Follower:
     """Follow ``run`` in the background until it ends (or ``stop()``), calling ``on_update``.
 

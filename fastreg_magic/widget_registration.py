@@ -10,6 +10,9 @@ A cell re-run many times keeps many runs in ``reg.runs``; its widget shows the l
 (the live ones first) and says how many earlier ones there are, so a re-run costs the same whatever
 the history. "Show all" builds the views of the rest when asked.
 
+Once ``run.wait()`` returns, every open view of the run shows how it ended (`show_ended`): drawn from
+the waiting cell, so a notebook executed headless saves its views as they ended.
+
 The widget's text version (text/plain, what the saved notebook keeps beside the widget) is written when
 the widget is displayed. It is not sent again as runs join: JupyterLab would draw the widget anew each
 time, taking the keyboard focus from a field being typed in and closing open sections. After a restart,
@@ -18,11 +21,13 @@ time, taking the keyboard focus from a field being typed in and closing open sec
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 
 import ipywidgets as widgets
 
+from fastreg_magic.runs_watch import RunUpdate, ended_with, execution_key
 from fastreg_magic.widget_form import LaunchForm
 from fastreg_magic.widget_run import RunView, close_tree, describe_failure, in_background
 from fastreg_magic.widget_text import (
@@ -34,6 +39,8 @@ from fastreg_magic.widget_text import (
     short_name,
 )
 
+
+log = logging.getLogger(__name__)
 
 SHOWN_RUNS = 10  # run views a widget builds at first; the others are counted, and built on "Show all"
 
@@ -56,6 +63,76 @@ def keep_run(reg, run, launched_in: tuple | None = None) -> None:
             widget._attach(view, run)
         else:
             widget.show_run(run)
+
+
+def show_ended(run) -> None:
+    """Draw ``run``'s end (phase, outputs or error, node table) in every open view of it, now, on this thread.
+
+    `Run.wait` calls it once the run has ended, from the cell waiting. The views' background follower
+    draws the end too, but on behalf of the cell that started following the run: a notebook executed
+    headless (nbconvert, papermill: nbclient) keeps only the widget updates sent on behalf of the cell it
+    is running, while it runs, so its saved views would show the run still going. The state of each
+    view's widgets is sent again from here: what the follower drew already is not sent by drawing it again.
+    """
+    views = _open_views_of(run)
+    if not views:
+        return
+    nodes = _ended_nodes(run)
+    for view in views:
+        view.stop()  # nothing more to follow: a poll read before the end must not draw the run going again
+        view.run.take_in(run)
+        if nodes is not None:
+            ended_with(view.run, nodes)  # what its follower's last poll would have kept for later views
+        view.apply(RunUpdate(view.run, nodes, None, True))
+        _send_state_of_tree(view, set())
+
+
+def _send_state_of_tree(widget, sent: set) -> None:
+    """Send the state of every widget inside ``widget``, changed or not: what a view draws as its run
+    goes on (texts, buttons, choices, whether a part shows). A box's own children and a layout's other
+    settings are set as the view is built, by the cell that builds it, and not sent again: each widget
+    sent is one message. ``sent``: the ids of those sent already (a layout widgets share)."""
+    layout = getattr(widget, "layout", None)
+    if isinstance(layout, widgets.Layout) and layout.display is not None and id(layout) not in sent:
+        sent.add(id(layout))
+        layout.send_state("display")
+    if isinstance(widget, widgets.Box):
+        for child in widget.children:
+            _send_state_of_tree(child, sent)
+    elif isinstance(widget, widgets.DOMWidget) and id(widget) not in sent:
+        sent.add(id(widget))
+        widget.send_state()
+
+
+def _open_views_of(run) -> list[RunView]:
+    """The open views of ``run``'s execution: in registration widgets, and those a cell displayed
+    (`%flyte_watch`, a `Run` as a cell's value) with the runs relaunched from them."""
+    from fastreg_magic import widget
+
+    with _open_lock:
+        registration_widgets = list(_open)
+    views = [view for shown in registration_widgets for view in list(shown.run_views)]
+    views += [ref() for _, refs in list(widget._runs_shown_by_cell.values()) for ref in refs]
+    key = execution_key(run)
+    found, seen = [], set()
+    while views:
+        view = views.pop()
+        if not isinstance(view, RunView) or id(view) in seen:
+            continue
+        seen.add(id(view))
+        views.extend(view.relaunches.children)
+        if view.run is not None and not view._closed and execution_key(view.run) == key:
+            found.append(view)
+    return found
+
+
+def _ended_nodes(run):
+    """The node table ``run`` ended with; None when it cannot be read (its view then keeps the one it has)."""
+    try:
+        return run.nodes()
+    except Exception:  # the phase and outputs are known: only the node table is not redrawn
+        log.debug("reading the nodes of ended run %s failed", run.name, exc_info=True)
+        return None
 
 
 def latest_runs(runs, limit: int = SHOWN_RUNS) -> list:
@@ -144,10 +221,10 @@ class RegistrationWidget(widgets.VBox):
             why = "its inputs are not known here" if target is not None else f"{short_name(run.label)} is not in this version"
             return dict(note=note, relaunch_as=("Relaunch (previous version)",
                                                 f"Start it again on version {run.version}: {why}"))
-        inputs = dict(run.inputs)
+        inputs, options = dict(run.inputs), run.options.without_name()
         return dict(
             note=note,
-            relaunch=lambda _run: self.reg.start_run(target, inputs),
+            relaunch=lambda _run: self.reg.start_run(target, inputs, options=options),
             relaunch_as=("Relaunch on this version",
                          f"Start {short_name(target.name)} of version {self.reg.version} with the same inputs"),
         )
@@ -180,18 +257,18 @@ class RegistrationWidget(widgets.VBox):
         raise KeyError(f"no launch form for {name!r}; forms: {[f.ref.name for f in self.forms]}")
 
     # -- launching ---------------------------------------------------------------------------
-    def launch(self, ref, values: dict) -> RunView:
-        """Append a view for a new run of ``ref`` and start it in the background."""
+    def launch(self, ref, values: dict, options=None) -> RunView:
+        """Append a view for a new run of ``ref`` (with `LaunchOptions` ``options``) and start it in the background."""
         view = RunView(None, label=ref.name, on_new_run=self._relaunched, relaunch=self.reg.relaunch_run)
         self._add_view(view)
-        in_background(self._start, ref, values, view, name="fastreg-launch")
+        in_background(self._start, ref, values, view, options, name="fastreg-launch")
         return view
 
-    def _start(self, ref, values: dict, view: RunView) -> None:
+    def _start(self, ref, values: dict, view: RunView, options=None) -> None:
         from fastreg_magic.runs import InputRefused
 
         try:
-            run = self.reg.start_run(ref, values)
+            run = self.reg.start_run(ref, values, options=options)
         except InputRefused as exc:  # a value only the conversion could refuse: shown by its field too
             self._input_refused(ref, exc)
             view.launch_failed(describe_failure(exc))

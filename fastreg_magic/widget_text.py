@@ -16,6 +16,7 @@ import pprint
 import re
 from typing import Any, Iterable
 
+from fastreg_magic.launch_options import options_text
 from fastreg_magic.runs_data import NOT_STARTED, NodeStatus
 from fastreg_magic.runs_tree import flatten
 from fastreg_magic.runs_values import Unreadable, shown
@@ -137,6 +138,8 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
     lines = [f"Run {s['name']} ({s['label']}) in {s['project']}/{s['domain']}: {s['phase']}, {s['elapsed'] or '0s'}"]
     if inputs_text(getattr(run, "inputs", None)):
         lines.append(f"  inputs: {inputs_text(run.inputs)}")
+    if options_text(getattr(run, "options", None)):
+        lines.append(f"  options: {options_text(run.options)}")
     if s["url"]:
         lines.append(f"  console: {s['url']}")
     for depth, row in flatten(nodes or ()):
@@ -151,6 +154,8 @@ def run_text(run, nodes: list[NodeStatus] | None = None) -> str:
         if row.gate_hint:
             lines.append(f"  {'  ' * depth}  to go on: {row.gate_hint}")
         lines.extend(f"  {'  ' * depth}  log {name}: {uri}" for name, uri in row.logs)
+        if row.deck_uri:
+            lines.append(f"  {'  ' * depth}  deck: run.deck({row.label!r})")
     if s["outputs"]:
         lines.append("  outputs:")
         for name, value in s["outputs"].items():

@@ -417,13 +417,20 @@ def test_a_changed_cell_still_shows_and_stops_the_run_of_the_version_it_replaced
         nbformat.v4.new_code_cell("%load_ext fastreg_magic"),
         nbformat.v4.new_code_cell(NAPS_CELL.format(change="")),
         nbformat.v4.new_code_cell("first = _\nfirst.launch(n=60).name"),
-        nbformat.v4.new_code_cell(NAPS_CELL.format(change=" + 1")),  # the cell, edited and run again
     ]
     nbformat.write(nb, lab.root / "edited.ipynb")
     open_notebook(page, lab, "edited.ipynb")
     run_all_cells(page)
+    wait_kernel_idle(page)
 
-    edited = page.locator(".fastreg-registration").nth(1)
+    # The user edits the cell (a line added at its end) and runs it again: the same cell, a new version.
+    page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type("# edited")
+    page.keyboard.press("Shift+Enter")
+    edited = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".fastreg-registration")
+    edited.locator(".fastreg-title", has_text="(previous version)").first.wait_for(timeout=60_000)
     run = edited.locator(".fastreg-run").first
     run.wait_for(timeout=60_000)
     assert "(previous version)" in run.locator(".fastreg-title").inner_text()
