@@ -28,7 +28,7 @@ def far_config(sandbox, tmp_path):
         listening = proxy.stdout.readline().strip()
         config = tmp_path / "far.yaml"
         config.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:{listening}\n  insecure: true\n"
-                          + access.config_lines(sandbox.data_dir))  # the sandbox's access token
+                          + access.config_lines(sandbox.data_dir, sandbox.endpoint))  # the sandbox's access token
         yield config
     finally:
         proxy.kill()

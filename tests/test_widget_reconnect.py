@@ -44,7 +44,7 @@ def proxied(sandbox, remote, tmp_path):
     proxy = TcpProxy(int(sandbox.endpoint.rsplit(":", 1)[1]))
     config = tmp_path / "proxied.yaml"
     config.write_text(f"admin:\n  endpoint: dns:///{proxy.endpoint}\n  insecure: true\n"
-                      + access.config_lines(sandbox.data_dir))  # the sandbox's access token
+                      + access.config_lines(sandbox.data_dir, sandbox.endpoint))  # the sandbox's access token
     through = FlyteRemote(
         Config.auto(config_file=str(config)),
         default_project="flytesnacks", default_domain="development", interactive_mode_enabled=False,

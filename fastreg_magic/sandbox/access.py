@@ -280,16 +280,14 @@ def _authenticator_class():
 
         def refresh_credentials(self) -> None:
             serving = running_sandbox(self._endpoint)
-            if serving is None and _serves(self._path.parent, self._endpoint):
-                serving = self._path.parent  # the config file's sandbox, announced nowhere (another HOME)
-            if serving is None:  # no sandbox of this user's serves the endpoint: whoever does gets no token
-                raise AuthenticationError(
-                    f"no sandbox of yours serves {self._endpoint} now, so its access token is not sent there: "
-                    f"the config file naming {self._path} is from an earlier start of that sandbox. Use the "
-                    "config file the running sandbox wrote (its data dir's config.yaml).")
-            path = token_file(serving, self._endpoint)
+            path = token_file(serving, self._endpoint) if serving is not None else self._path
             try:
                 self._creds = Credentials(read_token(path))
+            except FileNotFoundError:  # token files are named by port and go when their sandbox stops
+                raise AuthenticationError(
+                    f"the sandbox whose access token this config file names ({path}) is not running any more: "
+                    "use the config file the running sandbox wrote (its data dir's config.yaml)"
+                ) from None
             except OSError as err:
                 raise AuthenticationError(
                     f"cannot read the sandbox's access token {path} ({err.strerror or err}); only the user "
@@ -309,12 +307,18 @@ def platform_with_token(platform, data_dir: Path | None = None):
 
     if data_dir is not None:
         command = ["cat", str(token_file(data_dir))]
-    elif _is_cat_of_token(platform):
+    elif _is_cat_of_token(platform) and _is_sandbox_address(platform.endpoint):
         command = list(platform.command)
     else:
         return platform
     _register_plugin()
     return replace(platform, auth_mode=AUTH_TYPE, command=command)
+
+
+def _is_sandbox_address(endpoint: str) -> bool:
+    """An address a sandbox could serve (it binds 127.0.0.1 only): elsewhere a config's ``cat`` of a token
+    file is a cluster's own login, or the way to one (a proxy), and flytekit's own login runs it."""
+    return (endpoint or "").removeprefix("dns:///").rpartition(":")[0] == SANDBOX_HOST
 
 
 def _is_cat_of_token(platform) -> bool:
